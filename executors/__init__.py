@@ -1,0 +1,30 @@
+"""codeloop executors: run model-written code and report what happened."""
+
+from .base import (
+    Artifact,
+    ExecutionResult,
+    Executor,
+    InputFile,
+    Isolation,
+    Limits,
+    Outcome,
+    as_input_files,
+)
+from .local import LocalExecutor
+from .registry import DEFAULT_EXECUTOR, UnknownExecutorError, available_executors, get_executor
+
+__all__ = [
+    "Artifact",
+    "DEFAULT_EXECUTOR",
+    "ExecutionResult",
+    "Executor",
+    "InputFile",
+    "Isolation",
+    "Limits",
+    "LocalExecutor",
+    "Outcome",
+    "UnknownExecutorError",
+    "as_input_files",
+    "available_executors",
+    "get_executor",
+]

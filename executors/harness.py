@@ -1,0 +1,202 @@
+"""The child side of every process executor: run one piece of code and report.
+
+This file is run as a script (``python harness.py CONFIG_JSON``) inside the
+child process, so it imports nothing from codeloop and only the standard
+library at start-up. It can also be imported by a pre-warmed zygote, which
+calls :func:`run_in_child` after forking.
+
+What it does, in order: apply resource limits, reseed random state, make
+matplotlib headless and capturing, run the code as ``__main__`` with a
+traceback that shows only the user's frames, save open figures as PNG files
+in the working directory, and write a JSON report to the result descriptor.
+Stdout and stderr are left to the parent, which captures and caps them.
+"""
+
+from __future__ import annotations
+
+import json
+import linecache
+import os
+import sys
+import traceback
+import warnings
+
+CODE_FILENAME = "<code>"
+MAX_TRACEBACK_CHARS = 8000
+
+
+def apply_limits(limits: dict) -> None:
+    """Set rlimits on this process (inherited by anything it starts)."""
+    import resource
+
+    def cap(which: int, value: int | None) -> None:
+        if value is None:
+            return
+        soft, hard = resource.getrlimit(which)
+        new_hard = value if hard == resource.RLIM_INFINITY else min(value, hard)
+        try:
+            resource.setrlimit(which, (min(value, new_hard), new_hard))
+        except (ValueError, OSError):
+            pass  # a lower limit is already in force
+
+    timeout = limits.get("timeout_s") or 30
+    cpu = limits.get("cpu_s") or timeout + 2
+    cap(resource.RLIMIT_CPU, int(cpu) + 1)
+    cap(resource.RLIMIT_AS, limits.get("memory_bytes"))
+    cap(resource.RLIMIT_FSIZE, limits.get("file_bytes"))
+    cap(resource.RLIMIT_NOFILE, limits.get("open_files"))
+    cap(resource.RLIMIT_CORE, 0)
+    if os.geteuid() != 0:  # RLIMIT_NPROC is not enforced for root
+        cap(resource.RLIMIT_NPROC, limits.get("max_processes"))
+
+
+def reseed() -> None:
+    """A forked child shares its parent's random state: give it its own."""
+    import random
+
+    random.seed()
+    np = sys.modules.get("numpy")
+    if np is not None:
+        np.random.seed(int.from_bytes(os.urandom(4), "little"))
+
+
+def _figure_saver():
+    """Return a function that saves every open matplotlib figure as PNG."""
+    counter = {"n": 0}
+
+    def save_open_figures() -> None:
+        plt = sys.modules.get("matplotlib.pyplot")
+        if plt is None:
+            return
+        for num in list(plt.get_fignums()):
+            fig = plt.figure(num)
+            counter["n"] += 1
+            name = f"figure_{counter['n']}.png"
+            while os.path.exists(name):
+                counter["n"] += 1
+                name = f"figure_{counter['n']}.png"
+            try:
+                fig.savefig(name, format="png")
+            except Exception as exc:  # a broken figure must not hide the run's result
+                print(f"codeloop: could not save figure {num}: {exc}", file=sys.stderr)
+            plt.close(fig)
+
+    return save_open_figures
+
+
+def prepare_matplotlib(save_open_figures) -> None:
+    """Headless backend; ``plt.show()`` captures figures instead of blocking."""
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    warnings.filterwarnings("ignore", message=".*non-interactive.*")
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is not None:
+        plt.close("all")
+        plt.show = lambda *args, **kwargs: save_open_figures()
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """Format the traceback keeping only frames from the user's code."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != CODE_FILENAME:
+        tb = tb.tb_next
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    if len(text) > MAX_TRACEBACK_CHARS:
+        text = text[: MAX_TRACEBACK_CHARS // 2] + "\n[... traceback trimmed ...]\n" + text[-MAX_TRACEBACK_CHARS // 2 :]
+    return text
+
+
+def execute(code: str, compile_fn=None, namespace: dict | None = None) -> dict:
+    """Run ``code`` as ``__main__``; return the report (never raises)."""
+    report: dict = {"error_type": None, "error_message": None, "traceback": None, "exit_code": 0}
+    linecache.cache[CODE_FILENAME] = (len(code), None, code.splitlines(True), CODE_FILENAME)
+    ns = namespace if namespace is not None else {"__name__": "__main__", "__builtins__": __builtins__}
+    try:
+        compiled = (compile_fn or compile)(code, CODE_FILENAME, "exec")
+        exec(compiled, ns)
+    except SystemExit as exc:
+        code_ = exc.code
+        if code_ is None or code_ == 0:
+            report["exit_code"] = 0
+        else:
+            report["exit_code"] = code_ if isinstance(code_, int) else 1
+            report["error_type"] = "SystemExit"
+            report["error_message"] = str(code_)
+            if not isinstance(code_, int):
+                print(code_, file=sys.stderr)
+    except BaseException as exc:  # report everything, including KeyboardInterrupt
+        text = _user_traceback(exc)
+        sys.stderr.write(text)
+        report.update(
+            error_type=type(exc).__name__,
+            error_message=str(exc)[:2000],
+            traceback=text,
+            exit_code=1,
+        )
+    return report
+
+
+def _usage() -> dict:
+    import resource
+
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"cpu_time_s": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime}
+
+
+def write_report(fd: int, report: dict) -> None:
+    data = json.dumps(report).encode()
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+    os.close(fd)
+
+
+def run_in_child(config: dict, code: str, result_fd: int, compile_fn=None, namespace=None) -> int:
+    """Everything the child does; returns the exit status to use."""
+    if config.get("limits"):
+        apply_limits(config["limits"])
+    if config.get("reseed"):
+        reseed()
+    save_open_figures = _figure_saver()
+    prepare_matplotlib(save_open_figures)
+    report = execute(code, compile_fn=compile_fn, namespace=namespace)
+    try:
+        save_open_figures()
+    except Exception as exc:
+        print(f"codeloop: figure capture failed: {exc}", file=sys.stderr)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except Exception:
+        pass
+    report.update(_usage())
+    try:
+        write_report(result_fd, report)
+    except OSError:
+        pass  # the parent went away or the code closed our descriptor
+    return int(report["exit_code"]) if isinstance(report["exit_code"], int) else 1
+
+
+def main(argv: list[str]) -> int:
+    config = json.loads(argv[1])
+    with open(config["code_path"], encoding="utf-8") as fh:
+        code = fh.read()
+    if config.get("workdir"):
+        os.chdir(config["workdir"])
+    sys.path.insert(0, os.getcwd())
+    sys.argv = ["main.py"]
+    return run_in_child(config, code, int(config["result_fd"]))
+
+
+if __name__ == "__main__":
+    # Drop the harness's own directory from the import path: the user's code
+    # must not import codeloop's modules by accident.
+    if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+        sys.path.pop(0)
+    status = main(sys.argv)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(status)

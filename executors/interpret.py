@@ -1,0 +1,111 @@
+"""Turn what a child process did into an :class:`ExecutionResult`.
+
+The error type, message and traceback come from the report the harness wrote;
+the outcome is decided from facts the parent observed (deadline, flood,
+signal, exit status), in that order of precedence.
+"""
+
+from __future__ import annotations
+
+import json
+import signal as signal_module
+
+from .base import Artifact, ExecutionResult, Limits, Outcome
+from .process import ProcessOutcome
+
+MEMORY_ERRORS = {"MemoryError"}
+
+
+def interpret(
+    proc: ProcessOutcome,
+    *,
+    limits: Limits,
+    executor: str,
+    isolation: str,
+    artifacts: list[Artifact],
+    baseline_memory_bytes: int = 0,
+) -> ExecutionResult:
+    if proc.spawn_error:
+        return ExecutionResult(
+            outcome=Outcome.SANDBOX_ERROR,
+            error_type="SandboxError",
+            error_message=f"could not start the child: {proc.spawn_error}",
+            executor=executor,
+            isolation=isolation,
+        )
+    try:
+        report = json.loads(proc.report) if proc.report else {}
+    except ValueError:
+        report = {}  # the code scribbled on our descriptor; trust only what we saw
+    error_type = report.get("error_type")
+    error_message = report.get("error_message")
+    tb = report.get("traceback")
+
+    if proc.timed_out:
+        outcome = Outcome.DEADLINE_EXCEEDED
+        error_type = error_type or "TimeoutError"
+        error_message = f"execution exceeded the {limits.timeout_s:g} s deadline and was stopped"
+    elif proc.output_exceeded:
+        outcome = Outcome.OUTPUT_LIMIT
+        error_type = "OutputLimitExceeded"
+        error_message = f"output exceeded {limits.output_hard_bytes} bytes and the run was stopped"
+    elif error_type in MEMORY_ERRORS:
+        outcome = Outcome.MEMORY_EXCEEDED
+    elif proc.signal is not None:
+        name = _signal_name(proc.signal)
+        if proc.signal == signal_module.SIGXCPU:
+            outcome = Outcome.DEADLINE_EXCEEDED
+            error_type, error_message = "TimeoutError", "CPU time limit exceeded"
+        elif proc.signal == signal_module.SIGXFSZ:
+            outcome = Outcome.FAILED
+            error_type, error_message = "OSError", f"file size limit ({limits.file_bytes} bytes) exceeded"
+        else:
+            outcome = Outcome.KILLED
+            error_type = error_type or "Killed"
+            error_message = error_message or f"the process was killed by {name}"
+    elif error_type or (proc.returncode not in (0, None)):
+        outcome = Outcome.FAILED
+        if not error_type:
+            error_type = "ExitError"
+            error_message = f"the process exited with status {proc.returncode}"
+    elif not report:
+        # Exit 0 without a report: the code cut the harness short (os._exit(0)).
+        outcome = Outcome.OK
+    else:
+        outcome = Outcome.OK
+
+    peak = proc.peak_memory_bytes
+    if peak is not None and baseline_memory_bytes:
+        peak = max(0, peak - baseline_memory_bytes)
+    if (
+        outcome is Outcome.KILLED
+        and peak is not None
+        and limits.memory_bytes
+        and (proc.peak_memory_bytes or 0) >= 0.9 * limits.memory_bytes
+    ):
+        outcome = Outcome.MEMORY_EXCEEDED
+    return ExecutionResult(
+        outcome=outcome,
+        stdout=proc.stdout.text(),
+        stderr=proc.stderr.text(),
+        error_type=error_type,
+        error_message=error_message,
+        traceback=tb,
+        exit_code=proc.returncode,
+        signal=proc.signal,
+        duration_s=proc.duration_s,
+        cpu_time_s=proc.cpu_time_s,
+        peak_memory_bytes=peak,
+        artifacts=artifacts,
+        stdout_truncated=proc.stdout.truncated,
+        stderr_truncated=proc.stderr.truncated,
+        executor=executor,
+        isolation=isolation,
+    )
+
+
+def _signal_name(sig: int) -> str:
+    try:
+        return signal_module.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"

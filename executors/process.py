@@ -1,0 +1,213 @@
+"""Run one child process asynchronously with capped output, a deadline and real rusage.
+
+Shared by the process-based executors. It uses a pidfd to learn when the child
+exits and ``os.wait4`` to reap it, so CPU time and peak memory come from the
+kernel rather than from the child's own word. Output is read as it arrives:
+the first ``keep_bytes`` of each stream are kept, and a flood past
+``hard_bytes`` stops the child. The whole process group is killed on every
+exit path, so nothing the child started outlives the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import psutil
+
+
+@dataclass
+class StreamCapture:
+    keep_bytes: int
+    data: bytearray = field(default_factory=bytearray)
+    total: int = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        room = self.keep_bytes - len(self.data)
+        if room > 0:
+            self.data += chunk[:room]
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > len(self.data)
+
+    def text(self) -> str:
+        return self.data.decode("utf-8", errors="replace")
+
+
+@dataclass
+class ProcessOutcome:
+    returncode: int | None  # exit status, or None when ended by a signal
+    signal: int | None
+    stdout: StreamCapture
+    stderr: StreamCapture
+    report: bytes  # what the child wrote on its result descriptor
+    duration_s: float
+    cpu_time_s: float | None
+    peak_memory_bytes: int | None
+    timed_out: bool = False
+    output_exceeded: bool = False
+    spawn_error: str | None = None
+
+
+def kill_tree(pid: int) -> None:
+    """Kill a process, its process group and every descendant we can still see."""
+    try:
+        victims = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        victims = []
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
+    for proc in victims:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+async def run_process(
+    argv: Sequence[str],
+    *,
+    cwd: str,
+    env: Mapping[str, str],
+    timeout_s: float,
+    keep_bytes: int,
+    hard_bytes: int,
+    with_report_fd: bool = True,
+    preexec_fn: Callable[[], None] | None = None,
+    report_fd_placeholder: str = "{REPORT_FD}",
+) -> ProcessOutcome:
+    """Spawn ``argv``; ``{REPORT_FD}`` in any argument becomes the report descriptor."""
+    loop = asyncio.get_running_loop()
+    out = StreamCapture(keep_bytes)
+    err = StreamCapture(keep_bytes)
+    report = bytearray()
+    report_r = report_w = -1
+    if with_report_fd:
+        report_r, report_w = os.pipe()
+        argv = [a.replace(report_fd_placeholder, str(report_w)) for a in argv]
+    start = time.perf_counter()
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=(report_w,) if with_report_fd else (),
+            start_new_session=True,
+            preexec_fn=preexec_fn,
+            close_fds=True,
+        )
+    except OSError as exc:
+        for fd in (report_r, report_w):
+            if fd >= 0:
+                os.close(fd)
+        return ProcessOutcome(None, None, out, err, b"", 0.0, None, None, spawn_error=str(exc))
+    if with_report_fd:
+        os.close(report_w)
+
+    exited = asyncio.Event()
+    flood = asyncio.Event()
+    open_streams: dict[int, StreamCapture | bytearray] = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
+    if with_report_fd:
+        open_streams[report_r] = report
+    all_closed = asyncio.Event()
+
+    def on_readable(fd: int) -> None:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        sink = open_streams.get(fd)
+        if not chunk:
+            loop.remove_reader(fd)
+            open_streams.pop(fd, None)
+            if not open_streams:
+                all_closed.set()
+            return
+        if isinstance(sink, StreamCapture):
+            sink.feed(chunk)
+            if out.total + err.total > hard_bytes:
+                flood.set()
+        elif sink is not None and len(sink) < 16 * 1024**2:
+            sink += chunk
+
+    for fd in list(open_streams):
+        os.set_blocking(fd, False)
+        loop.add_reader(fd, on_readable, fd)
+
+    pidfd = os.pidfd_open(proc.pid)
+    loop.add_reader(pidfd, exited.set)
+
+    timed_out = False
+    exceeded = False
+    try:
+        waiters = [asyncio.ensure_future(e.wait()) for e in (exited, flood)]
+        done, pending = await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        for w in pending:
+            w.cancel()
+        if flood.is_set():
+            exceeded = True
+            kill_tree(proc.pid)
+        elif not exited.is_set():
+            timed_out = True
+            kill_tree(proc.pid)
+        await exited.wait()
+        # Drain what the child left in the pipes; a grandchild holding them open
+        # must not keep us waiting, so the group is killed after a short grace.
+        try:
+            await asyncio.wait_for(all_closed.wait(), 0.2)
+        except asyncio.TimeoutError:
+            kill_tree(proc.pid)
+            try:
+                await asyncio.wait_for(all_closed.wait(), 0.5)
+            except asyncio.TimeoutError:
+                pass
+        _, status, rusage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        for fd in list(open_streams):
+            loop.remove_reader(fd)
+        kill_tree(proc.pid)
+        for stream in (proc.stdout, proc.stderr):
+            stream.close()
+        if with_report_fd:
+            os.close(report_r)
+        if proc.returncode is None:  # cancelled: reap so no zombie is left
+            try:
+                os.waitpid(proc.pid, 0)
+                proc.returncode = -9
+            except ChildProcessError:
+                pass
+    duration = time.perf_counter() - start
+    sig = -proc.returncode if proc.returncode < 0 else None
+    return ProcessOutcome(
+        returncode=None if sig else proc.returncode,
+        signal=sig,
+        stdout=out,
+        stderr=err,
+        report=bytes(report),
+        duration_s=duration,
+        cpu_time_s=rusage.ru_utime + rusage.ru_stime,
+        peak_memory_bytes=rusage.ru_maxrss * 1024,
+        timed_out=timed_out,
+        output_exceeded=exceeded,
+    )

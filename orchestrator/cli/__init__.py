@@ -1,0 +1,67 @@
+"""``codeloop``: a small command line over the Python API.
+
+Each subcommand lives in its own module in this package and exposes
+``register(subparsers)``; the module's ``run(args)`` returns the exit code.
+Exit codes: 0 solved or answered, 1 failed, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input from the command line: printed, exit code 2."""
+
+
+def _version() -> str:
+    try:
+        return version("codeloop")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="codeloop",
+        description="Generate code with a model, run it in a sandbox, feed errors back, summarise.",
+    )
+    parser.add_argument("--version", action="version", version=f"codeloop {_version()}")
+    parser.add_argument("--log-json", action="store_true", help="log JSON lines to stderr")
+    parser.add_argument("--log-level", default="warning", help="debug, info, warning (default) or error")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..logs import configure_logging
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    configure_logging(json_lines=args.log_json, level=args.log_level)
+    try:
+        return int(args.handler(args))
+    except UsageError as exc:
+        print(f"codeloop: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("codeloop: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
