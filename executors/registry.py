@@ -13,6 +13,8 @@ from .base import Executor
 # matters when that executor is asked for.
 BUILTIN: dict[str, str] = {
     "local": "executors.local:LocalExecutor",
+    "pool": "executors.pool:PoolExecutor",
+    "restricted": "executors.restricted:RestrictedExecutor",
 }
 
 DEFAULT_EXECUTOR = "local"
