@@ -17,7 +17,7 @@ BUILTIN: dict[str, str] = {
     "restricted": "executors.restricted:RestrictedExecutor",
 }
 
-DEFAULT_EXECUTOR = "local"
+DEFAULT_EXECUTOR = "sandbox"
 
 
 def _load(target: str) -> Callable[..., Executor]:
