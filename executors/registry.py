@@ -13,6 +13,7 @@ from .base import Executor
 # matters when that executor is asked for.
 BUILTIN: dict[str, str] = {
     "local": "executors.local:LocalExecutor",
+    "sandbox": "executors.sandbox:SandboxExecutor",
     "pool": "executors.pool:PoolExecutor",
     "restricted": "executors.restricted:RestrictedExecutor",
 }
