@@ -20,6 +20,7 @@ also recycled after ``max_executions`` runs.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import shutil
@@ -30,22 +31,24 @@ import tempfile
 import time
 import uuid
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .base import ExecutionResult, InputFile, Isolation, Limits, Outcome
 from .interpret import interpret
+from .isolation import IsolationUnavailable, Isolator, Mount, SandboxCommand, SandboxView
 from .local import child_env
 from .process import ProcessOutcome, StreamCapture, kill_tree
 from .workspace import Workspace
-from .zygote import HEADER, MAX_MESSAGE, decode, encode
+from .zygote import FAST_FORK_ENV, MAX_MESSAGE, decode, encode
 
 HERE = Path(__file__).resolve().parent
 ZYGOTE = str(HERE / "zygote.py")
 HARNESS = str(HERE / "harness.py")
 RESTRICTED_POLICY = str(HERE / "restricted_policy.py")
 
+CONTROL_FD_MIN = 100
 DEFAULT_PRELOAD = ("numpy", "pandas", "matplotlib", "matplotlib.pyplot", "sympy")
 
 
@@ -94,9 +97,8 @@ def _kill_processes(pids: set[int]) -> None:
 class ZygoteProcess:
     """The orchestrator's handle on one zygote: its process and control socket."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path, registry: set[int]) -> None:
-        self.argv = argv
-        self.env = env
+    def __init__(self, command: Callable[[dict], SandboxCommand], log_path: Path, registry: set[int]) -> None:
+        self.command = command  # config -> the wrapped command line that starts the zygote
         self.log_path = log_path
         self.registry = registry
         self.proc = None
@@ -111,26 +113,30 @@ class ZygoteProcess:
     async def start(self, config: dict, timeout_s: float) -> None:
         import subprocess
 
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        config = {**config, "control_fd": theirs.fileno()}
+        ours, pair_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # A high descriptor number: wrappers (unshare's set-up script) use the low ones.
+        theirs = fcntl.fcntl(pair_end.fileno(), fcntl.F_DUPFD, CONTROL_FD_MIN)
+        pair_end.close()
+        command = self.command({**config, "control_fd": theirs})
+        self.command = None  # it is bound to the pool: holding it would keep a dropped pool alive
         with open(self.log_path, "ab") as log:
             try:
                 self.proc = subprocess.Popen(
-                    [*self.argv, json.dumps(config)],
-                    env=self.env,
+                    command.argv,
+                    env=command.env,
+                    cwd=command.cwd,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=log,
-                    pass_fds=(theirs.fileno(),),
+                    pass_fds=(theirs,),
                     start_new_session=True,
                     close_fds=True,
                 )
             except OSError as exc:
                 ours.close()
-                theirs.close()
-                raise ZygoteError(f"could not start the zygote ({self.argv[0]}): {exc}") from exc
+                raise ZygoteError(f"could not start the zygote ({command.argv[0]}): {exc}") from exc
             finally:
-                theirs.close()
+                os.close(theirs)
         self.registry.add(self.proc.pid)
         self.sock = ours
         self.sock.setblocking(False)
@@ -264,7 +270,7 @@ class PoolExecutor:
         self.settings = base
         self.limits = limits or Limits()
         self.mode = mode
-        self.isolation = Isolation.RLIMITS
+        self.isolation = Isolation.RLIMITS  # the detected level replaces this on start()
         self._pids: set[int] = set()
         self._finalizer = weakref.finalize(self, _kill_processes, self._pids)
         self._root: Path | None = None
@@ -274,7 +280,10 @@ class PoolExecutor:
         self._start_lock: asyncio.Lock | None = None
         self._background: set[asyncio.Task] = set()
         self._closed = False
-        self._launch: list[str] = []
+        level = None if self.settings.isolation == "auto" else self.settings.isolation
+        self.isolator = Isolator(level_request=level, strict=self.settings.strict, python=self.settings.python)
+        self._paths: SandboxView | None = None
+        self._mounts: list[Mount] = []
 
     # -- life cycle -------------------------------------------------------
     async def start(self) -> None:
@@ -290,7 +299,14 @@ class PoolExecutor:
             self._root.chmod(0o755)
             self._root_finalizer = weakref.finalize(self, shutil.rmtree, str(self._root), True)
             (self._root / "mpl").mkdir()
-            self._launch, self.isolation = self._launcher()
+            try:
+                self.isolation = await asyncio.to_thread(lambda: self.isolator.level)
+            except IsolationUnavailable as exc:
+                raise ZygoteError(str(exc)) from exc
+            self.isolator.prepare(self._root / "mpl")
+            # executors/ is mounted at its own path, so the zygote's file paths hold inside too.
+            self._mounts = [Mount(str(HERE), str(HERE))]
+            self._paths = self.isolator.view(self._root, self._mounts)  # how host paths appear inside
             slots: asyncio.Queue = asyncio.Queue()
             self._all_slots = [_Slot(i) for i in range(self.settings.size)]
             if self.settings.warm:
@@ -304,20 +320,27 @@ class PoolExecutor:
                 slots.put_nowait(slot)
             self._slots = slots
 
-    def _launcher(self) -> tuple[list[str], Isolation]:
-        """The command that starts a zygote, and the isolation it gets."""
-        if self.settings.strict:
-            raise ZygoteError("strict mode: no real isolation boundary (bwrap or unshare) is available")
-        return [self.settings.python, "-X", "utf8", ZYGOTE], Isolation.RLIMITS
+    def _wrap(self, config: dict) -> SandboxCommand:
+        """The zygote's command line, inside the same isolation as the ``sandbox`` executor.
+
+        The zygote is the PID namespace's init (``as_pid_1``): the kernel ignores
+        SIGKILL and SIGSTOP sent to it from inside, so user code cannot kill it
+        with ``os.kill(os.getppid(), 9)``; and when it dies, the namespace dies.
+        """
+        argv = [self.settings.python, "-X", "utf8", ZYGOTE, json.dumps(config)]
+        env = child_env(self._paths.work_dir)  # each child then points HOME and TMPDIR at its own directory
+        env["MPLCONFIGDIR"] = self._paths.inside(self._root / "mpl")
+        if self.settings.fast_fork:
+            env.update(FAST_FORK_ENV)
+        return self.isolator.wrap(argv, work_dir=self._root, mounts=self._mounts, env=env, as_pid_1=True)
 
     def _zygote_config(self) -> dict:
-        env = {"MPLBACKEND": "Agg", "MPLCONFIGDIR": str(self._root / "mpl")}
         return {
             "harness_path": HARNESS,
             "policy_path": RESTRICTED_POLICY if self.settings.restricted_policy else None,
             "preload": list(self.settings.preload),
             "fast_fork": self.settings.fast_fork,
-            "env": env,
+            "env": {"MPLBACKEND": "Agg", "MPLCONFIGDIR": self._paths.inside(self._root / "mpl")},
         }
 
     async def _fill(self, slot: _Slot) -> None:
@@ -325,9 +348,7 @@ class PoolExecutor:
         if slot.zygote is not None:
             await slot.zygote.kill()
             slot.zygote = None
-        env = child_env(self._root / "mpl")
-        env.update(MPLCONFIGDIR=str(self._root / "mpl"))
-        zygote = ZygoteProcess(self._launch, env, self._root / f"zygote-{slot.index}.log", self._pids)
+        zygote = ZygoteProcess(self._wrap, self._root / f"zygote-{slot.index}.log", self._pids)
         await zygote.start(self._zygote_config(), self.settings.start_timeout_s)
         slot.zygote = zygote
 
@@ -454,13 +475,15 @@ class PoolExecutor:
         executor = "restricted" if mode == "restricted" else self.name
         isolation = Isolation.RESTRICTED.value if mode == "restricted" else self.isolation.value
         with Workspace(prefix="run-", base_dir=str(self._root)) as ws:
+            ws.root.chmod(0o711)  # the sandbox user reads main.py here ...
+            self.isolator.prepare(ws.work)  # ... and writes in work/
             ws.add_inputs(files)
             ws.write_code(code)
             request = {
                 "op": "run",
                 "id": uuid.uuid4().hex,
-                "code_path": str(ws.code_path),
-                "workdir": str(ws.work),
+                "code_path": self._paths.inside(ws.code_path),
+                "workdir": self._paths.inside(ws.work),
                 "limits": limits.to_json(),
                 "timeout_s": limits.timeout_s,
                 "mode": mode,

@@ -45,6 +45,11 @@ class RestrictedExecutor:
             raise ValueError("the shared pool was started with restricted_policy=False")
         self.limits = limits or self.pool.limits
 
+    @property
+    def isolator(self):
+        """The :class:`~executors.isolation.Isolator` of the pool the code runs in."""
+        return self.pool.isolator
+
     async def start(self) -> None:
         await self.pool.start()
 

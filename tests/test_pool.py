@@ -41,7 +41,8 @@ def zygote_processes(executor: PoolExecutor) -> list[psutil.Process]:
             continue
         for proc in tree:
             try:
-                if any(part.endswith("zygote.py") for part in proc.cmdline()):
+                cmdline = proc.cmdline()
+                if "python" in os.path.basename(cmdline[0]) and any(p.endswith("zygote.py") for p in cmdline):
                     found.append(proc)
                     break  # the first one in the tree is the zygote; the rest are its forks
             except psutil.Error:
