@@ -222,6 +222,25 @@ class ZygoteProcess:
 
     async def kill(self) -> None:
         """Kill the zygote's whole tree (wrapper, zygote, children) and reap it."""
+        self._terminate()
+        if self.proc is None:
+            return
+        deadline = time.monotonic() + 5
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        self.registry.discard(self.proc.pid)
+
+    def kill_now(self) -> None:
+        """The same, without awaiting: for paths that are being cancelled."""
+        self._terminate()
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=2)
+                self.registry.discard(self.proc.pid)
+            except Exception:
+                pass  # the finaliser tries again at exit
+
+    def _terminate(self) -> None:
         if self.sock is not None:
             if self.alive:
                 self.alive = False
@@ -231,13 +250,8 @@ class ZygoteProcess:
                     pass
             self.sock.close()
             self.sock = None
-        if self.proc is None:
-            return
-        kill_tree(self.proc.pid)
-        deadline = time.monotonic() + 5
-        while self.proc.poll() is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
-        self.registry.discard(self.proc.pid)
+        if self.proc is not None:
+            kill_tree(self.proc.pid)
 
 
 @dataclass
@@ -599,7 +613,10 @@ class PoolExecutor:
         try:
             done, _ = await asyncio.wait({receive, flooded}, timeout=backstop, return_when=asyncio.FIRST_COMPLETED)
             if flooded in done and receive not in done:
-                zygote.send({"op": "kill", "id": request_id})
+                try:
+                    zygote.send({"op": "kill", "id": request_id})
+                except ZygoteDied:
+                    pass  # the receive below reports the death
                 done, _ = await asyncio.wait({receive}, timeout=self.settings.backstop_s)
             if receive not in done:
                 await zygote.kill()
@@ -618,6 +635,11 @@ class PoolExecutor:
                 await zygote.kill()
                 return None, f"the pool's zygote answered out of turn: {message!r}"
             return message, None
+        except asyncio.CancelledError:
+            # The caller gave up mid-run: the zygote's state is unknown, so it is
+            # replaced rather than trusted with the next request.
+            zygote.kill_now()
+            raise
         finally:
             for task in (receive, flooded):
                 if not task.done():

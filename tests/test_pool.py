@@ -292,3 +292,14 @@ async def test_large_code_and_leftover_files_do_not_leak(pool):
     await pool.execute("import os\nos.makedirs('deep/er')\nopen('deep/er/f.txt', 'w').write('1')\nos.chmod('deep', 0o500)")
     listing = await asyncio.gather(*(pool.execute("import os\nprint(sorted(os.listdir('.')))") for _ in range(4)))
     assert [r.stdout for r in listing] == ["[]\n"] * 4
+
+
+async def test_cancelled_execution_leaves_the_pool_usable():
+    async with PoolExecutor(size=1, preload=()) as executor:
+        running = asyncio.ensure_future(executor.execute("import time\ntime.sleep(30)"))
+        await asyncio.sleep(0.5)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        results = [await executor.execute(f"print({i})") for i in range(3)]
+        assert [r.stdout for r in results] == ["0\n", "1\n", "2\n"]
