@@ -63,8 +63,10 @@ class SandboxExecutor:
         max_concurrency: int = 4,
         isolation: Isolator | Isolation | str | None = None,
         python: str | None = None,
+        work_root: str | None = None,
     ) -> None:
         self.limits = limits or Limits()
+        self.work_root = work_root  # parent of the per-execution workspaces (default: the temp dir)
         if isinstance(isolation, Isolator):
             self.isolator = isolation
         else:
@@ -111,7 +113,7 @@ class SandboxExecutor:
         if "matplotlib" in code or "plt." in code:
             await self._seed_matplotlib()
         async with self._slots:
-            with Workspace(prefix="codeloop-sandbox-") as ws:
+            with Workspace(prefix="codeloop-sandbox-", base_dir=self.work_root) as ws:
                 try:
                     ws.add_inputs(files)
                 except ValueError as exc:
