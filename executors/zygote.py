@@ -43,6 +43,7 @@ import sys
 import time
 
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 HEADER = struct.Struct(">I")
 MAX_MESSAGE = 1024 * 1024
@@ -192,6 +193,9 @@ class Zygote:
         except OSError:
             pass
         prctl(PR_SET_CHILD_SUBREAPER, 1)
+        # Children run as our user: non-dumpable, we cannot be ptrace-attached or have
+        # /proc/<pid>/mem read by them (forks inherit this, so neither can each other).
+        prctl(PR_SET_DUMPABLE, 0)
         os.environ.update(self.config.get("env", {}))
         self.harness = load_module("codeloop_harness", self.config["harness_path"])
         failures = preload(self.config.get("preload", []))
