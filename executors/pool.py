@@ -24,8 +24,8 @@ import fcntl
 import json
 import os
 import shutil
-import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -87,13 +87,18 @@ class ZygoteDied(ZygoteError):
 
 
 def _kill_processes(pids: set[int]) -> None:
-    """Finalizer: kill every zygote tree still registered. Runs at exit too."""
+    """Finalizer: kill every zygote tree still registered, and reap them. Runs at exit too."""
     for pid in list(pids):
         kill_tree(pid)
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
+    deadline = time.monotonic() + 2
+    for pid in list(pids):
+        while time.monotonic() < deadline:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] != 0:
+                    break
+            except ChildProcessError:
+                break
+            time.sleep(0.005)
     pids.clear()
 
 
@@ -114,8 +119,6 @@ class ZygoteProcess:
         self.preload_failures: list[str] = []
 
     async def start(self, config: dict, timeout_s: float) -> None:
-        import subprocess
-
         ours, pair_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         # A high descriptor number: wrappers (unshare's set-up script) use the low ones.
         theirs = fcntl.fcntl(pair_end.fileno(), fcntl.F_DUPFD, CONTROL_FD_MIN)

@@ -11,7 +11,6 @@ import asyncio
 import os
 import signal
 import time
-from pathlib import Path
 
 import psutil
 import pytest
