@@ -25,6 +25,12 @@ from .process import ProcessOutcome, run_process
 from .workspace import Workspace
 
 HARNESS = str(Path(__file__).with_name("harness.py"))
+PRIVATE_MPL_DIR = "/tmp/matplotlib"  # in the child's private /tmp (bwrap and unshare levels)
+
+
+def mentions_matplotlib(code: str) -> bool:
+    """Cheap guess that code plots; it only decides whether a prebuilt font cache is offered."""
+    return "matplotlib" in code or "plt." in code or ".plot(" in code
 
 
 def sandbox_env(home: str) -> dict[str, str]:
@@ -50,7 +56,10 @@ class SandboxExecutor:
     ``isolation`` forces a level (``"bwrap"``, ``"unshare"``, ``"rlimits"``)
     or takes a ready :class:`Isolator`; by default the strongest available
     is detected on first use. ``strict`` refuses to run (SANDBOX_ERROR)
-    without a real boundary.
+    without a real boundary. ``max_concurrency`` bounds simultaneous
+    children; ``work_root`` is where per-execution workspaces are made (the
+    temp dir by default); they are removed in the background after each run
+    (``drain()`` waits for that, ``aclose()`` does too).
     """
 
     name = "sandbox"
@@ -77,6 +86,7 @@ class SandboxExecutor:
         self._level: Isolation | None = None
         self._mpl_seed: Path | None = None  # a font cache built once, copied into each run
         self._mpl_lock = asyncio.Lock()
+        self._cleanups: set[asyncio.Future] = set()
 
     @property
     def isolation(self) -> str:
@@ -110,10 +120,12 @@ class SandboxExecutor:
                 executor=self.name,
                 isolation=(self.isolator.level_request or Isolation.NONE).value,
             )
-        if "matplotlib" in code or "plt." in code:
+        plots = mentions_matplotlib(code)
+        if plots:
             await self._seed_matplotlib()
         async with self._slots:
-            with Workspace(prefix="codeloop-sandbox-", base_dir=self.work_root) as ws:
+            ws = Workspace(prefix="codeloop-sandbox-", base_dir=self.work_root)
+            try:
                 try:
                     ws.add_inputs(files)
                 except ValueError as exc:
@@ -122,7 +134,9 @@ class SandboxExecutor:
                         executor=self.name, isolation=level.value,
                     )
                 ws.write_code(code)
-                cmd = self._command(ws, files, limits)
+                # A font-cache dir costs a mkdir and an rmdir; only plotting code (or a level without
+                # a private /tmp, where the cache must not land in the host's /tmp) gets one.
+                cmd = self._command(ws, files, limits, mpl_dir=plots or level is Isolation.RLIMITS)
                 proc = await run_process(
                     cmd.argv,
                     cwd=cmd.cwd,
@@ -132,25 +146,29 @@ class SandboxExecutor:
                     hard_bytes=limits.output_hard_bytes,
                 )
                 artifacts = ws.collect_artifacts(limits)
+            finally:
+                self._clean_up_later(ws)
         if level is Isolation.BWRAP:
             signal_from_bwrap_status(proc)
         return with_reported_usage(
             interpret(proc, limits=limits, executor=self.name, isolation=level.value, artifacts=artifacts), proc.report
         )
 
-    def _command(self, ws: Workspace, files: Sequence[InputFile], limits: Limits) -> SandboxCommand:
-        mpl = ws.root / "mpl"
-        mpl.mkdir()
-        if self._mpl_seed is not None:
-            for cache in self._mpl_seed.glob("fontlist-*.json"):
-                shutil.copyfile(cache, mpl / cache.name)
-        for directory in (ws.root, ws.work, mpl):
+    def _command(self, ws: Workspace, files: Sequence[InputFile], limits: Limits, mpl_dir: bool) -> SandboxCommand:
+        for directory in (ws.root, ws.work):
             self.isolator.prepare(directory)
         mounts = [
             Mount(str(ws.code_path), f"{SANDBOX_ROOT}/main.py"),
             Mount(HARNESS, f"{SANDBOX_ROOT}/harness.py"),
-            Mount(str(mpl), f"{SANDBOX_ROOT}/mpl", writable=True),
         ]
+        mpl = ws.root / "mpl"
+        if mpl_dir:
+            mpl.mkdir()
+            if self._mpl_seed is not None:
+                for cache in self._mpl_seed.glob("fontlist-*.json"):
+                    shutil.copyfile(cache, mpl / cache.name)
+            self.isolator.prepare(mpl)
+            mounts.append(Mount(str(mpl), f"{SANDBOX_ROOT}/mpl", writable=True))
         # Input files stay read-only even for their owner: each is mounted over its own copy.
         for f in files:
             name = Path(f.name).name
@@ -163,7 +181,7 @@ class SandboxExecutor:
             "limits": limits.to_json(),
             "reseed": False,
         }
-        env = {**sandbox_env(home=view.work_dir), "MPLCONFIGDIR": view.inside(mpl)}
+        env = {**sandbox_env(home=view.work_dir), "MPLCONFIGDIR": view.inside(mpl) if mpl_dir else PRIVATE_MPL_DIR}
         argv = [self.isolator.python, "-u", "-X", "utf8", "-s", view.inside(HARNESS), json.dumps(config)]
         return self.isolator.wrap(argv, work_dir=ws.work, mounts=mounts, env=env)
 
@@ -192,10 +210,22 @@ class SandboxExecutor:
             else:
                 shutil.rmtree(seed, ignore_errors=True)
 
+    def _clean_up_later(self, ws: Workspace) -> None:
+        """Remove the workspace off the event loop: rmdir costs milliseconds on a journalled disk."""
+        future = asyncio.get_running_loop().run_in_executor(None, ws.cleanup)
+        self._cleanups.add(future)
+        future.add_done_callback(self._cleanups.discard)
+
+    async def drain(self) -> None:
+        """Wait until every finished execution's workspace is gone."""
+        while self._cleanups:
+            await asyncio.gather(*list(self._cleanups), return_exceptions=True)
+
     async def reset(self, session: str | None = None) -> None:
         return None
 
     async def aclose(self) -> None:
+        await self.drain()
         if self._mpl_seed is not None:
             shutil.rmtree(self._mpl_seed, ignore_errors=True)
             self._mpl_seed = None

@@ -111,9 +111,10 @@ class Case:
     restricted_expect: frozenset[Outcome] = frozenset({FAILED})
     timeout_s: float | None = None
     check: Callable[[ExecutionResult, Host], None] | None = None
+    memory_bytes: int | None = None
 
 
-def case(id, code, expect, *, requires=(), restricted=None, timeout_s=None, check=None) -> Case:
+def case(id, code, expect, *, requires=(), restricted=None, timeout_s=None, check=None, memory_bytes=None) -> Case:
     expect = frozenset(expect if isinstance(expect, (set, tuple, list, frozenset)) else {expect})
     return Case(
         id=id,
@@ -123,6 +124,7 @@ def case(id, code, expect, *, requires=(), restricted=None, timeout_s=None, chec
         restricted_expect=frozenset(restricted) if restricted else expect | {FAILED},
         timeout_s=timeout_s,
         check=check,
+        memory_bytes=memory_bytes,
     )
 
 
@@ -240,9 +242,10 @@ print("parent done")
     # -- memory and files -----------------------------------------------------
     case(
         "memory_bomb",
-        "x = []\nwhile True:\n    x.append(' ' * (64 * 2**20))",
+        "x = []\nwhile True:\n    x.append(' ' * (16 * 2**20))",
         MEMORY,
         restricted=(MEMORY,),
+        memory_bytes=256 * 2**20,  # small, so filling it is quick even on a busy machine
     ),
     case("numpy_huge_array", "import numpy\nnumpy.zeros(10**11)", MEMORY),
     case(
@@ -526,7 +529,9 @@ async def test_hostile(target, hostile: Case, host: Host):
     code = host.fill(hostile.code)
     if not target.restricted:
         code = tag_process(code, host.token)
-    limits = LIMITS.replace(timeout_s=hostile.timeout_s) if hostile.timeout_s else LIMITS
+    limits = LIMITS.replace(
+        timeout_s=hostile.timeout_s or LIMITS.timeout_s, memory_bytes=hostile.memory_bytes or LIMITS.memory_bytes
+    )
     started = time.monotonic()
     result = await asyncio.wait_for(target.executor.execute(code, limits=limits), limits.timeout_s + 15)
     elapsed = time.monotonic() - started
@@ -561,6 +566,7 @@ async def test_nothing_left_behind_and_next_execution_works(target):
     assert result.outcome is OK, (result.error_type, result.error_message, result.stderr[-400:])
     assert result.stdout.strip() == "42"
     if target.work_root is not None:
+        await target.executor.drain()
         left = list(target.work_root.iterdir())
         assert not left, f"workspaces left behind: {left}"
     assert not list(PROJECT_DIR.glob("codeloop-hostile-*")), "files were left in the project directory"
