@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +28,31 @@ from .workspace import Workspace
 
 HARNESS = str(Path(__file__).with_name("harness.py"))
 PRIVATE_MPL_DIR = "/tmp/matplotlib"  # in the child's private /tmp (bwrap and unshare levels)
+
+
+# Started with -S: install the precomputed sys.path, then run the harness as __main__.
+BOOT = (
+    "import sys\n"
+    "sys.path[:] = SYS_PATH\n"
+    "sys.argv = sys.argv[1:]\n"
+    "exec(compile(open(sys.argv[0], encoding='utf-8').read(), sys.argv[0], 'exec'),"
+    " {'__name__': '__main__', '__file__': sys.argv[0], '__builtins__': __builtins__})\n"
+)
+
+
+def interpreter_sys_path(python: str) -> list[str] | None:
+    """The interpreter's import path after ``site`` ran (absolute directories only), or None."""
+    try:
+        done = subprocess.run(
+            [python, "-s", "-c", "import sys, json; print(json.dumps(sys.path))"],
+            env={"PATH": "/usr/bin:/bin"}, capture_output=True, timeout=30, stdin=subprocess.DEVNULL, cwd="/",
+        )
+        paths = json.loads(done.stdout)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    if done.returncode != 0 or not isinstance(paths, list):
+        return None
+    return [p for p in paths if isinstance(p, str) and os.path.isabs(p) and os.path.isdir(p)]
 
 
 def mentions_matplotlib(code: str) -> bool:
@@ -87,6 +114,7 @@ class SandboxExecutor:
         self._mpl_seed: Path | None = None  # a font cache built once, copied into each run
         self._mpl_lock = asyncio.Lock()
         self._cleanups: set[asyncio.Future] = set()
+        self._sys_path: list[str] | None = None  # the interpreter's sys.path after site, found once
 
     @property
     def isolation(self) -> str:
@@ -98,8 +126,13 @@ class SandboxExecutor:
         if self._level is None:
             async with self._detect_lock:
                 if self._level is None:
-                    self._level = await asyncio.to_thread(lambda: self.isolator.level)
+                    self._level = await asyncio.to_thread(self._detect)
         return self._level
+
+    def _detect(self) -> Isolation:
+        level = self.isolator.level
+        self._sys_path = interpreter_sys_path(self.isolator.python)
+        return level
 
     async def execute(
         self,
@@ -182,7 +215,12 @@ class SandboxExecutor:
             "reseed": False,
         }
         env = {**sandbox_env(home=view.work_dir), "MPLCONFIGDIR": view.inside(mpl) if mpl_dir else PRIVATE_MPL_DIR}
-        argv = [self.isolator.python, "-u", "-X", "utf8", "-s", view.inside(HARNESS), json.dumps(config)]
+        argv = [self.isolator.python, "-u", "-X", "utf8", "-s"]
+        if self._sys_path is not None:
+            # Skip `site` (tens of ms: .pth hooks such as editable-install finders) and set the
+            # path it would have produced; the mounts are read-only, so it cannot differ inside.
+            argv += ["-S", "-c", BOOT.replace("SYS_PATH", json.dumps(self._sys_path))]
+        argv += [view.inside(HARNESS), json.dumps(config)]
         return self.isolator.wrap(argv, work_dir=ws.work, mounts=mounts, env=env)
 
     async def _seed_matplotlib(self) -> None:

@@ -271,3 +271,19 @@ def test_wrap_makes_mounts_visible_at_their_target(tmp_path):
     )
     done = subprocess.run(cmd.argv, env=cmd.env, cwd=cmd.cwd, capture_output=True, text=True, timeout=30)
     assert done.stdout.strip() == "hello from the host", done.stderr
+
+
+@module_loop
+async def test_data_libraries_import_but_codeloop_itself_does_not(sandbox):
+    code = (
+        "import numpy, pandas, matplotlib, sympy\n"
+        "try:\n"
+        "    import executors\n"
+        "    print('codeloop importable')\n"
+        "except ImportError:\n"
+        "    print('codeloop hidden')\n"
+    )
+    result = await sandbox.execute(code)
+    assert result.outcome is Outcome.OK, result.stderr
+    if (await sandbox.level()) is Isolation.BWRAP:
+        assert result.stdout == "codeloop hidden\n"
