@@ -303,7 +303,9 @@ class Isolator:
             return self._bwrap(drop, drop_argv + argv, view=view, cwd=work_dir, env=env, as_pid_1=as_pid_1)
         if level is Isolation.UNSHARE:
             return self._unshare(drop, drop_argv + argv, view=view, env=env)
-        return SandboxCommand(argv=drop_argv + argv, env=env, cwd=work_dir, view=view)
+        # rlimits: the child is the interpreter itself; it must still die with its parent.
+        die = [self.setpriv_path, "--pdeathsig=KILL", "--"] if self.setpriv_path and not drop else []
+        return SandboxCommand(argv=die + drop_argv + argv, env=env, cwd=work_dir, view=view)
 
     def _setpriv_argv(self) -> list[str]:
         return [
@@ -314,6 +316,8 @@ class Isolator:
             "--inh-caps=-all",
             "--bounding-set=-all",
             "--no-new-privs",
+            # Changing uid clears the parent-death signal that bwrap/unshare set: set it again.
+            "--pdeathsig=KILL",
             "--",
         ]
 
@@ -365,7 +369,9 @@ class Isolator:
 
     def _unshare(self, drop: bool, argv: list[str], *, view: SandboxView, env: dict[str, str]) -> SandboxCommand:
         assert self.unshare_path
-        args = [self.unshare_path]
+        # unshare has no --die-with-parent: a parent-death signal on it does that job.
+        args = [self.setpriv_path, "--pdeathsig=KILL", "--"] if self.setpriv_path else []
+        args += [self.unshare_path]
         if os.geteuid() != 0:
             args += ["--user", "--map-root-user"]
         args += ["--net", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc", "--propagation", "private"]

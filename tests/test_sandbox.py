@@ -287,3 +287,49 @@ async def test_data_libraries_import_but_codeloop_itself_does_not(sandbox):
     assert result.outcome is Outcome.OK, result.stderr
     if (await sandbox.level()) is Isolation.BWRAP:
         assert result.stdout == "codeloop hidden\n"
+
+
+ORPHAN_DRIVER = """
+import asyncio, sys
+from executors.sandbox import SandboxExecutor
+code = "import ctypes, time\\nctypes.CDLL(None).prctl(15, sys_name, 0, 0, 0)\\ntime.sleep(60)"
+code = code.replace("sys_name", repr(sys.argv[2].encode()))
+asyncio.run(SandboxExecutor(isolation=sys.argv[1]).execute(code))
+"""
+
+
+def _named(name: str) -> list:
+    import psutil
+
+    return [
+        p for p in psutil.process_iter(["name", "status"])
+        if p.info["name"] == name and p.info["status"] != psutil.STATUS_ZOMBIE
+    ]
+
+
+@pytest.mark.parametrize("level", ["bwrap", "unshare", "rlimits"])
+def test_the_sandbox_dies_with_the_orchestrator(level):
+    try:
+        Isolator(level_request=level).level
+    except IsolationUnavailable as exc:
+        if level == "bwrap" and IN_CI:
+            pytest.fail(f"CI must have bubblewrap: {exc}")
+        pytest.skip(f"{level} is not available here: {exc}")
+    name = f"cldeath{os.getpid() % 1000:03d}"
+    driver = subprocess.Popen([sys.executable, "-c", ORPHAN_DRIVER, level, name], cwd=str(Path(__file__).parent.parent))
+    try:
+        deadline = time.monotonic() + 20
+        while not _named(name):
+            assert driver.poll() is None, "the driver ended before the sandboxed code started"
+            assert time.monotonic() < deadline, "the sandboxed code never started"
+            time.sleep(0.05)
+    finally:
+        driver.kill()  # the orchestrator dies without any chance to clean up
+        driver.wait()
+    deadline = time.monotonic() + 3
+    while _named(name) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    survivors = _named(name)
+    for proc in survivors:
+        proc.kill()
+    assert not survivors, f"sandboxed code outlived its orchestrator at the {level} level"
