@@ -573,3 +573,30 @@ async def test_nothing_left_behind_and_next_execution_works(target):
     assert not list(Path.home().glob("codeloop-hostile-*")), "files were left in the home directory"
     strays = tagged_processes()
     assert not strays, f"stray processes from hostile cases: {strays}"
+
+
+# RestrictedPython's published escapes: the policy must refuse each, and nothing of
+# Python's object graph may be printed. Only the restricted executor has a policy to escape.
+POLICY_ESCAPES = {
+    "generator_frame_globals": "g = (x for x in [1])\nprint(g.gi_frame.f_back.f_back.f_globals)",
+    "getattr_generator_frame": "g = (x for x in [1])\nprint(getattr(g, 'gi_frame'))",
+    "str_format_attribute_walk": "print('{0.__class__.__mro__}'.format(1))",
+    "str_format_map_attribute_walk": "print('{x.__class__.__mro__}'.format_map({'x': 1}))",
+    "string_formatter": "import string\nprint(string.Formatter().format('{0.__class__.__mro__}', 1))",
+    "except_star_type_confusion": (
+        "try:\n    raise ExceptionGroup('g', [ValueError(1)])\n"
+        "except* ValueError as eg:\n    print(eg.exceptions[0].__class__.__mro__)"
+    ),
+    "subclasses_walk": "print(().__class__.__bases__[0].__subclasses__())",
+    "fstring_dunder": "x = 1\nprint(f'{x.__class__.__mro__}')",
+}
+
+
+@pytest.mark.parametrize("escape", sorted(POLICY_ESCAPES))
+async def test_restricted_policy_escapes(target, escape: str, host: Host):
+    if not target.restricted:
+        pytest.skip("a RestrictedPython policy escape: only the restricted executor has a policy")
+    result = await target.executor.execute(POLICY_ESCAPES[escape], limits=LIMITS)
+    assert result.outcome is FAILED, (result.outcome, result.stdout[-300:])
+    assert "<class" not in result.stdout and "f_globals" not in result.stdout, result.stdout[-300:]
+    assert host.secret not in repr(result.to_json())
