@@ -49,6 +49,7 @@ HARNESS = str(HERE / "harness.py")
 RESTRICTED_POLICY = str(HERE / "restricted_policy.py")
 
 CONTROL_FD_MIN = 100
+THP_SETTINGS = "/sys/kernel/mm/transparent_hugepage"
 # Larger code goes through a file: a control message must stay well inside the socket buffer.
 INLINE_CODE_CHARS = 16 * 1024
 INLINE_CODE_BYTES = 64 * 1024
@@ -60,7 +61,9 @@ class PoolSettings:
     """How the pool is shaped. All of it is passed in; nothing is read from globals."""
 
     size: int = 2  # zygotes, and therefore executions running at once
-    max_executions: int = 500  # recycle a zygote after this many runs
+    # Recycle a zygote after this many runs: each fork's copy-on-write splits some of
+    # the zygote's huge pages, so forks slowly get dearer; a fresh zygote restores them.
+    max_executions: int = 200
     warm: bool = True  # start every zygote on start(), and replace dead ones at once
     preload: tuple[str, ...] = DEFAULT_PRELOAD
     restricted_policy: bool = True  # load RestrictedPython's policy so ``restricted`` runs here too
@@ -156,6 +159,9 @@ class ZygoteProcess:
         except ZygoteDied:
             await self.kill()
             raise ZygoteError(f"the zygote exited during start-up; {self.log_tail()}") from None
+        except asyncio.CancelledError:
+            self.kill_now()
+            raise
         if ready.get("op") != "ready":
             await self.kill()
             raise ZygoteError(f"the zygote sent {ready!r} instead of a ready message")
@@ -262,6 +268,8 @@ class _Slot:
     index: int
     workspace: SlotWorkspace
     zygote: ZygoteProcess | None = None
+    replacement: asyncio.Task | None = None  # the successor being warmed up while this zygote serves
+    generation: int = 0  # zygotes this slot has had
 
 
 class PoolExecutor:
@@ -327,6 +335,10 @@ class PoolExecutor:
             self.isolator.prepare(self._root / "mpl")
             # executors/ is mounted at its own path, so the zygote's file paths hold inside too.
             self._mounts = [Mount(str(HERE), str(HERE))]
+            if self.settings.fast_fork and os.path.isdir(THP_SETTINGS):
+                # glibc reads the THP mode here before it asks for huge pages; without it
+                # (bwrap mounts no /sys) the fast-fork tuning silently does nothing.
+                self._mounts.append(Mount(THP_SETTINGS, THP_SETTINGS))
             self._paths = self.isolator.view(self._root, self._mounts)  # how host paths appear inside
             slots: asyncio.Queue = asyncio.Queue()
             self._all_slots = [_Slot(i, SlotWorkspace(self._root / f"slot-{i}")) for i in range(self.settings.size)]
@@ -364,14 +376,39 @@ class PoolExecutor:
             "env": {"MPLBACKEND": "Agg", "MPLCONFIGDIR": self._paths.inside(self._root / "mpl")},
         }
 
+    async def _start_zygote(self, slot: _Slot) -> ZygoteProcess:
+        zygote = ZygoteProcess(self._wrap, self._root / f"zygote-{slot.index}.log", self._pids)
+        await zygote.start(self._zygote_config(), self.settings.start_timeout_s)
+        return zygote
+
     async def _fill(self, slot: _Slot) -> None:
         """Start a zygote into ``slot`` (replacing whatever was there)."""
         if slot.zygote is not None:
             await slot.zygote.kill()
             slot.zygote = None
-        zygote = ZygoteProcess(self._wrap, self._root / f"zygote-{slot.index}.log", self._pids)
-        await zygote.start(self._zygote_config(), self.settings.start_timeout_s)
-        slot.zygote = zygote
+        slot.zygote = await self._start_zygote(slot)
+        slot.generation += 1
+
+    def _recycle_after(self, slot: _Slot) -> int:
+        """Executions before a zygote is recycled. The first generation is staggered
+        across slots, so the zygotes never all recycle at once."""
+        limit = self.settings.max_executions
+        if slot.generation <= 1 and self.settings.size > 1:
+            return max(1, limit * (slot.index + 1) // self.settings.size)
+        return limit
+
+    async def _swap_in_replacement(self, slot: _Slot) -> None:
+        """If the slot's successor zygote is warm, retire the old one and use it."""
+        task = slot.replacement
+        if task is None or not task.done():
+            return
+        slot.replacement = None
+        if task.cancelled() or task.exception() is not None:
+            return  # the old zygote keeps serving; the next recycle point tries again
+        old, slot.zygote = slot.zygote, task.result()
+        slot.generation += 1
+        if old is not None:
+            await old.kill()
 
     def _refill_in_background(self, slot: _Slot) -> None:
         """Replace the slot's zygote now and hand the slot back when it is warm."""
@@ -400,6 +437,15 @@ class PoolExecutor:
             except (asyncio.CancelledError, Exception):
                 pass
         for slot in self._all_slots:
+            task, slot.replacement = slot.replacement, None
+            if task is not None:
+                task.cancel()
+                try:
+                    successor = await task
+                except (asyncio.CancelledError, Exception):
+                    successor = None
+                if successor is not None:
+                    await successor.kill()
             if slot.zygote is not None:
                 await slot.zygote.kill()
                 slot.zygote = None
@@ -447,6 +493,7 @@ class PoolExecutor:
         slot = await self._slots.get()
         give_back = True
         try:
+            await self._swap_in_replacement(slot)
             for attempt in (1, 2):
                 if slot.zygote is None or not slot.zygote.check_alive():
                     try:
@@ -465,13 +512,17 @@ class PoolExecutor:
                     if attempt == 2:
                         return self._sandbox_error("the pool's zygote died before it could take the execution", mode)
             zygote.executions += 1
-            if not zygote.alive or zygote.executions >= self.settings.max_executions:
+            if not zygote.alive:
                 if self.settings.warm and not self._closed:
                     give_back = False
                     self._refill_in_background(slot)
                 else:
                     await zygote.kill()
                     slot.zygote = None
+            elif zygote.executions >= self._recycle_after(slot) and slot.replacement is None and not self._closed:
+                # Recycle without a gap: the old zygote keeps serving until its
+                # successor is warm; the swap happens on the slot's next execution.
+                slot.replacement = asyncio.get_running_loop().create_task(self._start_zygote(slot))
             return result
         finally:
             if give_back and not self._closed:

@@ -229,15 +229,30 @@ async def test_zygote_killed_mid_execution_gives_sandbox_error_then_recovers():
 
 async def test_zygote_recycled_after_max_executions():
     async with PoolExecutor(size=1, preload=(), max_executions=2) as executor:
-        seen = []
-        for _ in range(5):
-            result = await executor.execute("print('ok')")
-            assert result.outcome is Outcome.OK
-            seen.append(executor.zygote_pids[0] if executor.zygote_pids else None)
-            await asyncio.sleep(0)
-        # executions 1-2 on the first zygote, 3-4 on the second, 5 on the third
-        assert seen[0] != seen[2] != seen[4]
-        assert seen[0] != seen[4]
+        first = zygote_processes(executor)[0]
+        for _ in range(2):
+            assert (await executor.execute("print('ok')")).outcome is Outcome.OK
+        # The successor warms up while the old zygote keeps serving; it takes over
+        # on the first execution after it is ready, and the old one is killed.
+        deadline = time.monotonic() + 30
+        while zygote_processes(executor)[0].pid == first.pid:
+            assert time.monotonic() < deadline, "the zygote was never recycled"
+            assert (await executor.execute("print('ok')")).outcome is Outcome.OK
+            await asyncio.sleep(0.05)
+        first.wait(5)
+        assert not first.is_running()
+
+
+async def test_recycling_is_staggered_across_zygotes():
+    async with PoolExecutor(size=2, preload=(), max_executions=4) as executor:
+        before = {p.pid for p in zygote_processes(executor)}
+        for _ in range(2):  # in pairs, so each zygote runs two: the first reaches its staggered limit (2 of 4)
+            results = await asyncio.gather(*(executor.execute("print(1)") for _ in range(2)))
+            assert all(r.outcome is Outcome.OK for r in results)
+        await asyncio.sleep(1.5)
+        await asyncio.gather(*(executor.execute("print(1)") for _ in range(2)))
+        after = {p.pid for p in zygote_processes(executor)}
+        assert len(before & after) == 1, "exactly one zygote (the one with the staggered limit) is recycled first"
 
 
 async def test_no_process_or_directory_left_after_aclose():
