@@ -339,7 +339,7 @@ class Isolator:
             # child uid 0 to the kernel, and RLIMIT_NPROC would not apply.
             args += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
         else:
-            args += ["--unshare-all", "--disable-userns"]
+            args += ["--unshare-all", "--unshare-user", "--disable-userns"]
         args += ["--die-with-parent", "--new-session", "--clearenv"]
         if as_pid_1:
             args.append("--as-pid-1")
