@@ -184,7 +184,9 @@ class SandboxExecutor:
         if level is Isolation.BWRAP:
             signal_from_bwrap_status(proc)
         return with_reported_usage(
-            interpret(proc, limits=limits, executor=self.name, isolation=level.value, artifacts=artifacts), proc.report
+            interpret(proc, limits=limits, executor=self.name, isolation=level.value, artifacts=artifacts),
+            proc.report,
+            kernel_sees_child=level is Isolation.RLIMITS,  # else a wrapper may die before reaping it
         )
 
     def _command(self, ws: Workspace, files: Sequence[InputFile], limits: Limits, mpl_dir: bool) -> SandboxCommand:
@@ -269,26 +271,32 @@ class SandboxExecutor:
             self._mpl_seed = None
 
 
-def with_reported_usage(result: ExecutionResult, report: bytes) -> ExecutionResult:
+def with_reported_usage(result: ExecutionResult, report: bytes, *, kernel_sees_child: bool) -> ExecutionResult:
     """Take the larger of the kernel's and the harness's resource figures.
 
     Under bwrap the interpreter is reaped by the namespace's PID-1 reaper,
     which exits without being waited for, so our ``wait4`` sees only bwrap
-    itself. The harness measures its own usage (and its children's) with
-    ``getrusage`` just before it reports; when the child is killed before
-    reporting, only the kernel's figures remain.
+    itself; under unshare a killed run's wrapper may die before reaping it
+    (``kernel_sees_child`` is False for both). The harness measures its own
+    usage (and its children's) with ``getrusage`` just before it reports.
+    A run killed before reporting then has no trustworthy figures: they are
+    left unknown (None) rather than the wrapper's own few milliseconds.
     """
     try:
         usage = json.loads(report) if report else {}
     except ValueError:
-        return result
+        usage = {}
     if not isinstance(usage, dict):
-        return result
+        usage = {}
     cpu, peak = usage.get("cpu_time_s"), usage.get("peak_memory_bytes")
     if isinstance(cpu, (int, float)):
         result.cpu_time_s = max(result.cpu_time_s or 0.0, float(cpu))
+    elif not kernel_sees_child:
+        result.cpu_time_s = None
     if isinstance(peak, int):
         result.peak_memory_bytes = max(result.peak_memory_bytes or 0, peak)
+    elif not kernel_sees_child:
+        result.peak_memory_bytes = None
     return result
 
 

@@ -333,3 +333,13 @@ def test_the_sandbox_dies_with_the_orchestrator(level):
     for proc in survivors:
         proc.kill()
     assert not survivors, f"sandboxed code outlived its orchestrator at the {level} level"
+
+
+@module_loop
+async def test_killed_run_reports_usage_it_can_vouch_for(sandbox):
+    result = await sandbox.execute("while True:\n    pass", limits=Limits(timeout_s=0.6))
+    assert result.outcome is Outcome.DEADLINE_EXCEEDED
+    if (await sandbox.level()) is Isolation.RLIMITS:
+        assert result.cpu_time_s > 0.1  # the interpreter is our direct child: the kernel saw it all
+    else:
+        assert result.cpu_time_s is None and result.peak_memory_bytes is None
