@@ -46,6 +46,10 @@ SERVER_OUTCOMES = {
 }
 
 EXECUTOR_NAME = "gemini-server"
+SERVER_MODE_NOTE = (
+    "In this session code runs through your built-in code execution tool; there is no run_python "
+    "function to call."
+)
 OTHER_CALL_NOTE = "This call's code ran together with the first call of the turn; its output is in that response."
 
 
@@ -137,7 +141,10 @@ class GeminiModel:
             stream = await self._client.aio.models.generate_content_stream(
                 model=self.model, contents=contents, config=config)
             iterator = aiter(stream)
-            return iterator, await anext(iterator, None)
+            first = await anext(iterator, None)
+            if first is None:
+                raise ValueError("the stream ended before any event arrived")
+            return iterator, first
 
         (iterator, chunk), requests = await call_with_retries(
             open_stream, policy=self.retry, classify=self._classify, stats=self.stats, model=self.name,
@@ -177,8 +184,11 @@ class GeminiModel:
                 ) -> tuple[list[types.Content], types.GenerateContentConfig]:
         """The contents and config this model sends for ``conversation``."""
         contents = to_contents(conversation, mode=self.mode, max_file_bytes=self.max_file_bytes)
+        system = conversation.system
+        if self.mode == "server" and system:
+            system = f"{system}\n\n{SERVER_MODE_NOTE}"
         config = types.GenerateContentConfig(
-            system_instruction=conversation.system or None,
+            system_instruction=system or None,
             temperature=self.temperature,
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
         )
