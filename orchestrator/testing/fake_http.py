@@ -54,9 +54,10 @@ class Delay:
 
 @dataclass(frozen=True)
 class Stream:
-    """Answer a streaming request with these chunks, as server-sent events."""
+    """Answer a streaming request with these chunks, as server-sent events.
+    A ``bytes`` chunk is sent verbatim (to break the stream on purpose)."""
 
-    chunks: Sequence[dict[str, Any]]
+    chunks: Sequence[dict[str, Any] | bytes]
     delay_s: float = 0.0  # pause between chunks
 
 
@@ -107,7 +108,7 @@ class FakeModelServer(abc.ABC):
         handler = type("Handler", (_Handler,), {"fake": self})
         self._httpd = ThreadingHTTPServer((self._host, self._port), handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name=f"{self.provider}-fake", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name=f"{self.provider}-fake", daemon=True)
         self._thread.start()
         return self
 
@@ -249,14 +250,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _answer_stream(self, chunks: list[dict[str, Any]], delay_s: float) -> None:
+    def _answer_stream(self, chunks: list[dict[str, Any] | bytes], delay_s: float) -> None:
         # Chunked transfer encoding, one HTTP chunk per event, so each event
         # reaches the client as soon as it is written.
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        events = [self.fake.sse_event(c) for c in chunks] + [self.fake.sse_end()]
+        events = [c if isinstance(c, bytes) else self.fake.sse_event(c) for c in chunks] + [self.fake.sse_end()]
         for i, event in enumerate(e for e in events if e):
             if i and delay_s:
                 time.sleep(delay_s)
