@@ -246,6 +246,7 @@ def to_contents(conversation: Conversation, *, mode: Mode = "client", max_file_b
     """
     contents: list[types.Content] = []
     pending_calls: list[types.FunctionCall] = []
+    sent_files: set[tuple[str, bytes]] = set()  # a chat resends its files with each message
 
     def add(role: str, parts: list[types.Part]) -> None:
         if not parts:
@@ -272,7 +273,10 @@ def to_contents(conversation: Conversation, *, mode: Mode = "client", max_file_b
             if pending_calls:
                 add("user", _unanswered(pending_calls))
                 pending_calls = []
-            add("user", user_parts(message, mode=mode, max_file_bytes=max_file_bytes, where=f"message {index}"))
+            new_files = [f for f in message.files if (f.name, f.data) not in sent_files]
+            sent_files.update((f.name, f.data) for f in message.files)
+            fresh = Message(role="user", text=message.text, files=new_files)
+            add("user", user_parts(fresh, mode=mode, max_file_bytes=max_file_bytes))
         else:
             raise ValueError(f"conversation message {index} has unknown role {message.role!r}")
     return contents
@@ -324,7 +328,7 @@ def _unanswered(calls: Sequence[types.FunctionCall]) -> list[types.Part]:
         id=call.id, name=call.name, response={"error": "this call was not run"})) for call in calls]
 
 
-def user_parts(message: Message, *, mode: Mode, max_file_bytes: int, where: str = "") -> list[types.Part]:
+def user_parts(message: Message, *, mode: Mode, max_file_bytes: int) -> list[types.Part]:
     parts = [types.Part(text=message.text)] if message.text else []
     if not message.files:
         return parts
@@ -333,11 +337,11 @@ def user_parts(message: Message, *, mode: Mode, max_file_bytes: int, where: str 
         listing = ", ".join(f"{f.name} ({len(f.data)} bytes)" for f in message.files)
         return parts + [types.Part(text=f"Input files in the working directory: {listing}.")]
     for f in message.files:
-        parts += inline_file_parts(f, max_file_bytes=max_file_bytes, where=where)
+        parts += inline_file_parts(f, max_file_bytes=max_file_bytes)
     return parts
 
 
-def inline_file_parts(file: InputFile, *, max_file_bytes: int, where: str = "") -> list[types.Part]:
+def inline_file_parts(file: InputFile, *, max_file_bytes: int) -> list[types.Part]:
     """A file for Gemini's server-side code execution: a caption and the bytes
     inline. Only text files (CSV, plain text, JSON...) are accepted."""
     if len(file.data) > max_file_bytes:

@@ -219,6 +219,7 @@ def to_messages(conversation: Conversation) -> list[dict[str, Any]]:
     if conversation.system:
         messages.append({"role": "system", "content": conversation.system})
     pending: list[dict[str, Any]] = []
+    sent_files: set[tuple[str, bytes]] = set()  # a chat resends its files with each message
 
     def add_user(text: str) -> None:
         if messages and messages[-1]["role"] == "user" and isinstance(messages[-1]["content"], str):
@@ -249,8 +250,10 @@ def to_messages(conversation: Conversation) -> list[dict[str, Any]]:
                 answer(pending, "This call was not run.")
                 pending = []
             text = message.text
-            if message.files:
-                listing = ", ".join(f"{f.name} ({len(f.data)} bytes)" for f in message.files)
+            new_files = [f for f in message.files if (f.name, f.data) not in sent_files]
+            sent_files.update((f.name, f.data) for f in message.files)
+            if new_files:
+                listing = ", ".join(f"{f.name} ({len(f.data)} bytes)" for f in new_files)
                 text = f"{text}\n\nInput files in the working directory: {listing}."
             add_user(text)
         else:
