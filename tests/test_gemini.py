@@ -306,6 +306,13 @@ async def test_transient_faults_are_retried(fake, fault):
     assert turn.text == "fine" and model.stats.retries == 1
 
 
+async def test_malformed_function_call_is_asked_again(fake):
+    fake.add(response([], finish_reason="MALFORMED_FUNCTION_CALL"), function_call_response("print(1)"))
+    model = gemini(fake)
+    turn = await model.generate(Conversation(messages=[Message(role="user", text="hi")]), [RUN_PYTHON])
+    assert turn.code_blocks[0].code == "print(1)" and model.stats.retries == 1 and turn.usage.requests == 2
+
+
 async def test_non_retryable_client_error_is_not_retried(fake):
     fake.add(Fault(400, "Invalid JSON payload received."), text_response("never"))
     model = gemini(fake)

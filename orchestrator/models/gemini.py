@@ -53,6 +53,11 @@ SERVER_MODE_NOTE = (
 OTHER_CALL_NOTE = "This call's code ran together with the first call of the turn; its output is in that response."
 
 
+class MalformedFunctionCall(Exception):
+    """Gemini ended with MALFORMED_FUNCTION_CALL and nothing else: the model
+    wrote a call the API could not parse. Asking again usually works."""
+
+
 def find_api_key(api_key: str | None, env: Mapping[str, str]) -> tuple[str, str]:
     """The key and where it came from (for messages: never the key itself)."""
     if api_key:
@@ -120,9 +125,18 @@ class GeminiModel:
 
     async def generate(self, conversation: Conversation, tools: Sequence[ToolSpec] = ()) -> ModelTurn:
         contents, config = self.request(conversation, tools)
+
+        async def once() -> types.GenerateContentResponse:
+            response = await self._client.aio.models.generate_content(
+                model=self.model, contents=contents, config=config)
+            candidate = response.candidates[0] if response.candidates else None
+            if (candidate and _enum_name(candidate.finish_reason) == "MALFORMED_FUNCTION_CALL"
+                    and not (candidate.content and candidate.content.parts)):
+                raise MalformedFunctionCall(candidate.finish_message or "")
+            return response
+
         response, requests = await call_with_retries(
-            lambda: self._client.aio.models.generate_content(model=self.model, contents=contents, config=config),
-            policy=self.retry, classify=self._classify, stats=self.stats, model=self.name, rng=self._rng,
+            once, policy=self.retry, classify=self._classify, stats=self.stats, model=self.name, rng=self._rng,
         )
         if not response.candidates:
             raise ModelError(f"Gemini returned no answer ({_block_reason(response)})")
@@ -489,6 +503,9 @@ def classify_error(exc: BaseException, *, provider: str, key_hint: str, secret: 
                    timeout_s: float | None) -> ModelError | None:
     """A google-genai exception as a ModelError (None: not an SDK error, a bug
     to surface as is). Messages never contain the key."""
+    if isinstance(exc, MalformedFunctionCall):
+        return ModelError(f"{provider} wrote a malformed function call{': ' + str(exc) if str(exc) else ''}",
+                          retryable=True)
     if isinstance(exc, genai_errors.APIError):
         code = exc.code or 0
         message = redact(f"{exc.status or ''} {exc.message or exc}".strip(), secret)
