@@ -382,6 +382,19 @@ async def test_streaming_run_emits_text_deltas_and_runs_streamed_calls(fake, loc
     assert fake.contents(1)[2]["parts"][0]["functionResponse"]["id"] == "s1"
 
 
+async def test_streamed_server_mode_turn_is_parsed_like_a_whole_one(fake, local_executor):
+    fake.add(server_execution_response("print('hi there')", "hi there\n", text="It printed a greeting.",
+                                       images=[PNG]))
+    orch = Orchestrator(gemini(fake, mode="server"), local_executor, stream_text=True)
+    seen = [e async for e in orch.stream("greet")]
+
+    result = seen[-1].result
+    assert fake.requests[0].path.endswith(":streamGenerateContent")
+    assert result.status is RunStatus.SOLVED and result.attempts[0].remote
+    assert result.attempts[0].result.stdout == "hi there\n" and result.artifacts[0].data == PNG
+    assert "".join(e.text for e in seen if isinstance(e, events.TextDelta)) == "It printed a greeting."
+
+
 async def test_stream_open_is_retried_but_a_broken_stream_is_an_error(fake):
     fake.add(Fault(503), text_response("recovered"))
     model = gemini(fake)

@@ -36,7 +36,7 @@ class RetryPolicy:
     max_delay_s: float = 30.0
     multiplier: float = 2.0
     jitter: float = 0.5
-    timeout_s: float | None = 120.0  # per request; None waits for ever
+    timeout_s: float | None = 300.0  # per request (long thinking answers take minutes); None: no limit
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
