@@ -57,12 +57,23 @@ class Session:
         """:meth:`send`, yielding the loop's events as they happen."""
         for f in as_input_files(files):
             self.files[f.name] = f
+        start = len(self.conversation.messages)
         async for event in self.orchestrator.stream(
             text, files=list(self.files.values()), conversation=self.conversation, session=self.id
         ):
             if isinstance(event, ev.Done) and event.result is not None:
                 self.results.append(event.result)
+                self._keep_files_once(start)
             yield event
+
+    def _keep_files_once(self, start: int) -> None:
+        """Every run gets all the session's files, so each user message holds
+        them all; keep only the new ones in the history (saved files stay small)."""
+        seen = {(f.name, f.data) for m in self.conversation.messages[:start] for f in m.files}
+        for message in self.conversation.messages[start:]:
+            if message.role == "user":
+                message.files = [f for f in message.files if (f.name, f.data) not in seen]
+                seen.update((f.name, f.data) for f in message.files)
 
     async def reset(self) -> None:
         """Forget the conversation, the files and the executor's state."""

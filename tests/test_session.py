@@ -57,6 +57,8 @@ async def test_files_stay_available_and_are_described_once(local_executor):
     assert second.status is RunStatus.SOLVED and second.attempts[0].result.stdout == "HELLO\n"
     listings = [p["text"] for c in fake.contents(3) for p in c["parts"] if "Input files" in p.get("text", "")]
     assert listings == ["Input files in the working directory: n.txt (5 bytes)."]
+    assert [len(m.files) for m in session.conversation.messages if m.role == "user"] == [1, 0]
+    assert list(session.files) == ["n.txt"]
 
 
 async def test_reset_save_and_load(tmp_path, local_executor):
