@@ -14,11 +14,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
-import structlog
-
+from ..logs import get_logger
 from .base import ModelError, RateLimitError
-
-log = structlog.get_logger(__name__)
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -100,7 +97,7 @@ async def call_with_retries(
         if isinstance(error, RateLimitError) and error.retry_after_s is not None:
             delay = max(delay, min(error.retry_after_s, policy.max_delay_s))
         stats.retries += 1
-        log.warning("model_retry", model=model, attempt=attempt, status=error.status_code,
+        get_logger().warning("model_retry", model=model, attempt=attempt, status=error.status_code,
                     delay_s=round(delay, 3), error=str(error))
         await sleep(delay)
     raise AssertionError("unreachable: the loop returns or raises")
