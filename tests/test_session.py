@@ -87,6 +87,38 @@ async def test_reset_save_and_load(tmp_path, local_executor):
         await restored.load(bad)
 
 
+class SessionRecordingExecutor:
+    """Test double: records the session each run names, as a stateful kernel would see it."""
+
+    name = "session-recording"
+    stateful = True
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.sessions: list[str | None] = []
+        self.resets: list[str | None] = []
+
+    async def execute(self, code, *, files=(), limits=None, session=None):
+        self.sessions.append(session)
+        return await self.inner.execute(code, files=files, limits=limits, session=session)
+
+    async def reset(self, session=None):
+        self.resets.append(session)
+
+    async def aclose(self):
+        await self.inner.aclose()
+
+
+async def test_every_message_names_the_same_executor_session(local_executor):
+    executor = SessionRecordingExecutor(local_executor)
+    model = ScriptedModel(["```python\nx = 1\n```", "set", "```python\nprint(x)\n```", "printed"])
+    session = Session(model, executor, session_id="chat-7")
+    await session.send("set x")
+    await session.send("print x")
+    await session.reset()
+    assert executor.sessions == ["chat-7", "chat-7"] and executor.resets == ["chat-7"]
+
+
 def test_sync_session(tmp_path):
     model = ScriptedModel(["```python\nprint(6 * 7)\n```", "42", "```python\nprint(7)\n```", "7"])
     with SyncSession(model, LocalExecutor(limits=Limits(timeout_s=10))) as session:
