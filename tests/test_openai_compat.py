@@ -60,7 +60,7 @@ async def test_fenced_code_without_tool_support_falls_back_once(local_executor):
         result = await Orchestrator(model, local_executor).run("3*3?")
 
     assert result.status is RunStatus.SOLVED and result.attempts[0].result.stdout == "9\n"
-    assert not model.tools_supported
+    assert not model.tools_supported and result.usage.requests == 3
     # The refused request, then the same request without tools, then no tools again.
     assert ["tools" in r.body for r in fake.requests] == [True, False, False]
     assert fake.messages(2)[-1]["role"] == "user"  # execution feedback as user text

@@ -173,17 +173,20 @@ class OpenAIModel:
             return iterator, first
 
         offered_tools = "tools" in self.request(conversation, tools)
+        sent_before = self.stats.requests
         try:
             return await call_with_retries(once, policy=self.retry, classify=self._classify, stats=self.stats,
                                            model=self.name, rng=self._rng)
         except ModelError as exc:
             if not (self.tool_mode == "auto" and offered_tools and _refuses_tools(exc)):
                 raise
-            # The server (or this model) has no function calling: ask for fenced code from now on.
+            # The server (or this model) has no function calling: ask for fenced code
+            # from now on. The refusal was a probe, not a failed call.
             self.tools_supported = False
             self.stats.failures -= 1
-            return await call_with_retries(once, policy=self.retry, classify=self._classify, stats=self.stats,
-                                           model=self.name, rng=self._rng)
+            result, _ = await call_with_retries(once, policy=self.retry, classify=self._classify,
+                                                stats=self.stats, model=self.name, rng=self._rng)
+            return result, self.stats.requests - sent_before
 
     def _turn(self, text: str, calls: list[dict[str, Any]], finish_reason: Any, usage: Any, requests: int,
               model: str | None) -> ModelTurn:
