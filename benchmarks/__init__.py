@@ -7,7 +7,7 @@ and returns a :class:`BenchResult`; see docs/benchmarks.md.
 
 from .datasets import BenchItem, DatasetError, load_dataset
 from .metrics import Metrics, Prices, ScoredRun, compute_metrics
-from .runner import BenchResult, build_report, run, run_benchmark
+from .runner import BenchResult, build_report, load_bench, run, run_benchmark
 from .scoring import Score, extract_answer, numbers_match, parse_number
 from .store import BenchStoreError, load_scored_runs
 
@@ -23,6 +23,7 @@ __all__ = [
     "build_report",
     "compute_metrics",
     "extract_answer",
+    "load_bench",
     "load_dataset",
     "load_scored_runs",
     "numbers_match",

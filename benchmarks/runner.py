@@ -33,7 +33,7 @@ from orchestrator.types import RunResult
 
 from .datasets import BenchItem, load_dataset
 from .metrics import MAX_K, Metrics, Prices, ScoredRun, compute_metrics
-from .report import write_report
+from .report import REPORT_FILE, write_report
 from .scoring import (
     Score,
     humaneval_program,
@@ -240,6 +240,13 @@ async def _score_leftovers(bench_path: Path, scores: ScoreStore, by_id: dict[str
 
 def build_report(bench_dir: str | Path) -> BenchResult:
     """Recompute the metrics from BENCH_DIR's store and (re)write the report."""
+    result = load_bench(bench_dir)
+    result.report_path = str(write_report(result.bench_dir, result.metrics, result.config, result.records))
+    return result
+
+
+def load_bench(bench_dir: str | Path) -> BenchResult:
+    """The metrics of BENCH_DIR, recomputed from its store; writes nothing."""
     bench_path = Path(bench_dir)
     with ScoreStore(bench_path, create=False) as scores:
         config = scores.config()
@@ -248,9 +255,8 @@ def build_report(bench_dir: str | Path) -> BenchResult:
     prices = Prices(*config["prices"]) if config.get("prices") else None
     records = load_scored_runs(bench_path)
     metrics = compute_metrics(records, max_k=config.get("max_k", MAX_K), prices=prices)
-    report = write_report(bench_path, metrics, config, records)
-    return BenchResult(bench_dir=str(bench_path), config=config, metrics=metrics, report_path=str(report),
-                       records=records)
+    return BenchResult(bench_dir=str(bench_path), config=config, metrics=metrics,
+                       report_path=str(bench_path / REPORT_FILE), records=records)
 
 
 def run(benchmark: str | Sequence[BenchItem], **options: Any) -> BenchResult:
