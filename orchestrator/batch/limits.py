@@ -68,6 +68,11 @@ class BackoffGate:
     def paused(self) -> bool:
         return self._clock() < self._paused_until
 
+    @property
+    def paused_until(self) -> float:
+        """When calls may resume, on this gate's clock (in the past when not paused)."""
+        return self._paused_until
+
     def trip(self, retry_after_s: float | None = None) -> float:
         """Record a 429; returns the delay from now until calls resume."""
         self.trips += 1
