@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -29,7 +30,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
     with store:
         if args.output == "-":
-            count = export(store, sys.stdout, args.format)
+            try:
+                count = export(store, sys.stdout, args.format)
+                sys.stdout.flush()
+            except BrokenPipeError:  # `codeloop export RUN | head`: the reader left, not an error
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                return EXIT_OK
         else:
             with open(args.output, "w", encoding="utf-8", newline="") as out:
                 count = export(store, out, args.format)
