@@ -29,6 +29,7 @@ class BoundedExecutor:
         self.inner = inner
         self.name = inner.name
         self.stateful = inner.stateful
+        self.limits = getattr(inner, "limits", None)  # the loop's default limits come from the executor
         self._slots = asyncio.Semaphore(limit)
 
     async def execute(self, code: str, *, files: Sequence[InputFile] = (), limits: Limits | None = None,
@@ -48,7 +49,7 @@ class BackoffGate:
 
     Each rate-limited call extends the pause to ``now + delay``, where the
     delay is the server's ``Retry-After`` when it sent one, else an
-    exponential backoff over consecutive 429s (reset by any success). Waiters
+    exponential backoff over consecutive waves of 429s (reset by any success). Waiters
     add a little jitter so they do not all hit the model at the same instant.
     """
 
@@ -68,13 +69,21 @@ class BackoffGate:
     def paused(self) -> bool:
         return self._clock() < self._paused_until
 
+    @property
+    def paused_until(self) -> float:
+        """When calls may resume, on this gate's clock (in the past when not paused)."""
+        return self._paused_until
+
     def trip(self, retry_after_s: float | None = None) -> float:
         """Record a 429; returns the delay from now until calls resume."""
         self.trips += 1
-        self._consecutive += 1
-        backoff = min(self.max_delay_s, self.base_delay_s * 2 ** (self._consecutive - 1))
-        delay = min(self.max_delay_s, retry_after_s) if retry_after_s is not None else backoff
         now = self._clock()
+        if now >= self._paused_until:
+            # A new wave of 429s escalates the backoff; the other calls that
+            # were in flight when this pause began only join it.
+            self._consecutive += 1
+        backoff = min(self.max_delay_s, self.base_delay_s * 2 ** max(0, self._consecutive - 1))
+        delay = min(self.max_delay_s, retry_after_s) if retry_after_s is not None else backoff
         until = max(self._paused_until, now + delay)
         self.paused_s += until - max(self._paused_until, now)
         self._paused_until = until

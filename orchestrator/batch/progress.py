@@ -25,7 +25,8 @@ class BatchProgress:
         self.failed = 0  # the code never worked
         self.errors = 0  # the run could not complete (model errors): re-run on resume
         self.retries = 0  # failed executions before the last, summed
-        self.rate_limited = 0
+        self._rate_limited_live = 0  # counted as they happen (local engine)
+        self._rate_limited_finished = 0  # counted from finished items (every engine, including Ray)
         self._progress: Progress | None = None
         self._task: Any = None
 
@@ -58,8 +59,14 @@ class BatchProgress:
             parts.append(f"[magenta]429s {self.rate_limited}")
         return " ".join(parts) + "[/]"
 
-    def item_finished(self, status: str, result: RunResult) -> None:
+    @property
+    def rate_limited(self) -> int:
+        # Live counts include in-flight items, so they are never below the finished items' sum.
+        return max(self._rate_limited_live, self._rate_limited_finished)
+
+    def item_finished(self, status: str, result: RunResult, rate_limited: int = 0) -> None:
         self.done += 1
+        self._rate_limited_finished += rate_limited
         self.retries += result.retries
         if status == "error":
             self.errors += 1
@@ -76,7 +83,7 @@ class BatchProgress:
                                   rate=f"{speed:.1f}/s" if speed else "")
 
     def rate_limited_call(self) -> None:
-        self.rate_limited += 1
+        self._rate_limited_live += 1
         if self._progress is not None:
             self._progress.update(self._task, stats=self._stats())
 

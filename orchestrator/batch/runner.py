@@ -162,6 +162,17 @@ async def run_batch(
     settings = BatchSettings(model=model_name, executor=executor_name, executor_options=dict(executor_options or {}),
                              max_retries=max_retries, max_steps=max_steps, limits=limits.to_json() if limits else None,
                              concurrency=concurrency, execution_concurrency=execution_concurrency, engine=engine_name)
+    progress = progress or BatchProgress(enabled=False)
+    gate = BackoffGate(base_delay_s=backoff.base_delay_s, max_delay_s=backoff.max_delay_s)
+    # Built (not started) before the store is touched, so a bad engine setup changes nothing on disk.
+    if isinstance(engine, str):
+        runner_engine = _make_engine(engine, model=model, executor=executor, executor_options=executor_options,
+                                     concurrency=concurrency, execution_concurrency=execution_concurrency,
+                                     max_retries=max_retries, max_steps=max_steps, limits=limits, gate=gate,
+                                     backoff=backoff, progress=progress, ray_address=ray_address,
+                                     ray_workers=ray_workers)
+    else:
+        runner_engine = engine
     run_path = Path(run_dir)
     lock = _RunDirLock(run_path)
     store: BatchStore | None = None
@@ -170,17 +181,6 @@ async def run_batch(
         open_batch(store, settings, loaded, resume=resume, force=force)
         todo = deque(store.runnable_ids(rerun_errors=rerun_errors))
         counts = store.counts()
-        progress = progress or BatchProgress(enabled=False)
-
-        gate = BackoffGate(base_delay_s=backoff.base_delay_s, max_delay_s=backoff.max_delay_s)
-        if isinstance(engine, str):
-            runner_engine = _make_engine(engine, model=model, executor=executor, executor_options=executor_options,
-                                         concurrency=concurrency, execution_concurrency=execution_concurrency,
-                                         max_retries=max_retries, max_steps=max_steps, limits=limits, gate=gate,
-                                         backoff=backoff, progress=progress, ray_address=ray_address,
-                                         ray_workers=ray_workers)
-        else:
-            runner_engine = engine
         async for pair in _drive(store, runner_engine, todo, settings, progress,
                                  already_done=counts["total"] - len(todo), total=counts["total"]):
             yield pair
@@ -227,7 +227,7 @@ async def _drive(store: BatchStore, engine: Engine, todo: deque[str], settings: 
                 # No await between these lines: an item is in flight until its result is committed.
                 status = store.finish(item_id, outcome.result, rate_limited=outcome.rate_limited)
                 in_flight.discard(item_id)
-                progress.item_finished(status, outcome.result)
+                progress.item_finished(status, outcome.result, outcome.rate_limited)
                 finished.put_nowait((item_id, outcome.result))
         except asyncio.CancelledError:
             raise
