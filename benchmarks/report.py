@@ -175,7 +175,7 @@ def write_report(bench_dir: str | Path, metrics: Metrics, config: dict[str, Any]
     out = Path(bench_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / METRICS_FILE).write_text(json.dumps({"config": config, "metrics": metrics.to_json()}, indent=2) + "\n")
-    render_plots(metrics, out, str(config.get("benchmark", "")))
+    render_plots(metrics, out, f"{config.get('benchmark', '')}, {config.get('model', '')}")
     report = out / REPORT_FILE
     report.write_text(render_markdown(metrics, config, records))
     return report

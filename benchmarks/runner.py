@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from executors.base import Executor, Limits
-from executors.registry import available_executors, get_executor
+from executors.registry import DEFAULT_EXECUTOR, available_executors, get_executor
 from orchestrator.batch import BatchItem, BatchProgress, BatchStore, run_batch
 from orchestrator.extract import extract_code, join_blocks
 from orchestrator.models.base import Model
@@ -135,7 +135,7 @@ async def run_benchmark(
     *,
     model: Model | str,
     bench_dir: str | Path,
-    executor: Any = "local",
+    executor: Any = DEFAULT_EXECUTOR,
     executor_options: dict[str, Any] | None = None,
     data: str | Path | None = None,
     limit: int | None = None,

@@ -59,7 +59,7 @@ def items_file(tmp_path):
 async def test_report_numbers_match_the_store(items_file, tmp_path):
     bench_dir = tmp_path / "bench"
     result = await run_benchmark(str(items_file), model=ScriptedModel(double_script, name="double"),
-                                 bench_dir=bench_dir, max_retries=3, scoring_executor="local")
+                                 bench_dir=bench_dir, max_retries=3, executor="local", scoring_executor="local")
 
     # Read the store directly, independently of benchmarks.store.
     db = sqlite3.connect(bench_dir / "runs.db")
@@ -105,11 +105,11 @@ async def test_report_numbers_match_the_store(items_file, tmp_path):
 async def test_resume_runs_only_new_items_and_scores_leftovers(items_file, tmp_path):
     bench_dir = tmp_path / "bench"
     first = ScriptedModel(double_script, name="double")
-    await run_benchmark(str(items_file), model=first, bench_dir=bench_dir, limit=3, scoring_executor="local")
+    await run_benchmark(str(items_file), model=first, bench_dir=bench_dir, limit=3, executor="local", scoring_executor="local")
     assert first.calls == 6  # three items, code then summary each
 
     with pytest.raises(BenchStoreError, match="--resume"):
-        await run_benchmark(str(items_file), model=first, bench_dir=bench_dir, scoring_executor="local")
+        await run_benchmark(str(items_file), model=first, bench_dir=bench_dir, executor="local", scoring_executor="local")
 
     # A score lost between the run and its scoring (a crash) is redone on resume, without the model.
     db = sqlite3.connect(bench_dir / "runs.db")
@@ -119,7 +119,7 @@ async def test_resume_runs_only_new_items_and_scores_leftovers(items_file, tmp_p
 
     second = ScriptedModel(double_script, name="double")
     result = await run_benchmark(str(items_file), model=second, bench_dir=bench_dir, limit=5, resume=True,
-                                 scoring_executor="local")
+                                 executor="local", scoring_executor="local")
     # Only the two new items ran: 'hopeless' (6 failing programs, then the summary) and 'twice' (3 programs, summary).
     assert second.calls == 7 + 4
     assert result.metrics.items == 5
@@ -129,10 +129,10 @@ async def test_resume_runs_only_new_items_and_scores_leftovers(items_file, tmp_p
 async def test_resume_refuses_another_benchmark(items_file, tmp_path):
     bench_dir = tmp_path / "bench"
     model = ScriptedModel(double_script, name="double")
-    await run_benchmark(str(items_file), model=model, bench_dir=bench_dir, limit=1, scoring_executor="local")
+    await run_benchmark(str(items_file), model=model, bench_dir=bench_dir, limit=1, executor="local", scoring_executor="local")
     with pytest.raises(BenchStoreError, match="different benchmark"):
         await run_benchmark("gsm8k", data=GSM8K, model="reference:gsm8k-wrong", bench_dir=bench_dir, limit=1,
-                            resume=True, scoring_executor="local")
+                            resume=True, executor="local", scoring_executor="local")
 
 
 def test_cli_runs_gsm8k_and_compares(tmp_path, capsys):
