@@ -8,7 +8,7 @@ and returns a :class:`BenchResult`; see docs/benchmarks.md.
 from .datasets import BenchItem, DatasetError, load_dataset
 from .metrics import Metrics, Prices, ScoredRun, compute_metrics
 from .runner import BenchResult, build_report, load_bench, run, run_benchmark
-from .scoring import Score, extract_answer, numbers_match, parse_number
+from .scoring import Score, ScoringError, extract_answer, numbers_match, parse_number
 from .store import BenchStoreError, load_scored_runs
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "Prices",
     "Score",
     "ScoredRun",
+    "ScoringError",
     "build_report",
     "compute_metrics",
     "extract_answer",

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from executors.base import ExecutionResult, Executor, Limits
+from executors.base import ExecutionResult, Executor, Limits, Outcome
 
 REL_TOL = 1e-6
 ABS_TOL = 1e-6
@@ -197,11 +197,19 @@ def test_program(code: str, test: str) -> str:
     return f"{defs if defs is not None else code}\n\n{test}\n"
 
 
+class ScoringError(RuntimeError):
+    """The scoring executor itself broke: the item is left unscored (a resume
+    scores it again) rather than counted wrong for a fault that is not the model's."""
+
+
 async def score_by_running(
     item_id: str, program: str, executor: Executor, limits: Limits | None = None
 ) -> tuple[Score, ExecutionResult]:
     """Run a scoring program: solved when it runs to the end without error."""
     result = await executor.execute(program, limits=limits)
+    if result.outcome is Outcome.SANDBOX_ERROR:
+        raise ScoringError(f"scoring item {item_id}: executor {executor.name!r} failed: "
+                           f"{result.error_type or ''} {result.error_message or ''}".rstrip())
     detail = ""
     if not result.ok:
         detail = f"{result.outcome.value}: {result.error_type or ''} {result.error_message or ''}".strip()

@@ -2,15 +2,19 @@
 
 import pytest
 
+from executors.base import ExecutionResult, Outcome
+
 from benchmarks.scoring import (
     definitions_only,
     extract_answer,
     format_number,
     humaneval_program,
     numbers_in,
+    ScoringError,
     numbers_match,
     parse_number,
     reference_answer,
+    score_by_running,
     score_exact,
     score_numeric,
 )
@@ -144,3 +148,30 @@ def test_humaneval_program_takes_unparsable_code_as_a_completion():
     program = humaneval_program(prompt, "    return a + b\n", "def check(c):\n    assert c(1, 2) == 3\n", "add")
     namespace: dict = {}
     exec(compile(program, "<scored>", "exec"), namespace)
+
+
+class CannedExecutor:
+    """Test double: returns one fixed result for any code."""
+
+    name = "canned"
+    stateful = False
+
+    def __init__(self, result):
+        self.result = result
+
+    async def execute(self, code, *, files=(), limits=None, session=None):
+        return self.result
+
+
+async def test_score_by_running_passes_and_fails_on_the_outcome():
+    good, _ = await score_by_running("i", "x", CannedExecutor(ExecutionResult(outcome=Outcome.OK)))
+    assert good.correct and good.detail == ""
+    failed = ExecutionResult(outcome=Outcome.FAILED, error_type="AssertionError", error_message="t1")
+    bad, _ = await score_by_running("i", "x", CannedExecutor(failed))
+    assert not bad.correct and bad.detail == "FAILED: AssertionError t1"
+
+
+async def test_a_broken_scoring_executor_stops_scoring_instead_of_counting_the_item_wrong():
+    broken = ExecutionResult(outcome=Outcome.SANDBOX_ERROR, error_type="OSError", error_message="no bwrap")
+    with pytest.raises(ScoringError, match="executor 'canned' failed: OSError no bwrap"):
+        await score_by_running("i", "x", CannedExecutor(broken))

@@ -70,7 +70,7 @@ def compare(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchmarks import BenchStoreError, DatasetError, Prices, run_benchmark
+    from benchmarks import BenchStoreError, DatasetError, Prices, ScoringError, run_benchmark
     from benchmarks.report import summary_rows
     from benchmarks.runner import REFERENCE_PREFIX
     from orchestrator.batch import BatchProgress, StoreError
@@ -104,6 +104,9 @@ def run(args: argparse.Namespace) -> int:
         )
     except (DatasetError, BenchStoreError, StoreError, UnknownExecutorError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
+    except ScoringError as exc:
+        print(f"codeloop: {exc}\nThe finished runs are stored; `--resume` scores them.", file=sys.stderr)
+        return EXIT_FAILED
     width = max(len(label) for label, _ in summary_rows(result.metrics))
     for label, value in summary_rows(result.metrics):
         print(f"{label:<{width}}  {value}")
