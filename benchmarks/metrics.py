@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from orchestrator.types import RunResult
+from orchestrator.types import RunResult, RunStatus
 
 from .scoring import Score
 
@@ -71,6 +71,7 @@ class Metrics:
     retries_solved: dict[int, int]  # retries -> solved items
     retries_unsolved: dict[int, int]
     model_errors: int
+    loop_solved: int  # runs whose last execution succeeded (the store's run_status 'solved'), right or wrong
     input_tokens: int
     output_tokens: int
     intermediate_tokens: int
@@ -152,6 +153,7 @@ def compute_metrics(records: Sequence[ScoredRun], *, max_k: int = MAX_K, prices:
         retries_solved=dict(sorted(Counter(r.retries for r in solved).items())),
         retries_unsolved=dict(sorted(Counter(r.retries for r in records if not r.score.correct).items())),
         model_errors=sum(1 for r in records if r.run.error),
+        loop_solved=sum(1 for r in records if r.run.status is RunStatus.SOLVED),
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         intermediate_tokens=intermediate,

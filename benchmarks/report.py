@@ -35,10 +35,11 @@ def summary_rows(metrics: Metrics) -> list[tuple[str, str]]:
     per_item = (lambda total: f"{total / m.items:.1f}") if m.items else (lambda total: "n/a")
     rows = [
         ("items", str(m.items)),
-        ("solved", f"{m.solved} ({pct(m.solved, m.items)})"),
+        ("solved (scored correct)", f"{m.solved} ({pct(m.solved, m.items)})"),
         ("solved at first attempt (k=0)", f"{m.solved_first_attempt} ({pct(m.solved_first_attempt, m.items)})"),
     ]
     rows += [
+        ("runs whose last execution succeeded", f"{m.loop_solved} ({pct(m.loop_solved, m.items)})"),
         ("runs ended by a model error", str(m.model_errors)),
         ("model requests", str(m.requests)),
         ("input tokens (total / per item)", f"{m.input_tokens} / {per_item(m.input_tokens)}"),
@@ -74,6 +75,9 @@ def render_markdown(metrics: Metrics, config: dict[str, Any], records: Sequence[
         "## Summary",
         "",
         _table(["metric", "value"], summary_rows(m)),
+        "",
+        "Scores are in the `bench_scores` table of `runs.db`; the `items` table's `run_status` is the loop's "
+        "own status (`solved` = the last execution succeeded), which says nothing about correctness.",
         "",
         "## Refinement curve",
         "",

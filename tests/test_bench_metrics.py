@@ -37,6 +37,7 @@ def test_refinement_curve_and_histogram():
     assert m.retries_solved == {0: 1, 1: 1, 3: 1}
     assert m.retries_unsolved == {0: 2, 5: 1}
     assert m.model_errors == 1
+    assert m.loop_solved == 4  # a, b, c, d ended on a successful execution; d was still wrong
     assert compute_metrics(RECORDS, max_k=8).curve == [1, 2, 2, 3, 3, 3, 3, 3, 3]
 
 

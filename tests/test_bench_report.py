@@ -64,7 +64,7 @@ async def test_report_numbers_match_the_store(items_file, tmp_path):
     # Read the store directly, independently of benchmarks.store.
     db = sqlite3.connect(bench_dir / "runs.db")
     rows = db.execute("SELECT i.id, i.retries, i.wall_time_s, i.input_tokens, i.output_tokens, i.requests, "
-                      "i.model_time_s, i.execution_time_s, s.correct FROM items i JOIN bench_scores s "
+                      "i.model_time_s, i.execution_time_s, s.correct, i.run_status FROM items i JOIN bench_scores s "
                       "ON s.item_id = i.id ORDER BY i.seq").fetchall()
     db.close()
     assert [r[0] for r in rows] == [i["id"] for i in ITEMS]
@@ -85,12 +85,13 @@ async def test_report_numbers_match_the_store(items_file, tmp_path):
     assert on_disk["latency_p95_s"] == pytest.approx(float(np.percentile(latencies, 95)))
     assert on_disk["model_time_s"] == pytest.approx(sum(r[6] for r in rows))
     assert on_disk["execution_time_s"] == pytest.approx(sum(r[7] for r in rows))
+    assert on_disk["loop_solved"] == sum(1 for r in rows if r[9] == "solved") == 5  # all but 'hopeless'
     assert on_disk["retries_solved"] == {"0": 3, "2": 1}
     assert on_disk["retries_unsolved"] == {"0": 1, "3": 1}
     assert result.metrics.to_json() == on_disk
 
     report = (bench_dir / "report.md").read_text()
-    assert "| solved | 4 (66.7%) |" in report
+    assert "| solved (scored correct) | 4 (66.7%) |" in report
     assert "| solved at first attempt (k=0) | 3 (50.0%) |" in report
     assert "| 2 | 4 | 66.7% |" in report  # the curve table, k=2
     assert f"| input tokens (total / per item) | {sum(r[3] for r in rows)} / " in report
@@ -147,7 +148,7 @@ def test_cli_runs_gsm8k_and_compares(tmp_path, capsys):
     assert main(["bench", "compare", str(a), str(b)]) == 0
     table = capsys.readouterr().out
     assert "| model | reference:gsm8k-annotations | reference:gsm8k-wrong |" in table
-    assert "| solved | 5 (100.0%) | 0 (0.0%) |" in table
+    assert "| solved (scored correct) | 5 (100.0%) | 0 (0.0%) |" in table
     assert "| solve rate, B - A | -100.0 points |" in table
     assert "(estimated)" in table
 
