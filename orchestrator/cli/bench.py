@@ -1,11 +1,11 @@
-"""``codeloop bench``: run a benchmark into BENCH_DIR, or compare two bench directories.
+"""codeloop bench: run a benchmark into BENCH_DIR, or compare two bench directories.
 
     codeloop bench humaneval --model ... -o runs/he            (HumanEval, 164 problems)
     codeloop bench gsm8k --data test.jsonl --model ... -o runs/gsm
     codeloop bench items.jsonl --model ... -o runs/custom      (prompt + answer or test)
     codeloop bench compare runs/he-no-retries runs/he
 
-``--model reference:NAME`` runs a reference test double (canonical,
+--model reference:NAME runs a reference test double (canonical,
 broken-then-fixed, wrong, gsm8k-annotations, gsm8k-wrong) to check the harness.
 """
 
@@ -89,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"unknown executor {name!r}; choose one of: {', '.join(available_executors())}")
     settings = orchestrator_settings(args)
     if args.model and args.model.startswith(REFERENCE_PREFIX):
+        if args.record:
+            raise UsageError("--record records a real model's turns; reference models are scripted already")
         model = args.model  # built from the loaded items by the runner
     else:
         model = resolve_model(args)
