@@ -115,6 +115,9 @@ class ZygoteProcess:
         self.proc = None
         self.sock: socket.socket | None = None
         self.inbox: asyncio.Queue = asyncio.Queue()
+        self.spare: socket.socket | None = None  # the forked child waiting for its request
+        self.spare_ready = asyncio.Event()
+        self.died = asyncio.Event()
         self.alive = False
         self.executions = 0
         self.pid_inside: int | None = None
@@ -178,24 +181,57 @@ class ZygoteProcess:
 
     def _on_readable(self) -> None:
         try:
-            frame = self.sock.recv(MAX_MESSAGE)
+            frame, fds, _flags, _addr = socket.recv_fds(self.sock, MAX_MESSAGE, 4)
         except BlockingIOError:
             return
         except OSError:
-            frame = b""
-        if not frame:
+            frame, fds = b"", []
+        try:
+            message = decode(frame) if frame else None
+        except ValueError:
+            message = None
+        if message is not None and message.get("op") == "spare" and len(fds) == 1:
+            self._set_spare(socket.socket(fileno=fds[0]))
+            return
+        for fd in fds:
+            os.close(fd)
+        if message is None:
             self._mark_dead()
             return
-        try:
-            self.inbox.put_nowait(decode(frame))
-        except ValueError:
-            self._mark_dead()
+        self.inbox.put_nowait(message)
+
+    def _set_spare(self, sock: socket.socket | None) -> None:
+        if self.spare is not None:
+            self.spare.close()
+        self.spare = sock
+        if sock is None:
+            self.spare_ready.clear()
+        else:
+            self.spare_ready.set()
+
+    async def take_spare(self) -> socket.socket:
+        """The socket to the child forked for the next execution (waits for the fork)."""
+        while self.spare is None:
+            if not self.alive:
+                raise ZygoteDied("the zygote exited")
+            dead = asyncio.ensure_future(self.died.wait())
+            ready = asyncio.ensure_future(self.spare_ready.wait())
+            try:
+                await asyncio.wait({dead, ready}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                dead.cancel()
+                ready.cancel()
+        sock, self.spare = self.spare, None
+        self.spare_ready.clear()
+        return sock
 
     def _mark_dead(self) -> None:
         if self.alive:
             self.alive = False
             asyncio.get_running_loop().remove_reader(self.sock.fileno())
             self.inbox.put_nowait(None)
+            self.died.set()
+            self._set_spare(None)
 
     def check_alive(self) -> bool:
         """True unless the zygote is known dead or its socket says so right now."""
@@ -219,12 +255,10 @@ class ZygoteProcess:
             raise ZygoteDied("the zygote exited")
         return message
 
-    def send(self, message: dict, fds: Sequence[int] = ()) -> None:
+    def send(self, message: dict) -> None:
         frame = encode(message)
-        if len(frame) > MAX_MESSAGE:
-            raise ZygoteError("request too large for the control socket")
         try:
-            socket.send_fds(self.sock, [frame], list(fds))
+            self.sock.sendall(frame)
         except OSError as exc:
             self._mark_dead()
             raise ZygoteDied(f"could not reach the zygote: {exc}") from exc
@@ -250,9 +284,11 @@ class ZygoteProcess:
                 pass  # the finaliser tries again at exit
 
     def _terminate(self) -> None:
+        self._set_spare(None)
         if self.sock is not None:
             if self.alive:
                 self.alive = False
+                self.died.set()
                 try:
                     asyncio.get_running_loop().remove_reader(self.sock.fileno())
                 except (RuntimeError, ValueError):
@@ -625,10 +661,21 @@ class PoolExecutor:
                 os.set_blocking(read_end, False)
                 loop.add_reader(read_end, on_readable, read_end)
             try:
-                zygote.send(request, [w for _, w in pipes])  # ZygoteDied here: not delivered
+                spare = await zygote.take_spare()  # ZygoteDied before the send: not delivered
+                try:
+                    socket.send_fds(spare, [encode(request)], [w for _, w in pipes])
+                except OSError as exc:
+                    await zygote.kill()
+                    raise ZygoteDied(f"the pool's child could not take the request: {exc}") from exc
+                finally:
+                    spare.close()
             finally:
                 for _, write_end in pipes:
                     os.close(write_end)
+            try:
+                zygote.send({"op": "run", "id": request["id"], "timeout_s": limits.timeout_s})
+            except ZygoteDied:
+                pass  # the code may be running already: the verdict below reports the death
             verdict, died = await self._await_verdict(zygote, request["id"], flood, limits)
             try:
                 await asyncio.wait_for(all_closed.wait(), 0.5 if died is None else 0.05)
