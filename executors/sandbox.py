@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -247,6 +248,8 @@ class SandboxExecutor:
             )
             if proc.returncode == 0 and any(seed.glob("fontlist-*.json")):
                 self._mpl_seed = seed
+                # Removed by aclose(); this covers an executor dropped without it.
+                weakref.finalize(self, shutil.rmtree, str(seed), True)
             else:
                 shutil.rmtree(seed, ignore_errors=True)
 

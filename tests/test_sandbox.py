@@ -294,7 +294,7 @@ import asyncio, sys
 from executors.sandbox import SandboxExecutor
 code = "import ctypes, time\\nctypes.CDLL(None).prctl(15, sys_name, 0, 0, 0)\\ntime.sleep(60)"
 code = code.replace("sys_name", repr(sys.argv[2].encode()))
-asyncio.run(SandboxExecutor(isolation=sys.argv[1]).execute(code))
+asyncio.run(SandboxExecutor(isolation=sys.argv[1], work_root=sys.argv[3]).execute(code))
 """
 
 
@@ -308,7 +308,7 @@ def _named(name: str) -> list:
 
 
 @pytest.mark.parametrize("level", ["bwrap", "unshare", "rlimits"])
-def test_the_sandbox_dies_with_the_orchestrator(level):
+def test_the_sandbox_dies_with_the_orchestrator(level, tmp_path):
     try:
         Isolator(level_request=level).level
     except IsolationUnavailable as exc:
@@ -316,7 +316,10 @@ def test_the_sandbox_dies_with_the_orchestrator(level):
             pytest.fail(f"CI must have bubblewrap: {exc}")
         pytest.skip(f"{level} is not available here: {exc}")
     name = f"cldeath{os.getpid() % 1000:03d}"
-    driver = subprocess.Popen([sys.executable, "-c", ORPHAN_DRIVER, level, name], cwd=str(Path(__file__).parent.parent))
+    tmp_path.chmod(0o711)  # the killed driver leaves its workspace here, for pytest to remove
+    driver = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN_DRIVER, level, name, str(tmp_path)], cwd=str(Path(__file__).parent.parent)
+    )
     try:
         deadline = time.monotonic() + 20
         while not _named(name):
