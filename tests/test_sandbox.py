@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -308,7 +309,7 @@ def _named(name: str) -> list:
 
 
 @pytest.mark.parametrize("level", ["bwrap", "unshare", "rlimits"])
-def test_the_sandbox_dies_with_the_orchestrator(level, tmp_path):
+def test_the_sandbox_dies_with_the_orchestrator(level):
     try:
         Isolator(level_request=level).level
     except IsolationUnavailable as exc:
@@ -316,9 +317,12 @@ def test_the_sandbox_dies_with_the_orchestrator(level, tmp_path):
             pytest.fail(f"CI must have bubblewrap: {exc}")
         pytest.skip(f"{level} is not available here: {exc}")
     name = f"cldeath{os.getpid() % 1000:03d}"
-    tmp_path.chmod(0o711)  # the killed driver leaves its workspace here, for pytest to remove
+    # The killed driver leaves its workspace behind: keep it where we can remove it. Not under
+    # pytest's 0700 tmp_path, which the sandbox user could not pass through at the rlimits level.
+    work_root = tempfile.mkdtemp(prefix="codeloop-orphan-test-")
+    os.chmod(work_root, 0o711)
     driver = subprocess.Popen(
-        [sys.executable, "-c", ORPHAN_DRIVER, level, name, str(tmp_path)], cwd=str(Path(__file__).parent.parent)
+        [sys.executable, "-c", ORPHAN_DRIVER, level, name, work_root], cwd=str(Path(__file__).parent.parent)
     )
     try:
         deadline = time.monotonic() + 20
@@ -335,6 +339,7 @@ def test_the_sandbox_dies_with_the_orchestrator(level, tmp_path):
     survivors = _named(name)
     for proc in survivors:
         proc.kill()
+    shutil.rmtree(work_root)
     assert not survivors, f"sandboxed code outlived its orchestrator at the {level} level"
 
 
