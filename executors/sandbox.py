@@ -66,6 +66,9 @@ def sandbox_env(home: str) -> dict[str, str]:
     return {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": home,
+        # There is no /etc/passwd inside bwrap: getpass.getuser() reads these first.
+        "USER": "sandbox",
+        "LOGNAME": "sandbox",
         "TMPDIR": "/tmp",
         "LANG": "C.UTF-8",
         "PYTHONIOENCODING": "utf-8",

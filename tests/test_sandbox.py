@@ -77,13 +77,13 @@ async def test_error_type_message_and_user_only_traceback(sandbox):
 @module_loop
 async def test_environment_is_the_allow_list_only(sandbox, monkeypatch):
     monkeypatch.setenv("CODELOOP_TEST_SECRET", "sk-never-in-the-child")
-    result = await sandbox.execute("import os, json\nprint(json.dumps(dict(os.environ)))")
+    result = await sandbox.execute("import os, json, getpass\ngetpass.getuser()\nprint(json.dumps(dict(os.environ)))")
     assert result.outcome is Outcome.OK
     env = __import__("json").loads(result.stdout)
     assert "CODELOOP_TEST_SECRET" not in env
     assert env["MPLBACKEND"] == "Agg" and env["OPENBLAS_NUM_THREADS"] == "1"
     assert set(env) <= {
-        "PATH", "HOME", "TMPDIR", "LANG", "PYTHONIOENCODING", "PYTHONDONTWRITEBYTECODE", "PYTHONHASHSEED",
+        "PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "LANG", "PYTHONIOENCODING", "PYTHONDONTWRITEBYTECODE", "PYTHONHASHSEED",
         "MPLBACKEND", "MPLCONFIGDIR", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
         "PWD", "OLDPWD", "SHLVL",  # set by the shell that prepares the unshare level
     }
