@@ -49,7 +49,8 @@ SANDBOX_GID = 65534
 NO_NETWORK = "no_network"  # no interface but a private loopback
 PROCESS_TREE = "process_tree"  # own PID namespace: nothing outlives the run
 PRIVATE_TMP = "private_tmp"  # /tmp, /var/tmp, /dev/shm are private
-HOST_FILES = "host_files"  # host files outside the mounts are invisible or read-only
+HOST_FILES = "host_files"  # nothing of the host is visible but read-only system dirs and the mounts
+HOST_SECRETS = "host_secrets"  # host files the sandbox user may not read or write stay so (it is not you)
 PROCESS_LIMIT = "process_limit"  # RLIMIT_NPROC is enforced (the child is not uid 0)
 
 # System paths the interpreter and common libraries need, mounted read-only.
@@ -123,8 +124,8 @@ class SandboxCommand:
 class Isolator:
     """Builds wrapped command lines at one isolation level, detected once.
 
-    ``level`` forces a level (an :class:`Isolation` or its value); ``None``
-    picks the strongest that works. ``strict`` refuses to run without a real
+    ``level_request`` forces a level (an :class:`Isolation` or its value);
+    ``None`` picks the strongest that works. ``strict`` refuses to run without a real
     boundary (bwrap or unshare). ``tmp_bytes`` caps the private ``/tmp``.
     """
 
@@ -210,7 +211,8 @@ class Isolator:
         expected = self._expected_prefixes
         if expected is None:
             found = subprocess.run(
-                [self.python, "-c", PROBE_CODE], capture_output=True, timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL
+                [self.python, "-c", PROBE_CODE], capture_output=True, timeout=PROBE_TIMEOUT_S,
+                stdin=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"}, cwd="/",
             )
             expected = self._expected_prefixes = found.stdout
         if output == expected:
@@ -230,15 +232,16 @@ class Isolator:
 
     @property
     def guarantees(self) -> frozenset[str]:
+        """What this level promises (the constants above); detected on first access."""
         level = self.level
-        limited = not self.runs_as_root
+        # Dropped from root to uid 65534, host files are guarded by their permissions;
+        # as an ordinary user the child is you (or "root" mapped to you) and can use your files.
+        secrets = {HOST_SECRETS} if os.geteuid() == 0 and self._drop_user else set()
         if level is Isolation.BWRAP:
-            return frozenset({NO_NETWORK, PROCESS_TREE, PRIVATE_TMP, HOST_FILES, PROCESS_LIMIT})
+            return frozenset({NO_NETWORK, PROCESS_TREE, PRIVATE_TMP, HOST_FILES, HOST_SECRETS, PROCESS_LIMIT})
         if level is Isolation.UNSHARE:
-            base = {NO_NETWORK, PROCESS_TREE, PRIVATE_TMP, PROCESS_LIMIT}
-            # Dropped from root to "nobody", host files are guarded by their permissions.
-            return frozenset(base | ({HOST_FILES} if os.geteuid() == 0 else set()))
-        return frozenset({PROCESS_LIMIT} if limited else set())
+            return frozenset({NO_NETWORK, PROCESS_TREE, PRIVATE_TMP, PROCESS_LIMIT} | secrets)
+        return frozenset(({PROCESS_LIMIT} if not self.runs_as_root else set()) | secrets)
 
     # -- building commands ---------------------------------------------
 

@@ -29,7 +29,7 @@ import pytest
 
 import executors
 from executors import ExecutionResult, Limits, Outcome
-from executors.isolation import HOST_FILES, NO_NETWORK, PRIVATE_TMP, PROCESS_LIMIT, PROCESS_TREE
+from executors.isolation import HOST_FILES, HOST_SECRETS, NO_NETWORK, PRIVATE_TMP, PROCESS_LIMIT, PROCESS_TREE
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -79,6 +79,7 @@ class Host:
             "DECOY_PID": str(self.decoy.pid),
         }
         values.update({f"PATH_{k.upper()}": str(v) for k, v in self.paths.items()})
+        values["PATH_PROJECT_FILE"] = str(PROJECT_DIR / "pyproject.toml")
         for key in sorted(values, key=len, reverse=True):
             code = code.replace(key, values[key])
         return code
@@ -283,12 +284,19 @@ with open("/tmp/big.bin", "wb") as f:
     ),
     case("exhaust_file_descriptors", "fs = [open('/dev/null') for _ in range(10**6)]", FAILED),
     # -- secrets and host files ----------------------------------------------
-    case("read_etc_shadow", "print(open('/etc/shadow').read())", FAILED, requires=[HOST_FILES], check=no_shadow_leak),
+    case("read_etc_shadow", "print(open('/etc/shadow').read())", FAILED, requires=[HOST_SECRETS], check=no_shadow_leak),
+    case(
+        "read_project_source",
+        "print(open('PATH_PROJECT_FILE').read())",
+        FAILED,
+        requires=[HOST_FILES],
+        check=lambda r, h: assert_not_in_stdout(r, "[project]"),
+    ),
     case(
         "read_shadow_via_proc_1_root",
         "print(open('/proc/1/root/etc/shadow').read())",
         FAILED,
-        requires=[HOST_FILES, HOST_PROCESSES],
+        requires=[HOST_SECRETS, HOST_PROCESSES],
         check=no_shadow_leak,
     ),
     case("dump_environment", "import os\nprint(dict(os.environ))", OK),
@@ -323,8 +331,8 @@ except OSError as exc:
     case("write_host_tmp", "open('PATH_TMP', 'w').write('x')", {OK, FAILED}, requires=[PRIVATE_TMP]),
     case("write_host_var_tmp", "open('PATH_VAR_TMP', 'w').write('x')", {OK, FAILED}, requires=[PRIVATE_TMP]),
     case("write_host_dev_shm", "open('PATH_SHM', 'w').write('x')", {OK, FAILED}, requires=[PRIVATE_TMP]),
-    case("write_home_dir", "open('PATH_HOME', 'w').write('x')", FAILED, requires=[HOST_FILES]),
-    case("write_project_dir", "open('PATH_PROJECT', 'w').write('x')", FAILED, requires=[HOST_FILES]),
+    case("write_home_dir", "open('PATH_HOME', 'w').write('x')", FAILED, requires=[HOST_SECRETS]),
+    case("write_project_dir", "open('PATH_PROJECT', 'w').write('x')", FAILED, requires=[HOST_SECRETS]),
     # -- network ----------------------------------------------------------------
     case(
         "tcp_to_localhost",
@@ -384,7 +392,7 @@ for path in ('/etc/shadow', 'PATH_PROJECT'):
 socket.create_connection(('127.0.0.1', TCP_PORT), timeout=0.5)
 """,
         FAILED,
-        requires=[HOST_FILES, NO_NETWORK],
+        requires=[HOST_SECRETS, NO_NETWORK],
     ),
     case(
         "ctypes_ptrace_parent",
@@ -431,6 +439,10 @@ os._exit(0)
         {OK, FAILED},
     ),
 ]
+
+
+def assert_not_in_stdout(result: ExecutionResult, text: str) -> None:
+    assert text not in result.stdout, f"{text!r} leaked into stdout"
 
 
 def assert_truncated_artifact(result: ExecutionResult, name: str) -> None:
