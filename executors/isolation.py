@@ -41,8 +41,7 @@ from .base import Isolation
 
 SANDBOX_ROOT = "/sandbox"
 SANDBOX_WORK = "/sandbox/work"
-SANDBOX_UID = 65534  # "nobody" on Debian and most distributions
-SANDBOX_GID = 65534
+SANDBOX_UID = 65534  # "nobody" on Debian and most distributions; uid and gid
 
 # What each level promises. Tests and documentation read these; nothing else
 # should guess from the level's name.
@@ -245,10 +244,11 @@ class Isolator:
 
     # -- building commands ---------------------------------------------
 
-    def prepare(self, directory: str | Path) -> None:
-        """Let the sandbox user write ``directory`` (we own it; the child may not be us)."""
+    def prepare(self, directory: str | Path, uid: int | None = None) -> None:
+        """Let the sandbox user (``uid``, default 65534) write ``directory``; a no-op unless we drop root."""
         if os.geteuid() == 0 and self._drop_user_effective():
-            os.chown(directory, SANDBOX_UID, SANDBOX_GID)
+            uid = SANDBOX_UID if uid is None else uid
+            os.chown(directory, uid, uid)
 
     def _drop_user_effective(self) -> bool:
         self.level
@@ -273,6 +273,7 @@ class Isolator:
         mounts: Sequence[Mount] = (),
         env: Mapping[str, str],
         as_pid_1: bool = False,
+        uid: int | None = None,
     ) -> SandboxCommand:
         """Wrap ``argv`` so it runs at this isolator's level with ``work_dir`` writable.
 
@@ -281,11 +282,14 @@ class Isolator:
         are set here: the harness sets them in the process that runs the code.
         ``as_pid_1`` makes ``argv`` itself the PID namespace's init (which its
         own descendants cannot kill); otherwise bwrap's reaper is init. Under
-        ``unshare`` the program is always PID 1.
+        ``unshare`` the program is always PID 1. ``uid`` is the user (and group)
+        the child drops to when we are root (default 65534): give concurrent
+        children different ones and each gets its own ``RLIMIT_NPROC`` count.
         """
         level = self.level
         return self._build(
-            level, self._drop_user, list(argv), work_dir=str(work_dir), mounts=tuple(mounts), env=dict(env), as_pid_1=as_pid_1
+            level, self._drop_user, list(argv), work_dir=str(work_dir), mounts=tuple(mounts), env=dict(env),
+            as_pid_1=as_pid_1, uid=uid,
         )
 
     def _build(
@@ -299,8 +303,9 @@ class Isolator:
         env: dict[str, str],
         chdir: bool = True,
         as_pid_1: bool = False,
+        uid: int | None = None,
     ) -> SandboxCommand:
-        drop_argv = self._setpriv_argv() if drop else []
+        drop_argv = self._setpriv_argv(SANDBOX_UID if uid is None else uid) if drop else []
         view = self._view(level, work_dir, mounts, chdir)
         if level is Isolation.BWRAP:
             return self._bwrap(drop, drop_argv + argv, view=view, cwd=work_dir, env=env, as_pid_1=as_pid_1)
@@ -310,11 +315,11 @@ class Isolator:
         die = [self.setpriv_path, "--pdeathsig=KILL", "--"] if self.setpriv_path and not drop else []
         return SandboxCommand(argv=die + drop_argv + argv, env=env, cwd=work_dir, view=view)
 
-    def _setpriv_argv(self) -> list[str]:
+    def _setpriv_argv(self, uid: int) -> list[str]:
         return [
             self.setpriv_path or "setpriv",
-            f"--reuid={SANDBOX_UID}",
-            f"--regid={SANDBOX_GID}",
+            f"--reuid={uid}",
+            f"--regid={uid}",
             "--clear-groups",
             "--inh-caps=-all",
             "--bounding-set=-all",

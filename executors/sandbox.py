@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -28,6 +29,8 @@ from .process import ProcessOutcome, run_process
 from .workspace import Workspace
 
 HARNESS = str(Path(__file__).with_name("harness.py"))
+UID_BLOCKS_START = 1 << 30  # per-child user ids: 2**30 .. 2**31, unused by accounts and subuid maps
+UID_BLOCKS_SPAN = 1 << 30
 PRIVATE_MPL_DIR = "/tmp/matplotlib"  # in the child's private /tmp (bwrap and unshare levels)
 
 
@@ -113,6 +116,11 @@ class SandboxExecutor:
             kwargs = {"python": python} if python else {}
             self.isolator = Isolator(level_request=isolation, strict=strict, **kwargs)
         self._slots = asyncio.Semaphore(max_concurrency)
+        # One user id per running child (used when we drop root): concurrent children then do
+        # not share an RLIMIT_NPROC count, so one fork bomb cannot stop its neighbours forking.
+        # A random block, far above ordinary and container-mapped ids, keeps executors apart.
+        base = UID_BLOCKS_START + secrets.randbelow(max(1, UID_BLOCKS_SPAN // max_concurrency)) * max_concurrency
+        self._free_uids = list(range(base, base + max_concurrency))
         self._detect_lock = asyncio.Lock()
         self._level: Isolation | None = None
         self._mpl_seed: Path | None = None  # a font cache built once, copied into each run
@@ -161,6 +169,7 @@ class SandboxExecutor:
         if plots:
             await self._seed_matplotlib()
         async with self._slots:
+            uid = self._free_uids.pop()
             ws = Workspace(prefix="codeloop-sandbox-", base_dir=self.work_root)
             try:
                 try:
@@ -173,7 +182,7 @@ class SandboxExecutor:
                 ws.write_code(code)
                 # A font-cache dir costs a mkdir and an rmdir; only plotting code (or a level without
                 # a private /tmp, where the cache must not land in the host's /tmp) gets one.
-                cmd = self._command(ws, files, limits, mpl_dir=plots or level is Isolation.RLIMITS)
+                cmd = self._command(ws, files, limits, mpl_dir=plots or level is Isolation.RLIMITS, uid=uid)
                 proc = await run_process(
                     cmd.argv,
                     cwd=cmd.cwd,
@@ -184,6 +193,7 @@ class SandboxExecutor:
                 )
                 artifacts = ws.collect_artifacts(limits)
             finally:
+                self._free_uids.append(uid)
                 self._clean_up_later(ws)
         if level is Isolation.BWRAP:
             signal_from_bwrap_status(proc)
@@ -193,9 +203,11 @@ class SandboxExecutor:
             kernel_sees_child=level is Isolation.RLIMITS,  # else a wrapper may die before reaping it
         )
 
-    def _command(self, ws: Workspace, files: Sequence[InputFile], limits: Limits, mpl_dir: bool) -> SandboxCommand:
+    def _command(
+        self, ws: Workspace, files: Sequence[InputFile], limits: Limits, mpl_dir: bool, uid: int
+    ) -> SandboxCommand:
         for directory in (ws.root, ws.work):
-            self.isolator.prepare(directory)
+            self.isolator.prepare(directory, uid)
         mounts = [
             Mount(str(ws.code_path), f"{SANDBOX_ROOT}/main.py"),
             Mount(HARNESS, f"{SANDBOX_ROOT}/harness.py"),
@@ -206,7 +218,7 @@ class SandboxExecutor:
             if self._mpl_seed is not None:
                 for cache in self._mpl_seed.glob("fontlist-*.json"):
                     shutil.copyfile(cache, mpl / cache.name)
-            self.isolator.prepare(mpl)
+            self.isolator.prepare(mpl, uid)
             mounts.append(Mount(str(mpl), f"{SANDBOX_ROOT}/mpl", writable=True))
         # Input files stay read-only even for their owner: each is mounted over its own copy.
         for f in files:
@@ -227,7 +239,7 @@ class SandboxExecutor:
             # path it would have produced; the mounts are read-only, so it cannot differ inside.
             argv += ["-S", "-c", BOOT.replace("SYS_PATH", json.dumps(self._sys_path))]
         argv += [view.inside(HARNESS), json.dumps(config)]
-        return self.isolator.wrap(argv, work_dir=ws.work, mounts=mounts, env=env)
+        return self.isolator.wrap(argv, work_dir=ws.work, mounts=mounts, env=env, uid=uid)
 
     async def _seed_matplotlib(self) -> None:
         """Build matplotlib's font cache once, in a run with no user code, for later runs to copy."""

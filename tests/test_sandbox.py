@@ -21,6 +21,7 @@ import pytest_asyncio
 from executors import DEFAULT_EXECUTOR, ExecutionResult, InputFile, Isolation, Limits, Outcome, available_executors, get_executor
 from executors.isolation import (
     HOST_FILES,
+    PROCESS_LIMIT,
     NO_NETWORK,
     PROCESS_TREE,
     SANDBOX_WORK,
@@ -351,3 +352,25 @@ async def test_killed_run_reports_usage_it_can_vouch_for(sandbox):
         assert result.cpu_time_s > 0.1  # the interpreter is our direct child: the kernel saw it all
     else:
         assert result.cpu_time_s is None and result.peak_memory_bytes is None
+
+
+@module_loop
+async def test_a_fork_bomb_does_not_stop_a_neighbour_from_forking():
+    executor = SandboxExecutor(max_concurrency=2)
+    if not {PROCESS_LIMIT} <= executor.isolator.guarantees:
+        pytest.skip(f"{executor.isolation} does not enforce a process limit here")
+    bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
+    neighbour = (
+        "import os, time\n"
+        "time.sleep(0.5)  # let the bomb reach its limit first\n"
+        "pids = [os.fork() or os._exit(0) for _ in range(20)]\n"
+        "for pid in pids:\n"
+        "    os.waitpid(pid, 0)\n"
+        "print('forked 20')"
+    )
+    bombed, other = await asyncio.gather(
+        executor.execute(bomb, limits=Limits(timeout_s=1.5)), executor.execute(neighbour, limits=Limits(timeout_s=10))
+    )
+    assert bombed.outcome is Outcome.DEADLINE_EXCEEDED
+    assert other.outcome is Outcome.OK, (other.error_type, other.error_message)
+    assert other.stdout == "forked 20\n"
