@@ -108,6 +108,8 @@ class SandboxExecutor:
         python: str | None = None,
         work_root: str | None = None,
     ) -> None:
+        if max_concurrency < 1:
+            raise ValueError(f"SandboxExecutor: max_concurrency must be at least 1, got {max_concurrency}")
         self.limits = limits or Limits()
         self.work_root = work_root  # parent of the per-execution workspaces (default: the temp dir)
         if isinstance(isolation, Isolator):

@@ -220,6 +220,11 @@ def test_forcing_a_missing_level_names_why():
         isolator.level
 
 
+def test_bad_settings_are_rejected():
+    with pytest.raises(ValueError, match="max_concurrency"):
+        SandboxExecutor(max_concurrency=0)
+
+
 def test_unknown_level_is_rejected():
     with pytest.raises(ValueError):
         Isolator(level_request="docker")
