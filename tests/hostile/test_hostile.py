@@ -247,6 +247,7 @@ print("parent done")
         MEMORY,
         restricted=(MEMORY,),
         memory_bytes=256 * 2**20,  # small, so filling it is quick even on a busy machine
+        timeout_s=8.0,  # and a deadline it cannot hit first under load
     ),
     case("numpy_huge_array", "import numpy\nnumpy.zeros(10**11)", MEMORY),
     case(
