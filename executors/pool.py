@@ -726,6 +726,11 @@ class PoolExecutor:
                 )
             try:
                 message = receive.result()
+                while message.get("op") == "done" and message.get("id") != request_id:
+                    message = await asyncio.wait_for(zygote.receive(), self.settings.backstop_s)  # a stale verdict
+            except asyncio.TimeoutError:
+                await zygote.kill()
+                return None, "the pool's zygote stopped answering; it was killed and will be replaced"
             except ZygoteDied:
                 await zygote.kill()
                 return None, (

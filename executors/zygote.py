@@ -231,6 +231,8 @@ class Zygote:
             if not frame:
                 return  # the orchestrator closed the pool
             message = decode(frame)
+            if message.get("op") == "kill":
+                continue  # a flood noticed just as the run ended: nothing left to stop
             if message.get("op") != "run":
                 self.send({"op": "error", "id": message.get("id"), "error": f"unexpected {message.get('op')!r}"})
                 continue
