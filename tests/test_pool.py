@@ -317,3 +317,22 @@ async def test_cancelled_execution_leaves_the_pool_usable():
             await running
         results = [await executor.execute(f"print({i})") for i in range(3)]
         assert [r.stdout for r in results] == ["0\n", "1\n", "2\n"]
+
+
+async def test_cold_pool_starts_zygotes_on_demand():
+    async with PoolExecutor(size=1, preload=(), warm=False) as executor:
+        assert executor.zygote_pids == []
+        result = await executor.execute("print('lazy')")
+        assert result.stdout == "lazy\n"
+        assert len(executor.zygote_pids) == 1
+
+
+async def test_strict_mode_refuses_rlimits_only():
+    with pytest.raises(ValueError, match="strict mode"):
+        PoolExecutor(isolation="rlimits", strict=True)
+
+
+async def test_records_the_isolation_it_ran_under():
+    async with PoolExecutor(size=1, preload=(), isolation="rlimits") as executor:
+        result = await executor.execute("print(1)")
+    assert result.isolation == "rlimits" and executor.isolation.value == "rlimits"
