@@ -379,3 +379,21 @@ async def test_a_fork_bomb_does_not_stop_a_neighbour_from_forking():
     assert bombed.outcome is Outcome.DEADLINE_EXCEEDED
     assert other.outcome is Outcome.OK, (other.error_type, other.error_message)
     assert other.stdout == "forked 20\n"
+
+
+@module_loop
+async def test_concurrent_hostile_and_ordinary_runs_each_get_their_own_result():
+    executor = SandboxExecutor(max_concurrency=4)
+    limits = Limits(timeout_s=4, memory_bytes=256 * 2**20, output_hard_bytes=2 * 2**20)
+    runs = {
+        "flood": ("import sys\nwhile True:\n    sys.stdout.write('f' * 65536)", Outcome.OUTPUT_LIMIT),
+        "memory": ("x = []\nwhile True:\n    x.append(' ' * 2**24)", Outcome.MEMORY_EXCEEDED),
+        "crash": ("import ctypes\nctypes.string_at(0)", Outcome.KILLED),
+        **{f"ordinary{i}": (f"print('run {i}')", Outcome.OK) for i in range(5)},
+    }
+    results = await asyncio.gather(*(executor.execute(code, limits=limits) for code, _ in runs.values()))
+    for (name, (_, expected)), result in zip(runs.items(), results):
+        assert result.outcome is expected, (name, result.outcome, result.error_message)
+        if name.startswith("ordinary"):
+            assert result.stdout == f"run {name.removeprefix('ordinary')}\n"
+    await executor.aclose()
