@@ -34,9 +34,11 @@ UID_BLOCKS_SPAN = 1 << 30
 PRIVATE_MPL_DIR = "/tmp/matplotlib"  # in the child's private /tmp (bwrap and unshare levels)
 
 
-# Started with -S: install the precomputed sys.path, then run the harness as __main__.
+# Started with -S: install the precomputed sys.path and the builtins site adds (exit, quit,
+# help, copyright: model-written code calls exit()), then run the harness as __main__.
 BOOT = (
-    "import sys\n"
+    "import sys, site\n"
+    "site.setquit(); site.setcopyright(); site.sethelper()\n"
     "sys.path[:] = SYS_PATH\n"
     "sys.argv = sys.argv[1:]\n"
     "exec(compile(open(sys.argv[0], encoding='utf-8').read(), sys.argv[0], 'exec'),"

@@ -153,6 +153,14 @@ async def test_address_space_limit_gives_memory_exceeded(sandbox):
 
 
 @module_loop
+async def test_site_builtins_exist(sandbox):
+    exited = await sandbox.execute("print(type(help).__name__, type(copyright).__name__)\nexit(3)")
+    assert (exited.outcome, exited.exit_code, exited.stdout) == (Outcome.FAILED, 3, "_Helper _Printer\n")
+    quitted = await sandbox.execute("quit()")
+    assert quitted.outcome is Outcome.OK
+
+
+@module_loop
 async def test_exit_status_and_signals_are_reported(sandbox):
     exited = await sandbox.execute("import sys\nsys.exit(4)")
     assert (exited.outcome, exited.exit_code) == (Outcome.FAILED, 4)
