@@ -22,6 +22,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -38,7 +39,7 @@ from pathlib import Path
 
 from .base import ExecutionResult, InputFile, Isolation, Limits, Outcome
 from .interpret import interpret
-from .isolation import IsolationUnavailable, Isolator, Mount, SandboxCommand, SandboxView
+from .isolation import PRIVATE_TMP, IsolationUnavailable, Isolator, Mount, SandboxCommand, SandboxView
 from .local import child_env
 from .process import ProcessOutcome, StreamCapture, kill_tree
 from .pool_workspace import SlotWorkspace
@@ -51,6 +52,8 @@ RESTRICTED_POLICY = str(HERE / "restricted_policy.py")
 
 CONTROL_FD_MIN = 100
 THP_SETTINGS = "/sys/kernel/mm/transparent_hugepage"
+SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")  # private to each zygote's sandbox at bwrap/unshare level
+PRIVATE_MPL_DIR = "/tmp/.codeloop-matplotlib"
 # Larger code goes through a file: a control message must stay well inside the socket buffer.
 INLINE_CODE_CHARS = 16 * 1024
 INLINE_CODE_BYTES = 64 * 1024
@@ -310,6 +313,7 @@ class _Slot:
     index: int
     workspace: SlotWorkspace
     light: bool = False  # preloads nothing (see PoolSettings.light_size)
+    paths: SandboxView | None = None  # how the slot's directory appears inside its zygote's sandbox
     position: int = 0  # index among the slots of its kind
     kind_count: int = 1
     zygote: ZygoteProcess | None = None
@@ -357,7 +361,7 @@ class PoolExecutor:
         self._closed = False
         level = None if self.settings.isolation == "auto" else self.settings.isolation
         self.isolator = Isolator(level_request=level, strict=self.settings.strict, python=self.settings.python)
-        self._paths: SandboxView | None = None
+        self._private_tmp = False
         self._mounts: list[Mount] = []
 
     # -- life cycle -------------------------------------------------------
@@ -373,19 +377,21 @@ class PoolExecutor:
             self._root = Path(tempfile.mkdtemp(prefix="codeloop-pool-"))
             self._root.chmod(0o755)
             self._root_finalizer = weakref.finalize(self, shutil.rmtree, str(self._root), True)
-            (self._root / "mpl").mkdir()
             try:
                 self.isolation = await asyncio.to_thread(lambda: self.isolator.level)
             except IsolationUnavailable as exc:
                 raise ZygoteError(str(exc)) from exc
-            self.isolator.prepare(self._root / "mpl")
+            self._private_tmp = PRIVATE_TMP in self.isolator.guarantees
+            if not self._private_tmp:
+                # Without a private /tmp, matplotlib's cache is shared by the pool's zygotes.
+                (self._root / "mpl").mkdir()
+                self.isolator.prepare(self._root / "mpl")
             # executors/ is mounted at its own path, so the zygote's file paths hold inside too.
             self._mounts = [Mount(str(HERE), str(HERE))]
             if self.settings.fast_fork and os.path.isdir(THP_SETTINGS):
                 # glibc reads the THP mode here before it asks for huge pages; without it
                 # (bwrap mounts no /sys) the fast-fork tuning silently does nothing.
                 self._mounts.append(Mount(THP_SETTINGS, THP_SETTINGS))
-            self._paths = self.isolator.view(self._root, self._mounts)  # how host paths appear inside
             light = self.settings.light_size if self.settings.preload else 0
             kinds = [(False, i, self.settings.size) for i in range(self.settings.size)]
             kinds += [(True, i, light) for i in range(light)]
@@ -393,6 +399,9 @@ class PoolExecutor:
                 _Slot(n, SlotWorkspace(self._root / f"slot-{n}"), light=is_light, position=i, kind_count=count)
                 for n, (is_light, i, count) in enumerate(kinds)
             ]
+            for slot in self._all_slots:
+                # A zygote sees only its own slot's directory, never another execution's files.
+                slot.paths = self.isolator.view(slot.workspace.root, self._mounts)
             if self.settings.warm:
                 results = await asyncio.gather(
                     *(self._fill(slot) for slot in self._all_slots), return_exceptions=True
@@ -407,32 +416,44 @@ class PoolExecutor:
             self._light_slots = light_slots if light else None
             self._slots = full_slots
 
-    def _wrap(self, config: dict) -> SandboxCommand:
+    def _wrap(self, config: dict, slot: _Slot) -> SandboxCommand:
         """The zygote's command line, inside the same isolation as the ``sandbox`` executor.
 
         The zygote is the PID namespace's init (``as_pid_1``): the kernel ignores
         SIGKILL and SIGSTOP sent to it from inside, so user code cannot kill it
         with ``os.kill(os.getppid(), 9)``; and when it dies, the namespace dies.
+        Its writable directory is its slot's alone.
         """
         argv = [self.settings.python, "-X", "utf8", ZYGOTE, json.dumps(config)]
-        env = child_env(self._paths.work_dir)  # each child then points HOME and TMPDIR at its own directory
-        env["MPLCONFIGDIR"] = self._paths.inside(self._root / "mpl")
+        env = child_env(slot.paths.inside(slot.workspace.work))  # each child points HOME/TMPDIR at its own dir
+        env.pop("MPLCONFIGDIR")  # set by the zygote's config before matplotlib is imported
         if self.settings.fast_fork:
             env.update(FAST_FORK_ENV)
-        return self.isolator.wrap(argv, work_dir=self._root, mounts=self._mounts, env=env, as_pid_1=True)
+        root = slot.workspace.root
+        return self.isolator.wrap(argv, work_dir=root, mounts=self._mounts, env=env, as_pid_1=True)
 
-    def _zygote_config(self, light: bool) -> dict:
+    def _zygote_config(self, slot: _Slot) -> dict:
+        private_tmp = self._private_tmp
+        light = slot.light
         return {
             "harness_path": HARNESS,
             "policy_path": RESTRICTED_POLICY if self.settings.restricted_policy else None,
             "preload": [] if light else list(self.settings.preload),
             "fast_fork": self.settings.fast_fork,
-            "env": {"MPLBACKEND": "Agg", "MPLCONFIGDIR": self._paths.inside(self._root / "mpl")},
+            # With a private /tmp per zygote, it is emptied after every execution
+            # and matplotlib's cache lives there too: nothing is shared between runs.
+            "scratch_dirs": list(SCRATCH_DIRS) if private_tmp else [],
+            "env": {
+                "MPLBACKEND": "Agg",
+                "MPLCONFIGDIR": PRIVATE_MPL_DIR if private_tmp else slot.paths.inside(self._root / "mpl"),
+            },
         }
 
     async def _start_zygote(self, slot: _Slot) -> ZygoteProcess:
-        zygote = ZygoteProcess(self._wrap, self._root / f"zygote-{slot.index}.log", self._pids)
-        await zygote.start(self._zygote_config(slot.light), self.settings.start_timeout_s)
+        zygote = ZygoteProcess(
+            functools.partial(self._wrap, slot=slot), self._root / f"zygote-{slot.index}.log", self._pids
+        )
+        await zygote.start(self._zygote_config(slot), self.settings.start_timeout_s)
         return zygote
 
     async def _fill(self, slot: _Slot) -> None:
@@ -631,7 +652,7 @@ class PoolExecutor:
             request = {
                 "op": "run",
                 "id": uuid.uuid4().hex,
-                "workdir": self._paths.inside(ws.work),
+                "workdir": slot.paths.inside(ws.work),
                 "limits": limits.to_json(),
                 "timeout_s": limits.timeout_s,
                 "mode": mode,
@@ -640,7 +661,7 @@ class PoolExecutor:
                 request["code"] = code
             else:
                 ws.write_code(code)
-                request["code_path"] = self._paths.inside(ws.code_path)
+                request["code_path"] = slot.paths.inside(ws.code_path)
             proc, baseline, died = await self._exchange(slot.zygote, request, limits)
             artifacts = ws.collect_artifacts(limits)
         finally:

@@ -60,8 +60,8 @@ class SlotWorkspace(Workspace):
             if any(os.scandir(self.work)):
                 raise OSError(f"{self.work} could not be emptied")
         except OSError:
-            trash = self.root.with_name(f"{self.root.name}-discarded-{uuid.uuid4().hex[:8]}")
-            os.replace(self.root, trash)
+            # The slot directory itself stays: a zygote's sandbox has it bind-mounted.
+            trash = self.root / f"discarded-{uuid.uuid4().hex}"
+            os.replace(self.work, trash)
             shutil.rmtree(trash, onerror=_force_remove)
-            self.root.mkdir(mode=0o711)
             self.work.mkdir()

@@ -37,6 +37,7 @@ import io
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import struct
@@ -169,6 +170,32 @@ def descendants(root: int) -> list[int]:
     return found
 
 
+def empty_directory(directory: str) -> None:
+    """Remove everything inside ``directory``, even what its creator made read-only."""
+
+    def force(func, path, _exc):
+        try:
+            os.chmod(os.path.dirname(path), 0o700)
+            os.chmod(path, 0o700)
+            func(path)
+        except OSError:
+            pass
+
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                os.chmod(entry.path, 0o700)
+                shutil.rmtree(entry.path, onerror=force)
+            else:
+                os.unlink(entry.path)
+        except OSError:
+            pass
+
+
 class Spare:
     """A child forked ahead of time, blocked until the orchestrator hands it a request."""
 
@@ -237,6 +264,10 @@ class Zygote:
                 self.send({"op": "error", "id": message.get("id"), "error": f"unexpected {message.get('op')!r}"})
                 continue
             self.send(self.run(spare, message))
+            # Before the next child exists: nothing one execution leaves in the
+            # sandbox's private /tmp may reach the next.
+            for directory in self.config.get("scratch_dirs", ()):
+                empty_directory(directory)
             spare = self.fork_spare()
 
     def fork_spare(self) -> "Spare":

@@ -353,3 +353,22 @@ async def test_light_zygotes_can_be_turned_off():
         assert len(executor.zygote_pids) == 1
         result = await executor.execute("print(1)")
         assert result.stdout == "1\n"
+
+
+async def test_private_tmp_is_emptied_between_executions():
+    async with PoolExecutor(size=1, light_size=0, preload=("json",)) as executor:
+        if "private_tmp" not in executor.isolator.guarantees:
+            pytest.skip(f"/tmp is the host's at the {executor.isolation.value} level")
+        first = await executor.execute("open('/tmp/left-behind', 'w').write('from run 1')\nimport os\nos.makedirs('/tmp/d/e')\nos.chmod('/tmp/d', 0o500)")
+        assert first.outcome is Outcome.OK, first.stderr
+        second = await executor.execute("import os\nprint(sorted(os.listdir('/tmp')))")
+        assert second.stdout == "[]\n"
+
+
+async def test_a_zygote_cannot_reach_another_slots_directory(pool):
+    if pool.isolation.value != "bwrap":
+        pytest.skip("only bubblewrap hides the host's paths")
+    other_slots = [str(p / "work") for p in sorted(pool.root.glob("slot-*"))]
+    code = f"import os\nprint([os.path.exists(p) for p in {other_slots!r}])"
+    result = await pool.execute(code)
+    assert result.stdout == f"{[False] * len(other_slots)}\n"
