@@ -359,8 +359,8 @@ class KernelExecutorBase(abc.ABC):
         self._bind_loop()
         try:
             sess = await self._session(key)
-        except KernelStartError as exc:
-            return self._sandbox_error(str(exc), start)
+        except (KernelStartError, KernelDied) as exc:
+            return self._sandbox_error(exc, start)
         async with sess.lock:
             sess.last_used = time.monotonic()
             try:
@@ -368,9 +368,11 @@ class KernelExecutorBase(abc.ABC):
                 await sess.handle.upload(files)
             except KernelDied as exc:
                 await self._replace_kernel(key, sess, f"the kernel died before the code ran ({exc})")
-                return self._sandbox_error(f"the kernel was lost before the code ran: {exc}; it was restarted", start)
+                return self._sandbox_error(
+                    KernelDied(f"the kernel was lost before the code ran ({exc}); it was restarted"), start
+                )
             except KernelStartError as exc:
-                return self._sandbox_error(str(exc), start)
+                return self._sandbox_error(exc, start)
             collector = CellCollector(limits, sess.next_figure)
             run = await run_cell(
                 sess.handle,
@@ -531,11 +533,11 @@ class KernelExecutorBase(abc.ABC):
             result.stderr = f"[codeloop: {notice}; earlier variables are gone]\n" + result.stderr
         return result
 
-    def _sandbox_error(self, message: str, start: float) -> ExecutionResult:
+    def _sandbox_error(self, exc: Exception, start: float) -> ExecutionResult:
         return ExecutionResult(
             outcome=Outcome.SANDBOX_ERROR,
-            error_type="SandboxError",
-            error_message=message,
+            error_type=type(exc).__name__,
+            error_message=str(exc),
             duration_s=time.perf_counter() - start,
             executor=self.name,
             isolation=self.isolation_level,

@@ -13,6 +13,8 @@ from .base import Executor
 # matters when that executor is asked for.
 BUILTIN: dict[str, str] = {
     "local": "executors.local:LocalExecutor",
+    "jupyter": "executors.jupyter:JupyterExecutor",
+    "jupyter-remote": "executors.jupyter_remote:JupyterRemoteExecutor",
 }
 
 DEFAULT_EXECUTOR = "local"
