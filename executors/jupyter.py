@@ -231,11 +231,15 @@ class JupyterExecutor(KernelExecutorBase):
             }
         )
 
+        # Plain values, not self: the kernel manager keeps this function, and the
+        # finalizer keeps the kernel manager, so self here would never be collected.
+        python, wrapper = self.python, self.command_wrapper
+
         def rewrite(cmd: list[str]) -> list[str]:
             # The spec's argv is [python, -m, ipykernel_launcher, -f, FILE]; keep its
             # arguments but run them with the configured interpreter.
-            argv = [self.python, "-s", LAUNCHER, kernel_limits, self.python, *cmd[1:]]
-            return self.command_wrapper(argv, root) if self.command_wrapper else argv
+            argv = [python, "-s", LAUNCHER, kernel_limits, python, *cmd[1:]]
+            return wrapper(argv, root) if wrapper else argv
 
         return rewrite
 

@@ -289,14 +289,14 @@ class RemoteKernel(KernelHandle):
                 return
             except (KernelDied, KernelStartError):
                 await self._close_ws()
-        try:
-            await self.ex.request("POST", f"/api/kernels/{self.kernel_id}/restart", timeout=self.ex.startup_timeout_s)
-        except GatewayError:
-            # The kernel is gone from the gateway: replace it with a new one.
-            await self.ex.delete_kernel(self.kernel_id)
-            self.ex.forget_cleanup(self)
-            self.kernel_id = await self.ex.create_kernel()
-            self.ex.register_remote(self)
+        # A new kernel rather than POST .../restart: the gateway's restart first asks
+        # a busy kernel to shut down and waits up to 5 s for it. The old kernel is
+        # deleted in the background (the same wait, but nobody waits on it).
+        old_id = self.kernel_id
+        self.ex.forget_cleanup(self)
+        self.ex.delete_in_background(old_id)
+        self.kernel_id = await self.ex.create_kernel()
+        self.ex.register_remote(self)
         await self.attach()
 
     async def shutdown(self) -> None:
@@ -411,6 +411,7 @@ class JupyterRemoteExecutor(KernelExecutorBase):
         self._token = token if token is not None else _env("CODELOOP_GATEWAY_TOKEN")
         self.kernel_name = kernel_name
         self.request_timeout_s = request_timeout_s
+        self._deleting: dict[str, asyncio.Task] = {}
 
     def __repr__(self) -> str:  # never show the token
         return f"JupyterRemoteExecutor({self.gateway_url!r})"
@@ -461,6 +462,24 @@ class JupyterRemoteExecutor(KernelExecutorBase):
         body = {"name": self.kernel_name} if self.kernel_name else {}
         info = await self.request("POST", "/api/kernels", body, timeout=self.startup_timeout_s)
         return info["id"]
+
+    def delete_in_background(self, kernel_id: str) -> None:
+        task = asyncio.get_running_loop().create_task(self.delete_kernel(kernel_id))
+        self._deleting[kernel_id] = task
+        # Until the DELETE is done the finalizer still knows the kernel.
+        self._cleanups[hash(kernel_id)] = _sync_delete(self.gateway_url, kernel_id, self.headers())
+
+        def done(_task: asyncio.Task) -> None:
+            self._deleting.pop(kernel_id, None)
+            self._cleanups.pop(hash(kernel_id), None)
+
+        task.add_done_callback(done)
+
+    async def aclose(self) -> None:
+        pending = [t for t in self._deleting.values() if t.get_loop() is asyncio.get_running_loop()]
+        if pending:  # before the finalizer, which would repeat them synchronously
+            await asyncio.wait(pending, timeout=self.request_timeout_s)
+        await super().aclose()
 
     async def delete_kernel(self, kernel_id: str) -> None:
         try:

@@ -425,7 +425,11 @@ class KernelExecutorBase(abc.ABC):
         self._pool_lock = asyncio.Lock()
         for sess in self._sessions.values():
             sess.lock = asyncio.Lock()
-        self._sweeper = loop.create_task(self._sweep_idle()) if self.idle_timeout_s > 0 else None
+        if self.idle_timeout_s > 0:
+            period = max(0.2, min(self.idle_timeout_s / 2, 30.0))
+            self._sweeper = loop.create_task(_sweep_forever(weakref.ref(self), period))
+        else:
+            self._sweeper = None
 
     async def _session(self, key: str) -> _Session:
         assert self._pool_lock is not None
@@ -454,16 +458,14 @@ class KernelExecutorBase(abc.ABC):
             sess = self._sessions.pop(victim)
             await self._shutdown(sess.handle)
 
-    async def _sweep_idle(self) -> None:
-        period = max(0.5, min(self.idle_timeout_s / 2, 30.0))
-        while True:
-            await asyncio.sleep(period)
-            now = time.monotonic()
-            for key, sess in list(self._sessions.items()):
-                if not sess.lock.locked() and now - sess.last_used > self.idle_timeout_s:
-                    if self._sessions.get(key) is sess:
-                        del self._sessions[key]
-                        await self._shutdown(sess.handle)
+    async def sweep_idle_once(self) -> None:
+        """Shut down kernels idle for longer than ``idle_timeout_s``."""
+        now = time.monotonic()
+        for key, sess in list(self._sessions.items()):
+            if not sess.lock.locked() and now - sess.last_used > self.idle_timeout_s:
+                if self._sessions.get(key) is sess:
+                    del self._sessions[key]
+                    await self._shutdown(sess.handle)
 
     async def _shutdown(self, handle: KernelHandle) -> None:
         try:
@@ -542,6 +544,17 @@ class KernelExecutorBase(abc.ABC):
             executor=self.name,
             isolation=self.isolation_level,
         )
+
+
+async def _sweep_forever(ref: "weakref.ref[KernelExecutorBase]", period: float) -> None:
+    """Holds only a weak reference, so an executor nobody uses can still be collected."""
+    while True:
+        await asyncio.sleep(period)
+        executor = ref()
+        if executor is None or executor._closed:
+            return
+        await executor.sweep_idle_once()
+        del executor
 
 
 def _run_cleanups(cleanups: dict[int, Callable[[], None]]) -> None:

@@ -1,0 +1,344 @@
+"""The Jupyter executors against real kernels: a local ipykernel and a real
+Jupyter Kernel Gateway started on 127.0.0.1 with a token by the fixture below.
+
+Each check runs for both executors (``kind`` is "local" or "remote"). The
+executors live for the whole module, and checks that do not need a fresh
+interpreter share the session "main-<kind>": starting kernels is the slow part.
+Checks that restart, kill or reset a kernel use sessions of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import psutil
+import pytest
+
+pytest.importorskip("jupyter_client")
+pytest.importorskip("ipykernel")
+pytest.importorskip("kernel_gateway")
+
+from executors import InputFile, Limits, Outcome, get_executor  # noqa: E402
+from executors.jupyter import JupyterExecutor  # noqa: E402
+from executors.jupyter_remote import GatewayAuthError, JupyterRemoteExecutor  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+KINDS = ["local", "remote"]
+
+
+# -- fixtures ----------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str, token: str | None) -> int:
+    req = urllib.request.Request(url, headers={"Authorization": f"token {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=2) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory):
+    """A real ``jupyter kernelgateway`` on a free local port; yields (url, token)."""
+    token = secrets.token_hex(16)
+    port = _free_port()
+    root = tmp_path_factory.mktemp("gateway")
+    log = open(root / "gateway.log", "wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kernel_gateway",
+            "--KernelGatewayApp.ip=127.0.0.1",
+            f"--KernelGatewayApp.port={port}",
+            "--KernelGatewayApp.port_retries=0",
+            f"--KernelGatewayApp.auth_token={token}",
+        ],
+        cwd=root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the kernel gateway exited early:\n{(root / 'gateway.log').read_text()}")
+            try:
+                if _get(url + "/api/kernelspecs", token) == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the kernel gateway did not answer within 30 s:\n{(root / 'gateway.log').read_text()}")
+            time.sleep(0.1)
+        yield url, token
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # kernels the gateway started, if any survived
+        except OSError:
+            pass
+        proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def executors(gateway):
+    """One executor of each kind for the module; closed (kernels stopped) at the end."""
+    url, token = gateway
+    made = {
+        "local": JupyterExecutor(interrupt_grace_s=1.5, max_kernels=8),
+        "remote": JupyterRemoteExecutor(url, token=token, interrupt_grace_s=1.5, max_kernels=8),
+    }
+    yield made
+    for ex in made.values():
+        asyncio.run(ex.aclose())
+
+
+@pytest.fixture(params=KINDS)
+def kind(request):
+    return request.param
+
+
+@pytest.fixture
+def ex(executors, kind):
+    return executors[kind]
+
+
+def _kernel_pid_local(ex: JupyterExecutor, session: str) -> int:
+    """The ipykernel process itself, wherever it sits under the launcher."""
+    launcher = psutil.Process(ex.kernel_pid(session))
+    for proc in [launcher, *launcher.children(recursive=True)]:
+        if "ipykernel_launcher" in " ".join(proc.cmdline()):
+            return proc.pid
+    raise AssertionError("no ipykernel process under the launcher")
+
+
+async def _kernel_pid(ex, kind: str, session: str) -> int:
+    if kind == "local":
+        await ex.execute("pass", session=session)
+        return _kernel_pid_local(ex, session)
+    r = await ex.execute("import os; os.getpid()", session=session)
+    return int(r.results[0])
+
+
+# -- the checks, for both executors -------------------------------------------------
+
+
+async def test_variables_persist_across_three_executions(ex, kind):
+    s = f"main-{kind}"
+    r1 = await ex.execute("x = 20\nprint('set')", session=s)
+    r2 = await ex.execute("x += 1\ny = x * 2", session=s)
+    r3 = await ex.execute("print(x, y)\ny", session=s)
+    assert [r.outcome for r in (r1, r2, r3)] == [Outcome.OK] * 3, (r1, r2, r3)
+    assert r1.stdout == "set\n"
+    assert r3.stdout == "21 42\n"
+    assert r3.results == ["42"]
+    assert r3.executor == ex.name
+
+
+async def test_sessions_do_not_share_state(ex, kind):
+    await ex.execute("shared = 1", session=f"main-{kind}")
+    r = await ex.execute("shared", session=f"b-{kind}")
+    assert r.outcome is Outcome.FAILED and r.error_type == "NameError"
+
+
+async def test_plot_comes_back_as_png(ex, kind):
+    code = (
+        "import matplotlib.pyplot as plt\n"
+        "plt.plot([1, 2, 3], [1, 4, 9])\n"
+        "plt.show()\n"
+        "plt.figure(); plt.bar(['a', 'b'], [3, 5]);\n"  # not shown: the inline backend flushes it
+    )
+    r = await ex.execute(code, session=f"main-{kind}")
+    assert r.outcome is Outcome.OK, r
+    pngs = [a for a in r.artifacts if a.mime_type == "image/png"]
+    assert len(pngs) == 2 and len({a.name for a in pngs}) == 2
+    assert all(re.fullmatch(r"figure_\d+\.png", a.name) for a in pngs)
+    assert all(a.data.startswith(PNG_MAGIC) and a.size > 1000 for a in pngs)
+    assert r.results == []  # "<Figure size ...>" text is not a result
+
+
+async def test_error_is_failed_with_plain_traceback(ex, kind):
+    r = await ex.execute("def f():\n    return 1 / 0\nf()", session=f"main-{kind}")
+    assert r.outcome is Outcome.FAILED
+    assert r.error_type == "ZeroDivisionError"
+    assert r.error_message == "division by zero"
+    assert "\x1b[" not in r.traceback and "return 1 / 0" in r.traceback
+
+
+async def test_infinite_loop_is_interrupted_and_kernel_keeps_state(ex, kind):
+    s = f"main-{kind}"
+    await ex.execute("kept = 'yes'", session=s)
+    start = time.monotonic()
+    r = await ex.execute("print('started', flush=True)\nwhile True:\n    pass", session=s, limits=Limits(timeout_s=1.5))
+    elapsed = time.monotonic() - start
+    assert r.outcome is Outcome.DEADLINE_EXCEEDED, r
+    assert r.error_type == "TimeoutError" and "kept" in r.error_message
+    assert "started" in r.stdout
+    assert elapsed < 1.5 + ex.interrupt_grace_s + 1.0
+    after = await ex.execute("kept", session=s)
+    assert after.outcome is Outcome.OK and after.results == ["'yes'"]
+
+
+async def test_loop_that_ignores_interrupt_gets_kernel_restarted(ex, kind):
+    s = f"stubborn-{kind}"
+    await ex.execute("lost = 1", session=s)
+    code = "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass"
+    r = await ex.execute(code, session=s, limits=Limits(timeout_s=1.0))
+    assert r.outcome is Outcome.DEADLINE_EXCEEDED
+    assert "restarted" in r.error_message
+    after = await ex.execute("print(2 + 2)\n'lost' in dir()", session=s)
+    assert after.outcome is Outcome.OK, after
+    assert after.stdout == "4\n" and after.results == ["False"]
+    assert "restarted" in after.stderr  # the model is told why its variables are gone
+
+
+async def test_killed_kernel_is_reported_and_next_run_works(ex, kind):
+    s = f"kill-{kind}"
+    await ex.execute("before = 1", session=s)
+    pid = await _kernel_pid(ex, kind, s)
+
+    async def kill_soon():
+        await asyncio.sleep(0.8)
+        os.kill(pid, signal.SIGKILL)
+
+    killer = asyncio.create_task(kill_soon())
+    start = time.monotonic()
+    r = await ex.execute("import time\ntime.sleep(60)", session=s, limits=Limits(timeout_s=30))
+    await killer
+    assert time.monotonic() - start < 15  # noticed, not waited out to the deadline
+    assert r.outcome is Outcome.KILLED, r
+    assert r.error_type == "KernelDied" and "restarted" in r.error_message
+    after = await ex.execute("'before' in dir(), 6 * 7", session=s)
+    assert after.outcome is Outcome.OK, after
+    assert after.results == ["(False, 42)"]
+
+
+async def test_input_file_is_readable_and_written_files_come_back(ex, kind):
+    s = f"main-{kind}"
+    data = InputFile("sales.csv", b"region,amount\nnorth,10\nsouth,32\n")
+    r = await ex.execute(
+        "import pandas as pd\ndf = pd.read_csv('sales.csv')\n"
+        "df.to_csv('doubled.csv', index=False)\nint(df.amount.sum())",
+        files=[data],
+        session=s,
+    )
+    assert r.outcome is Outcome.OK, r
+    assert r.results == ["42"]
+    assert [a.name for a in r.artifacts] == ["doubled.csv"]  # the input is not echoed back
+    # The next question in the session uses the variable from the first one.
+    r2 = await ex.execute("int(df.amount.max())", files=[data], session=s)
+    assert r2.results == ["32"] and r2.artifacts == []
+
+
+async def test_reset_clears_state(ex, kind):
+    s = f"reset-{kind}"
+    await ex.execute("secret_value = 5", session=s)
+    await ex.reset(s)
+    r = await ex.execute("secret_value", session=s)
+    assert r.outcome is Outcome.FAILED and r.error_type == "NameError"
+
+
+async def test_result_round_trips_through_json(ex, kind):
+    r = await ex.execute("import matplotlib.pyplot as plt\nplt.plot([1]); plt.show()\n'done'", session=f"main-{kind}")
+    again = type(r).from_json(json.loads(json.dumps(r.to_json())))
+    assert again == r
+
+
+# -- remote only ----------------------------------------------------------------------------
+
+
+async def test_wrong_token_is_a_clear_error(gateway):
+    url, _ = gateway
+    bad = JupyterRemoteExecutor(url, token="not-the-token")
+    r = await bad.execute("1 + 1")
+    assert r.outcome is Outcome.SANDBOX_ERROR
+    assert r.error_type == "GatewayAuthError"
+    assert "401" in r.error_message and "token" in r.error_message
+    assert "not-the-token" not in r.error_message
+    with pytest.raises(GatewayAuthError, match="token was refused"):
+        await bad.check()
+    await bad.aclose()
+
+
+async def test_remote_finalizer_deletes_kernels(gateway):
+    url, token = gateway
+    ex = JupyterRemoteExecutor(url, token=token)
+    await ex.execute("1")
+    kernel_id = ex.kernel_id()
+    assert _get(f"{url}/api/kernels/{kernel_id}", token) == 200
+    del ex
+    gc.collect()
+    assert _get(f"{url}/api/kernels/{kernel_id}", token) == 404
+
+
+def test_registry_builds_both(gateway):
+    url, token = gateway
+    assert isinstance(get_executor("jupyter"), JupyterExecutor)
+    remote = get_executor("jupyter-remote", gateway_url=url, token=token)
+    assert isinstance(remote, JupyterRemoteExecutor) and remote.stateful
+    assert token not in repr(remote)
+
+
+# -- local only ---------------------------------------------------------------------------
+
+
+async def test_local_kernel_sees_no_secrets(monkeypatch):
+    monkeypatch.setenv("GEMINI_API_KEY", "sk-test-secret")
+    ex = JupyterExecutor(max_kernels=1, idle_timeout_s=1.0)
+    try:
+        r = await ex.execute("import os\nsorted(k for k in os.environ if 'KEY' in k or 'SECRET' in k)")
+        assert r.results == ["[]"], r
+        pid = ex.kernel_pid()
+        # A second session evicts the first (max_kernels=1) and stops its kernel.
+        await ex.execute("1", session="other")
+        assert ex.sessions() == ["other"]
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        other_pid = ex.kernel_pid("other")
+        # Idle kernels are shut down by the sweep.
+        deadline = time.monotonic() + 5
+        while ex.sessions() and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert ex.sessions() == []
+        assert not psutil.pid_exists(other_pid) or psutil.Process(other_pid).status() == psutil.STATUS_ZOMBIE
+    finally:
+        await ex.aclose()
+
+
+async def test_local_finalizer_kills_kernels():
+    ex = JupyterExecutor()
+    await ex.execute("1")
+    pid = ex.kernel_pid()
+    assert psutil.pid_exists(pid)
+    del ex
+    gc.collect()
+    deadline = time.monotonic() + 3
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the kernel outlived its executor"
+        await asyncio.sleep(0.05)
