@@ -70,6 +70,9 @@ def _figure_saver():
             return
         for num in list(plt.get_fignums()):
             fig = plt.figure(num)
+            if getattr(fig, "_codeloop_saved", False):
+                plt.close(fig)  # the code saved it where it wanted; no second copy
+                continue
             counter["n"] += 1
             name = f"figure_{counter['n']}.png"
             while os.path.exists(name):
@@ -84,14 +87,58 @@ def _figure_saver():
     return save_open_figures
 
 
+def _patch_pyplot(plt, save_open_figures) -> None:
+    """``plt.show()`` saves figures instead of blocking; figures the code saved
+    itself are not captured a second time."""
+    from matplotlib.figure import Figure
+
+    plt.show = lambda *args, **kwargs: save_open_figures()
+    original = Figure.savefig
+    if getattr(original, "_codeloop", False):
+        return
+
+    def savefig(self, *args, **kwargs):
+        self._codeloop_saved = True
+        return original(self, *args, **kwargs)
+
+    savefig._codeloop = True
+    Figure.savefig = savefig
+
+
+class _PyplotHook:
+    """Patches matplotlib.pyplot the moment the code imports it (cold children)."""
+
+    def __init__(self, save_open_figures) -> None:
+        self.save_open_figures = save_open_figures
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "matplotlib.pyplot":
+            return None
+        import importlib.machinery
+
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return None
+        exec_module = spec.loader.exec_module
+
+        def exec_and_patch(module):
+            exec_module(module)
+            _patch_pyplot(module, self.save_open_figures)
+
+        spec.loader.exec_module = exec_and_patch
+        return spec
+
+
 def prepare_matplotlib(save_open_figures) -> None:
-    """Headless backend; ``plt.show()`` captures figures instead of blocking."""
+    """Headless backend, ``plt.show()`` captures, open figures saved at the end."""
     os.environ.setdefault("MPLBACKEND", "Agg")
     warnings.filterwarnings("ignore", message=".*non-interactive.*")
     plt = sys.modules.get("matplotlib.pyplot")
-    if plt is not None:
+    if plt is not None:  # preloaded by a zygote
         plt.close("all")
-        plt.show = lambda *args, **kwargs: save_open_figures()
+        _patch_pyplot(plt, save_open_figures)
+    else:
+        sys.meta_path.insert(0, _PyplotHook(save_open_figures))
 
 
 def _user_traceback(exc: BaseException) -> str:

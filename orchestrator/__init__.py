@@ -1,0 +1,88 @@
+"""codeloop's orchestrator: the generate-execute-refine loop and its API.
+
+    import orchestrator
+    result = orchestrator.run("What is the sum of the first 50 primes?",
+                              model="replay:examples/cassette.jsonl")
+    print(result.summary)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from executors import Executor, InputFile, Limits, get_executor
+
+from . import events
+from .loop import Orchestrator
+from .models import Model, ModelError, ScriptedModel, get_model
+from .prompts import Prompts
+from .types import (
+    RUN_PYTHON,
+    Attempt,
+    CodeBlock,
+    Conversation,
+    Message,
+    ModelTurn,
+    RunResult,
+    RunStatus,
+    ToolSpec,
+    Usage,
+)
+
+__all__ = [
+    "RUN_PYTHON",
+    "Attempt",
+    "CodeBlock",
+    "Conversation",
+    "Limits",
+    "Message",
+    "Model",
+    "ModelError",
+    "ModelTurn",
+    "Orchestrator",
+    "Prompts",
+    "RunResult",
+    "RunStatus",
+    "ScriptedModel",
+    "ToolSpec",
+    "Usage",
+    "arun",
+    "events",
+    "run",
+]
+
+
+async def arun(
+    prompt: str,
+    *,
+    model: Model | str,
+    executor: Executor | str | None = None,
+    files: Sequence[str | Path | InputFile] = (),
+    **settings: Any,
+) -> RunResult:
+    """Run one prompt. ``model`` and ``executor`` may be objects or names
+    (``"replay:cassette.jsonl"``, ``"sandbox"``); an executor built here is
+    closed here. ``settings`` go to :class:`Orchestrator`."""
+    model_obj = get_model(model) if isinstance(model, str) else model
+    owned = not hasattr(executor, "execute")
+    executor_obj = get_executor(executor) if owned else executor
+    try:
+        return await Orchestrator(model_obj, executor_obj, **settings).run(prompt, files=files)
+    finally:
+        if owned:
+            await executor_obj.aclose()
+
+
+def run(
+    prompt: str,
+    *,
+    model: Model | str,
+    executor: Executor | str | None = None,
+    files: Sequence[str | Path | InputFile] = (),
+    **settings: Any,
+) -> RunResult:
+    """Synchronous :func:`arun`, for scripts and notebooks without a running loop."""
+    return asyncio.run(arun(prompt, model=model, executor=executor, files=files, **settings))

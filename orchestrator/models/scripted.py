@@ -1,0 +1,82 @@
+"""``ScriptedModel``: a test double that answers from a script, never a network.
+
+Like pydantic-ai's ``FunctionModel``: give it a list of turns (played in
+order within each conversation) or a function of the conversation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+from ..types import Conversation, ModelTurn, ToolSpec, Usage
+from .base import ModelError
+
+ScriptItem = str | ModelTurn
+ScriptFunction = Callable[[Conversation, Sequence[ToolSpec]], ScriptItem | Awaitable[ScriptItem]]
+
+
+def estimate_usage(conversation: Conversation, text: str) -> Usage:
+    """Rough token counts (4 characters a token) so reports have numbers to show."""
+    chars = len(conversation.system) + sum(len(m.text) for m in conversation.messages)
+    return Usage(input_tokens=chars // 4, output_tokens=max(1, len(text) // 4), requests=1)
+
+
+class ScriptedModel:
+    """Answers each request from ``script``.
+
+    A list is indexed by the number of model turns already in the
+    conversation, so each conversation (each prompt of a batch) replays the
+    same script independently and concurrent runs never interfere. A function
+    receives the conversation and the tools offered and returns a string or a
+    :class:`ModelTurn` (it may be async). ``latency_s`` simulates a slow model.
+    """
+
+    def __init__(
+        self,
+        script: Sequence[ScriptItem] | ScriptFunction,
+        *,
+        name: str = "scripted",
+        latency_s: float = 0.0,
+    ) -> None:
+        self.script = script
+        self.name = name
+        self.latency_s = latency_s
+        self.calls = 0
+
+    @classmethod
+    def from_file(cls, path: str | Path, **kwargs) -> "ScriptedModel":
+        """A JSON list of turns: strings or ModelTurn JSON objects."""
+        try:
+            items = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read script {path}: {exc}") from exc
+        if not isinstance(items, list):
+            raise ValueError(f"script {path} must hold a JSON list of turns")
+        turns = [item if isinstance(item, str) else ModelTurn.from_json(item) for item in items]
+        return cls(turns, name=kwargs.pop("name", f"scripted:{Path(path).name}"), **kwargs)
+
+    async def generate(self, conversation: Conversation, tools: Sequence[ToolSpec] = ()) -> ModelTurn:
+        self.calls += 1
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        if callable(self.script):
+            item = self.script(conversation, tools)
+            if inspect.isawaitable(item):
+                item = await item
+        else:
+            index = conversation.count("model")
+            if index >= len(self.script):
+                raise ModelError(f"scripted model has no turn {index} (the script has {len(self.script)})")
+            item = self.script[index]
+        if isinstance(item, ModelTurn):
+            turn = ModelTurn.from_json(item.to_json())  # a copy: the loop may annotate it
+            if turn.usage.requests == 0:
+                turn.usage = estimate_usage(conversation, turn.text)
+        else:
+            turn = ModelTurn(text=str(item), usage=estimate_usage(conversation, str(item)), finish_reason="STOP")
+        turn.model = turn.model or self.name
+        return turn

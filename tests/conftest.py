@@ -1,0 +1,27 @@
+"""Shared fixtures. Areas keep their own fixtures in their own test modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import structlog
+
+from executors import Limits, LocalExecutor
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+@pytest.fixture
+async def local_executor():
+    executor = LocalExecutor(limits=Limits(timeout_s=10))
+    yield executor
+    await executor.aclose()
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging():
+    """The CLI configures structlog process-wide; give each test the defaults back."""
+    yield
+    structlog.reset_defaults()
