@@ -13,11 +13,14 @@ from .base import Executor
 # matters when that executor is asked for.
 BUILTIN: dict[str, str] = {
     "local": "executors.local:LocalExecutor",
+    "sandbox": "executors.sandbox:SandboxExecutor",
+    "pool": "executors.pool:PoolExecutor",
+    "restricted": "executors.restricted:RestrictedExecutor",
     "jupyter": "executors.jupyter:JupyterExecutor",
     "jupyter-remote": "executors.jupyter_remote:JupyterRemoteExecutor",
 }
 
-DEFAULT_EXECUTOR = "local"
+DEFAULT_EXECUTOR = "sandbox"
 
 
 def _load(target: str) -> Callable[..., Executor]:
