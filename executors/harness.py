@@ -178,6 +178,8 @@ def execute(code: str, compile_fn=None, namespace: dict | None = None) -> dict:
             error_message=str(exc)[:2000],
             traceback=text,
             exit_code=1,
+            # numpy raises a private MemoryError subclass: say what it is, not just its name.
+            memory_error=isinstance(exc, MemoryError),
         )
     return report
 

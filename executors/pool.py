@@ -40,7 +40,7 @@ from .interpret import interpret
 from .isolation import IsolationUnavailable, Isolator, Mount, SandboxCommand, SandboxView
 from .local import child_env
 from .process import ProcessOutcome, StreamCapture, kill_tree
-from .workspace import Workspace
+from .pool_workspace import SlotWorkspace
 from .zygote import FAST_FORK_ENV, MAX_MESSAGE, decode, encode
 
 HERE = Path(__file__).resolve().parent
@@ -49,6 +49,9 @@ HARNESS = str(HERE / "harness.py")
 RESTRICTED_POLICY = str(HERE / "restricted_policy.py")
 
 CONTROL_FD_MIN = 100
+# Larger code goes through a file: a control message must stay well inside the socket buffer.
+INLINE_CODE_CHARS = 16 * 1024
+INLINE_CODE_BYTES = 64 * 1024
 DEFAULT_PRELOAD = ("numpy", "pandas", "matplotlib", "matplotlib.pyplot", "sympy")
 
 
@@ -240,6 +243,7 @@ class ZygoteProcess:
 @dataclass
 class _Slot:
     index: int
+    workspace: SlotWorkspace
     zygote: ZygoteProcess | None = None
 
 
@@ -308,7 +312,7 @@ class PoolExecutor:
             self._mounts = [Mount(str(HERE), str(HERE))]
             self._paths = self.isolator.view(self._root, self._mounts)  # how host paths appear inside
             slots: asyncio.Queue = asyncio.Queue()
-            self._all_slots = [_Slot(i) for i in range(self.settings.size)]
+            self._all_slots = [_Slot(i, SlotWorkspace(self._root / f"slot-{i}")) for i in range(self.settings.size)]
             if self.settings.warm:
                 results = await asyncio.gather(
                     *(self._fill(slot) for slot in self._all_slots), return_exceptions=True
@@ -422,7 +426,7 @@ class PoolExecutor:
             try:
                 await self.start()
             except ZygoteError as exc:
-                return self._sandbox_error(str(exc))
+                return self._sandbox_error(str(exc), mode)
         slot = await self._slots.get()
         give_back = True
         try:
@@ -431,10 +435,10 @@ class PoolExecutor:
                     try:
                         await self._fill(slot)
                     except ZygoteError as exc:
-                        return self._sandbox_error(str(exc))
+                        return self._sandbox_error(str(exc), mode)
                 zygote = slot.zygote
                 try:
-                    result = await self._run_on(zygote, code, files, limits, mode)
+                    result = await self._run_on(slot, code, files, limits, mode)
                     break
                 except ZygoteDied:
                     # The request never reached the zygote (it died while idle), so
@@ -442,7 +446,7 @@ class PoolExecutor:
                     await zygote.kill()
                     slot.zygote = None
                     if attempt == 2:
-                        return self._sandbox_error("the pool's zygote died before it could take the execution")
+                        return self._sandbox_error("the pool's zygote died before it could take the execution", mode)
             zygote.executions += 1
             if not zygote.alive or zygote.executions >= self.settings.max_executions:
                 if self.settings.warm and not self._closed:
@@ -456,40 +460,43 @@ class PoolExecutor:
             if give_back and not self._closed:
                 self._slots.put_nowait(slot)
 
-    def _sandbox_error(self, message: str, **extra) -> ExecutionResult:
+    def _sandbox_error(self, message: str, mode: str) -> ExecutionResult:
+        restricted = mode == "restricted"
         return ExecutionResult(
             outcome=Outcome.SANDBOX_ERROR,
             error_type="SandboxError",
             error_message=message,
-            executor=self.name if self.mode == "python" else "restricted",
-            isolation=self._isolation_label(),
-            **extra,
+            executor="restricted" if restricted else self.name,
+            isolation=Isolation.RESTRICTED.value if restricted else self.isolation.value,
         )
 
-    def _isolation_label(self) -> str:
-        return Isolation.RESTRICTED.value if self.mode == "restricted" else self.isolation.value
-
     async def _run_on(
-        self, zygote: ZygoteProcess, code: str, files: Sequence[InputFile], limits: Limits, mode: str
+        self, slot: _Slot, code: str, files: Sequence[InputFile], limits: Limits, mode: str
     ) -> ExecutionResult:
         executor = "restricted" if mode == "restricted" else self.name
         isolation = Isolation.RESTRICTED.value if mode == "restricted" else self.isolation.value
-        with Workspace(prefix="run-", base_dir=str(self._root)) as ws:
-            ws.root.chmod(0o711)  # the sandbox user reads main.py here ...
-            self.isolator.prepare(ws.work)  # ... and writes in work/
+        ws = slot.workspace
+        ws.begin()
+        try:
+            self.isolator.prepare(ws.work)  # the sandbox user writes here
             ws.add_inputs(files)
-            ws.write_code(code)
             request = {
                 "op": "run",
                 "id": uuid.uuid4().hex,
-                "code_path": self._paths.inside(ws.code_path),
                 "workdir": self._paths.inside(ws.work),
                 "limits": limits.to_json(),
                 "timeout_s": limits.timeout_s,
                 "mode": mode,
             }
-            proc, baseline, died = await self._exchange(zygote, request, limits)
+            if len(code) <= INLINE_CODE_CHARS and len(json.dumps(code)) <= INLINE_CODE_BYTES:
+                request["code"] = code
+            else:
+                ws.write_code(code)
+                request["code_path"] = self._paths.inside(ws.code_path)
+            proc, baseline, died = await self._exchange(slot.zygote, request, limits)
             artifacts = ws.collect_artifacts(limits)
+        finally:
+            ws.cleanup()
         if died is not None:
             return ExecutionResult(
                 outcome=Outcome.SANDBOX_ERROR,

@@ -21,7 +21,7 @@ from pathlib import Path
 from .base import ExecutionResult, InputFile, Isolation, Limits, Outcome
 from .interpret import interpret
 from .isolation import SANDBOX_ROOT, SANDBOX_WORK, Isolator, IsolationUnavailable, Mount, SandboxCommand
-from .process import run_process
+from .process import ProcessOutcome, run_process
 from .workspace import Workspace
 
 HARNESS = str(Path(__file__).with_name("harness.py"))
@@ -130,6 +130,8 @@ class SandboxExecutor:
                     hard_bytes=limits.output_hard_bytes,
                 )
                 artifacts = ws.collect_artifacts(limits)
+        if level is Isolation.BWRAP:
+            signal_from_bwrap_status(proc)
         return with_reported_usage(
             interpret(proc, limits=limits, executor=self.name, isolation=level.value, artifacts=artifacts), proc.report
         )
@@ -218,3 +220,21 @@ def with_reported_usage(result: ExecutionResult, report: bytes) -> ExecutionResu
     if isinstance(peak, int):
         result.peak_memory_bytes = max(result.peak_memory_bytes or 0, peak)
     return result
+
+
+def signal_from_bwrap_status(proc: ProcessOutcome) -> None:
+    """bwrap exits with 128 + N when the child died of signal N; report the signal.
+
+    Only when the harness wrote no report saying it chose that exit status:
+    ``os._exit(139)`` without a report is indistinguishable from SIGSEGV.
+    """
+    if proc.signal is not None or proc.returncode is None or not 128 < proc.returncode < 128 + 65:
+        return
+    try:
+        report = json.loads(proc.report) if proc.report else None
+    except ValueError:
+        report = None
+    if isinstance(report, dict) and report.get("exit_code") == proc.returncode:
+        return
+    proc.signal = proc.returncode - 128
+    proc.returncode = None

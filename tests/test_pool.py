@@ -283,3 +283,12 @@ async def test_registered_by_name():
         assert result.stdout == "42\n"
     finally:
         await executor.aclose()
+
+
+async def test_large_code_and_leftover_files_do_not_leak(pool):
+    big = "x = 0\n" + "x += 1\n" * 20000 + "print(x)\n"
+    result = await pool.execute(big)
+    assert result.outcome is Outcome.OK and result.stdout == "20000\n"
+    await pool.execute("import os\nos.makedirs('deep/er')\nopen('deep/er/f.txt', 'w').write('1')\nos.chmod('deep', 0o500)")
+    listing = await asyncio.gather(*(pool.execute("import os\nprint(sorted(os.listdir('.')))") for _ in range(4)))
+    assert [r.stdout for r in listing] == ["[]\n"] * 4
