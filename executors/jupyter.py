@@ -4,13 +4,15 @@ Each session gets its own kernel and its own temporary directory: ``work/``
 is the kernel's working directory (inputs go in, files written there come
 back as artifacts), ``home/`` is its HOME, and ``conn/`` holds the connection
 file and the IPC sockets. The kernel talks over IPC sockets rather than TCP
-ports, which avoids port races and keeps working when the kernel runs in a
-network namespace.
+ports, which avoids port races and keeps working inside a network namespace.
 
-The kernel is started through ``kernel_launch.py`` (resource limits, then
-``exec``) with an environment built from an allow list, so the caller's
-secrets never reach it. When ``command_wrapper`` is given (for example the
-sandbox's bwrap wrapper) the whole command runs inside it.
+The kernel runs inside the same :class:`~executors.isolation.Isolator` as the
+``sandbox`` executor (bubblewrap, else ``unshare``, else rlimits only), is
+started through ``kernel_launch.py`` (memory, file-size and open-file
+limits, then ``exec``), and sees an environment built from an allow list, so
+the caller's secrets never reach it. Interrupts go over the control channel
+(``interrupt_request``), because a sandboxed kernel sits in a session of its
+own where a signal to our child's process group would not reach it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import os
 import queue
 import shutil
 import signal
-import sys
+import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,6 +33,7 @@ from typing import Any
 from jupyter_client.manager import AsyncKernelManager
 
 from .base import Artifact, InputFile, Isolation, Limits
+from .isolation import SANDBOX_ROOT, Isolator, IsolationUnavailable, Mount
 from .kernel_common import (
     KernelDied,
     KernelExecutorBase,
@@ -40,13 +43,11 @@ from .kernel_common import (
     safe_input_name,
     scan_dir,
 )
-from .local import child_env
+from .process import run_process
+from .sandbox import sandbox_env
 
 LAUNCHER = str(Path(__file__).with_name("kernel_launch.py"))
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
-
-# (argv, session_root) -> argv run instead; the root must stay visible at the same path.
-CommandWrapper = Callable[[list[str], Path], list[str]]
 
 
 class WrappedKernelManager(AsyncKernelManager):
@@ -69,6 +70,7 @@ class LocalKernel(KernelHandle):
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._before: dict[str, tuple[int, int]] = {}
         self._uploaded: dict[str, str] = {}
+        self.log: Any = None  # the kernel process's stderr file
 
     @property
     def pid(self) -> int | None:
@@ -143,7 +145,7 @@ class LocalKernel(KernelHandle):
             if self.km.has_kernel:
                 await self.km.shutdown_kernel(now=True)
         finally:
-            kill_local_kernel(self.km, self.root)
+            kill_local_kernel(self.km, self.root, self.log)
 
     async def upload(self, files: Sequence[InputFile]) -> None:
         for f in files:
@@ -163,7 +165,15 @@ class LocalKernel(KernelHandle):
         return artifacts
 
 
-def kill_local_kernel(km: AsyncKernelManager, root: Path) -> None:
+def _log_tail(path: Path, lines: int = 5) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return " | ".join(line for line in text.strip().splitlines()[-lines:])
+
+
+def kill_local_kernel(km: AsyncKernelManager, root: Path, log: Any = None) -> None:
     """Synchronous last resort: kill the kernel's process group, remove its files."""
     proc = getattr(getattr(km, "provisioner", None), "process", None)
     if proc is not None and proc.poll() is None:
@@ -176,16 +186,19 @@ def kill_local_kernel(km: AsyncKernelManager, root: Path) -> None:
             proc.wait(timeout=2)
         except Exception:
             pass
+    if log is not None:
+        log.close()
     shutil.rmtree(root, ignore_errors=True)
 
 
 class JupyterExecutor(KernelExecutorBase):
     """Stateful: one local IPython kernel per session; variables persist between runs.
 
-    ``command_wrapper`` runs the kernel inside a sandbox (it receives the argv
-    and the session directory, which must stay visible at the same path).
-    Without one the kernel runs with resource limits and a cleared
-    environment only: it can read what your user can read.
+    ``isolation`` forces a level (``"bwrap"``, ``"unshare"``, ``"rlimits"``)
+    or takes a ready :class:`Isolator`; by default the strongest available,
+    as for the ``sandbox`` executor. ``strict`` refuses to run without a real
+    boundary. ``limits`` supplies the kernel's memory, file-size and
+    open-file limits (fixed when a kernel starts) and the default deadline.
     """
 
     name = "jupyter"
@@ -198,9 +211,8 @@ class JupyterExecutor(KernelExecutorBase):
         idle_timeout_s: float = 600.0,
         interrupt_grace_s: float = 2.0,
         startup_timeout_s: float = 60.0,
-        python: str | None = None,
-        command_wrapper: CommandWrapper | None = None,
-        isolation: str | None = None,
+        isolation: Isolator | Isolation | str | None = None,
+        strict: bool = False,
         extra_env: dict[str, str] | None = None,
         base_dir: str | None = None,
     ) -> None:
@@ -211,19 +223,28 @@ class JupyterExecutor(KernelExecutorBase):
             interrupt_grace_s=interrupt_grace_s,
             startup_timeout_s=startup_timeout_s,
         )
-        self.python = python or sys.executable
-        self.command_wrapper = command_wrapper
-        self._isolation = isolation or (Isolation.KERNEL.value if command_wrapper else Isolation.RLIMITS.value)
+        self.isolator = isolation if isinstance(isolation, Isolator) else Isolator(level_request=isolation, strict=strict)
         self.extra_env = dict(extra_env or {})
         self.base_dir = base_dir
+        self._level: Isolation | None = None
+        self._mpl_seed: Path | None = None
+        self._mpl_lock = asyncio.Lock()
 
     @property
     def isolation_level(self) -> str:
-        return self._isolation
+        return self._level.value if self._level else "undetected"
 
-    def kernel_argv(self, root: Path) -> Callable[[list[str]], list[str]]:
-        """How the kernel command is rewritten: our python, limits, then the wrapper."""
-        kernel_limits = json.dumps(
+    async def level(self) -> Isolation:
+        """Detect the isolation level once (it runs probe processes), off the event loop."""
+        if self._level is None:
+            try:
+                self._level = await asyncio.to_thread(lambda: self.isolator.level)
+            except IsolationUnavailable as exc:
+                raise KernelStartError(str(exc)) from exc
+        return self._level
+
+    def kernel_limits(self) -> str:
+        return json.dumps(
             {
                 "memory_bytes": self.limits.memory_bytes,
                 "file_bytes": self.limits.file_bytes,
@@ -231,60 +252,99 @@ class JupyterExecutor(KernelExecutorBase):
             }
         )
 
-        # Plain values, not self: the kernel manager keeps this function, and the
-        # finalizer keeps the kernel manager, so self here would never be collected.
-        python, wrapper = self.python, self.command_wrapper
-
-        def rewrite(cmd: list[str]) -> list[str]:
-            # The spec's argv is [python, -m, ipykernel_launcher, -f, FILE]; keep its
-            # arguments but run them with the configured interpreter.
-            argv = [python, "-s", LAUNCHER, kernel_limits, python, *cmd[1:]]
-            return wrapper(argv, root) if wrapper else argv
-
-        return rewrite
-
     async def start_kernel(self, session: str) -> KernelHandle:
+        await self.level()
         # A short base path: IPC socket paths must fit in 107 bytes.
         root = Path(tempfile.mkdtemp(prefix="codeloop-jk-", dir=self.base_dir))
-        for sub in ("work", "home", "conn"):
-            (root / sub).mkdir()
+        work, home, conn = root / "work", root / "home", root / "conn"
+        for d in (work, home, conn):
+            d.mkdir()
         km = WrappedKernelManager(
             kernel_name="python3",
             transport="ipc",
-            ip=str(root / "conn" / "k"),
-            connection_file=str(root / "conn" / "kernel.json"),
-        )
-        km.command_rewriter = self.kernel_argv(root)
-        env = child_env(
-            root / "home",
-            {
-                "TMPDIR": str(root / "home"),
-                "MPLBACKEND": INLINE_BACKEND,
-                "MPLCONFIGDIR": str(root / "home" / ".matplotlib"),
-                "IPYTHONDIR": str(root / "home" / ".ipython"),
-                "JUPYTER_RUNTIME_DIR": str(root / "conn"),
-                "PYDEVD_DISABLE_FILE_VALIDATION": "1",
-                **self.extra_env,
-            },
+            ip=str(conn / "k"),
+            connection_file=str(conn / "kernel.json"),
         )
         handle = LocalKernel(km, root, ready_timeout_s=self.startup_timeout_s)
-        self.register_cleanup(handle, lambda: kill_local_kernel(km, root))
+        self.register_cleanup(handle, lambda: kill_local_kernel(km, root, handle.log))
         try:
-            await km.start_kernel(env=env, cwd=str(root / "work"))
+            km.write_connection_file()
+            for path in (root, work, home, conn, conn / "kernel.json"):
+                self.isolator.prepare(path)  # the kernel may run as another user
+            # conn/ keeps its host path inside: the connection file names the sockets by it.
+            mounts = [Mount(str(conn), str(conn), writable=True), Mount(str(home), f"{SANDBOX_ROOT}/home", writable=True)]
+            view = self.isolator.view(work, mounts)
+            inside_home = view.inside(home)
+            env = {
+                **sandbox_env(home=inside_home),
+                "USER": "codeloop",
+                "MPLBACKEND": INLINE_BACKEND,
+                "MPLCONFIGDIR": f"{inside_home}/.matplotlib",
+                "IPYTHONDIR": f"{inside_home}/.ipython",
+                "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+                **self.extra_env,
+            }
+            kernel = [self.isolator.python, "-s", "-m", "ipykernel_launcher", "-f", str(conn / "kernel.json")]
+            cmd = self.isolator.wrap(kernel, work_dir=work, mounts=mounts, env=env)
+            # Limits are set before the sandbox starts and are inherited through it.
+            full = [self.isolator.python, "-s", LAUNCHER, self.kernel_limits(), *cmd.argv]
+            km.command_rewriter = lambda _spec_argv: list(full)
+            km.kernel_spec.interrupt_mode = "message"
+            await self._copy_font_cache(home / ".matplotlib")
+            # The kernel's own stderr (not the code's: that goes over IOPub) goes to a log,
+            # kept open for restarts, which launch with the same arguments.
+            handle.log = open(root / "kernel.log", "wb")
+            await km.start_kernel(env=cmd.env, cwd=cmd.cwd, stdout=subprocess.DEVNULL, stderr=handle.log)
             await handle.attach()
             await handle.upload(())
         except BaseException as exc:
+            tail = _log_tail(root / "kernel.log")
             await asyncio.shield(self._discard(handle))
-            if isinstance(exc, (KernelStartError, asyncio.CancelledError)):
+            if isinstance(exc, asyncio.CancelledError):
                 raise
-            raise KernelStartError(f"the jupyter kernel could not be started: {exc}") from exc
+            message = str(exc) if isinstance(exc, KernelStartError) else f"the jupyter kernel could not be started: {exc}"
+            raise KernelStartError(message + (f"; the kernel's log ends with: {tail}" if tail else "")) from exc
         return handle
+
+    async def _copy_font_cache(self, target: Path) -> None:
+        """Give a new kernel matplotlib's font cache, built once per executor.
+
+        Without it each kernel's first plot rebuilds the cache (seconds), and
+        fontconfig's complaints inside the sandbox would land in the code's stderr.
+        """
+        async with self._mpl_lock:
+            if self._mpl_seed is None:
+                self._mpl_seed = await self._build_font_cache()
+        target.mkdir(exist_ok=True)
+        for cache in self._mpl_seed.glob("fontlist-*.json"):
+            shutil.copyfile(cache, target / cache.name)
+        self.isolator.prepare(target)
+        for f in target.iterdir():
+            self.isolator.prepare(f)
+
+    async def _build_font_cache(self) -> Path:
+        seed = Path(tempfile.mkdtemp(prefix="codeloop-jk-mpl-", dir=self.base_dir))
+        self._cleanups[id(seed)] = lambda: shutil.rmtree(seed, ignore_errors=True)
+        self.isolator.prepare(seed)
+        mounts = [Mount(str(seed), f"{SANDBOX_ROOT}/mpl", writable=True)]
+        view = self.isolator.view(seed, mounts)
+        cmd = self.isolator.wrap(
+            [self.isolator.python, "-s", "-c", "import matplotlib.font_manager"],
+            work_dir=seed,
+            mounts=mounts,
+            env={**sandbox_env(home="/tmp"), "MPLCONFIGDIR": view.inside(seed)},
+        )
+        # A missing cache only costs time later, so the outcome is not checked.
+        await run_process(
+            cmd.argv, cwd=cmd.cwd, env=cmd.env, timeout_s=60, keep_bytes=4096, hard_bytes=65536, with_report_fd=False
+        )
+        return seed
 
     async def _discard(self, handle: LocalKernel) -> None:
         try:
             await handle.shutdown()
         except Exception:
-            kill_local_kernel(handle.km, handle.root)
+            kill_local_kernel(handle.km, handle.root, handle.log)
         self.forget_cleanup(handle)
 
     def kernel_pid(self, session: str | None = None) -> int | None:

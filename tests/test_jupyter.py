@@ -342,3 +342,29 @@ async def test_local_finalizer_kills_kernels():
     while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
         assert time.monotonic() < deadline, "the kernel outlived its executor"
         await asyncio.sleep(0.05)
+
+
+async def test_local_kernel_runs_inside_the_sandbox_isolation(executors):
+    from executors.isolation import HOST_FILES, NO_NETWORK
+
+    ex = executors["local"]
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.listen()
+    r = await ex.execute(
+        "import os, socket\n"
+        "def can_connect():\n"
+        "    try:\n"
+        "        socket.create_connection(('127.0.0.1', %d), timeout=1).close()\n"
+        "        return True\n"
+        "    except OSError:\n"
+        "        return False\n"
+        "os.path.exists(%r), can_connect()" % (listener.getsockname()[1], os.path.abspath(__file__)),
+        session="main-local",
+    )
+    assert r.outcome is Outcome.OK, r
+    assert r.isolation == ex.isolator.level.value
+    sees_host_file, reaches_host_port = eval(r.results[0])
+    guarantees = ex.isolator.guarantees
+    assert sees_host_file is (HOST_FILES not in guarantees)
+    assert reaches_host_port is (NO_NETWORK not in guarantees)
+    listener.close()
