@@ -271,6 +271,41 @@ async def test_result_round_trips_through_json(ex, kind):
     assert again == r
 
 
+async def test_chat_over_a_csv_keeps_variables_between_turns(ex, kind):
+    """Two chat turns through the loop: the second question uses the first's DataFrame."""
+    from orchestrator import Orchestrator, RunStatus, ScriptedModel
+    from orchestrator.types import Conversation
+
+    csv = InputFile("sales.csv", b"region,amount\nnorth,10\nsouth,32\nnorth,5\n")
+    model = ScriptedModel(
+        [
+            "```python\nimport pandas as pd\nsales = pd.read_csv('sales.csv')\nprint(len(sales))\n```",
+            "There are 3 rows.",
+            "```python\nprint(sales.groupby('region').amount.sum().to_dict())\n```",
+            "north 15, south 32.",
+        ]
+    )
+    orch = Orchestrator(model, ex)
+    conv = Conversation()
+    first = await orch.run("How many rows?", files=[csv], conversation=conv, session=f"chat-{kind}")
+    second = await orch.run("Total per region?", files=[csv], conversation=conv, session=f"chat-{kind}")
+    assert first.status is RunStatus.SOLVED and second.status is RunStatus.SOLVED, (first, second)
+    assert first.attempts[0].result.stdout == "3\n"
+    assert second.attempts[0].result.stdout == "{'north': 15, 'south': 32}\n"
+
+
+async def test_output_flood_is_stopped_and_state_kept(ex, kind):
+    s = f"main-{kind}"
+    await ex.execute("flood_kept = 1", session=s)
+    r = await ex.execute(
+        "while True:\n    print('x' * 1000)", session=s, limits=Limits(timeout_s=20, output_bytes=1000, output_hard_bytes=200_000)
+    )
+    assert r.outcome is Outcome.OUTPUT_LIMIT, r
+    assert r.stdout_truncated and len(r.stdout) == 1000
+    after = await ex.execute("flood_kept", session=s)
+    assert after.results == ["1"]
+
+
 # -- remote only ----------------------------------------------------------------------------
 
 
@@ -368,3 +403,8 @@ async def test_local_kernel_runs_inside_the_sandbox_isolation(executors):
     assert sees_host_file is (HOST_FILES not in guarantees)
     assert reaches_host_port is (NO_NETWORK not in guarantees)
     listener.close()
+
+
+async def test_local_memory_limit_is_reported(executors):
+    r = await executors["local"].execute("block = bytearray(3 * 1024**3)", session="main-local")
+    assert r.outcome is Outcome.MEMORY_EXCEEDED and r.error_type == "MemoryError"
