@@ -30,7 +30,7 @@ pytest.importorskip("jupyter_client")
 pytest.importorskip("ipykernel")
 pytest.importorskip("kernel_gateway")
 
-from executors import InputFile, Limits, Outcome, get_executor  # noqa: E402
+from executors import Executor, InputFile, Limits, Outcome, get_executor  # noqa: E402
 from executors.jupyter import JupyterExecutor  # noqa: E402
 from executors.jupyter_remote import GatewayAuthError, JupyterRemoteExecutor  # noqa: E402
 
@@ -335,9 +335,10 @@ async def test_remote_finalizer_deletes_kernels(gateway):
 
 def test_registry_builds_both(gateway):
     url, token = gateway
-    assert isinstance(get_executor("jupyter"), JupyterExecutor)
+    local = get_executor("jupyter")
+    assert isinstance(local, JupyterExecutor) and isinstance(local, Executor) and local.stateful
     remote = get_executor("jupyter-remote", gateway_url=url, token=token)
-    assert isinstance(remote, JupyterRemoteExecutor) and remote.stateful
+    assert isinstance(remote, JupyterRemoteExecutor) and isinstance(remote, Executor) and remote.stateful
     assert token not in repr(remote)
 
 
