@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import websockets
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from .base import Artifact, InputFile, Isolation, Limits
 from .kernel_common import (
@@ -177,7 +177,7 @@ class RemoteKernel(KernelHandle):
             if status == 404:
                 raise KernelDied(f"the gateway no longer has kernel {self.kernel_id}") from None
             raise GatewayError(f"the gateway refused the kernel channels (HTTP {status})") from None
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, websockets.WebSocketException) as exc:
             raise GatewayError(f"cannot open the kernel channels at {url}: {exc}") from exc
         self._ws_loop = loop
         await self._wait_ready()
@@ -444,7 +444,10 @@ class JupyterRemoteExecutor(KernelExecutorBase):
             request_timeout=timeout or self.request_timeout_s,
             connect_timeout=self.request_timeout_s,
         )
-        resp = await AsyncHTTPClient().fetch(req, raise_error=False)
+        try:
+            resp = await AsyncHTTPClient().fetch(req, raise_error=False)
+        except (OSError, HTTPClientError) as exc:  # refused, unresolvable, timed out
+            raise GatewayError(f"cannot reach the Jupyter Kernel Gateway at {self.gateway_url}: {exc}") from None
         if resp.code == 599:
             raise GatewayError(f"cannot reach the Jupyter Kernel Gateway at {self.gateway_url}: {resp.error}")
         if resp.code == 401:

@@ -371,7 +371,7 @@ class KernelExecutorBase(abc.ABC):
                 return self._sandbox_error(
                     KernelDied(f"the kernel was lost before the code ran ({exc}); it was restarted"), start
                 )
-            except KernelStartError as exc:
+            except (KernelStartError, ValueError) as exc:  # ValueError: a bad input file name
                 return self._sandbox_error(exc, start)
             collector = CellCollector(limits, sess.next_figure)
             run = await run_cell(

@@ -320,6 +320,22 @@ async def test_wrong_token_is_a_clear_error(gateway):
     with pytest.raises(GatewayAuthError, match="token was refused"):
         await bad.check()
     await bad.aclose()
+    good = JupyterRemoteExecutor(url, token=gateway[1])
+    await good.check()  # no kernel is started for this
+    await good.aclose()
+
+
+async def test_unreachable_gateway_is_a_clear_error():
+    ex = JupyterRemoteExecutor(f"http://127.0.0.1:{_free_port()}", token="t", request_timeout_s=5)
+    r = await ex.execute("1")
+    assert r.outcome is Outcome.SANDBOX_ERROR
+    assert r.error_type == "GatewayError" and "cannot reach" in r.error_message
+    await ex.aclose()
+
+
+async def test_bad_input_file_name_is_a_clear_error(ex, kind):
+    r = await ex.execute("1", files=[InputFile("..", b"x")], session=f"main-{kind}")
+    assert r.outcome is Outcome.SANDBOX_ERROR and "bad input file name" in r.error_message
 
 
 async def test_remote_finalizer_deletes_kernels(gateway):
