@@ -45,6 +45,8 @@ class LocalGateway:
                     f"--KernelGatewayApp.port={port}",
                     "--KernelGatewayApp.port_retries=0",
                     f"--KernelGatewayApp.auth_token={self.token}",
+                    # codeloop caps output itself; the server's rate limit would drop it silently.
+                    "--ZMQChannelsWebsocketConnection.limit_rate=False",
                 ],
                 cwd=self._dir.name,
                 stdout=log,

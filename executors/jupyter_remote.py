@@ -17,6 +17,7 @@ the same problem as an exception.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import base64
 import datetime
@@ -35,17 +36,18 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from .base import Artifact, InputFile, Isolation, Limits
 from .kernel_common import (
-    CellCollector,
     KernelDied,
     KernelExecutorBase,
     KernelHandle,
     KernelStartError,
     is_kernel_gone_status,
-    run_cell,
     safe_input_name,
 )
 
-MARKER = "\x1ecodeloop:"  # prefixes the JSON line our silent helper cells print
+# Helper cells leave their JSON report here; it comes back as a user expression
+# in the execute_reply (shell channel), which the gateway's IOPub data-rate
+# limit does not touch, so megabytes of artifacts get through.
+REPORT_EXPR = "__import__('sys').modules['codeloop_kernel_state'].out"
 
 
 class GatewayError(KernelStartError):
@@ -58,7 +60,7 @@ class GatewayAuthError(GatewayError):
 
 # Helper cells run silently in the kernel. They keep their bookkeeping in a
 # module of their own so the user's namespace only ever sees the names deleted
-# at the end of each cell.
+# at the end of each cell. Each leaves its report in ``state.out``.
 _SETUP = r'''
 def __codeloop_setup(path):
     import json, os, sys, tempfile, types
@@ -82,7 +84,7 @@ def __codeloop_setup(path):
     state.scan = scan
     state.root = path
     state.snap = scan()
-    print(%(marker)r + json.dumps({"cwd": path}))
+    state.out = json.dumps({"cwd": path})
 __codeloop_setup(%(path)r)
 del __codeloop_setup
 '''
@@ -98,7 +100,7 @@ def __codeloop_upload(files):
         with open(name, "wb") as fh:
             fh.write(base64.b64decode(data))
     state.snap = state.scan()
-    print(%(marker)r + json.dumps({"uploaded": len(files)}))
+    state.out = json.dumps({"uploaded": len(files)})
 __codeloop_upload(%(files)r)
 del __codeloop_upload
 '''
@@ -131,7 +133,7 @@ def __codeloop_collect(max_count, max_bytes, max_total):
         state.snap = now
     finally:
         os.chdir(here)
-    print(%(marker)r + json.dumps({"files": out}))
+    state.out = json.dumps({"files": out})
 __codeloop_collect(%(count)d, %(size)d, %(total)d)
 del __codeloop_collect
 '''
@@ -314,29 +316,47 @@ class RemoteKernel(KernelHandle):
     # -- helper cells ----------------------------------------------------------------
 
     async def _helper(self, code: str) -> dict[str, Any]:
-        collector = CellCollector(Limits(output_bytes=self.ex.limits.artifacts_total_bytes * 2 + 65536), lambda: 0)
-        run = await run_cell(
-            self,
-            code,
-            collector,
-            timeout_s=self.ex.request_timeout_s,
-            interrupt_grace_s=self.ex.interrupt_grace_s,
-            silent=True,
+        """Run a silent helper cell; return the JSON report it left in the kernel."""
+        msg_id = await self._send(
+            "execute_request",
+            {
+                "code": code,
+                "silent": True,
+                "store_history": False,
+                "user_expressions": {"report": REPORT_EXPR},
+                "allow_stdin": False,
+                "stop_on_error": False,
+            },
+            channel="shell",
         )
-        if run.ended == "dead":
-            raise KernelDied(run.detail)
-        if run.ended != "idle" or collector.error_type:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.ex.request_timeout_s
+        reply: dict[str, Any] | None = None
+        idle = False
+        while reply is None or not idle:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise GatewayError(f"a codeloop helper cell got no answer within {self.ex.request_timeout_s:g} s")
+            msg = await self._recv(remaining)
+            if msg is None or (msg.get("parent_header") or {}).get("msg_id") != msg_id:
+                continue
+            msg_type = msg["header"]["msg_type"]
+            if msg.get("channel") == "shell" and msg_type == "execute_reply":
+                reply = msg.get("content") or {}
+            elif msg_type == "status" and (msg.get("content") or {}).get("execution_state") == "idle":
+                idle = True
+        if reply.get("status") != "ok":
             raise GatewayError(
-                f"a codeloop helper cell failed in the remote kernel: "
-                f"{collector.error_type or run.ended}: {collector.error_message or run.detail}"
+                f"a codeloop helper cell failed in the remote kernel: {reply.get('ename')}: {reply.get('evalue')}"
             )
-        for line in collector.stdout.text().split("\n"):  # not splitlines: it splits on \x1e
-            if line.startswith(MARKER):
-                return json.loads(line[len(MARKER) :])
-        raise GatewayError("a codeloop helper cell in the remote kernel printed no report")
+        value = (reply.get("user_expressions") or {}).get("report") or {}
+        text = (value.get("data") or {}).get("text/plain")
+        if value.get("status") != "ok" or not isinstance(text, str):
+            raise GatewayError(f"a codeloop helper cell left no report: {value.get('ename')}: {value.get('evalue')}")
+        return json.loads(ast.literal_eval(text))  # text/plain is the repr of the JSON string
 
     async def _setup(self) -> None:
-        report = await self._helper(_SETUP % {"marker": MARKER, "path": self.cwd})
+        report = await self._helper(_SETUP % {"path": self.cwd})
         self.cwd = report["cwd"]
         self._setup_done = True
 
@@ -350,7 +370,7 @@ class RemoteKernel(KernelHandle):
             batch.append((name, base64.b64encode(f.data).decode("ascii"), digest))
         if not batch:
             return
-        await self._helper(_UPLOAD % {"marker": MARKER, "files": [(n, d) for n, d, _ in batch]})
+        await self._helper(_UPLOAD % {"files": [(n, d) for n, d, _ in batch]})
         for name, _, digest in batch:
             self._uploaded[name] = digest
 
@@ -358,7 +378,6 @@ class RemoteKernel(KernelHandle):
         report = await self._helper(
             _COLLECT
             % {
-                "marker": MARKER,
                 "count": limits.max_artifacts,
                 "size": limits.artifact_bytes,
                 "total": limits.artifacts_total_bytes,

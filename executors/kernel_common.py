@@ -522,8 +522,8 @@ class KernelExecutorBase(abc.ABC):
         if self._sessions.get(key) is sess:
             try:
                 artifacts = await sess.handle.collect_files(limits)
-            except (KernelDied, KernelStartError, OSError):
-                artifacts = []
+            except (KernelDied, KernelStartError, OSError) as exc:
+                collector.stderr.feed(f"\n[codeloop: files written by the code could not be collected: {exc}]\n".encode())
         collector.artifacts.extend(artifacts[: max(0, limits.max_artifacts - len(collector.artifacts))])
         result = collector.result(
             outcome,

@@ -72,6 +72,8 @@ def gateway(tmp_path_factory):
             f"--KernelGatewayApp.port={port}",
             "--KernelGatewayApp.port_retries=0",
             f"--KernelGatewayApp.auth_token={token}",
+            # codeloop caps output itself; the server's rate limit would drop it silently.
+            "--ZMQChannelsWebsocketConnection.limit_rate=False",
         ],
         cwd=root,
         stdout=log,
