@@ -164,12 +164,6 @@ async def test_variables_persist_across_three_executions(ex, kind):
     assert r3.executor == ex.name
 
 
-async def test_sessions_do_not_share_state(ex, kind):
-    await ex.execute("shared = 1", session=f"main-{kind}")
-    r = await ex.execute("shared", session=f"b-{kind}")
-    assert r.outcome is Outcome.FAILED and r.error_type == "NameError"
-
-
 async def test_plot_comes_back_as_png(ex, kind):
     code = (
         "import matplotlib.pyplot as plt\n"
@@ -259,8 +253,11 @@ async def test_input_file_is_readable_and_written_files_come_back(ex, kind):
     assert r2.results == ["32"] and r2.artifacts == []
 
 
-async def test_reset_clears_state(ex, kind):
+async def test_reset_clears_state_and_sessions_are_separate(ex, kind):
     s = f"reset-{kind}"
+    await ex.execute("shared = 1", session=f"main-{kind}")
+    other = await ex.execute("shared", session=s)
+    assert other.outcome is Outcome.FAILED and other.error_type == "NameError"
     await ex.execute("secret_value = 5", session=s)
     await ex.reset(s)
     r = await ex.execute("secret_value", session=s)
@@ -289,8 +286,8 @@ async def test_chat_over_a_csv_keeps_variables_between_turns(ex, kind):
     )
     orch = Orchestrator(model, ex)
     conv = Conversation()
-    first = await orch.run("How many rows?", files=[csv], conversation=conv, session=f"chat-{kind}")
-    second = await orch.run("Total per region?", files=[csv], conversation=conv, session=f"chat-{kind}")
+    first = await orch.run("How many rows?", files=[csv], conversation=conv, session=f"main-{kind}")
+    second = await orch.run("Total per region?", files=[csv], conversation=conv, session=f"main-{kind}")
     assert first.status is RunStatus.SOLVED and second.status is RunStatus.SOLVED, (first, second)
     assert first.attempts[0].result.stdout == "3\n"
     assert second.attempts[0].result.stdout == "{'north': 15, 'south': 32}\n"
