@@ -26,10 +26,12 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import psutil
 from jupyter_client.manager import AsyncKernelManager
 
 from .base import Artifact, InputFile, Isolation, Limits
@@ -141,11 +143,12 @@ class LocalKernel(KernelHandle):
         if self.client is not None:
             self.client.stop_channels()
             self.client = None
+        victims = kernel_processes(self.km)  # before shutdown: bwrap's children outlive it briefly
         try:
             if self.km.has_kernel:
                 await self.km.shutdown_kernel(now=True)
         finally:
-            kill_local_kernel(self.km, self.root, self.log)
+            kill_local_kernel(self.km, self.root, self.log, victims)
 
     async def upload(self, files: Sequence[InputFile]) -> None:
         for f in files:
@@ -173,16 +176,49 @@ def _log_tail(path: Path, lines: int = 5) -> str:
     return " | ".join(line for line in text.strip().splitlines()[-lines:])
 
 
-def kill_local_kernel(km: AsyncKernelManager, root: Path, log: Any = None) -> None:
-    """Synchronous last resort: kill the kernel's process group, remove its files."""
+def kernel_processes(km: AsyncKernelManager) -> list[psutil.Process]:
+    """The launcher and everything under it (bwrap, its init, the kernel, the code's children)."""
+    proc = getattr(getattr(km, "provisioner", None), "process", None)
+    if proc is None or proc.poll() is not None:
+        return []
+    try:
+        top = psutil.Process(proc.pid)
+        return [top, *top.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def kill_local_kernel(km: AsyncKernelManager, root: Path, log: Any = None, victims: Sequence[psutil.Process] = ()) -> None:
+    """Synchronous last resort: kill the kernel's whole process tree, then remove its files.
+
+    The tree is waited for before the directory goes, or a dying kernel could
+    still write into it. ``victims`` are processes seen before an earlier kill.
+    """
+    victims = [*victims, *kernel_processes(km)]
     proc = getattr(getattr(km, "provisioner", None), "process", None)
     if proc is not None and proc.poll() is None:
         try:
             os.killpg(proc.pid, signal.SIGKILL)  # launched with start_new_session
         except OSError:
             pass
+    for victim in victims:
         try:
-            proc.kill()
+            victim.kill()
+        except psutil.Error:
+            pass
+    # A zombie has stopped writing; waiting for its reaping (by init) can take seconds.
+    deadline = time.monotonic() + 2
+    while any(_running(v) for v in victims) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if proc is not None:
+        try:
             proc.wait(timeout=2)
         except Exception:
             pass
