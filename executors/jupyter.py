@@ -233,8 +233,8 @@ class JupyterExecutor(KernelExecutorBase):
     ``isolation`` forces a level (``"bwrap"``, ``"unshare"``, ``"rlimits"``)
     or takes a ready :class:`Isolator`; by default the strongest available,
     as for the ``sandbox`` executor. ``strict`` refuses to run without a real
-    boundary. ``limits`` supplies the kernel's memory, file-size and
-    open-file limits (fixed when a kernel starts) and the default deadline.
+    boundary. A kernel's memory, file-size and open-file limits are those of
+    the execution that started it (``limits`` by default) and last for its life.
     """
 
     name = "jupyter"
@@ -279,16 +279,13 @@ class JupyterExecutor(KernelExecutorBase):
                 raise KernelStartError(str(exc)) from exc
         return self._level
 
-    def kernel_limits(self) -> str:
+    @staticmethod
+    def kernel_limits(limits: Limits) -> str:
         return json.dumps(
-            {
-                "memory_bytes": self.limits.memory_bytes,
-                "file_bytes": self.limits.file_bytes,
-                "open_files": self.limits.open_files,
-            }
+            {"memory_bytes": limits.memory_bytes, "file_bytes": limits.file_bytes, "open_files": limits.open_files}
         )
 
-    async def start_kernel(self, session: str) -> KernelHandle:
+    async def start_kernel(self, session: str, limits: Limits) -> KernelHandle:
         await self.level()
         # A short base path: IPC socket paths must fit in 107 bytes.
         root = Path(tempfile.mkdtemp(prefix="codeloop-jk-", dir=self.base_dir))
@@ -323,7 +320,7 @@ class JupyterExecutor(KernelExecutorBase):
             kernel = [self.isolator.python, "-s", "-m", "ipykernel_launcher", "-f", str(conn / "kernel.json")]
             cmd = self.isolator.wrap(kernel, work_dir=work, mounts=mounts, env=env)
             # Limits are set before the sandbox starts and are inherited through it.
-            full = [self.isolator.python, "-s", LAUNCHER, self.kernel_limits(), *cmd.argv]
+            full = [self.isolator.python, "-s", LAUNCHER, self.kernel_limits(limits), *cmd.argv]
             km.command_rewriter = lambda _spec_argv: list(full)
             km.kernel_spec.interrupt_mode = "message"
             await self._copy_font_cache(home / ".matplotlib")

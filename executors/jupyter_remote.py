@@ -512,7 +512,7 @@ class JupyterRemoteExecutor(KernelExecutorBase):
     def register_remote(self, handle: RemoteKernel) -> None:
         self.register_cleanup(handle, _sync_delete(self.gateway_url, handle.kernel_id, self.headers()))
 
-    async def start_kernel(self, session: str) -> KernelHandle:
+    async def start_kernel(self, session: str, limits: Limits) -> KernelHandle:
         handle = RemoteKernel(self, await self.create_kernel())
         self.register_remote(handle)
         try:

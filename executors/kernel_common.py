@@ -334,8 +334,12 @@ class KernelExecutorBase(abc.ABC):
     # -- what subclasses provide -------------------------------------------------
 
     @abc.abstractmethod
-    async def start_kernel(self, session: str) -> KernelHandle:
-        """Start a kernel for ``session`` (working directory ready, files none)."""
+    async def start_kernel(self, session: str, limits: Limits) -> KernelHandle:
+        """Start a kernel for ``session`` (working directory ready, files none).
+
+        ``limits`` are those of the execution that needs the kernel; a local
+        kernel keeps their memory and file limits for its whole life.
+        """
 
     @property
     @abc.abstractmethod
@@ -358,7 +362,7 @@ class KernelExecutorBase(abc.ABC):
         start = time.perf_counter()
         self._bind_loop()
         try:
-            sess = await self._session(key)
+            sess = await self._session(key, limits)
         except (KernelStartError, KernelDied) as exc:
             return self._sandbox_error(exc, start)
         async with sess.lock:
@@ -431,7 +435,7 @@ class KernelExecutorBase(abc.ABC):
         else:
             self._sweeper = None
 
-    async def _session(self, key: str) -> _Session:
+    async def _session(self, key: str, limits: Limits) -> _Session:
         assert self._pool_lock is not None
         async with self._pool_lock:
             sess = self._sessions.get(key)
@@ -440,7 +444,7 @@ class KernelExecutorBase(abc.ABC):
                 return sess
             await self._make_room()
             try:
-                handle = await asyncio.wait_for(self.start_kernel(key), self.startup_timeout_s)
+                handle = await asyncio.wait_for(self.start_kernel(key, limits), self.startup_timeout_s)
             except asyncio.TimeoutError:
                 raise KernelStartError(
                     f"the {self.name} kernel did not become ready within {self.startup_timeout_s:g} s"
