@@ -423,7 +423,7 @@ class JupyterRemoteExecutor(KernelExecutorBase):
         )
         url = gateway_url or _env("CODELOOP_GATEWAY_URL")
         if not url:
-            raise ValueError("jupyter-remote needs a gateway URL: pass gateway_url or set CODELOOP_GATEWAY_URL")
+            raise ValueError("jupyter-remote needs a gateway URL: pass gateway_url (CLI: --gateway-url) or set CODELOOP_GATEWAY_URL")
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"gateway_url must start with http:// or https://, got {url!r}")
         self.gateway_url = url.rstrip("/")
