@@ -361,33 +361,41 @@ class KernelExecutorBase(abc.ABC):
         key = session or DEFAULT_SESSION
         start = time.perf_counter()
         self._bind_loop()
-        try:
-            sess = await self._session(key, limits)
-        except (KernelStartError, KernelDied) as exc:
-            return self._sandbox_error(exc, start)
-        async with sess.lock:
-            sess.last_used = time.monotonic()
+        while True:
             try:
-                await sess.handle.attach()
-                await sess.handle.upload(files)
-            except KernelDied as exc:
-                await self._replace_kernel(key, sess, f"the kernel died before the code ran ({exc})")
-                return self._sandbox_error(
-                    KernelDied(f"the kernel was lost before the code ran ({exc}); it was restarted"), start
-                )
-            except (KernelStartError, ValueError) as exc:  # ValueError: a bad input file name
+                sess = await self._session(key, limits)
+            except (KernelStartError, KernelDied) as exc:
                 return self._sandbox_error(exc, start)
-            collector = CellCollector(limits, sess.next_figure)
-            run = await run_cell(
-                sess.handle,
-                code,
-                collector,
-                timeout_s=limits.timeout_s,
-                interrupt_grace_s=self.interrupt_grace_s,
+            async with sess.lock:
+                if self._sessions.get(key) is not sess:
+                    continue  # evicted, swept or reset while we waited: start afresh
+                return await self._execute_locked(key, sess, code, files, limits, start)
+
+    async def _execute_locked(
+        self, key: str, sess: _Session, code: str, files: Sequence[InputFile], limits: Limits, start: float
+    ) -> ExecutionResult:
+        sess.last_used = time.monotonic()
+        try:
+            await sess.handle.attach()
+            await sess.handle.upload(files)
+        except KernelDied as exc:
+            await self._replace_kernel(key, sess, f"the kernel died before the code ran ({exc})")
+            return self._sandbox_error(
+                KernelDied(f"the kernel was lost before the code ran ({exc}); it was restarted"), start
             )
-            result = await self._finish(key, sess, run, limits, start)
-            sess.last_used = time.monotonic()
-            return result
+        except (KernelStartError, ValueError) as exc:  # ValueError: a bad input file name
+            return self._sandbox_error(exc, start)
+        collector = CellCollector(limits, sess.next_figure)
+        run = await run_cell(
+            sess.handle,
+            code,
+            collector,
+            timeout_s=limits.timeout_s,
+            interrupt_grace_s=self.interrupt_grace_s,
+        )
+        result = await self._finish(key, sess, run, limits, start)
+        sess.last_used = time.monotonic()
+        return result
 
     async def reset(self, session: str | None = None) -> None:
         """Forget a session: its kernel is shut down, the next run starts afresh."""
@@ -437,6 +445,10 @@ class KernelExecutorBase(abc.ABC):
 
     async def _session(self, key: str, limits: Limits) -> _Session:
         assert self._pool_lock is not None
+        sess = self._sessions.get(key)
+        if sess is not None:  # no lock: a kernel starting for another session must not delay this one
+            self._sessions.move_to_end(key)
+            return sess
         async with self._pool_lock:
             sess = self._sessions.get(key)
             if sess is not None:

@@ -348,6 +348,19 @@ async def test_remote_finalizer_deletes_kernels(gateway):
     assert _get(f"{url}/api/kernels/{kernel_id}", token) == 404
 
 
+async def test_concurrent_sessions_respect_the_kernel_bound(gateway):
+    url, token = gateway
+    ex = JupyterRemoteExecutor(url, token=token, max_kernels=2)
+    try:
+        runs = [ex.execute(f"import time; time.sleep(0.3); v = {i}; v", session=f"c{i}") for i in range(3)]
+        runs += [ex.execute("1 + 1", session="c0") for _ in range(2)]
+        results = await asyncio.gather(*runs)
+        assert [r.results for r in results] == [["0"], ["1"], ["2"], ["2"], ["2"]]
+        assert len(ex.sessions()) <= 2
+    finally:
+        await ex.aclose()
+
+
 def test_registry_builds_both(gateway):
     url, token = gateway
     local = get_executor("jupyter")
