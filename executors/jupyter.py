@@ -51,6 +51,19 @@ from .sandbox import sandbox_env
 LAUNCHER = str(Path(__file__).with_name("kernel_launch.py"))
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 
+# ``python -m ipykernel_launcher``, plus: die with the parent. Set here, inside the
+# sandbox, because dropping to the sandbox user clears an inherited setting and
+# a PID namespace hides the parent from ipykernel's own parent poller.
+KERNEL_MAIN = (
+    "import ctypes, signal, sys\n"
+    "if sys.platform.startswith('linux'):\n"
+    "    ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG\n"
+    "if sys.path and sys.path[0] == '':\n"
+    "    del sys.path[0]\n"
+    "from ipykernel import kernelapp\n"
+    "kernelapp.launch_new_instance()\n"
+)
+
 
 class WrappedKernelManager(AsyncKernelManager):
     """A kernel manager whose kernel command is rewritten before launch."""
@@ -317,7 +330,7 @@ class JupyterExecutor(KernelExecutorBase):
                 "PYDEVD_DISABLE_FILE_VALIDATION": "1",
                 **self.extra_env,
             }
-            kernel = [self.isolator.python, "-s", "-m", "ipykernel_launcher", "-f", str(conn / "kernel.json")]
+            kernel = [self.isolator.python, "-s", "-c", KERNEL_MAIN, "-f", str(conn / "kernel.json")]
             cmd = self.isolator.wrap(kernel, work_dir=work, mounts=mounts, env=env)
             # Limits are set before the sandbox starts and are inherited through it.
             full = [self.isolator.python, "-s", LAUNCHER, self.kernel_limits(limits), *cmd.argv]

@@ -132,11 +132,20 @@ def ex(executors, kind):
     return executors[kind]
 
 
+def _alive(proc: int | psutil.Process) -> bool:
+    """Running and not a zombie (a zombie is dead; only its exit status is left)."""
+    try:
+        p = proc if isinstance(proc, psutil.Process) else psutil.Process(proc)
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def _kernel_pid_local(ex: JupyterExecutor, session: str) -> int:
     """The ipykernel process itself, wherever it sits under the launcher."""
     launcher = psutil.Process(ex.kernel_pid(session))
     for proc in [launcher, *launcher.children(recursive=True)]:
-        if "ipykernel_launcher" in " ".join(proc.cmdline()):
+        if "kernelapp.launch_new_instance" in " ".join(proc.cmdline()):
             return proc.pid
     raise AssertionError("no ipykernel process under the launcher")
 
@@ -383,14 +392,14 @@ async def test_local_kernel_sees_no_secrets(monkeypatch):
         # A second session evicts the first (max_kernels=1) and stops its kernel.
         await ex.execute("1", session="other")
         assert ex.sessions() == ["other"]
-        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        assert not _alive(pid)
         other_pid = ex.kernel_pid("other")
         # Idle kernels are shut down by the sweep.
         deadline = time.monotonic() + 5
         while ex.sessions() and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
         assert ex.sessions() == []
-        assert not psutil.pid_exists(other_pid) or psutil.Process(other_pid).status() == psutil.STATUS_ZOMBIE
+        assert not _alive(other_pid)
     finally:
         await ex.aclose()
 
@@ -403,7 +412,7 @@ async def test_local_finalizer_kills_kernels():
     del ex
     gc.collect()
     deadline = time.monotonic() + 3
-    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+    while _alive(pid):
         assert time.monotonic() < deadline, "the kernel outlived its executor"
         await asyncio.sleep(0.05)
 
@@ -437,3 +446,29 @@ async def test_local_kernel_runs_inside_the_sandbox_isolation(executors):
 async def test_local_memory_limit_is_reported(executors):
     r = await executors["local"].execute("block = bytearray(3 * 1024**3)", session="main-local")
     assert r.outcome is Outcome.MEMORY_EXCEEDED and r.error_type == "MemoryError"
+
+
+def test_local_kernel_dies_with_a_killed_parent():
+    """SIGKILL skips every finalizer: the kernel must still go (PR_SET_PDEATHSIG)."""
+    script = (
+        "import asyncio\n"
+        "from executors.jupyter import JupyterExecutor\n"
+        "async def main():\n"
+        "    ex = JupyterExecutor()\n"
+        "    await ex.execute('1')\n"
+        "    print(ex.kernel_pid(), flush=True)\n"
+        "    await asyncio.sleep(120)\n"
+        "asyncio.run(main())\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        launcher = psutil.Process(int(parent.stdout.readline()))
+        tree = [launcher, *launcher.children(recursive=True)]
+        assert any("kernelapp" in " ".join(p.cmdline()) for p in tree)
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 5
+    while any(_alive(p) for p in tree):
+        assert time.monotonic() < deadline, "a kernel process outlived its killed parent"
+        time.sleep(0.05)
