@@ -12,14 +12,18 @@ standard library and RestrictedPython at module level.
 
 from __future__ import annotations
 
+import ast
 import builtins
+import copy
 import operator
 import os
 import sys
 import types
 
+from RestrictedPython import compile_restricted_eval as _rp_compile_eval
 from RestrictedPython import compile_restricted_exec as _rp_compile
 from RestrictedPython import limited_builtins, safe_builtins, utility_builtins
+from RestrictedPython.transformer import RestrictingNodeTransformer
 from RestrictedPython.Eval import default_guarded_getitem, default_guarded_getiter
 from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack_sequence, safer_getattr
 
@@ -51,6 +55,10 @@ ALLOWED_MODULES: dict[str, bool] = {
     "enum": False,
     "copy": False,
     "pprint": False,
+    "hashlib": False,
+    "base64": False,
+    "unicodedata": False,
+    "array": False,
     "numpy": True,
     "pandas": True,
     "matplotlib": True,
@@ -212,7 +220,7 @@ def build_builtins() -> dict:
 
 def build_namespace() -> dict:
     """A fresh global namespace for one restricted execution."""
-    return {
+    namespace = {
         "__builtins__": build_builtins(),
         "__name__": "__main__",
         "__metaclass__": type,
@@ -226,14 +234,76 @@ def build_namespace() -> dict:
         "_inplacevar_": inplace_var,
         "_apply_": apply,
     }
+    namespace["__builtins__"]["eval"] = namespace["__builtins__"]["restricted_eval"] = make_restricted_eval(namespace)
+    return namespace
+
+
+SIDE_EFFECT_NODES = (ast.Call, ast.Await, ast.Yield, ast.YieldFrom, ast.NamedExpr)
+
+
+class CodeloopPolicy(RestrictingNodeTransformer):
+    """RestrictedPython's transformer plus two things ordinary code needs.
+
+    ``counts[k] += 1`` and ``point.x += 1`` are rewritten as ``counts[k] =
+    counts[k] + 1`` (then guarded like any item/attribute read and write)
+    when the target has no calls in it, so evaluating it twice changes
+    nothing. ``eval(text)`` is allowed because the builtin ``eval`` here
+    compiles ``text`` under this same policy (see :func:`restricted_eval`).
+    """
+
+    def visit_AugAssign(self, node: ast.AugAssign):
+        target = node.target
+        if isinstance(target, (ast.Attribute, ast.Subscript)) and not any(
+            isinstance(n, SIDE_EFFECT_NODES) for n in ast.walk(target)
+        ):
+            load = copy.deepcopy(target)
+            for n in ast.walk(load):
+                if hasattr(n, "ctx"):
+                    n.ctx = ast.Load()
+            rewritten = ast.Assign(targets=[target], value=ast.BinOp(left=load, op=node.op, right=node.value))
+            ast.copy_location(rewritten, node)
+            ast.fix_missing_locations(rewritten)
+            return self.visit(rewritten)
+        return super().visit_AugAssign(node)
+
+    def visit_Call(self, node: ast.Call):
+        if isinstance(node.func, ast.Name) and node.func.id == "eval":
+            node.func.id = "restricted_eval"  # past the parent's eval check; same builtin below
+            result = super().visit_Call(node)
+            node.func.id = "eval"
+            return result
+        return super().visit_Call(node)
+
+
+def _raise_policy_errors(result) -> None:
+    if result.errors or result.code is None:
+        raise SyntaxError("; ".join(result.errors) or "the code could not be compiled under the restricted policy")
 
 
 def compile_restricted_exec(code: str, filename: str, mode: str = "exec"):
     """Compile under the policy; policy violations raise SyntaxError with every message."""
-    result = _rp_compile(code, filename=filename)
-    if result.errors or result.code is None:
-        raise SyntaxError("; ".join(result.errors) or "the code could not be compiled under the restricted policy")
+    result = _rp_compile(code, filename=filename, policy=CodeloopPolicy)
+    _raise_policy_errors(result)
     return result.code
+
+
+def make_restricted_eval(namespace: dict):
+    """``eval`` for restricted code: the expression is compiled under the same policy
+    and evaluated with the execution's guards, whatever globals the caller passes."""
+
+    def restricted_eval(source, globals=None, locals=None):
+        if not isinstance(source, str):
+            raise TypeError("eval() in restricted code takes a string")
+        result = _rp_compile_eval(source.strip(), filename="<eval>", policy=CodeloopPolicy)
+        _raise_policy_errors(result)
+        if globals is None:
+            return builtins.eval(result.code, namespace, locals)
+        if not isinstance(globals, dict):
+            raise TypeError("eval() globals must be a dict")
+        guards = {k: v for k, v in namespace.items() if k == "__builtins__" or (k.startswith("_") and k.endswith("_"))}
+        return builtins.eval(result.code, {**globals, **guards}, locals)
+
+    return restricted_eval
 
 
 def warm_up() -> None:

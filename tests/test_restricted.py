@@ -46,11 +46,15 @@ class Point:
         self.x = x
         self.y = y
 p = Point(3, 4)
-p.x = p.x + 1
+p.x += 1
+lookup["k"] += 1
+grid = [[0, 0], [0, 0]]
+grid[1][0] += 5
 a, (b, c) = 1, (2, 3)
 print(means.round(2).to_dict())
 print(total, lookup["k"], counts.most_common(1), math.hypot(p.x, p.y), statistics.mean([a, b, c]))
-print(sorted(zip("ba", [2, 1])), isinstance(df, pd.DataFrame), hasattr(p, "x"))
+print(sorted(zip("ba", [2, 1])), isinstance(df, pd.DataFrame), hasattr(p, "x"), grid)
+print(eval("2 + 3 * 4"), eval("n * 2", {"n": 21}))
 """
 
 
@@ -59,8 +63,9 @@ async def test_ordinary_pandas_numpy_code_works(restricted):
     assert result.outcome is Outcome.OK, result.stderr
     assert result.stdout.splitlines() == [
         "{'a': 1.5, 'b': 2.5, 'c': 10.0}",
-        "22.5 2664667000 [('i', 4)] 5.656854249492381 2",
-        "[('a', 1), ('b', 2)] True True",
+        "22.5 2664667001 [('i', 4)] 5.656854249492381 2",
+        "[('a', 1), ('b', 2)] True True [[0, 0], [5, 0]]",
+        "14 42",
     ]
     assert result.executor == "restricted"
     assert result.isolation == "restricted"
@@ -145,7 +150,18 @@ ESCAPES = {
     "module attribute overwrite": ("import math\nmath.pi = 3", "TypeError", "cannot modify module"),
     "open outside the working directory": ("print(open('/etc/passwd').read())", "PermissionError", "working directory"),
     "exec builtin": ("exec('print(1)')", "SyntaxError", "Exec calls are not allowed"),
-    "eval builtin": ("eval('1')", "SyntaxError", "Eval calls are not allowed"),
+    "eval of a dunder expression": ("eval('().__class__')", "SyntaxError", '"__class__" is an invalid attribute name'),
+    "eval with forged builtins": (
+        "print(eval('open', {'__builtins__': {'open': 1}}))\nprint(eval('x', {'x': 1, '_getattr_': None}))\n"
+        "eval('y.__class__', {'y': 1})",
+        "SyntaxError",
+        "__class__",
+    ),
+    "augmented assignment with a call in the target": (
+        "def k():\n    return 0\nl = [1]\nl[k()] += 1",
+        "SyntaxError",
+        "Augmented assignment of object items",
+    ),
 }
 
 

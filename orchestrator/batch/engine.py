@@ -1,0 +1,140 @@
+"""Running one batch item, and the local (in-process asyncio) engine.
+
+:class:`ItemRunner` is the unit both engines share: the local engine holds
+one for the whole batch, each Ray actor holds its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from executors.base import Executor, Limits, as_input_files
+
+from ..models.base import Model
+from ..types import RunResult, RunStatus
+from .inputs import BatchItem
+from .limits import BackoffGate, BoundedExecutor, GatedModel
+
+@dataclass
+class ItemOutcome:
+    result: RunResult
+    rate_limited: int = 0  # 429s this item's model calls met (and waited out)
+
+
+def build_model(model: Model | str) -> Model:
+    if isinstance(model, str):
+        from ..models.registry import get_model
+
+        return get_model(model)
+    return model
+
+
+def build_executor(executor: Any, options: dict[str, Any] | None = None) -> tuple[Executor, bool]:
+    """An executor from a name, an instance or a factory; the flag says
+    whether the batch owns it (and so closes it)."""
+    if isinstance(executor, str):
+        from executors.registry import get_executor
+
+        return get_executor(executor, **(options or {})), True
+    if hasattr(executor, "execute"):
+        return executor, False
+    if callable(executor):
+        return executor(), True
+    raise TypeError(f"executor must be a name, an Executor or a factory, got {type(executor).__name__}")
+
+
+def failed_result(item: BatchItem, exc: BaseException, *, model: str, executor: str, wall_time_s: float) -> RunResult:
+    """A run that broke outside the loop's own error handling (a bug, an
+    unreadable input file): recorded as an error so ``--resume`` retries it."""
+    return RunResult(prompt=item.prompt, summary="", status=RunStatus.FAILED, run_id=item.id, model=model,
+                     executor=executor, wall_time_s=wall_time_s, error=f"{type(exc).__name__}: {exc}")
+
+
+class ItemRunner:
+    """Runs items through the orchestrator loop with shared model-call slots,
+    a shared rate-limit backoff and a bounded executor."""
+
+    def __init__(self, model: Model, executor: Executor, *, concurrency: int, execution_concurrency: int,
+                 max_retries: int, max_steps: int, limits: Limits | None, gate: BackoffGate,
+                 max_rate_limit_retries: int = 8, on_rate_limit: Callable[[], None] | None = None) -> None:
+        from ..loop import Orchestrator
+
+        self._orchestrator_class = Orchestrator
+        self.model = model
+        self.executor = BoundedExecutor(executor, execution_concurrency)
+        self.model_slots = asyncio.Semaphore(concurrency)
+        self.gate = gate
+        self.max_retries = max_retries
+        self.max_steps = max_steps
+        self.limits = limits
+        self.max_rate_limit_retries = max_rate_limit_retries
+        self.on_rate_limit = on_rate_limit
+
+    async def run(self, item: BatchItem) -> ItemOutcome:
+        gated = GatedModel(self.model, gate=self.gate, slots=self.model_slots,
+                           max_rate_limit_retries=self.max_rate_limit_retries, on_rate_limit=self.on_rate_limit)
+        started = time.perf_counter()
+        try:
+            files = as_input_files(item.files)
+            orchestrator = self._orchestrator_class(gated, self.executor, max_retries=self.max_retries,
+                                                    max_steps=self.max_steps, limits=self.limits)
+            result = await orchestrator.run(item.prompt, files=files, run_id=item.id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # one broken item must not stop the batch
+            result = failed_result(item, exc, model=self.model.name, executor=self.executor.name,
+                                   wall_time_s=time.perf_counter() - started)
+        return ItemOutcome(result=result, rate_limited=gated.rate_limited)
+
+
+class Engine(Protocol):
+    """Where items run. The driver calls ``run`` from up to ``slots`` tasks at once."""
+
+    name: str
+    slots: int
+
+    async def start(self) -> None: ...
+
+    async def run(self, item: BatchItem) -> ItemOutcome: ...
+
+    async def aclose(self) -> None: ...
+
+
+class LocalEngine:
+    """Every item in this process, on this event loop."""
+
+    name = "local"
+
+    def __init__(self, model: Model | str, executor: Any, *, executor_options: dict[str, Any] | None = None,
+                 concurrency: int, execution_concurrency: int, max_retries: int, max_steps: int,
+                 limits: Limits | None, gate: BackoffGate, max_rate_limit_retries: int = 8,
+                 on_rate_limit: Callable[[], None] | None = None) -> None:
+        self._model_spec = model
+        self._executor_spec = executor
+        self._executor_options = executor_options
+        self._owns_executor = False
+        self._executor: Executor | None = None
+        # Items in flight: enough that model calls stay saturated while others execute.
+        self.slots = concurrency + execution_concurrency
+        self._kwargs = dict(concurrency=concurrency, execution_concurrency=execution_concurrency,
+                            max_retries=max_retries, max_steps=max_steps, limits=limits, gate=gate,
+                            max_rate_limit_retries=max_rate_limit_retries, on_rate_limit=on_rate_limit)
+        self._runner: ItemRunner | None = None
+
+    async def start(self) -> None:
+        model = build_model(self._model_spec)
+        self._executor, self._owns_executor = build_executor(self._executor_spec, self._executor_options)
+        self._runner = ItemRunner(model, self._executor, **self._kwargs)
+
+    async def run(self, item: BatchItem) -> ItemOutcome:
+        assert self._runner is not None, "start() the engine first"
+        return await self._runner.run(item)
+
+    async def aclose(self) -> None:
+        if self._executor is not None and self._owns_executor:
+            await self._executor.aclose()
+        self._executor = None

@@ -1,0 +1,170 @@
+"""``--engine ray``: items spread over Ray actors, results back to the driver's store.
+
+Each actor builds its own model (from a spec string, or a copy of a picklable
+model object) and its own executor (by name and options, or from a picklable
+factory), and runs several items at once on its event loop. The driver keeps
+the single store: actors only return results. A small gate actor holds the
+cluster-wide rate-limit pause, so a 429 on one machine slows every worker.
+
+Ray is an optional extra: ``pip install 'codeloop[ray]'``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from typing import Any
+
+from executors.base import Limits
+
+from ..types import RunResult
+from .engine import ItemOutcome, ItemRunner, build_executor, build_model, failed_result
+from .inputs import BatchItem
+from .limits import BackoffGate
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:  # the extra is not installed
+        raise RuntimeError("the ray engine needs Ray: pip install 'codeloop[ray]'") from exc
+    return ray
+
+
+class GateState:
+    """The cluster-wide pause, kept in one actor. Times are wall-clock
+    (``time.time``) because workers on different machines share them."""
+
+    def __init__(self, base_delay_s: float, max_delay_s: float) -> None:
+        self._gate = BackoffGate(base_delay_s=base_delay_s, max_delay_s=max_delay_s, clock=time.time)
+
+    def trip(self, retry_after_s: float | None) -> float:
+        return time.time() + self._gate.trip(retry_after_s)
+
+    def succeeded(self) -> None:
+        self._gate.succeeded()
+
+    def paused_until(self) -> float:
+        return self._gate.paused_until
+
+
+class ClusterGate(BackoffGate):
+    """A worker's view of the gate actor: waits ask it how long the pause is;
+    trips tell it (without waiting for the answer) and pause locally at once."""
+
+    def __init__(self, actor: Any, *, base_delay_s: float, max_delay_s: float) -> None:
+        super().__init__(base_delay_s=base_delay_s, max_delay_s=max_delay_s, clock=time.time)
+        self._actor = actor
+
+    def trip(self, retry_after_s: float | None = None) -> float:
+        self._actor.trip.remote(retry_after_s)
+        return super().trip(retry_after_s)
+
+    def succeeded(self) -> None:
+        if self._consecutive:
+            self._actor.succeeded.remote()
+        super().succeeded()
+
+    async def wait(self) -> None:
+        until = await self._actor.paused_until.remote()
+        self._paused_until = max(self._paused_until, until)
+        await super().wait()
+
+
+class BatchWorker:
+    """One Ray actor: its own model, executor and item runner."""
+
+    def __init__(self, model: Any, executor: Any, executor_options: dict[str, Any] | None, settings: dict[str, Any],
+                 gate: Any) -> None:
+        self._executor, self._owns_executor = build_executor(executor, executor_options)
+        gate_view = ClusterGate(gate, base_delay_s=settings["base_delay_s"], max_delay_s=settings["max_delay_s"])
+        limits = Limits.from_json(settings["limits"]) if settings["limits"] else None
+        self._runner = ItemRunner(build_model(model), self._executor, concurrency=settings["concurrency"],
+                                  execution_concurrency=settings["execution_concurrency"],
+                                  max_retries=settings["max_retries"], max_steps=settings["max_steps"], limits=limits,
+                                  gate=gate_view, max_rate_limit_retries=settings["max_rate_limit_retries"])
+
+    async def run(self, item: dict[str, Any]) -> dict[str, Any]:
+        outcome = await self._runner.run(BatchItem.from_json(item))
+        return {"result": outcome.result.to_json(), "rate_limited": outcome.rate_limited}
+
+    async def close(self) -> None:
+        if self._owns_executor:
+            await self._executor.aclose()
+
+
+class RayEngine:
+    name = "ray"
+
+    def __init__(self, model: Any, executor: Any, *, executor_options: dict[str, Any] | None, concurrency: int,
+                 execution_concurrency: int, max_retries: int, max_steps: int, limits: Limits | None,
+                 backoff: Any, address: str | None = None, workers: int | None = None) -> None:
+        if hasattr(executor, "execute"):
+            raise TypeError("the ray engine builds an executor in each worker: pass the executor by name "
+                            "(with executor_options) or as a picklable factory, not an instance")
+        self._model = model
+        self._executor = executor
+        self._executor_options = executor_options
+        self._address = address
+        self._workers_wanted = workers
+        self._concurrency = concurrency
+        self._execution_concurrency = execution_concurrency
+        self._settings = {"max_retries": max_retries, "max_steps": max_steps,
+                          "limits": limits.to_json() if limits else None,
+                          "base_delay_s": backoff.base_delay_s, "max_delay_s": backoff.max_delay_s,
+                          "max_rate_limit_retries": backoff.max_rate_limit_retries}
+        self.slots = concurrency + execution_concurrency
+        self._actors: list[Any] = []
+        self._load: list[int] = []
+        self._gate: Any = None
+        self._started_ray = False
+
+    async def start(self) -> None:
+        ray = _ray()
+        if not ray.is_initialized():
+            ray.init(address=self._address, include_dashboard=False, log_to_driver=False)
+            self._started_ray = True
+        count = self._workers_wanted or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        count = min(count, self.slots)
+        per_actor = {"concurrency": math.ceil(self._concurrency / count),
+                     "execution_concurrency": math.ceil(self._execution_concurrency / count)}
+        settings = {**self._settings, **per_actor}
+        self._gate = ray.remote(num_cpus=0)(GateState).remote(self._settings["base_delay_s"],
+                                                            self._settings["max_delay_s"])
+        actor_class = ray.remote(num_cpus=0)(BatchWorker)
+        model = ray.put(self._model) if not isinstance(self._model, str) else self._model
+        self._actors = [
+            actor_class.options(max_concurrency=per_actor["concurrency"] + per_actor["execution_concurrency"])
+            .remote(model, self._executor, self._executor_options, settings, self._gate)
+            for _ in range(count)
+        ]
+        self._load = [0] * count
+
+    async def run(self, item: BatchItem) -> ItemOutcome:
+        index = min(range(len(self._actors)), key=self._load.__getitem__)  # least busy actor
+        self._load[index] += 1
+        started = time.perf_counter()
+        try:
+            data = await self._actors[index].run.remote(item.to_json())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a dead actor or worker: the item is recorded as an error, re-run on resume
+            model_name = self._model if isinstance(self._model, str) else getattr(self._model, "name", "")
+            return ItemOutcome(failed_result(item, exc, model=str(model_name), executor=str(self._executor),
+                                             wall_time_s=time.perf_counter() - started))
+        finally:
+            self._load[index] -= 1
+        return ItemOutcome(RunResult.from_json(data["result"]), rate_limited=data["rate_limited"])
+
+    async def aclose(self) -> None:
+        ray = _ray()
+        if self._actors:
+            await asyncio.gather(*(actor.close.remote() for actor in self._actors), return_exceptions=True)
+            for actor in self._actors:
+                ray.kill(actor)
+        if self._gate is not None:
+            ray.kill(self._gate)
+        self._actors, self._gate = [], None
+        if self._started_ray:
+            ray.shutdown()

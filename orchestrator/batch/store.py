@@ -1,0 +1,446 @@
+"""The batch store: one SQLite database per run directory (``RUN_DIR/runs.db``).
+
+WAL mode plus one transaction per state change means a ``kill -9`` at any
+moment leaves the database consistent: an item is either finished (result,
+attempts and artifact rows all present) or not. Attempts and artifacts are
+written only in the transaction that finishes an item, so a re-run never
+leaves duplicates. Artifact bytes live in files under
+``RUN_DIR/artifacts/<id>/``; the stored result JSON references them and
+:meth:`BatchStore.result` reads them back, so a result round-trips exactly.
+
+One object owns the connection and every write goes through it: the batch
+driver is the single writer.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from executors.base import Artifact
+
+from ..types import RunResult, RunStatus
+from .inputs import BatchItem
+
+DB_NAME = "runs.db"
+ARTIFACTS_DIR = "artifacts"
+SCHEMA_VERSION = 1
+# Per-stream cap for the attempts table (the result JSON keeps the executor's own capped output).
+ATTEMPT_OUTPUT_CAP = 16 * 1024
+
+PENDING, RUNNING, DONE, ERROR = "pending", "running", "done", "error"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS batch (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    schema_version INTEGER NOT NULL,
+    settings TEXT NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    settings TEXT NOT NULL,
+    started REAL NOT NULL,
+    ended REAL,
+    end_reason TEXT
+);
+CREATE TABLE IF NOT EXISTS items (
+    seq INTEGER NOT NULL,
+    id TEXT PRIMARY KEY,
+    prompt TEXT NOT NULL,
+    files TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    source TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'done', 'error')),
+    run_status TEXT,
+    error TEXT,
+    result TEXT,
+    starts INTEGER NOT NULL DEFAULT 0,
+    interruptions INTEGER NOT NULL DEFAULT 0,
+    rate_limited INTEGER NOT NULL DEFAULT 0,
+    session INTEGER,
+    started REAL,
+    finished REAL,
+    wall_time_s REAL,
+    model_time_s REAL,
+    execution_time_s REAL,
+    executions INTEGER,
+    retries INTEGER,
+    input_tokens INTEGER,
+    output_tokens INTEGER,
+    total_tokens INTEGER,
+    requests INTEGER,
+    cost_usd REAL
+);
+CREATE INDEX IF NOT EXISTS items_by_status ON items (status, seq);
+CREATE TABLE IF NOT EXISTS attempts (
+    item_id TEXT NOT NULL REFERENCES items (id),
+    idx INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    remote INTEGER NOT NULL,
+    code TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    stdout TEXT NOT NULL,
+    stderr TEXT NOT NULL,
+    stdout_truncated INTEGER NOT NULL,
+    stderr_truncated INTEGER NOT NULL,
+    error_type TEXT,
+    error_message TEXT,
+    exit_code INTEGER,
+    duration_s REAL,
+    cpu_time_s REAL,
+    peak_memory_bytes INTEGER,
+    PRIMARY KEY (item_id, idx)
+);
+CREATE TABLE IF NOT EXISTS artifacts (
+    item_id TEXT NOT NULL REFERENCES items (id),
+    attempt_idx INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    mime_type TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    truncated INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    PRIMARY KEY (item_id, attempt_idx, idx)
+);
+"""
+
+
+class StoreError(RuntimeError):
+    """The run directory cannot be used as asked (missing, foreign, or settings differ)."""
+
+
+@dataclass
+class ItemRecord:
+    """One row of the items table, as export and report read it."""
+
+    seq: int
+    id: str
+    prompt: str
+    files: list[str]
+    metadata: dict[str, Any]
+    status: str
+    run_status: str | None
+    error: str | None
+    starts: int
+    interruptions: int
+    rate_limited: int
+    wall_time_s: float | None
+    model_time_s: float | None
+    execution_time_s: float | None
+    executions: int | None
+    retries: int | None
+    input_tokens: int | None
+    output_tokens: int | None
+    total_tokens: int | None
+    requests: int | None
+    cost_usd: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "ItemRecord":
+        return cls(**data)
+
+
+_RECORD_COLUMNS = (
+    "seq, id, prompt, files, metadata, status, run_status, error, starts, interruptions, rate_limited, "
+    "wall_time_s, model_time_s, execution_time_s, executions, retries, input_tokens, output_tokens, "
+    "total_tokens, requests, cost_usd"
+)
+
+
+def _cap(text: str) -> str:
+    return text if len(text) <= ATTEMPT_OUTPUT_CAP else text[:ATTEMPT_OUTPUT_CAP]
+
+
+def item_status_for(result: RunResult) -> str:
+    """``error`` when the run could not complete (the model failed: re-run on
+    resume); ``done`` when it reached an answer, solved or not."""
+    return ERROR if result.error else DONE
+
+
+class BatchStore:
+    """The single writer of one run directory's database and artifacts.
+
+    ``durability="normal"`` survives any process crash (``kill -9``);
+    ``"full"`` also survives power loss at the cost of an fsync per commit.
+    """
+
+    def __init__(self, run_dir: str | Path, *, create: bool = True, durability: str = "normal") -> None:
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / DB_NAME
+        self.artifacts_dir = self.run_dir / ARTIFACTS_DIR
+        if durability not in ("normal", "full"):
+            raise ValueError(f"durability must be 'normal' or 'full', got {durability!r}")
+        if not self.path.exists():
+            if not create:
+                raise StoreError(f"{self.run_dir} holds no batch (no {DB_NAME})")
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, one per state change.
+        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={durability.upper()}")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        with self._transaction():
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+        row = self._db.execute("SELECT schema_version FROM batch WHERE id = 1").fetchone()
+        if row is not None and row["schema_version"] != SCHEMA_VERSION:
+            raise StoreError(f"{self.path} has schema version {row['schema_version']}, this codeloop reads {SCHEMA_VERSION}")
+
+    # -- plumbing -----------------------------------------------------------
+
+    class _Tx:
+        def __init__(self, db: sqlite3.Connection) -> None:
+            self.db = db
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.db.execute("BEGIN IMMEDIATE")
+            return self.db
+
+        def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+    def _transaction(self) -> "BatchStore._Tx":
+        return BatchStore._Tx(self._db)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "BatchStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- the batch and its settings ------------------------------------------
+
+    def settings(self) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT settings FROM batch WHERE id = 1").fetchone()
+        return json.loads(row["settings"]) if row else None
+
+    def created(self) -> float | None:
+        row = self._db.execute("SELECT created FROM batch WHERE id = 1").fetchone()
+        return row["created"] if row else None
+
+    def initialise(self, settings: dict[str, Any], items: Sequence[BatchItem]) -> None:
+        """Record a new batch and all its items (pending) in one transaction."""
+        now = time.time()
+        with self._transaction() as db:
+            if db.execute("SELECT 1 FROM batch WHERE id = 1").fetchone():
+                raise StoreError(f"{self.run_dir} already holds a batch")
+            db.execute("INSERT INTO batch (id, schema_version, settings, created, updated) VALUES (1, ?, ?, ?, ?)",
+                       (SCHEMA_VERSION, json.dumps(settings, sort_keys=True), now, now))
+            self._insert_items(db, items, start_seq=0)
+
+    def replace_settings(self, settings: dict[str, Any]) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE batch SET settings = ?, updated = ? WHERE id = 1",
+                       (json.dumps(settings, sort_keys=True), time.time()))
+
+    def add_items(self, items: Sequence[BatchItem]) -> int:
+        """Add items whose ids are new; returns how many were added."""
+        with self._transaction() as db:
+            known = {r[0] for r in db.execute("SELECT id FROM items")}
+            fresh = [item for item in items if item.id not in known]
+            start = db.execute("SELECT COALESCE(MAX(seq) + 1, 0) FROM items").fetchone()[0]
+            self._insert_items(db, fresh, start_seq=start)
+        return len(fresh)
+
+    def reset_items(self, items: Sequence[BatchItem]) -> None:
+        """Replace the prompt/files/metadata of existing items and make them pending again."""
+        with self._transaction() as db:
+            for item in items:
+                self._clear_outputs(db, item.id)
+                db.execute("UPDATE items SET prompt = ?, files = ?, metadata = ?, source = ?, status = 'pending', "
+                           "run_status = NULL, error = NULL, result = NULL WHERE id = ?",
+                           (item.prompt, json.dumps(item.files), json.dumps(item.metadata), item.source, item.id))
+
+    @staticmethod
+    def _insert_items(db: sqlite3.Connection, items: Sequence[BatchItem], *, start_seq: int) -> None:
+        db.executemany(
+            "INSERT INTO items (seq, id, prompt, files, metadata, source, status) VALUES (?, ?, ?, ?, ?, ?, 'pending')",
+            [(start_seq + i, item.id, item.prompt, json.dumps(item.files), json.dumps(item.metadata), item.source)
+             for i, item in enumerate(items)],
+        )
+
+    # -- sessions -------------------------------------------------------------
+
+    def begin_session(self, settings: dict[str, Any]) -> int:
+        with self._transaction() as db:
+            cursor = db.execute("INSERT INTO sessions (settings, started) VALUES (?, ?)",
+                                (json.dumps(settings, sort_keys=True), time.time()))
+            return int(cursor.lastrowid)
+
+    def end_session(self, session: int, reason: str) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE sessions SET ended = ?, end_reason = ? WHERE id = ?", (time.time(), reason, session))
+
+    def sessions(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._db.execute("SELECT * FROM sessions ORDER BY id")]
+
+    # -- item state -------------------------------------------------------------
+
+    def recover_in_flight(self) -> list[str]:
+        """Items left ``running`` by a process that died: pending again. Returns their ids."""
+        with self._transaction() as db:
+            ids = [r[0] for r in db.execute("SELECT id FROM items WHERE status = 'running' ORDER BY seq")]
+            db.execute("UPDATE items SET status = 'pending', interruptions = interruptions + 1 WHERE status = 'running'")
+        return ids
+
+    def runnable_ids(self, *, rerun_errors: bool = True) -> list[str]:
+        """Items still to run, in input order: pending, and errored ones unless told not to."""
+        statuses = ("pending", "error") if rerun_errors else ("pending",)
+        marks = ", ".join("?" * len(statuses))
+        return [r[0] for r in self._db.execute(f"SELECT id FROM items WHERE status IN ({marks}) ORDER BY seq", statuses)]
+
+    def item(self, item_id: str) -> BatchItem:
+        row = self._db.execute("SELECT id, prompt, files, metadata, source FROM items WHERE id = ?", (item_id,)).fetchone()
+        if row is None:
+            raise KeyError(item_id)
+        return BatchItem(id=row["id"], prompt=row["prompt"], files=json.loads(row["files"]),
+                         metadata=json.loads(row["metadata"]), source=row["source"])
+
+    def items(self) -> list[BatchItem]:
+        return [BatchItem(id=r["id"], prompt=r["prompt"], files=json.loads(r["files"]),
+                          metadata=json.loads(r["metadata"]), source=r["source"])
+                for r in self._db.execute("SELECT id, prompt, files, metadata, source FROM items ORDER BY seq")]
+
+    def mark_running(self, item_id: str, session: int) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE items SET status = 'running', starts = starts + 1, session = ?, started = ? WHERE id = ?",
+                       (session, time.time(), item_id))
+
+    def mark_interrupted(self, item_ids: Iterable[str]) -> None:
+        """Ctrl-C: in-flight items become pending again, counted as interrupted."""
+        ids = list(item_ids)
+        with self._transaction() as db:
+            db.executemany("UPDATE items SET status = 'pending', interruptions = interruptions + 1 "
+                           "WHERE id = ? AND status = 'running'", [(i,) for i in ids])
+
+    def finish(self, item_id: str, result: RunResult, *, rate_limited: int = 0) -> str:
+        """Write an item's result, attempts and artifacts; returns its new status.
+
+        Artifact files are written first (replacing any a killed run left
+        behind), then every row in one transaction.
+        """
+        status = item_status_for(result)
+        artifact_rows = self._write_artifacts(item_id, result)
+        stored = result.to_json()
+        for attempt in stored["attempts"]:
+            for artifact in attempt["result"]["artifacts"]:
+                artifact["data_b64"] = ""  # the bytes live in the artifact files
+        usage = result.usage
+        with self._transaction() as db:
+            self._clear_outputs(db, item_id)
+            db.execute(
+                "UPDATE items SET status = ?, run_status = ?, error = ?, result = ?, finished = ?, rate_limited = ?, "
+                "wall_time_s = ?, model_time_s = ?, execution_time_s = ?, executions = ?, retries = ?, "
+                "input_tokens = ?, output_tokens = ?, total_tokens = ?, requests = ?, cost_usd = ? WHERE id = ?",
+                (status, result.status.value, result.error, json.dumps(stored), time.time(), rate_limited,
+                 result.wall_time_s, result.model_time_s, result.execution_time_s, len(result.attempts),
+                 result.retries, usage.input_tokens, usage.output_tokens, usage.total_tokens, usage.requests,
+                 usage.cost_usd, item_id),
+            )
+            db.executemany(
+                "INSERT INTO attempts (item_id, idx, step, remote, code, outcome, stdout, stderr, stdout_truncated, "
+                "stderr_truncated, error_type, error_message, exit_code, duration_s, cpu_time_s, peak_memory_bytes) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(item_id, i, a.step, int(a.remote), a.code, a.result.outcome.value, _cap(a.result.stdout),
+                  _cap(a.result.stderr), int(a.result.stdout_truncated or len(a.result.stdout) > ATTEMPT_OUTPUT_CAP),
+                  int(a.result.stderr_truncated or len(a.result.stderr) > ATTEMPT_OUTPUT_CAP),
+                  a.result.error_type, a.result.error_message, a.result.exit_code, a.result.duration_s,
+                  a.result.cpu_time_s, a.result.peak_memory_bytes)
+                 for i, a in enumerate(result.attempts)],
+            )
+            db.executemany(
+                "INSERT INTO artifacts (item_id, attempt_idx, idx, name, mime_type, size, truncated, path) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", artifact_rows)
+        return status
+
+    @staticmethod
+    def _clear_outputs(db: sqlite3.Connection, item_id: str) -> None:
+        db.execute("DELETE FROM attempts WHERE item_id = ?", (item_id,))
+        db.execute("DELETE FROM artifacts WHERE item_id = ?", (item_id,))
+
+    def _write_artifacts(self, item_id: str, result: RunResult) -> list[tuple[Any, ...]]:
+        directory = self.artifacts_dir / item_id
+        if directory.exists():
+            shutil.rmtree(directory)
+        rows: list[tuple[Any, ...]] = []
+        used: set[str] = set()
+        for attempt_idx, attempt in enumerate(result.attempts):
+            for idx, artifact in enumerate(attempt.result.artifacts):
+                name = Path(artifact.name).name or f"artifact-{idx}"
+                if name in used:  # the same file name from several attempts
+                    name = f"attempt{attempt_idx}-{name}"
+                used.add(name)
+                relative = f"{ARTIFACTS_DIR}/{item_id}/{name}"
+                if not artifact.truncated:
+                    directory.mkdir(parents=True, exist_ok=True)
+                    (self.run_dir / relative).write_bytes(artifact.data)
+                rows.append((item_id, attempt_idx, idx, artifact.name, artifact.mime_type, artifact.size,
+                             int(artifact.truncated), relative))
+        return rows
+
+    # -- reading ------------------------------------------------------------------
+
+    def result(self, item_id: str) -> RunResult | None:
+        """The stored result with artifact bytes read back from their files."""
+        row = self._db.execute("SELECT result FROM items WHERE id = ?", (item_id,)).fetchone()
+        if row is None:
+            raise KeyError(item_id)
+        if row["result"] is None:
+            return None
+        data = json.loads(row["result"])
+        paths = {(r["attempt_idx"], r["idx"]): r["path"] for r in
+                 self._db.execute("SELECT attempt_idx, idx, path, truncated FROM artifacts WHERE item_id = ?",
+                                  (item_id,)) if not r["truncated"]}
+        result = RunResult.from_json(data)
+        for attempt_idx, attempt in enumerate(result.attempts):
+            artifacts: list[Artifact] = []
+            for idx, artifact in enumerate(attempt.result.artifacts):
+                path = paths.get((attempt_idx, idx))
+                if path is not None:
+                    artifact = Artifact(name=artifact.name, data=(self.run_dir / path).read_bytes(),
+                                        mime_type=artifact.mime_type, truncated=artifact.truncated)
+                artifacts.append(artifact)
+            attempt.result.artifacts = artifacts
+        return result
+
+    def records(self) -> Iterator[ItemRecord]:
+        for row in self._db.execute(f"SELECT {_RECORD_COLUMNS} FROM items ORDER BY seq"):
+            data = dict(row)
+            data["files"] = json.loads(data["files"])
+            data["metadata"] = json.loads(data["metadata"])
+            yield ItemRecord(**data)
+
+    def attempt_rows(self, item_id: str | None = None) -> list[dict[str, Any]]:
+        query = "SELECT * FROM attempts" + (" WHERE item_id = ?" if item_id else "") + " ORDER BY item_id, idx"
+        return [dict(r) for r in self._db.execute(query, (item_id,) if item_id else ())]
+
+    def artifact_rows(self, item_id: str | None = None) -> list[dict[str, Any]]:
+        query = "SELECT * FROM artifacts" + (" WHERE item_id = ?" if item_id else "") + " ORDER BY item_id, attempt_idx, idx"
+        return [dict(r) for r in self._db.execute(query, (item_id,) if item_id else ())]
+
+    def counts(self) -> dict[str, int]:
+        """Items by store status, plus ``solved``/``failed``/``answered_without_code`` among finished ones."""
+        counts = {PENDING: 0, RUNNING: 0, DONE: 0, ERROR: 0, "total": 0}
+        counts.update({s.value: 0 for s in RunStatus})
+        for row in self._db.execute("SELECT status, run_status, COUNT(*) AS n FROM items GROUP BY status, run_status"):
+            counts[row["status"]] += row["n"]
+            counts["total"] += row["n"]
+            if row["status"] == DONE and row["run_status"]:
+                counts[row["run_status"]] += row["n"]
+        return counts

@@ -1,0 +1,99 @@
+"""``codeloop batch PROMPTS -o RUN_DIR``: run many prompts into a resumable store."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from . import EXIT_FAILED, EXIT_OK, UsageError
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "batch",
+        help="run a file or directory of prompts concurrently into a resumable store",
+        description="Run prompts from a JSONL, CSV or text file, or a directory of .txt/.md files, into "
+                    "RUN_DIR/runs.db. The input is validated before anything runs. Exit code 0 when every "
+                    "item finished, 1 when some ended with an error (re-run them with --resume), 130 on Ctrl-C.",
+    )
+    parser.add_argument("prompts", nargs="?", help="prompts file or directory (optional with --resume)")
+    parser.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="run directory for the store")
+    parser.add_argument("--model", help="model spec, e.g. 'gemini:gemini-2.5-flash' (on --resume: the stored one)")
+    parser.add_argument("--executor", help="executor name (default: local; on --resume: the stored one)")
+    parser.add_argument("--executor-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="executor constructor option; VALUE is parsed as JSON when it can be (repeatable)")
+    parser.add_argument("--concurrency", type=int, default=8, help="concurrent model calls (default 8)")
+    parser.add_argument("--execution-concurrency", type=int, default=None,
+                        help="concurrent executions (default: --concurrency)")
+    parser.add_argument("--max-retries", type=int, default=None, help="failed executions fed back per item (default 5)")
+    parser.add_argument("--max-steps", type=int, default=None, help="model turns per item (default 10)")
+    parser.add_argument("--resume", action="store_true", help="continue the batch in RUN_DIR")
+    parser.add_argument("--force", action="store_true", help="with --resume: accept settings that differ from the stored ones")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local", help="where items run (default local)")
+    parser.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")
+    parser.add_argument("--ray-workers", type=int, default=None, help="Ray actors to spread items over")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    parser.add_argument("--durability", choices=("normal", "full"), default="normal",
+                        help="'full' also survives power loss (an fsync per result); 'normal' survives any crash")
+    parser.set_defaults(handler=run)
+
+
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--executor-option expects KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..batch import BatchInputError, BatchProgress, StoreError, run_batch
+    from ..batch.store import BatchStore, DB_NAME
+    from pathlib import Path
+
+    if args.prompts is None and not args.resume:
+        raise UsageError("give a prompts file or directory (or --resume an existing RUN_DIR)")
+    if args.concurrency < 1 or (args.execution_concurrency is not None and args.execution_concurrency < 1):
+        raise UsageError("--concurrency and --execution-concurrency must be at least 1")
+    stored: dict[str, Any] = {}
+    if args.resume and (Path(args.output) / DB_NAME).exists():
+        with BatchStore(args.output, create=False) as store:
+            stored = store.settings() or {}
+    model = args.model or stored.get("model")
+    if not model:
+        raise UsageError("--model is required (e.g. --model gemini:gemini-2.5-flash)")
+    executor = args.executor or stored.get("executor") or "local"
+    options = parse_options(args.executor_option) if args.executor_option or not stored else stored.get("executor_options", {})
+    max_retries = args.max_retries if args.max_retries is not None else stored.get("max_retries", 5)
+    max_steps = args.max_steps if args.max_steps is not None else stored.get("max_steps", 10)
+    progress = BatchProgress(enabled=False if args.no_progress else None)
+
+    async def drive() -> None:
+        async for _ in run_batch(args.prompts, model=model, run_dir=args.output, executor=executor,
+                                 executor_options=options, concurrency=args.concurrency,
+                                 execution_concurrency=args.execution_concurrency, max_retries=max_retries,
+                                 max_steps=max_steps, resume=args.resume, force=args.force, engine=args.engine,
+                                 ray_address=args.ray_address, ray_workers=args.ray_workers, progress=progress,
+                                 durability=args.durability):
+            pass
+
+    try:
+        asyncio.run(drive())
+    except (BatchInputError, StoreError) as exc:
+        raise UsageError(str(exc)) from exc
+    except KeyboardInterrupt:
+        print(f"codeloop batch: interrupted; {progress.summary()}; continue with: "
+              f"codeloop batch -o {args.output} --resume", file=sys.stderr)
+        return 130
+    print(f"codeloop batch: {progress.summary()}; results in {args.output}", file=sys.stderr)
+    with BatchStore(args.output, create=False) as store:
+        counts = store.counts()
+    return EXIT_FAILED if counts["error"] or counts["pending"] else EXIT_OK

@@ -1,0 +1,49 @@
+"""``codeloop report RUN_DIR``: the summary table, plus PNG plots and report.json next to the store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from . import EXIT_OK, UsageError
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("report", help="summarise a batch: outcomes, retries, tokens, latency, plots",
+                                   description="Print a summary of RUN_DIR's batch and write report.json, "
+                                               "report-retries.png and report-latency.png into RUN_DIR.")
+    parser.add_argument("run_dir", metavar="RUN_DIR")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..batch.report import REPORT_JSON, report_rows, summarise, write_plots
+    from ..batch.store import BatchStore, StoreError
+
+    try:
+        store = BatchStore(args.run_dir, create=False)
+    except StoreError as exc:
+        raise UsageError(str(exc)) from exc
+    with store:
+        report, latencies = summarise(store)
+    run_dir = Path(args.run_dir)
+    (run_dir / REPORT_JSON).write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+    written = [] if args.no_plots else write_plots(report, latencies, run_dir)
+    settings = report.settings
+    table = Table(title=f"codeloop batch {run_dir}  (model {settings.get('model')}, executor {settings.get('executor')})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for label, value in report_rows(report):
+        table.add_row(label, value)
+    console = Console()
+    console.print(table)
+    for path in [run_dir / REPORT_JSON, *written]:
+        console.print(f"wrote {path}")
+    return EXIT_OK

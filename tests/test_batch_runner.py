@@ -1,0 +1,258 @@
+"""The batch runner: every item stored once, bounded concurrency, shared 429 backoff,
+model errors recorded and resumable, cancellation leaves nothing half-written."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from executors.base import ExecutionResult, InputFile, Limits, Outcome
+from orchestrator.batch import BackoffGate, BackoffPolicy, BatchBusyError, BatchStore, run_batch, run_batch_sync
+from orchestrator.models.base import ModelError, RateLimitError
+from orchestrator.models.scripted import ScriptedModel
+from orchestrator.types import Conversation, ModelTurn, RunStatus, ToolSpec
+
+CODE_THEN_ANSWER = ["```python\nprint(6 * 7)\n```", "The answer is 42."]
+
+
+class InstantExecutorDouble:
+    """Test double: 'runs' code instantly and tracks how many ran at once."""
+
+    name = "instant-double"
+    stateful = False
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+        self.running = 0
+        self.peak = 0
+        self.executions = 0
+
+    async def execute(self, code: str, *, files: Sequence[InputFile] = (), limits: Limits | None = None,
+                      session: str | None = None) -> ExecutionResult:
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        self.executions += 1
+        try:
+            await asyncio.sleep(self.delay_s)
+            return ExecutionResult(outcome=Outcome.OK, stdout=f"ran {len(code)} chars\n", executor=self.name)
+        finally:
+            self.running -= 1
+
+    async def reset(self, session: str | None = None) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+class CountingModelDouble:
+    """Test double: a ScriptedModel that counts calls per prompt and concurrent calls."""
+
+    def __init__(self, script: list[str] = CODE_THEN_ANSWER, latency_s: float = 0.0) -> None:
+        self.inner = ScriptedModel(script, latency_s=latency_s)
+        self.name = "counting-double"
+        self.per_prompt: Counter[str] = Counter()
+        self.running = 0
+        self.peak = 0
+
+    async def generate(self, conversation: Conversation, tools: Sequence[ToolSpec] = ()) -> ModelTurn:
+        self.per_prompt[conversation.first_prompt] += 1
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        try:
+            return await self.inner.generate(conversation, tools)
+        finally:
+            self.running -= 1
+
+
+async def collect(items, **options) -> list[tuple[str, object]]:
+    return [pair async for pair in run_batch(items, **options)]
+
+
+async def test_200_items_at_concurrency_16_are_each_stored_once(tmp_path: Path) -> None:
+    model = CountingModelDouble(latency_s=0.002)
+    executor = InstantExecutorDouble(delay_s=0.002)
+    prompts = [f"prompt {k}" for k in range(200)]
+    pairs = await collect(prompts, model=model, executor=executor, run_dir=tmp_path, concurrency=16,
+                          execution_concurrency=4)
+    assert sorted(item_id for item_id, _ in pairs) == sorted(str(k + 1) for k in range(200))
+    assert all(result.status is RunStatus.SOLVED for _, result in pairs)
+    assert set(model.per_prompt.values()) == {2}  # code, then the answer: nothing ran twice
+    assert model.peak <= 16 and executor.peak <= 4
+    assert model.peak > 4  # the bounds are separate: model calls were not held to the execution bound
+    with BatchStore(tmp_path) as store:
+        records = list(store.records())
+        assert len(records) == 200 and {r.status for r in records} == {"done"} and {r.starts for r in records} == {1}
+        assert len(store.attempt_rows()) == 200
+        assert store.result("17").summary == "The answer is 42."
+        assert [s["end_reason"] for s in store.sessions()] == ["completed"]
+
+
+def test_sync_wrapper_runs_to_the_end_and_a_second_run_needs_resume(tmp_path: Path) -> None:
+    pairs = run_batch_sync(["a", "b"], model=CountingModelDouble(), executor=InstantExecutorDouble(), run_dir=tmp_path)
+    assert sorted(i for i, _ in pairs) == ["1", "2"]
+    with pytest.raises(Exception, match="already holds a batch"):
+        run_batch_sync(["a", "b"], model=CountingModelDouble(), executor=InstantExecutorDouble(), run_dir=tmp_path)
+    model = CountingModelDouble()
+    assert run_batch_sync(None, model=model, executor=InstantExecutorDouble(), run_dir=tmp_path, resume=True) == []
+    assert model.per_prompt == {}  # nothing left to run
+
+
+class RateLimitStormDouble:
+    """Test double: the first ``storm`` calls answer 429, then it behaves. Records when calls start and when
+    429s are answered, to check that workers paused together."""
+
+    def __init__(self, storm: int) -> None:
+        self.inner = ScriptedModel(CODE_THEN_ANSWER)
+        self.name = "storm-double"
+        self.storm = storm
+        self.calls = 0
+        self.starts: list[float] = []
+        self.rejections: list[float] = []
+
+    async def generate(self, conversation: Conversation, tools: Sequence[ToolSpec] = ()) -> ModelTurn:
+        self.calls += 1
+        number = self.calls
+        self.starts.append(time.monotonic())
+        await asyncio.sleep(0.001)
+        if number <= self.storm:
+            self.rejections.append(time.monotonic())
+            raise RateLimitError("429 Too Many Requests")
+        return await self.inner.generate(conversation, tools)
+
+
+async def test_a_429_storm_pauses_every_worker_then_finishes(tmp_path: Path) -> None:
+    model = RateLimitStormDouble(storm=40)
+    backoff = BackoffPolicy(base_delay_s=0.02, max_delay_s=0.2, max_rate_limit_retries=50)
+    pairs = await collect([f"p{k}" for k in range(30)], model=model, executor=InstantExecutorDouble(),
+                          run_dir=tmp_path, concurrency=8, backoff=backoff)
+    assert len(pairs) == 30 and all(r.status is RunStatus.SOLVED for _, r in pairs)
+    assert model.calls == 40 + 60  # every 429 retried once per rejection, no other extra calls
+    # No call started within the minimum pause after any 429: the workers backed off together.
+    for rejected in model.rejections:
+        assert not any(rejected < start < rejected + 0.02 * 0.9 for start in model.starts), rejected
+    with BatchStore(tmp_path) as store:
+        assert sum(r.rate_limited for r in store.records()) == 40
+        assert store.counts()["solved"] == 30
+
+
+class FailingForDouble:
+    """Test double: a fixed error for chosen prompts, the script for the rest."""
+
+    def __init__(self, bad: set[str], error: Exception) -> None:
+        self.inner = ScriptedModel(CODE_THEN_ANSWER)
+        self.name = "failing-double"
+        self.bad = bad
+        self.error = error
+
+    async def generate(self, conversation: Conversation, tools: Sequence[ToolSpec] = ()) -> ModelTurn:
+        if conversation.first_prompt in self.bad:
+            raise self.error
+        return await self.inner.generate(conversation, tools)
+
+
+async def test_model_errors_and_exhausted_rate_limits_are_recorded_and_resumable(tmp_path: Path) -> None:
+    prompts = ["good 1", "server error", "good 2", "always 429"]
+
+    class MixedDouble(FailingForDouble):
+        async def generate(self, conversation, tools=()):
+            if conversation.first_prompt == "always 429":
+                raise RateLimitError("429", retry_after_s=0.001)
+            return await super().generate(conversation, tools)
+
+    model = MixedDouble({"server error"}, ModelError("500 internal", status_code=500))
+    backoff = BackoffPolicy(base_delay_s=0.001, max_delay_s=0.01, max_rate_limit_retries=2)
+    pairs = dict(await collect(prompts, model=model, executor=InstantExecutorDouble(), run_dir=tmp_path,
+                               backoff=backoff))
+    assert pairs["2"].error == "ModelError: 500 internal" and pairs["2"].status is RunStatus.FAILED
+    assert "still rate limited after 2 backoffs" in pairs["4"].error
+    with BatchStore(tmp_path) as store:
+        assert [(r.id, r.status) for r in store.records()] == [("1", "done"), ("2", "error"), ("3", "done"), ("4", "error")]
+        assert next(r for r in store.records() if r.id == "4").rate_limited == 3
+    healthy = CountingModelDouble()
+    resumed = dict(await collect(None, model=healthy, executor=InstantExecutorDouble(), run_dir=tmp_path, resume=True,
+                                 backoff=backoff, force=True))
+    assert sorted(resumed) == ["2", "4"] and set(healthy.per_prompt) == {"server error", "always 429"}
+    with BatchStore(tmp_path) as store:
+        assert store.counts()["solved"] == 4
+
+
+async def test_cancelling_marks_in_flight_items_pending_and_resume_finishes_the_rest(tmp_path: Path) -> None:
+    model = CountingModelDouble(latency_s=0.02)
+    prompts = [f"p{k}" for k in range(40)]
+    seen: list[str] = []
+
+    async def consume() -> None:
+        async for item_id, _ in run_batch(prompts, model=model, executor=InstantExecutorDouble(), run_dir=tmp_path,
+                                          concurrency=4):
+            seen.append(item_id)
+
+    task = asyncio.create_task(consume())
+    while len(seen) < 10:
+        await asyncio.sleep(0.005)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    with BatchStore(tmp_path) as store:
+        counts = store.counts()
+        assert counts["running"] == 0 and counts["done"] >= 10 and counts["pending"] > 0
+        finished = {r.id for r in store.records() if r.status == "done"}
+        interrupted = [r for r in store.records() if r.interruptions]
+        assert interrupted and all(r.status == "pending" for r in interrupted)
+        assert store.sessions()[0]["end_reason"] == "interrupted"
+    resumed_model = CountingModelDouble()
+    resumed = [i for i, _ in await collect(prompts, model=resumed_model, executor=InstantExecutorDouble(),
+                                           run_dir=tmp_path, resume=True, force=True)]
+    assert set(resumed).isdisjoint(finished) and len(resumed) + len(finished) == 40
+    with BatchStore(tmp_path) as store:
+        assert store.counts()["done"] == 40 and len(store.attempt_rows()) == 40
+
+
+async def test_two_drivers_cannot_share_a_run_directory(tmp_path: Path) -> None:
+    model = CountingModelDouble(latency_s=0.05)
+    first = run_batch(["a", "b"], model=model, executor=InstantExecutorDouble(), run_dir=tmp_path)
+    got = await first.__anext__()
+    try:
+        with pytest.raises(BatchBusyError, match="another codeloop batch is running"):
+            await collect(None, model=model, executor=InstantExecutorDouble(), run_dir=tmp_path, resume=True)
+    finally:
+        await first.aclose()
+    assert got[0] in {"1", "2"}
+
+
+async def test_an_input_file_gone_by_resume_time_fails_that_item_only(tmp_path: Path) -> None:
+    data = tmp_path / "data.csv"
+    data.write_text("x\n")
+    items = [{"id": "ok", "prompt": "p"}, {"id": "gone", "prompt": "q", "files": [str(data)]}]
+    run_dir = tmp_path / "run"
+    first = dict(await collect(items, model=FailingForDouble({"q"}, ModelError("503")), executor=InstantExecutorDouble(),
+                               run_dir=run_dir))
+    assert first["gone"].error == "ModelError: 503"
+    data.unlink()  # present when the batch was validated, gone when the item runs again
+    resumed = dict(await collect(None, model=CountingModelDouble(), executor=InstantExecutorDouble(), run_dir=run_dir,
+                                 resume=True, force=True))
+    assert list(resumed) == ["gone"] and resumed["gone"].error.startswith("FileNotFoundError")
+    with BatchStore(run_dir) as store:
+        assert [(r.id, r.status) for r in store.records()] == [("ok", "done"), ("gone", "error")]
+
+
+def test_backoff_gate_escalates_per_wave_and_honours_retry_after() -> None:
+    now = [100.0]
+    gate = BackoffGate(base_delay_s=1.0, max_delay_s=10.0, clock=lambda: now[0])
+    assert gate.trip() == 1.0
+    assert gate.trip() == 1.0  # the same wave: joins the pause, no escalation
+    now[0] += 1.5
+    assert gate.trip() == 2.0  # a new wave after the pause: doubled
+    now[0] += 3
+    assert gate.trip(retry_after_s=7.0) == 7.0
+    now[0] += 8
+    gate.succeeded()
+    assert gate.trip() == 1.0
+    now[0] += 2
+    assert gate.trip(retry_after_s=99.0) == 10.0  # capped
+    assert gate.trips == 6
