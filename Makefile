@@ -27,6 +27,7 @@ demo: $(VENV)/.installed
 
 # pytest exits 5 when it collected no test: that is a failure here, not a pass.
 test: $(VENV)/.installed-test
+	@command -v bwrap >/dev/null 2>&1 || echo "make test: bubblewrap is not installed, so the sandbox's bwrap-level tests will be skipped (sudo apt-get install bubblewrap)" >&2
 	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$status

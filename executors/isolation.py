@@ -41,15 +41,15 @@ from .base import Isolation
 
 SANDBOX_ROOT = "/sandbox"
 SANDBOX_WORK = "/sandbox/work"
-SANDBOX_UID = 65534  # "nobody" on Debian and most distributions
-SANDBOX_GID = 65534
+SANDBOX_UID = 65534  # "nobody" on Debian and most distributions; uid and gid
 
 # What each level promises. Tests and documentation read these; nothing else
 # should guess from the level's name.
 NO_NETWORK = "no_network"  # no interface but a private loopback
 PROCESS_TREE = "process_tree"  # own PID namespace: nothing outlives the run
 PRIVATE_TMP = "private_tmp"  # /tmp, /var/tmp, /dev/shm are private
-HOST_FILES = "host_files"  # host files outside the mounts are invisible or read-only
+HOST_FILES = "host_files"  # nothing of the host is visible but read-only system dirs and the mounts
+HOST_SECRETS = "host_secrets"  # host files the sandbox user may not read or write stay so (it is not you)
 PROCESS_LIMIT = "process_limit"  # RLIMIT_NPROC is enforced (the child is not uid 0)
 
 # System paths the interpreter and common libraries need, mounted read-only.
@@ -123,8 +123,8 @@ class SandboxCommand:
 class Isolator:
     """Builds wrapped command lines at one isolation level, detected once.
 
-    ``level`` forces a level (an :class:`Isolation` or its value); ``None``
-    picks the strongest that works. ``strict`` refuses to run without a real
+    ``level_request`` forces a level (an :class:`Isolation` or its value);
+    ``None`` picks the strongest that works. ``strict`` refuses to run without a real
     boundary (bwrap or unshare). ``tmp_bytes`` caps the private ``/tmp``.
     """
 
@@ -210,7 +210,8 @@ class Isolator:
         expected = self._expected_prefixes
         if expected is None:
             found = subprocess.run(
-                [self.python, "-c", PROBE_CODE], capture_output=True, timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL
+                [self.python, "-c", PROBE_CODE], capture_output=True, timeout=PROBE_TIMEOUT_S,
+                stdin=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"}, cwd="/",
             )
             expected = self._expected_prefixes = found.stdout
         if output == expected:
@@ -230,22 +231,24 @@ class Isolator:
 
     @property
     def guarantees(self) -> frozenset[str]:
+        """What this level promises (the constants above); detected on first access."""
         level = self.level
-        limited = not self.runs_as_root
+        # Dropped from root to uid 65534, host files are guarded by their permissions;
+        # as an ordinary user the child is you (or "root" mapped to you) and can use your files.
+        secrets = {HOST_SECRETS} if os.geteuid() == 0 and self._drop_user else set()
         if level is Isolation.BWRAP:
-            return frozenset({NO_NETWORK, PROCESS_TREE, PRIVATE_TMP, HOST_FILES, PROCESS_LIMIT})
+            return frozenset({NO_NETWORK, PROCESS_TREE, PRIVATE_TMP, HOST_FILES, HOST_SECRETS, PROCESS_LIMIT})
         if level is Isolation.UNSHARE:
-            base = {NO_NETWORK, PROCESS_TREE, PRIVATE_TMP, PROCESS_LIMIT}
-            # Dropped from root to "nobody", host files are guarded by their permissions.
-            return frozenset(base | ({HOST_FILES} if os.geteuid() == 0 else set()))
-        return frozenset({PROCESS_LIMIT} if limited else set())
+            return frozenset({NO_NETWORK, PROCESS_TREE, PRIVATE_TMP, PROCESS_LIMIT} | secrets)
+        return frozenset(({PROCESS_LIMIT} if not self.runs_as_root else set()) | secrets)
 
     # -- building commands ---------------------------------------------
 
-    def prepare(self, directory: str | Path) -> None:
-        """Let the sandbox user write ``directory`` (we own it; the child may not be us)."""
+    def prepare(self, directory: str | Path, uid: int | None = None) -> None:
+        """Let the sandbox user (``uid``, default 65534) write ``directory``; a no-op unless we drop root."""
         if os.geteuid() == 0 and self._drop_user_effective():
-            os.chown(directory, SANDBOX_UID, SANDBOX_GID)
+            uid = SANDBOX_UID if uid is None else uid
+            os.chown(directory, uid, uid)
 
     def _drop_user_effective(self) -> bool:
         self.level
@@ -270,6 +273,7 @@ class Isolator:
         mounts: Sequence[Mount] = (),
         env: Mapping[str, str],
         as_pid_1: bool = False,
+        uid: int | None = None,
     ) -> SandboxCommand:
         """Wrap ``argv`` so it runs at this isolator's level with ``work_dir`` writable.
 
@@ -278,11 +282,14 @@ class Isolator:
         are set here: the harness sets them in the process that runs the code.
         ``as_pid_1`` makes ``argv`` itself the PID namespace's init (which its
         own descendants cannot kill); otherwise bwrap's reaper is init. Under
-        ``unshare`` the program is always PID 1.
+        ``unshare`` the program is always PID 1. ``uid`` is the user (and group)
+        the child drops to when we are root (default 65534): give concurrent
+        children different ones and each gets its own ``RLIMIT_NPROC`` count.
         """
         level = self.level
         return self._build(
-            level, self._drop_user, list(argv), work_dir=str(work_dir), mounts=tuple(mounts), env=dict(env), as_pid_1=as_pid_1
+            level, self._drop_user, list(argv), work_dir=str(work_dir), mounts=tuple(mounts), env=dict(env),
+            as_pid_1=as_pid_1, uid=uid,
         )
 
     def _build(
@@ -296,24 +303,29 @@ class Isolator:
         env: dict[str, str],
         chdir: bool = True,
         as_pid_1: bool = False,
+        uid: int | None = None,
     ) -> SandboxCommand:
-        drop_argv = self._setpriv_argv() if drop else []
+        drop_argv = self._setpriv_argv(SANDBOX_UID if uid is None else uid) if drop else []
         view = self._view(level, work_dir, mounts, chdir)
         if level is Isolation.BWRAP:
             return self._bwrap(drop, drop_argv + argv, view=view, cwd=work_dir, env=env, as_pid_1=as_pid_1)
         if level is Isolation.UNSHARE:
             return self._unshare(drop, drop_argv + argv, view=view, env=env)
-        return SandboxCommand(argv=drop_argv + argv, env=env, cwd=work_dir, view=view)
+        # rlimits: the child is the interpreter itself; it must still die with its parent.
+        die = [self.setpriv_path, "--pdeathsig=KILL", "--"] if self.setpriv_path and not drop else []
+        return SandboxCommand(argv=die + drop_argv + argv, env=env, cwd=work_dir, view=view)
 
-    def _setpriv_argv(self) -> list[str]:
+    def _setpriv_argv(self, uid: int) -> list[str]:
         return [
             self.setpriv_path or "setpriv",
-            f"--reuid={SANDBOX_UID}",
-            f"--regid={SANDBOX_GID}",
+            f"--reuid={uid}",
+            f"--regid={uid}",
             "--clear-groups",
             "--inh-caps=-all",
             "--bounding-set=-all",
             "--no-new-privs",
+            # Changing uid clears the parent-death signal that bwrap/unshare set: set it again.
+            "--pdeathsig=KILL",
             "--",
         ]
 
@@ -335,7 +347,7 @@ class Isolator:
             # child uid 0 to the kernel, and RLIMIT_NPROC would not apply.
             args += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
         else:
-            args += ["--unshare-all", "--disable-userns"]
+            args += ["--unshare-all", "--unshare-user", "--disable-userns"]
         args += ["--die-with-parent", "--new-session", "--clearenv"]
         if as_pid_1:
             args.append("--as-pid-1")
@@ -365,7 +377,9 @@ class Isolator:
 
     def _unshare(self, drop: bool, argv: list[str], *, view: SandboxView, env: dict[str, str]) -> SandboxCommand:
         assert self.unshare_path
-        args = [self.unshare_path]
+        # unshare has no --die-with-parent: a parent-death signal on it does that job.
+        args = [self.setpriv_path, "--pdeathsig=KILL", "--"] if self.setpriv_path else []
+        args += [self.unshare_path]
         if os.geteuid() != 0:
             args += ["--user", "--map-root-user"]
         args += ["--net", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc", "--propagation", "private"]

@@ -24,8 +24,8 @@ import fcntl
 import json
 import os
 import shutil
-import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,6 +49,7 @@ HARNESS = str(HERE / "harness.py")
 RESTRICTED_POLICY = str(HERE / "restricted_policy.py")
 
 CONTROL_FD_MIN = 100
+THP_SETTINGS = "/sys/kernel/mm/transparent_hugepage"
 # Larger code goes through a file: a control message must stay well inside the socket buffer.
 INLINE_CODE_CHARS = 16 * 1024
 INLINE_CODE_BYTES = 64 * 1024
@@ -60,7 +61,9 @@ class PoolSettings:
     """How the pool is shaped. All of it is passed in; nothing is read from globals."""
 
     size: int = 2  # zygotes, and therefore executions running at once
-    max_executions: int = 500  # recycle a zygote after this many runs
+    # Recycle a zygote after this many runs: each fork's copy-on-write splits some of
+    # the zygote's huge pages, so forks slowly get dearer; a fresh zygote restores them.
+    max_executions: int = 200
     warm: bool = True  # start every zygote on start(), and replace dead ones at once
     preload: tuple[str, ...] = DEFAULT_PRELOAD
     restricted_policy: bool = True  # load RestrictedPython's policy so ``restricted`` runs here too
@@ -87,13 +90,18 @@ class ZygoteDied(ZygoteError):
 
 
 def _kill_processes(pids: set[int]) -> None:
-    """Finalizer: kill every zygote tree still registered. Runs at exit too."""
+    """Finalizer: kill every zygote tree still registered, and reap them. Runs at exit too."""
     for pid in list(pids):
         kill_tree(pid)
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
+    deadline = time.monotonic() + 2
+    for pid in list(pids):
+        while time.monotonic() < deadline:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] != 0:
+                    break
+            except ChildProcessError:
+                break
+            time.sleep(0.005)
     pids.clear()
 
 
@@ -107,6 +115,9 @@ class ZygoteProcess:
         self.proc = None
         self.sock: socket.socket | None = None
         self.inbox: asyncio.Queue = asyncio.Queue()
+        self.spare: socket.socket | None = None  # the forked child waiting for its request
+        self.spare_ready = asyncio.Event()
+        self.died = asyncio.Event()
         self.alive = False
         self.executions = 0
         self.pid_inside: int | None = None
@@ -114,8 +125,6 @@ class ZygoteProcess:
         self.preload_failures: list[str] = []
 
     async def start(self, config: dict, timeout_s: float) -> None:
-        import subprocess
-
         ours, pair_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         # A high descriptor number: wrappers (unshare's set-up script) use the low ones.
         theirs = fcntl.fcntl(pair_end.fileno(), fcntl.F_DUPFD, CONTROL_FD_MIN)
@@ -153,6 +162,9 @@ class ZygoteProcess:
         except ZygoteDied:
             await self.kill()
             raise ZygoteError(f"the zygote exited during start-up; {self.log_tail()}") from None
+        except asyncio.CancelledError:
+            self.kill_now()
+            raise
         if ready.get("op") != "ready":
             await self.kill()
             raise ZygoteError(f"the zygote sent {ready!r} instead of a ready message")
@@ -169,24 +181,57 @@ class ZygoteProcess:
 
     def _on_readable(self) -> None:
         try:
-            frame = self.sock.recv(MAX_MESSAGE)
+            frame, fds, _flags, _addr = socket.recv_fds(self.sock, MAX_MESSAGE, 4)
         except BlockingIOError:
             return
         except OSError:
-            frame = b""
-        if not frame:
+            frame, fds = b"", []
+        try:
+            message = decode(frame) if frame else None
+        except ValueError:
+            message = None
+        if message is not None and message.get("op") == "spare" and len(fds) == 1:
+            self._set_spare(socket.socket(fileno=fds[0]))
+            return
+        for fd in fds:
+            os.close(fd)
+        if message is None:
             self._mark_dead()
             return
-        try:
-            self.inbox.put_nowait(decode(frame))
-        except ValueError:
-            self._mark_dead()
+        self.inbox.put_nowait(message)
+
+    def _set_spare(self, sock: socket.socket | None) -> None:
+        if self.spare is not None:
+            self.spare.close()
+        self.spare = sock
+        if sock is None:
+            self.spare_ready.clear()
+        else:
+            self.spare_ready.set()
+
+    async def take_spare(self) -> socket.socket:
+        """The socket to the child forked for the next execution (waits for the fork)."""
+        while self.spare is None:
+            if not self.alive:
+                raise ZygoteDied("the zygote exited")
+            dead = asyncio.ensure_future(self.died.wait())
+            ready = asyncio.ensure_future(self.spare_ready.wait())
+            try:
+                await asyncio.wait({dead, ready}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                dead.cancel()
+                ready.cancel()
+        sock, self.spare = self.spare, None
+        self.spare_ready.clear()
+        return sock
 
     def _mark_dead(self) -> None:
         if self.alive:
             self.alive = False
             asyncio.get_running_loop().remove_reader(self.sock.fileno())
             self.inbox.put_nowait(None)
+            self.died.set()
+            self._set_spare(None)
 
     def check_alive(self) -> bool:
         """True unless the zygote is known dead or its socket says so right now."""
@@ -210,34 +255,48 @@ class ZygoteProcess:
             raise ZygoteDied("the zygote exited")
         return message
 
-    def send(self, message: dict, fds: Sequence[int] = ()) -> None:
+    def send(self, message: dict) -> None:
         frame = encode(message)
-        if len(frame) > MAX_MESSAGE:
-            raise ZygoteError("request too large for the control socket")
         try:
-            socket.send_fds(self.sock, [frame], list(fds))
+            self.sock.sendall(frame)
         except OSError as exc:
             self._mark_dead()
             raise ZygoteDied(f"could not reach the zygote: {exc}") from exc
 
     async def kill(self) -> None:
         """Kill the zygote's whole tree (wrapper, zygote, children) and reap it."""
+        self._terminate()
+        if self.proc is None:
+            return
+        deadline = time.monotonic() + 5
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        self.registry.discard(self.proc.pid)
+
+    def kill_now(self) -> None:
+        """The same, without awaiting: for paths that are being cancelled."""
+        self._terminate()
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=2)
+                self.registry.discard(self.proc.pid)
+            except Exception:
+                pass  # the finaliser tries again at exit
+
+    def _terminate(self) -> None:
+        self._set_spare(None)
         if self.sock is not None:
             if self.alive:
                 self.alive = False
+                self.died.set()
                 try:
                     asyncio.get_running_loop().remove_reader(self.sock.fileno())
                 except (RuntimeError, ValueError):
                     pass
             self.sock.close()
             self.sock = None
-        if self.proc is None:
-            return
-        kill_tree(self.proc.pid)
-        deadline = time.monotonic() + 5
-        while self.proc.poll() is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
-        self.registry.discard(self.proc.pid)
+        if self.proc is not None:
+            kill_tree(self.proc.pid)
 
 
 @dataclass
@@ -245,6 +304,8 @@ class _Slot:
     index: int
     workspace: SlotWorkspace
     zygote: ZygoteProcess | None = None
+    replacement: asyncio.Task | None = None  # the successor being warmed up while this zygote serves
+    generation: int = 0  # zygotes this slot has had
 
 
 class PoolExecutor:
@@ -310,6 +371,10 @@ class PoolExecutor:
             self.isolator.prepare(self._root / "mpl")
             # executors/ is mounted at its own path, so the zygote's file paths hold inside too.
             self._mounts = [Mount(str(HERE), str(HERE))]
+            if self.settings.fast_fork and os.path.isdir(THP_SETTINGS):
+                # glibc reads the THP mode here before it asks for huge pages; without it
+                # (bwrap mounts no /sys) the fast-fork tuning silently does nothing.
+                self._mounts.append(Mount(THP_SETTINGS, THP_SETTINGS))
             self._paths = self.isolator.view(self._root, self._mounts)  # how host paths appear inside
             slots: asyncio.Queue = asyncio.Queue()
             self._all_slots = [_Slot(i, SlotWorkspace(self._root / f"slot-{i}")) for i in range(self.settings.size)]
@@ -347,14 +412,39 @@ class PoolExecutor:
             "env": {"MPLBACKEND": "Agg", "MPLCONFIGDIR": self._paths.inside(self._root / "mpl")},
         }
 
+    async def _start_zygote(self, slot: _Slot) -> ZygoteProcess:
+        zygote = ZygoteProcess(self._wrap, self._root / f"zygote-{slot.index}.log", self._pids)
+        await zygote.start(self._zygote_config(), self.settings.start_timeout_s)
+        return zygote
+
     async def _fill(self, slot: _Slot) -> None:
         """Start a zygote into ``slot`` (replacing whatever was there)."""
         if slot.zygote is not None:
             await slot.zygote.kill()
             slot.zygote = None
-        zygote = ZygoteProcess(self._wrap, self._root / f"zygote-{slot.index}.log", self._pids)
-        await zygote.start(self._zygote_config(), self.settings.start_timeout_s)
-        slot.zygote = zygote
+        slot.zygote = await self._start_zygote(slot)
+        slot.generation += 1
+
+    def _recycle_after(self, slot: _Slot) -> int:
+        """Executions before a zygote is recycled. The first generation is staggered
+        across slots, so the zygotes never all recycle at once."""
+        limit = self.settings.max_executions
+        if slot.generation <= 1 and self.settings.size > 1:
+            return max(1, limit * (slot.index + 1) // self.settings.size)
+        return limit
+
+    async def _swap_in_replacement(self, slot: _Slot) -> None:
+        """If the slot's successor zygote is warm, retire the old one and use it."""
+        task = slot.replacement
+        if task is None or not task.done():
+            return
+        slot.replacement = None
+        if task.cancelled() or task.exception() is not None:
+            return  # the old zygote keeps serving; the next recycle point tries again
+        old, slot.zygote = slot.zygote, task.result()
+        slot.generation += 1
+        if old is not None:
+            await old.kill()
 
     def _refill_in_background(self, slot: _Slot) -> None:
         """Replace the slot's zygote now and hand the slot back when it is warm."""
@@ -383,6 +473,15 @@ class PoolExecutor:
             except (asyncio.CancelledError, Exception):
                 pass
         for slot in self._all_slots:
+            task, slot.replacement = slot.replacement, None
+            if task is not None:
+                task.cancel()
+                try:
+                    successor = await task
+                except (asyncio.CancelledError, Exception):
+                    successor = None
+                if successor is not None:
+                    await successor.kill()
             if slot.zygote is not None:
                 await slot.zygote.kill()
                 slot.zygote = None
@@ -430,6 +529,7 @@ class PoolExecutor:
         slot = await self._slots.get()
         give_back = True
         try:
+            await self._swap_in_replacement(slot)
             for attempt in (1, 2):
                 if slot.zygote is None or not slot.zygote.check_alive():
                     try:
@@ -448,13 +548,17 @@ class PoolExecutor:
                     if attempt == 2:
                         return self._sandbox_error("the pool's zygote died before it could take the execution", mode)
             zygote.executions += 1
-            if not zygote.alive or zygote.executions >= self.settings.max_executions:
+            if not zygote.alive:
                 if self.settings.warm and not self._closed:
                     give_back = False
                     self._refill_in_background(slot)
                 else:
                     await zygote.kill()
                     slot.zygote = None
+            elif zygote.executions >= self._recycle_after(slot) and slot.replacement is None and not self._closed:
+                # Recycle without a gap: the old zygote keeps serving until its
+                # successor is warm; the swap happens on the slot's next execution.
+                slot.replacement = asyncio.get_running_loop().create_task(self._start_zygote(slot))
             return result
         finally:
             if give_back and not self._closed:
@@ -557,10 +661,21 @@ class PoolExecutor:
                 os.set_blocking(read_end, False)
                 loop.add_reader(read_end, on_readable, read_end)
             try:
-                zygote.send(request, [w for _, w in pipes])  # ZygoteDied here: not delivered
+                spare = await zygote.take_spare()  # ZygoteDied before the send: not delivered
+                try:
+                    socket.send_fds(spare, [encode(request)], [w for _, w in pipes])
+                except OSError as exc:
+                    await zygote.kill()
+                    raise ZygoteDied(f"the pool's child could not take the request: {exc}") from exc
+                finally:
+                    spare.close()
             finally:
                 for _, write_end in pipes:
                     os.close(write_end)
+            try:
+                zygote.send({"op": "run", "id": request["id"], "timeout_s": limits.timeout_s})
+            except ZygoteDied:
+                pass  # the code may be running already: the verdict below reports the death
             verdict, died = await self._await_verdict(zygote, request["id"], flood, limits)
             try:
                 await asyncio.wait_for(all_closed.wait(), 0.5 if died is None else 0.05)
@@ -599,7 +714,10 @@ class PoolExecutor:
         try:
             done, _ = await asyncio.wait({receive, flooded}, timeout=backstop, return_when=asyncio.FIRST_COMPLETED)
             if flooded in done and receive not in done:
-                zygote.send({"op": "kill", "id": request_id})
+                try:
+                    zygote.send({"op": "kill", "id": request_id})
+                except ZygoteDied:
+                    pass  # the receive below reports the death
                 done, _ = await asyncio.wait({receive}, timeout=self.settings.backstop_s)
             if receive not in done:
                 await zygote.kill()
@@ -608,6 +726,11 @@ class PoolExecutor:
                 )
             try:
                 message = receive.result()
+                while message.get("op") == "done" and message.get("id") != request_id:
+                    message = await asyncio.wait_for(zygote.receive(), self.settings.backstop_s)  # a stale verdict
+            except asyncio.TimeoutError:
+                await zygote.kill()
+                return None, "the pool's zygote stopped answering; it was killed and will be replaced"
             except ZygoteDied:
                 await zygote.kill()
                 return None, (
@@ -618,6 +741,11 @@ class PoolExecutor:
                 await zygote.kill()
                 return None, f"the pool's zygote answered out of turn: {message!r}"
             return message, None
+        except asyncio.CancelledError:
+            # The caller gave up mid-run: the zygote's state is unknown, so it is
+            # replaced rather than trusted with the next request.
+            zygote.kill_now()
+            raise
         finally:
             for task in (receive, flooded):
                 if not task.done():

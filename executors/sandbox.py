@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import secrets
 import shutil
+import subprocess
 import tempfile
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +29,41 @@ from .process import ProcessOutcome, run_process
 from .workspace import Workspace
 
 HARNESS = str(Path(__file__).with_name("harness.py"))
+UID_BLOCKS_START = 1 << 30  # per-child user ids: 2**30 .. 2**31, unused by accounts and subuid maps
+UID_BLOCKS_SPAN = 1 << 30
+PRIVATE_MPL_DIR = "/tmp/matplotlib"  # in the child's private /tmp (bwrap and unshare levels)
+
+
+# Started with -S: install the precomputed sys.path and the builtins site adds (exit, quit,
+# help, copyright: model-written code calls exit()), then run the harness as __main__.
+BOOT = (
+    "import sys, site\n"
+    "site.setquit(); site.setcopyright(); site.sethelper()\n"
+    "sys.path[:] = SYS_PATH\n"
+    "sys.argv = sys.argv[1:]\n"
+    "exec(compile(open(sys.argv[0], encoding='utf-8').read(), sys.argv[0], 'exec'),"
+    " {'__name__': '__main__', '__file__': sys.argv[0], '__builtins__': __builtins__})\n"
+)
+
+
+def interpreter_sys_path(python: str) -> list[str] | None:
+    """The interpreter's import path after ``site`` ran (absolute directories only), or None."""
+    try:
+        done = subprocess.run(
+            [python, "-s", "-c", "import sys, json; print(json.dumps(sys.path))"],
+            env={"PATH": "/usr/bin:/bin"}, capture_output=True, timeout=30, stdin=subprocess.DEVNULL, cwd="/",
+        )
+        paths = json.loads(done.stdout)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    if done.returncode != 0 or not isinstance(paths, list):
+        return None
+    return [p for p in paths if isinstance(p, str) and os.path.isabs(p) and os.path.isdir(p)]
+
+
+def mentions_matplotlib(code: str) -> bool:
+    """Cheap guess that code plots; it only decides whether a prebuilt font cache is offered."""
+    return "matplotlib" in code or "plt." in code or ".plot(" in code
 
 
 def sandbox_env(home: str) -> dict[str, str]:
@@ -32,6 +71,9 @@ def sandbox_env(home: str) -> dict[str, str]:
     return {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": home,
+        # There is no /etc/passwd inside bwrap: getpass.getuser() reads these first.
+        "USER": "sandbox",
+        "LOGNAME": "sandbox",
         "TMPDIR": "/tmp",
         "LANG": "C.UTF-8",
         "PYTHONIOENCODING": "utf-8",
@@ -50,7 +92,10 @@ class SandboxExecutor:
     ``isolation`` forces a level (``"bwrap"``, ``"unshare"``, ``"rlimits"``)
     or takes a ready :class:`Isolator`; by default the strongest available
     is detected on first use. ``strict`` refuses to run (SANDBOX_ERROR)
-    without a real boundary.
+    without a real boundary. ``max_concurrency`` bounds simultaneous
+    children; ``work_root`` is where per-execution workspaces are made (the
+    temp dir by default); they are removed in the background after each run
+    (``drain()`` waits for that, ``aclose()`` does too).
     """
 
     name = "sandbox"
@@ -63,18 +108,29 @@ class SandboxExecutor:
         max_concurrency: int = 4,
         isolation: Isolator | Isolation | str | None = None,
         python: str | None = None,
+        work_root: str | None = None,
     ) -> None:
+        if max_concurrency < 1:
+            raise ValueError(f"SandboxExecutor: max_concurrency must be at least 1, got {max_concurrency}")
         self.limits = limits or Limits()
+        self.work_root = work_root  # parent of the per-execution workspaces (default: the temp dir)
         if isinstance(isolation, Isolator):
             self.isolator = isolation
         else:
             kwargs = {"python": python} if python else {}
             self.isolator = Isolator(level_request=isolation, strict=strict, **kwargs)
         self._slots = asyncio.Semaphore(max_concurrency)
+        # One user id per running child (used when we drop root): concurrent children then do
+        # not share an RLIMIT_NPROC count, so one fork bomb cannot stop its neighbours forking.
+        # A random block, far above ordinary and container-mapped ids, keeps executors apart.
+        base = UID_BLOCKS_START + secrets.randbelow(max(1, UID_BLOCKS_SPAN // max_concurrency)) * max_concurrency
+        self._free_uids = list(range(base, base + max_concurrency))
         self._detect_lock = asyncio.Lock()
         self._level: Isolation | None = None
         self._mpl_seed: Path | None = None  # a font cache built once, copied into each run
         self._mpl_lock = asyncio.Lock()
+        self._cleanups: set[asyncio.Future] = set()
+        self._sys_path: list[str] | None = None  # the interpreter's sys.path after site, found once
 
     @property
     def isolation(self) -> str:
@@ -86,8 +142,13 @@ class SandboxExecutor:
         if self._level is None:
             async with self._detect_lock:
                 if self._level is None:
-                    self._level = await asyncio.to_thread(lambda: self.isolator.level)
+                    self._level = await asyncio.to_thread(self._detect)
         return self._level
+
+    def _detect(self) -> Isolation:
+        level = self.isolator.level
+        self._sys_path = interpreter_sys_path(self.isolator.python)
+        return level
 
     async def execute(
         self,
@@ -108,10 +169,13 @@ class SandboxExecutor:
                 executor=self.name,
                 isolation=(self.isolator.level_request or Isolation.NONE).value,
             )
-        if "matplotlib" in code or "plt." in code:
+        plots = mentions_matplotlib(code)
+        if plots:
             await self._seed_matplotlib()
         async with self._slots:
-            with Workspace(prefix="codeloop-sandbox-") as ws:
+            uid = self._free_uids.pop()
+            ws = Workspace(prefix="codeloop-sandbox-", base_dir=self.work_root)
+            try:
                 try:
                     ws.add_inputs(files)
                 except ValueError as exc:
@@ -120,7 +184,9 @@ class SandboxExecutor:
                         executor=self.name, isolation=level.value,
                     )
                 ws.write_code(code)
-                cmd = self._command(ws, files, limits)
+                # A font-cache dir costs a mkdir and an rmdir; only plotting code (or a level without
+                # a private /tmp, where the cache must not land in the host's /tmp) gets one.
+                cmd = self._command(ws, files, limits, mpl_dir=plots or level is Isolation.RLIMITS, uid=uid)
                 proc = await run_process(
                     cmd.argv,
                     cwd=cmd.cwd,
@@ -130,25 +196,34 @@ class SandboxExecutor:
                     hard_bytes=limits.output_hard_bytes,
                 )
                 artifacts = ws.collect_artifacts(limits)
+            finally:
+                self._free_uids.append(uid)
+                self._clean_up_later(ws)
         if level is Isolation.BWRAP:
             signal_from_bwrap_status(proc)
         return with_reported_usage(
-            interpret(proc, limits=limits, executor=self.name, isolation=level.value, artifacts=artifacts), proc.report
+            interpret(proc, limits=limits, executor=self.name, isolation=level.value, artifacts=artifacts),
+            proc.report,
+            kernel_sees_child=level is Isolation.RLIMITS,  # else a wrapper may die before reaping it
         )
 
-    def _command(self, ws: Workspace, files: Sequence[InputFile], limits: Limits) -> SandboxCommand:
-        mpl = ws.root / "mpl"
-        mpl.mkdir()
-        if self._mpl_seed is not None:
-            for cache in self._mpl_seed.glob("fontlist-*.json"):
-                shutil.copyfile(cache, mpl / cache.name)
-        for directory in (ws.root, ws.work, mpl):
-            self.isolator.prepare(directory)
+    def _command(
+        self, ws: Workspace, files: Sequence[InputFile], limits: Limits, mpl_dir: bool, uid: int
+    ) -> SandboxCommand:
+        for directory in (ws.root, ws.work):
+            self.isolator.prepare(directory, uid)
         mounts = [
             Mount(str(ws.code_path), f"{SANDBOX_ROOT}/main.py"),
             Mount(HARNESS, f"{SANDBOX_ROOT}/harness.py"),
-            Mount(str(mpl), f"{SANDBOX_ROOT}/mpl", writable=True),
         ]
+        mpl = ws.root / "mpl"
+        if mpl_dir:
+            mpl.mkdir()
+            if self._mpl_seed is not None:
+                for cache in self._mpl_seed.glob("fontlist-*.json"):
+                    shutil.copyfile(cache, mpl / cache.name)
+            self.isolator.prepare(mpl, uid)
+            mounts.append(Mount(str(mpl), f"{SANDBOX_ROOT}/mpl", writable=True))
         # Input files stay read-only even for their owner: each is mounted over its own copy.
         for f in files:
             name = Path(f.name).name
@@ -161,9 +236,14 @@ class SandboxExecutor:
             "limits": limits.to_json(),
             "reseed": False,
         }
-        env = {**sandbox_env(home=view.work_dir), "MPLCONFIGDIR": view.inside(mpl)}
-        argv = [self.isolator.python, "-u", "-X", "utf8", "-s", view.inside(HARNESS), json.dumps(config)]
-        return self.isolator.wrap(argv, work_dir=ws.work, mounts=mounts, env=env)
+        env = {**sandbox_env(home=view.work_dir), "MPLCONFIGDIR": view.inside(mpl) if mpl_dir else PRIVATE_MPL_DIR}
+        argv = [self.isolator.python, "-u", "-X", "utf8", "-s"]
+        if self._sys_path is not None:
+            # Skip `site` (tens of ms: .pth hooks such as editable-install finders) and set the
+            # path it would have produced; the mounts are read-only, so it cannot differ inside.
+            argv += ["-S", "-c", BOOT.replace("SYS_PATH", json.dumps(self._sys_path))]
+        argv += [view.inside(HARNESS), json.dumps(config)]
+        return self.isolator.wrap(argv, work_dir=ws.work, mounts=mounts, env=env, uid=uid)
 
     async def _seed_matplotlib(self) -> None:
         """Build matplotlib's font cache once, in a run with no user code, for later runs to copy."""
@@ -187,38 +267,58 @@ class SandboxExecutor:
             )
             if proc.returncode == 0 and any(seed.glob("fontlist-*.json")):
                 self._mpl_seed = seed
+                # Removed by aclose(); this covers an executor dropped without it.
+                weakref.finalize(self, shutil.rmtree, str(seed), True)
             else:
                 shutil.rmtree(seed, ignore_errors=True)
+
+    def _clean_up_later(self, ws: Workspace) -> None:
+        """Remove the workspace off the event loop: rmdir costs milliseconds on a journalled disk."""
+        future = asyncio.get_running_loop().run_in_executor(None, ws.cleanup)
+        self._cleanups.add(future)
+        future.add_done_callback(self._cleanups.discard)
+
+    async def drain(self) -> None:
+        """Wait until every finished execution's workspace is gone."""
+        while self._cleanups:
+            await asyncio.gather(*list(self._cleanups), return_exceptions=True)
 
     async def reset(self, session: str | None = None) -> None:
         return None
 
     async def aclose(self) -> None:
+        await self.drain()
         if self._mpl_seed is not None:
             shutil.rmtree(self._mpl_seed, ignore_errors=True)
             self._mpl_seed = None
 
 
-def with_reported_usage(result: ExecutionResult, report: bytes) -> ExecutionResult:
+def with_reported_usage(result: ExecutionResult, report: bytes, *, kernel_sees_child: bool) -> ExecutionResult:
     """Take the larger of the kernel's and the harness's resource figures.
 
     Under bwrap the interpreter is reaped by the namespace's PID-1 reaper,
     which exits without being waited for, so our ``wait4`` sees only bwrap
-    itself. The harness measures its own usage (and its children's) with
-    ``getrusage`` just before it reports; when the child is killed before
-    reporting, only the kernel's figures remain.
+    itself; under unshare a killed run's wrapper may die before reaping it
+    (``kernel_sees_child`` is False for both). The harness measures its own
+    usage (and its children's) with ``getrusage`` just before it reports.
+    A run killed before reporting then has no trustworthy figures: they are
+    left unknown (None) rather than the wrapper's own few milliseconds.
     """
     try:
         usage = json.loads(report) if report else {}
     except ValueError:
-        return result
+        usage = {}
     if not isinstance(usage, dict):
-        return result
+        usage = {}
     cpu, peak = usage.get("cpu_time_s"), usage.get("peak_memory_bytes")
     if isinstance(cpu, (int, float)):
         result.cpu_time_s = max(result.cpu_time_s or 0.0, float(cpu))
+    elif not kernel_sees_child:
+        result.cpu_time_s = None
     if isinstance(peak, int):
         result.peak_memory_bytes = max(result.peak_memory_bytes or 0, peak)
+    elif not kernel_sees_child:
+        result.peak_memory_bytes = None
     return result
 
 

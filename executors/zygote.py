@@ -6,21 +6,22 @@ forks live in the sandbox's namespaces. It imports the heavy libraries once,
 freezes the garbage collector's view of them (so forks share those pages), and
 then serves one execution at a time over a SOCK_SEQPACKET control socket:
 
-- request ``{"op": "run", ...}`` arrives with three descriptors attached
-  (SCM_RIGHTS): the write ends of the execution's stdout, stderr and report
-  pipes, whose read ends stay with the orchestrator. Output therefore never
-  passes through the zygote, and each execution has its own streams.
-- the zygote has already forked the child for it (a "spare", forked right
-  after the previous execution, so no request waits for a fork) and hands it
-  the request and descriptors over a private socket. The child has its own
-  session, dies with the zygote, points fd 1/2 at the pipes, chdirs into the
-  execution's directory and calls ``harness.run_in_child`` (limits, reseed,
-  figure capture, report).
-- the zygote waits on a pidfd with the wall deadline, honours ``{"op": "kill"}``
-  from the orchestrator (output floods), then kills every remaining descendant
-  (it is a child subreaper, or the namespace's PID 1, so escapees come back to
-  it), reaps them, and answers ``{"op": "done", ...}`` with the child's
-  ``wait4`` status and rusage and its own RSS at fork time.
+- after start-up and after every execution the zygote forks the next child
+  (a "spare") and sends the orchestrator ``{"op": "spare"}`` with a socket to
+  that child attached (SCM_RIGHTS). The spare has its own session, dies with
+  the zygote, and blocks until the orchestrator sends it the request together
+  with the write ends of the execution's stdout, stderr and report pipes, whose
+  read ends stay with the orchestrator. So a request waits neither for a fork
+  nor for the zygote to relay it, output never passes through the zygote, and
+  each execution has its own streams. The child points fd 1/2 at the pipes,
+  chdirs into the execution's directory and calls ``harness.run_in_child``
+  (limits, reseed, figure capture, report).
+- the orchestrator also sends the zygote ``{"op": "run", "id", "timeout_s"}``;
+  the zygote waits on the child's pidfd with that deadline, honours
+  ``{"op": "kill"}`` (output floods), then kills every remaining descendant (it
+  is a child subreaper, or the namespace's PID 1, so escapees come back to it),
+  reaps them, and answers ``{"op": "done", ...}`` with the child's ``wait4``
+  status and rusage and the RSS the fork inherited.
 
 Every message is a 4-byte big-endian length followed by that many bytes of
 JSON. Only the standard library is needed before the preload step.
@@ -43,6 +44,7 @@ import sys
 import time
 
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 HEADER = struct.Struct(">I")
 MAX_MESSAGE = 1024 * 1024
@@ -168,11 +170,10 @@ def descendants(root: int) -> list[int]:
 
 
 class Spare:
-    """A child forked ahead of time, blocked until it is handed a request."""
+    """A child forked ahead of time, blocked until the orchestrator hands it a request."""
 
-    def __init__(self, pid: int, sock: socket.socket, baseline_rss: int) -> None:
+    def __init__(self, pid: int, baseline_rss: int) -> None:
         self.pid = pid
-        self.sock = sock
         self.baseline_rss = baseline_rss  # the RSS the fork inherited, subtracted from its peak
 
 
@@ -192,6 +193,9 @@ class Zygote:
         except OSError:
             pass
         prctl(PR_SET_CHILD_SUBREAPER, 1)
+        # Children run as our user: non-dumpable, we cannot be ptrace-attached or have
+        # /proc/<pid>/mem read by them (forks inherit this, so neither can each other).
+        prctl(PR_SET_DUMPABLE, 0)
         os.environ.update(self.config.get("env", {}))
         self.harness = load_module("codeloop_harness", self.config["harness_path"])
         failures = preload(self.config.get("preload", []))
@@ -221,26 +225,26 @@ class Zygote:
         spare = self.fork_spare()
         while True:
             try:
-                frame, ancdata, _flags, _addr = self.control.recvmsg(MAX_MESSAGE, socket.CMSG_SPACE(16 * 4))
+                frame = self.control.recv(MAX_MESSAGE)
             except InterruptedError:
                 continue
             if not frame:
                 return  # the orchestrator closed the pool
-            fds = []
-            for level, kind, data in ancdata:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    fds.extend(struct.unpack(f"{len(data) // 4}i", data[: len(data) - len(data) % 4]))
             message = decode(frame)
-            if message.get("op") != "run" or len(fds) != 3:
-                for fd in fds:
-                    os.close(fd)
-                self.send({"op": "error", "id": message.get("id"), "error": "malformed request"})
+            if message.get("op") == "kill":
+                continue  # a flood noticed just as the run ended: nothing left to stop
+            if message.get("op") != "run":
+                self.send({"op": "error", "id": message.get("id"), "error": f"unexpected {message.get('op')!r}"})
                 continue
-            self.send(self.run(spare, message, fds))
+            self.send(self.run(spare, message))
             spare = self.fork_spare()
 
     def fork_spare(self) -> "Spare":
-        """Fork the next child ahead of time, so no request waits for a fork."""
+        """Fork the next child ahead of time and hand the orchestrator a socket to it.
+
+        The orchestrator sends the request straight to the child, so a request
+        neither waits for a fork nor for the zygote to be scheduled and relay it.
+        """
         baseline, address_space = anon_rss_bytes(), vm_bytes()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
@@ -248,18 +252,14 @@ class Zygote:
             ours.close()
             self.child(theirs, address_space)  # never returns
         theirs.close()
-        return Spare(pid, ours, baseline)
-
-    def run(self, spare: "Spare", request: dict, fds: list[int]) -> dict:
-        start = time.monotonic()
         try:
-            socket.send_fds(spare.sock, [encode(request)], fds)
-        except OSError:
-            pass  # the spare died; its exit status below says how
+            socket.send_fds(self.control, [encode({"op": "spare", "pid": pid})], [ours.fileno()])
         finally:
-            for fd in fds:
-                os.close(fd)
-            spare.sock.close()
+            ours.close()
+        return Spare(pid, baseline)
+
+    def run(self, spare: "Spare", request: dict) -> dict:
+        start = time.monotonic()
         status, usage, timed_out, killed = self.supervise(spare.pid, start + float(request["timeout_s"]), request["id"])
         return {
             "op": "done",

@@ -11,7 +11,6 @@ import asyncio
 import os
 import signal
 import time
-from pathlib import Path
 
 import psutil
 import pytest
@@ -230,15 +229,30 @@ async def test_zygote_killed_mid_execution_gives_sandbox_error_then_recovers():
 
 async def test_zygote_recycled_after_max_executions():
     async with PoolExecutor(size=1, preload=(), max_executions=2) as executor:
-        seen = []
-        for _ in range(5):
-            result = await executor.execute("print('ok')")
-            assert result.outcome is Outcome.OK
-            seen.append(executor.zygote_pids[0] if executor.zygote_pids else None)
-            await asyncio.sleep(0)
-        # executions 1-2 on the first zygote, 3-4 on the second, 5 on the third
-        assert seen[0] != seen[2] != seen[4]
-        assert seen[0] != seen[4]
+        first = zygote_processes(executor)[0]
+        for _ in range(2):
+            assert (await executor.execute("print('ok')")).outcome is Outcome.OK
+        # The successor warms up while the old zygote keeps serving; it takes over
+        # on the first execution after it is ready, and the old one is killed.
+        deadline = time.monotonic() + 30
+        while zygote_processes(executor)[0].pid == first.pid:
+            assert time.monotonic() < deadline, "the zygote was never recycled"
+            assert (await executor.execute("print('ok')")).outcome is Outcome.OK
+            await asyncio.sleep(0.05)
+        first.wait(5)
+        assert not first.is_running()
+
+
+async def test_recycling_is_staggered_across_zygotes():
+    async with PoolExecutor(size=2, preload=(), max_executions=4) as executor:
+        before = {p.pid for p in zygote_processes(executor)}
+        for _ in range(2):  # in pairs, so each zygote runs two: the first reaches its staggered limit (2 of 4)
+            results = await asyncio.gather(*(executor.execute("print(1)") for _ in range(2)))
+            assert all(r.outcome is Outcome.OK for r in results)
+        await asyncio.sleep(1.5)
+        await asyncio.gather(*(executor.execute("print(1)") for _ in range(2)))
+        after = {p.pid for p in zygote_processes(executor)}
+        assert len(before & after) == 1, "exactly one zygote (the one with the staggered limit) is recycled first"
 
 
 async def test_no_process_or_directory_left_after_aclose():
@@ -292,3 +306,33 @@ async def test_large_code_and_leftover_files_do_not_leak(pool):
     await pool.execute("import os\nos.makedirs('deep/er')\nopen('deep/er/f.txt', 'w').write('1')\nos.chmod('deep', 0o500)")
     listing = await asyncio.gather(*(pool.execute("import os\nprint(sorted(os.listdir('.')))") for _ in range(4)))
     assert [r.stdout for r in listing] == ["[]\n"] * 4
+
+
+async def test_cancelled_execution_leaves_the_pool_usable():
+    async with PoolExecutor(size=1, preload=()) as executor:
+        running = asyncio.ensure_future(executor.execute("import time\ntime.sleep(30)"))
+        await asyncio.sleep(0.5)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        results = [await executor.execute(f"print({i})") for i in range(3)]
+        assert [r.stdout for r in results] == ["0\n", "1\n", "2\n"]
+
+
+async def test_cold_pool_starts_zygotes_on_demand():
+    async with PoolExecutor(size=1, preload=(), warm=False) as executor:
+        assert executor.zygote_pids == []
+        result = await executor.execute("print('lazy')")
+        assert result.stdout == "lazy\n"
+        assert len(executor.zygote_pids) == 1
+
+
+async def test_strict_mode_refuses_rlimits_only():
+    with pytest.raises(ValueError, match="strict mode"):
+        PoolExecutor(isolation="rlimits", strict=True)
+
+
+async def test_records_the_isolation_it_ran_under():
+    async with PoolExecutor(size=1, preload=(), isolation="rlimits") as executor:
+        result = await executor.execute("print(1)")
+    assert result.isolation == "rlimits" and executor.isolation.value == "rlimits"

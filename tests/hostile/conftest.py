@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -32,6 +34,7 @@ class Target:
     executor: Executor
     guarantees: frozenset[str]
     restricted: bool  # runs RestrictedPython: most imports are refused by policy
+    work_root: Path | None = None  # where the executor makes its workspaces, when we chose it
 
 
 def _skip_or_fail(reason: str, *, required_in_ci: bool) -> None:
@@ -44,12 +47,15 @@ async def _sandbox_target(level: str) -> Target:
     if level == "bwrap" and shutil.which("bwrap") is None:
         _skip_or_fail("bubblewrap is not installed (apt-get install bubblewrap)", required_in_ci=True)
     isolator = Isolator(level_request=level)
-    executor = SandboxExecutor(isolation=isolator)
+    work_root = Path(tempfile.mkdtemp(prefix="codeloop-hostile-work-"))
+    work_root.chmod(0o711)  # the sandbox user must pass through at the rlimits level
+    executor = SandboxExecutor(isolation=isolator, work_root=str(work_root))
     try:
         await executor.level()
     except IsolationUnavailable as exc:
+        shutil.rmtree(work_root)
         _skip_or_fail(f"isolation level {level!r} is not available here: {exc}", required_in_ci=level == "bwrap")
-    return Target(f"sandbox-{level}", executor, isolator.guarantees, restricted=False)
+    return Target(f"sandbox-{level}", executor, isolator.guarantees, restricted=False, work_root=work_root)
 
 
 async def _registered_target(name: str) -> Target:
@@ -76,3 +82,5 @@ async def target(request):
         built = await _registered_target(label)
     yield built
     await built.executor.aclose()
+    if built.work_root is not None:
+        shutil.rmtree(built.work_root)

@@ -29,7 +29,7 @@ import pytest
 
 import executors
 from executors import ExecutionResult, Limits, Outcome
-from executors.isolation import HOST_FILES, NO_NETWORK, PRIVATE_TMP, PROCESS_LIMIT, PROCESS_TREE
+from executors.isolation import HOST_FILES, HOST_SECRETS, NO_NETWORK, PRIVATE_TMP, PROCESS_LIMIT, PROCESS_TREE
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -79,6 +79,7 @@ class Host:
             "DECOY_PID": str(self.decoy.pid),
         }
         values.update({f"PATH_{k.upper()}": str(v) for k, v in self.paths.items()})
+        values["PATH_PROJECT_FILE"] = str(PROJECT_DIR / "pyproject.toml")
         for key in sorted(values, key=len, reverse=True):
             code = code.replace(key, values[key])
         return code
@@ -107,20 +108,24 @@ class Case:
     code: str
     expect: frozenset[Outcome]
     requires: frozenset[str] = frozenset()
-    restricted_expect: frozenset[Outcome] = frozenset({FAILED})  # most cases need imports the policy refuses
+    # Under RestrictedPython a case either behaves as in Python or is refused by policy (FAILED).
+    restricted_expect: frozenset[Outcome] = frozenset({FAILED})
     timeout_s: float | None = None
     check: Callable[[ExecutionResult, Host], None] | None = None
+    memory_bytes: int | None = None
 
 
-def case(id, code, expect, *, requires=(), restricted=(FAILED,), timeout_s=None, check=None) -> Case:
+def case(id, code, expect, *, requires=(), restricted=None, timeout_s=None, check=None, memory_bytes=None) -> Case:
+    expect = frozenset(expect if isinstance(expect, (set, tuple, list, frozenset)) else {expect})
     return Case(
         id=id,
         code=code.strip() + "\n",
-        expect=frozenset(expect if isinstance(expect, (set, tuple, list, frozenset)) else {expect}),
+        expect=expect,
         requires=frozenset(requires),
-        restricted_expect=frozenset(restricted),
+        restricted_expect=frozenset(restricted) if restricted else expect | {FAILED},
         timeout_s=timeout_s,
         check=check,
+        memory_bytes=memory_bytes,
     )
 
 
@@ -238,9 +243,11 @@ print("parent done")
     # -- memory and files -----------------------------------------------------
     case(
         "memory_bomb",
-        "x = []\nwhile True:\n    x.append(' ' * (64 * 2**20))",
+        "x = []\nwhile True:\n    x.append(' ' * (16 * 2**20))",
         MEMORY,
         restricted=(MEMORY,),
+        memory_bytes=256 * 2**20,  # small, so filling it is quick even on a busy machine
+        timeout_s=8.0,  # and a deadline it cannot hit first under load
     ),
     case("numpy_huge_array", "import numpy\nnumpy.zeros(10**11)", MEMORY),
     case(
@@ -278,12 +285,19 @@ with open("/tmp/big.bin", "wb") as f:
     ),
     case("exhaust_file_descriptors", "fs = [open('/dev/null') for _ in range(10**6)]", FAILED),
     # -- secrets and host files ----------------------------------------------
-    case("read_etc_shadow", "print(open('/etc/shadow').read())", FAILED, requires=[HOST_FILES], check=no_shadow_leak),
+    case("read_etc_shadow", "print(open('/etc/shadow').read())", FAILED, requires=[HOST_SECRETS], check=no_shadow_leak),
+    case(
+        "read_project_source",
+        "print(open('PATH_PROJECT_FILE').read())",
+        FAILED,
+        requires=[HOST_FILES],
+        check=lambda r, h: assert_not_in_stdout(r, "[project]"),
+    ),
     case(
         "read_shadow_via_proc_1_root",
         "print(open('/proc/1/root/etc/shadow').read())",
         FAILED,
-        requires=[HOST_FILES, HOST_PROCESSES],
+        requires=[HOST_SECRETS, HOST_PROCESSES],
         check=no_shadow_leak,
     ),
     case("dump_environment", "import os\nprint(dict(os.environ))", OK),
@@ -318,8 +332,8 @@ except OSError as exc:
     case("write_host_tmp", "open('PATH_TMP', 'w').write('x')", {OK, FAILED}, requires=[PRIVATE_TMP]),
     case("write_host_var_tmp", "open('PATH_VAR_TMP', 'w').write('x')", {OK, FAILED}, requires=[PRIVATE_TMP]),
     case("write_host_dev_shm", "open('PATH_SHM', 'w').write('x')", {OK, FAILED}, requires=[PRIVATE_TMP]),
-    case("write_home_dir", "open('PATH_HOME', 'w').write('x')", FAILED, requires=[HOST_FILES]),
-    case("write_project_dir", "open('PATH_PROJECT', 'w').write('x')", FAILED, requires=[HOST_FILES]),
+    case("write_home_dir", "open('PATH_HOME', 'w').write('x')", FAILED, requires=[HOST_SECRETS]),
+    case("write_project_dir", "open('PATH_PROJECT', 'w').write('x')", FAILED, requires=[HOST_SECRETS]),
     # -- network ----------------------------------------------------------------
     case(
         "tcp_to_localhost",
@@ -379,7 +393,7 @@ for path in ('/etc/shadow', 'PATH_PROJECT'):
 socket.create_connection(('127.0.0.1', TCP_PORT), timeout=0.5)
 """,
         FAILED,
-        requires=[HOST_FILES, NO_NETWORK],
+        requires=[HOST_SECRETS, NO_NETWORK],
     ),
     case(
         "ctypes_ptrace_parent",
@@ -426,6 +440,10 @@ os._exit(0)
         {OK, FAILED},
     ),
 ]
+
+
+def assert_not_in_stdout(result: ExecutionResult, text: str) -> None:
+    assert text not in result.stdout, f"{text!r} leaked into stdout"
 
 
 def assert_truncated_artifact(result: ExecutionResult, name: str) -> None:
@@ -524,7 +542,9 @@ async def test_hostile(target, hostile: Case, host: Host):
     code = host.fill(hostile.code)
     if not target.restricted:
         code = tag_process(code, host.token)
-    limits = LIMITS.replace(timeout_s=hostile.timeout_s) if hostile.timeout_s else LIMITS
+    limits = LIMITS.replace(
+        timeout_s=hostile.timeout_s or LIMITS.timeout_s, memory_bytes=hostile.memory_bytes or LIMITS.memory_bytes
+    )
     started = time.monotonic()
     result = await asyncio.wait_for(target.executor.execute(code, limits=limits), limits.timeout_s + 15)
     elapsed = time.monotonic() - started
@@ -555,13 +575,41 @@ async def test_hostile(target, hostile: Case, host: Host):
 
 
 async def test_nothing_left_behind_and_next_execution_works(target):
-    before = {p.name for p in Path(tempfile.gettempdir()).glob("codeloop-sandbox-*")}
     result = await target.executor.execute("print(6 * 7)", limits=LIMITS)
     assert result.outcome is OK, (result.error_type, result.error_message, result.stderr[-400:])
     assert result.stdout.strip() == "42"
-    after = {p.name for p in Path(tempfile.gettempdir()).glob("codeloop-sandbox-*")}
-    assert after <= before, f"workspaces left in {tempfile.gettempdir()}: {sorted(after - before)}"
+    if target.work_root is not None:
+        await target.executor.drain()
+        left = list(target.work_root.iterdir())
+        assert not left, f"workspaces left behind: {left}"
     assert not list(PROJECT_DIR.glob("codeloop-hostile-*")), "files were left in the project directory"
     assert not list(Path.home().glob("codeloop-hostile-*")), "files were left in the home directory"
     strays = tagged_processes()
     assert not strays, f"stray processes from hostile cases: {strays}"
+
+
+# RestrictedPython's published escapes: the policy must refuse each, and nothing of
+# Python's object graph may be printed. Only the restricted executor has a policy to escape.
+POLICY_ESCAPES = {
+    "generator_frame_globals": "g = (x for x in [1])\nprint(g.gi_frame.f_back.f_back.f_globals)",
+    "getattr_generator_frame": "g = (x for x in [1])\nprint(getattr(g, 'gi_frame'))",
+    "str_format_attribute_walk": "print('{0.__class__.__mro__}'.format(1))",
+    "str_format_map_attribute_walk": "print('{x.__class__.__mro__}'.format_map({'x': 1}))",
+    "string_formatter": "import string\nprint(string.Formatter().format('{0.__class__.__mro__}', 1))",
+    "except_star_type_confusion": (
+        "try:\n    raise ExceptionGroup('g', [ValueError(1)])\n"
+        "except* ValueError as eg:\n    print(eg.exceptions[0].__class__.__mro__)"
+    ),
+    "subclasses_walk": "print(().__class__.__bases__[0].__subclasses__())",
+    "fstring_dunder": "x = 1\nprint(f'{x.__class__.__mro__}')",
+}
+
+
+@pytest.mark.parametrize("escape", sorted(POLICY_ESCAPES))
+async def test_restricted_policy_escapes(target, escape: str, host: Host):
+    if not target.restricted:
+        pytest.skip("a RestrictedPython policy escape: only the restricted executor has a policy")
+    result = await target.executor.execute(POLICY_ESCAPES[escape], limits=LIMITS)
+    assert result.outcome is FAILED, (result.outcome, result.stdout[-300:])
+    assert "<class" not in result.stdout and "f_globals" not in result.stdout, result.stdout[-300:]
+    assert host.secret not in repr(result.to_json())
