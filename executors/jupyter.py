@@ -111,10 +111,10 @@ class LocalKernel(KernelHandle):
                 f"the jupyter kernel did not answer within {self.ready_timeout_s:g} s"
             ) from exc
 
-    async def send_execute(self, code: str, *, silent: bool = False) -> str:
+    async def send_execute(self, code: str) -> str:
         if not await self.km.is_alive():
             raise KernelDied(self._death_detail())
-        return self.client.execute(code, silent=silent, store_history=not silent, allow_stdin=False)
+        return self.client.execute(code, store_history=True, allow_stdin=False)
 
     async def next_iopub(self, timeout: float) -> dict[str, Any] | None:
         # Wait in short slices so a killed kernel is noticed within ~0.2 s.
@@ -138,8 +138,12 @@ class LocalKernel(KernelHandle):
         return "the kernel process is gone"
 
     async def interrupt(self) -> None:
-        if await self.km.is_alive():
+        try:
             await self.km.interrupt_kernel()
+        except Exception as exc:  # jupyter_client raises plain RuntimeErrors for a dead kernel
+            if not await self.km.is_alive():
+                raise KernelDied(self._death_detail()) from exc
+            raise KernelDied(f"the kernel could not be interrupted: {exc}") from exc
 
     async def restart(self) -> None:
         if self.client is not None:

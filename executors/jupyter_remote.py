@@ -170,6 +170,7 @@ class RemoteKernel(KernelHandle):
                 additional_headers=self.ex.headers(),
                 max_size=None,
                 open_timeout=self.ex.request_timeout_s,
+                close_timeout=2,
                 ping_interval=20,
             )
         except websockets.InvalidStatus as exc:
@@ -256,13 +257,13 @@ class RemoteKernel(KernelHandle):
             except OSError:
                 pass
 
-    async def send_execute(self, code: str, *, silent: bool = False) -> str:
+    async def send_execute(self, code: str) -> str:
         return await self._send(
             "execute_request",
             {
                 "code": code,
-                "silent": silent,
-                "store_history": not silent,
+                "silent": False,
+                "store_history": True,
                 "user_expressions": {},
                 "allow_stdin": False,
                 "stop_on_error": True,
@@ -277,7 +278,10 @@ class RemoteKernel(KernelHandle):
         return msg
 
     async def interrupt(self) -> None:
-        await self.ex.request("POST", f"/api/kernels/{self.kernel_id}/interrupt")
+        try:
+            await self.ex.request("POST", f"/api/kernels/{self.kernel_id}/interrupt")
+        except GatewayError as exc:  # gone from the gateway, or the gateway is gone
+            raise KernelDied(f"the kernel could not be interrupted: {exc}") from None
 
     async def restart(self) -> None:
         await self._close_ws()

@@ -139,7 +139,7 @@ class KernelHandle(abc.ABC):
     """One live kernel as the executors need it, whatever the transport."""
 
     @abc.abstractmethod
-    async def send_execute(self, code: str, *, silent: bool = False) -> str:
+    async def send_execute(self, code: str) -> str:
         """Send an execute_request; return its msg_id."""
 
     @abc.abstractmethod
@@ -182,7 +182,6 @@ async def run_cell(
     *,
     timeout_s: float,
     interrupt_grace_s: float,
-    silent: bool = False,
 ) -> CellRun:
     """Execute ``code`` and gather its output until the kernel is idle again.
 
@@ -192,7 +191,7 @@ async def run_cell(
     """
     loop = asyncio.get_running_loop()
     try:
-        msg_id = await handle.send_execute(code, silent=silent)
+        msg_id = await handle.send_execute(code)
     except KernelDied as exc:
         return CellRun(collector, "dead", str(exc))
     deadline = loop.time() + timeout_s
