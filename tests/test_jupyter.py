@@ -114,8 +114,8 @@ def executors(gateway):
     """One executor of each kind for the module; closed (kernels stopped) at the end."""
     url, token = gateway
     made = {
-        "local": JupyterExecutor(interrupt_grace_s=1.5, max_kernels=8),
-        "remote": JupyterRemoteExecutor(url, token=token, interrupt_grace_s=1.5, max_kernels=8),
+        "local": JupyterExecutor(interrupt_grace_s=2.5, max_kernels=8),
+        "remote": JupyterRemoteExecutor(url, token=token, interrupt_grace_s=2.5, max_kernels=8),
     }
     yield made
     for ex in made.values():
@@ -206,7 +206,7 @@ async def test_infinite_loop_is_interrupted_and_kernel_keeps_state(ex, kind):
     assert r.outcome is Outcome.DEADLINE_EXCEEDED, r
     assert r.error_type == "TimeoutError" and "kept" in r.error_message
     assert "started" in r.stdout
-    assert elapsed < 1.5 + ex.interrupt_grace_s + 1.0
+    assert elapsed < 1.5 + ex.interrupt_grace_s + 2.0  # slack for a loaded machine
     after = await ex.execute("kept", session=s)
     assert after.outcome is Outcome.OK and after.results == ["'yes'"]
 
