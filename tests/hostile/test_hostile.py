@@ -469,14 +469,12 @@ def processes_with(token: str) -> list[psutil.Process]:
     return found
 
 
-def tagged_processes() -> list[psutil.Process]:
-    """Every process a hostile case tagged, whatever its token."""
+def tagged_processes(tokens: set[str]) -> list[psutil.Process]:
+    """Live processes a hostile case of this run tagged (other runs on the machine have other tokens)."""
+    names = {f"cl{t}" for t in tokens}
     found = []
     for proc in psutil.process_iter(["name", "status"]):
-        name = proc.info["name"] or ""
-        if proc.info["status"] == psutil.STATUS_ZOMBIE:
-            continue
-        if len(name) == 10 and name.startswith("cl") and all(c in "0123456789abcdef" for c in name[2:]):
+        if proc.info["status"] != psutil.STATUS_ZOMBIE and proc.info["name"] in names:
             found.append(proc)
     return found
 
@@ -486,9 +484,16 @@ def tag_process(code: str, token: str) -> str:
     return f"import ctypes as _c\n_c.CDLL(None).prctl(15, b'cl{token}', 0, 0, 0)\ndel _c\n{code}"
 
 
+@pytest.fixture(scope="session")
+def used_tokens() -> set[str]:
+    """Every token handed to a case in this run, for the final stray-process check."""
+    return set()
+
+
 @pytest.fixture
-def host(tmp_path, monkeypatch):
+def host(tmp_path, monkeypatch, used_tokens):
     token = secrets.token_hex(4)
+    used_tokens.add(token)
     secret = f"sk-codeloop-test-{secrets.token_hex(8)}"
     monkeypatch.setenv("CODELOOP_TEST_SECRET", secret)
     tcp = socket.create_server(("127.0.0.1", 0))
@@ -574,7 +579,7 @@ async def test_hostile(target, hostile: Case, host: Host):
     assert host.decoy.poll() is None, "a host process was killed"
 
 
-async def test_nothing_left_behind_and_next_execution_works(target):
+async def test_nothing_left_behind_and_next_execution_works(target, used_tokens):
     result = await target.executor.execute("print(6 * 7)", limits=LIMITS)
     assert result.outcome is OK, (result.error_type, result.error_message, result.stderr[-400:])
     assert result.stdout.strip() == "42"
@@ -584,7 +589,7 @@ async def test_nothing_left_behind_and_next_execution_works(target):
         assert not left, f"workspaces left behind: {left}"
     assert not list(PROJECT_DIR.glob("codeloop-hostile-*")), "files were left in the project directory"
     assert not list(Path.home().glob("codeloop-hostile-*")), "files were left in the home directory"
-    strays = tagged_processes()
+    strays = tagged_processes(used_tokens)
     assert not strays, f"stray processes from hostile cases: {strays}"
 
 
