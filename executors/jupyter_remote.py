@@ -65,7 +65,7 @@ _SETUP = r'''
 def __codeloop_setup(path):
     import json, os, sys, tempfile, types
     if path is None:
-        path = tempfile.mkdtemp(prefix="codeloop-")
+        path = tempfile.mkdtemp(prefix="codeloop-kernel-")
     os.makedirs(path, exist_ok=True)
     os.chdir(path)
     state = sys.modules.setdefault("codeloop_kernel_state", types.ModuleType("codeloop_kernel_state"))
@@ -136,6 +136,18 @@ def __codeloop_collect(max_count, max_bytes, max_total):
     state.out = json.dumps({"files": out})
 __codeloop_collect(%(count)d, %(size)d, %(total)d)
 del __codeloop_collect
+'''
+
+
+_CLEANUP = r'''
+def __codeloop_cleanup():
+    import json, os, shutil, sys
+    state = sys.modules["codeloop_kernel_state"]
+    os.chdir("/")
+    shutil.rmtree(state.root, ignore_errors=True)
+    state.out = json.dumps({"removed": state.root})
+__codeloop_cleanup()
+del __codeloop_cleanup
 '''
 
 
@@ -306,8 +318,18 @@ class RemoteKernel(KernelHandle):
         await self.attach()
 
     async def shutdown(self) -> None:
+        if self._setup_done:
+            # The working directory is on the gateway host: only the kernel can remove it.
+            try:
+                await asyncio.wait_for(self._remove_workdir(), 5)
+            except (KernelDied, KernelStartError, asyncio.TimeoutError):
+                pass  # a busy or dead kernel keeps its directory; the DELETE still stops it
         await self._close_ws()
         await self.ex.delete_kernel(self.kernel_id)
+
+    async def _remove_workdir(self) -> None:
+        await self.attach()  # reconnects when the channels belong to an earlier event loop
+        await self._helper(_CLEANUP)
 
     async def _close_ws(self) -> None:
         ws, self.ws = self.ws, None

@@ -267,8 +267,10 @@ async def test_reset_clears_state_and_sessions_are_separate(ex, kind):
     await ex.execute("shared = 1", session=f"main-{kind}")
     other = await ex.execute("shared", session=s)
     assert other.outcome is Outcome.FAILED and other.error_type == "NameError"
-    await ex.execute("secret_value = 5", session=s)
+    before = await ex.execute("secret_value = 5\nimport os\nos.getcwd()", session=s)
     await ex.reset(s)
+    if kind == "remote":  # the gateway runs here, so its kernel's directory is visible
+        assert not os.path.exists(eval(before.results[0])), "reset left the working directory behind"
     r = await ex.execute("secret_value", session=s)
     assert r.outcome is Outcome.FAILED and r.error_type == "NameError"
 
