@@ -450,13 +450,13 @@ async def test_local_memory_limit_is_reported(executors):
     assert r.outcome is Outcome.MEMORY_EXCEEDED and r.error_type == "MemoryError"
 
 
-def test_local_kernel_dies_with_a_killed_parent():
+def test_local_kernel_dies_with_a_killed_parent(tmp_path):
     """SIGKILL skips every finalizer: the kernel must still go (PR_SET_PDEATHSIG)."""
     script = (
         "import asyncio\n"
         "from executors.jupyter import JupyterExecutor\n"
         "async def main():\n"
-        "    ex = JupyterExecutor()\n"
+        f"    ex = JupyterExecutor(base_dir={str(tmp_path)!r})  # nobody is left to remove it\n"
         "    await ex.execute('1')\n"
         "    print(ex.kernel_pid(), flush=True)\n"
         "    await asyncio.sleep(120)\n"
