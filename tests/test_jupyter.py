@@ -15,6 +15,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -351,12 +352,13 @@ async def test_bad_input_file_name_is_a_clear_error(ex, kind):
 async def test_remote_finalizer_deletes_kernels(gateway):
     url, token = gateway
     ex = JupyterRemoteExecutor(url, token=token)
-    await ex.execute("1")
+    r = await ex.execute("import os\nos.getcwd()")
     kernel_id = ex.kernel_id()
     assert _get(f"{url}/api/kernels/{kernel_id}", token) == 200
     del ex
     gc.collect()
     assert _get(f"{url}/api/kernels/{kernel_id}", token) == 404
+    shutil.rmtree(eval(r.results[0]))  # a finalizer cannot ask the kernel to remove its directory
 
 
 async def test_concurrent_sessions_respect_the_kernel_bound(gateway):
