@@ -37,6 +37,7 @@ from jupyter_client.manager import AsyncKernelManager
 from .base import Artifact, InputFile, Isolation, Limits
 from .isolation import SANDBOX_ROOT, Isolator, IsolationUnavailable, Mount
 from .kernel_common import (
+    DEFAULT_SESSION,
     KernelDied,
     KernelExecutorBase,
     KernelHandle,
@@ -399,5 +400,5 @@ class JupyterExecutor(KernelExecutorBase):
 
     def kernel_pid(self, session: str | None = None) -> int | None:
         """The pid of a session's kernel launcher, or None without a live kernel."""
-        sess = self._sessions.get(session or "default")
+        sess = self._sessions.get(session or DEFAULT_SESSION)
         return sess.handle.pid if sess is not None else None

@@ -36,6 +36,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from .base import Artifact, InputFile, Isolation, Limits
 from .kernel_common import (
+    DEFAULT_SESSION,
     KernelDied,
     KernelExecutorBase,
     KernelHandle,
@@ -551,7 +552,7 @@ class JupyterRemoteExecutor(KernelExecutorBase):
 
     def kernel_id(self, session: str | None = None) -> str | None:
         """The gateway's id for a session's kernel, or None without one."""
-        sess = self._sessions.get(session or "default")
+        sess = self._sessions.get(session or DEFAULT_SESSION)
         return sess.handle.kernel_id if sess is not None else None
 
 
