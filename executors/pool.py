@@ -19,6 +19,7 @@ also recycled after ``max_executions`` runs.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import fcntl
 import json
@@ -60,7 +61,10 @@ DEFAULT_PRELOAD = ("numpy", "pandas", "matplotlib", "matplotlib.pyplot", "sympy"
 class PoolSettings:
     """How the pool is shaped. All of it is passed in; nothing is read from globals."""
 
-    size: int = 2  # zygotes, and therefore executions running at once
+    size: int = 2  # zygotes with the libraries preloaded, and so executions using them at once
+    # Zygotes that preload nothing, for code that imports neither a preloaded library
+    # nor anything outside the standard library: their forks cost a tenth as much.
+    light_size: int = 2
     # Recycle a zygote after this many runs: each fork's copy-on-write splits some of
     # the zygote's huge pages, so forks slowly get dearer; a fresh zygote restores them.
     max_executions: int = 200
@@ -77,6 +81,8 @@ class PoolSettings:
     def __post_init__(self) -> None:
         if self.size < 1:
             raise ValueError(f"PoolSettings.size must be at least 1, got {self.size}")
+        if self.light_size < 0:
+            raise ValueError(f"PoolSettings.light_size must be 0 or more, got {self.light_size}")
         if self.max_executions < 1:
             raise ValueError(f"PoolSettings.max_executions must be at least 1, got {self.max_executions}")
 
@@ -303,6 +309,9 @@ class ZygoteProcess:
 class _Slot:
     index: int
     workspace: SlotWorkspace
+    light: bool = False  # preloads nothing (see PoolSettings.light_size)
+    position: int = 0  # index among the slots of its kind
+    kind_count: int = 1
     zygote: ZygoteProcess | None = None
     replacement: asyncio.Task | None = None  # the successor being warmed up while this zygote serves
     generation: int = 0  # zygotes this slot has had
@@ -340,7 +349,8 @@ class PoolExecutor:
         self._finalizer = weakref.finalize(self, _kill_processes, self._pids)
         self._root: Path | None = None
         self._root_finalizer = None
-        self._slots: asyncio.Queue | None = None
+        self._slots: asyncio.Queue | None = None  # slots whose zygotes preload the libraries
+        self._light_slots: asyncio.Queue | None = None
         self._all_slots: list[_Slot] = []
         self._start_lock: asyncio.Lock | None = None
         self._background: set[asyncio.Task] = set()
@@ -376,8 +386,13 @@ class PoolExecutor:
                 # (bwrap mounts no /sys) the fast-fork tuning silently does nothing.
                 self._mounts.append(Mount(THP_SETTINGS, THP_SETTINGS))
             self._paths = self.isolator.view(self._root, self._mounts)  # how host paths appear inside
-            slots: asyncio.Queue = asyncio.Queue()
-            self._all_slots = [_Slot(i, SlotWorkspace(self._root / f"slot-{i}")) for i in range(self.settings.size)]
+            light = self.settings.light_size if self.settings.preload else 0
+            kinds = [(False, i, self.settings.size) for i in range(self.settings.size)]
+            kinds += [(True, i, light) for i in range(light)]
+            self._all_slots = [
+                _Slot(n, SlotWorkspace(self._root / f"slot-{n}"), light=is_light, position=i, kind_count=count)
+                for n, (is_light, i, count) in enumerate(kinds)
+            ]
             if self.settings.warm:
                 results = await asyncio.gather(
                     *(self._fill(slot) for slot in self._all_slots), return_exceptions=True
@@ -385,9 +400,12 @@ class PoolExecutor:
                 errors = [r for r in results if isinstance(r, BaseException)]
                 if len(errors) == len(results):
                     raise ZygoteError(f"no zygote could start: {errors[0]}")
+            full_slots: asyncio.Queue = asyncio.Queue()
+            light_slots: asyncio.Queue = asyncio.Queue()
             for slot in self._all_slots:
-                slots.put_nowait(slot)
-            self._slots = slots
+                (light_slots if slot.light else full_slots).put_nowait(slot)
+            self._light_slots = light_slots if light else None
+            self._slots = full_slots
 
     def _wrap(self, config: dict) -> SandboxCommand:
         """The zygote's command line, inside the same isolation as the ``sandbox`` executor.
@@ -403,18 +421,18 @@ class PoolExecutor:
             env.update(FAST_FORK_ENV)
         return self.isolator.wrap(argv, work_dir=self._root, mounts=self._mounts, env=env, as_pid_1=True)
 
-    def _zygote_config(self) -> dict:
+    def _zygote_config(self, light: bool) -> dict:
         return {
             "harness_path": HARNESS,
             "policy_path": RESTRICTED_POLICY if self.settings.restricted_policy else None,
-            "preload": list(self.settings.preload),
+            "preload": [] if light else list(self.settings.preload),
             "fast_fork": self.settings.fast_fork,
             "env": {"MPLBACKEND": "Agg", "MPLCONFIGDIR": self._paths.inside(self._root / "mpl")},
         }
 
     async def _start_zygote(self, slot: _Slot) -> ZygoteProcess:
         zygote = ZygoteProcess(self._wrap, self._root / f"zygote-{slot.index}.log", self._pids)
-        await zygote.start(self._zygote_config(), self.settings.start_timeout_s)
+        await zygote.start(self._zygote_config(slot.light), self.settings.start_timeout_s)
         return zygote
 
     async def _fill(self, slot: _Slot) -> None:
@@ -429,8 +447,8 @@ class PoolExecutor:
         """Executions before a zygote is recycled. The first generation is staggered
         across slots, so the zygotes never all recycle at once."""
         limit = self.settings.max_executions
-        if slot.generation <= 1 and self.settings.size > 1:
-            return max(1, limit * (slot.index + 1) // self.settings.size)
+        if slot.generation <= 1 and slot.kind_count > 1:
+            return max(1, limit * (slot.position + 1) // slot.kind_count)
         return limit
 
     async def _swap_in_replacement(self, slot: _Slot) -> None:
@@ -456,7 +474,7 @@ class PoolExecutor:
                 pass  # the next execution on this slot will try again and report the error
             finally:
                 if self._slots is not None and not self._closed:
-                    self._slots.put_nowait(slot)
+                    self._queue_of(slot).put_nowait(slot)
 
         task = asyncio.get_running_loop().create_task(refill())
         self._background.add(task)
@@ -526,7 +544,8 @@ class PoolExecutor:
                 await self.start()
             except ZygoteError as exc:
                 return self._sandbox_error(str(exc), mode)
-        slot = await self._slots.get()
+        queue = self._light_slots if self._light_slots is not None and not self._needs_preload(code) else self._slots
+        slot = await queue.get()
         give_back = True
         try:
             await self._swap_in_replacement(slot)
@@ -562,7 +581,32 @@ class PoolExecutor:
             return result
         finally:
             if give_back and not self._closed:
-                self._slots.put_nowait(slot)
+                queue.put_nowait(slot)
+
+    def _queue_of(self, slot: _Slot) -> asyncio.Queue:
+        return self._light_slots if slot.light else self._slots
+
+    def _needs_preload(self, code: str) -> bool:
+        """Whether the code imports a preloaded library, or anything outside the standard
+        library (which may import one). Imports made at run time by name are not seen;
+        a light zygote then imports the library itself, slower but with the same result."""
+        roots = {name.split(".")[0] for name in self.settings.preload}
+        try:
+            tree = ast.parse(code)
+        except (SyntaxError, ValueError):
+            return False  # it fails at compile time wherever it runs
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                root = name.split(".")[0]
+                if root in roots or root not in sys.stdlib_module_names:
+                    return True
+        return False
 
     def _sandbox_error(self, message: str, mode: str) -> ExecutionResult:
         restricted = mode == "restricted"

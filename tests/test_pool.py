@@ -336,3 +336,20 @@ async def test_records_the_isolation_it_ran_under():
     async with PoolExecutor(size=1, preload=(), isolation="rlimits") as executor:
         result = await executor.execute("print(1)")
     assert result.isolation == "rlimits" and executor.isolation.value == "rlimits"
+
+
+async def test_code_without_library_imports_runs_on_a_light_zygote(pool):
+    plain = await pool.execute("import sys, math\nprint('pandas' in sys.modules, math.factorial(5))")
+    assert plain.stdout == "False 120\n"
+    heavy = await pool.execute("import numpy\nimport sys\nprint('pandas' in sys.modules)")
+    assert heavy.stdout == "True\n"
+    # An import the scan cannot see still works: the light zygote's child imports it.
+    dynamic = await pool.execute("np = __import__('numpy')\nprint(int(np.arange(4).sum()))")
+    assert dynamic.outcome is Outcome.OK and dynamic.stdout == "6\n"
+
+
+async def test_light_zygotes_can_be_turned_off():
+    async with PoolExecutor(size=1, light_size=0, preload=("json",)) as executor:
+        assert len(executor.zygote_pids) == 1
+        result = await executor.execute("print(1)")
+        assert result.stdout == "1\n"
