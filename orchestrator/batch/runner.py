@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import os
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -179,7 +181,7 @@ async def run_batch(
     try:
         store = BatchStore(run_path, durability=durability)
         open_batch(store, settings, loaded, resume=resume, force=force)
-        todo = deque(store.runnable_ids(rerun_errors=rerun_errors))
+        todo = deque(store.runnable_items(rerun_errors=rerun_errors))
         counts = store.counts()
         async for pair in _drive(store, runner_engine, todo, settings, progress,
                                  already_done=counts["total"] - len(todo), total=counts["total"]):
@@ -208,27 +210,34 @@ def _make_engine(name: str, *, model: Any, executor: Any, executor_options: dict
     raise ValueError(f"unknown engine {name!r}; choose 'local' or 'ray'")
 
 
-async def _drive(store: BatchStore, engine: Engine, todo: deque[str], settings: BatchSettings,
+async def _drive(store: BatchStore, engine: Engine, todo: deque[BatchItem], settings: BatchSettings,
                  progress: BatchProgress, *, already_done: int, total: int) -> AsyncIterator[tuple[str, RunResult]]:
-    session = store.begin_session(settings.to_json())
+    # Every store call runs on one writer thread: a commit that waits for a WAL
+    # checkpoint's fsync (tens of ms) then stalls only the writes, not every
+    # model call on the event loop. Calls are still one at a time, in order.
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="codeloop-store")
+    loop = asyncio.get_running_loop()
+
+    def write(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        return loop.run_in_executor(writer, functools.partial(fn, *args, **kwargs))
+
     to_run = len(todo)
     finished: asyncio.Queue[tuple[str, RunResult] | BaseException] = asyncio.Queue()
     in_flight: set[str] = set()
     reason = "interrupted"
+    session = await write(store.begin_session, settings.to_json())
 
     async def worker() -> None:
         try:
             while todo:
-                item_id = todo.popleft()
-                item = store.item(item_id)
-                store.mark_running(item_id, session)
-                in_flight.add(item_id)
+                item = todo.popleft()
+                in_flight.add(item.id)
+                await write(store.mark_running, item.id, session)
                 outcome = await engine.run(item)
-                # No await between these lines: an item is in flight until its result is committed.
-                status = store.finish(item_id, outcome.result, rate_limited=outcome.rate_limited)
-                in_flight.discard(item_id)
+                status = await write(store.finish, item.id, outcome.result, rate_limited=outcome.rate_limited)
+                in_flight.discard(item.id)
                 progress.item_finished(status, outcome.result, outcome.rate_limited)
-                finished.put_nowait((item_id, outcome.result))
+                finished.put_nowait((item.id, outcome.result))
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # a store or engine failure stops the batch, loudly
@@ -250,11 +259,19 @@ async def _drive(store: BatchStore, engine: Engine, todo: deque[str], settings: 
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
-        if in_flight:
-            store.mark_interrupted(in_flight)
-        store.end_session(session, reason)
+        # Queued after any finish() a cancelled worker left running on the writer thread,
+        # so an item whose result was committed is not marked interrupted.
+        cleanup = writer.submit(_end_session, store, session, sorted(in_flight), reason)
+        writer.shutdown(wait=True)
+        cleanup.result()
         progress.stop()
         await engine.aclose()
+
+
+def _end_session(store: BatchStore, session: int, in_flight: list[str], reason: str) -> None:
+    if in_flight:
+        store.mark_interrupted(in_flight)
+    store.end_session(session, reason)
 
 
 def run_batch_sync(items: Any, **options: Any) -> list[tuple[str, RunResult]]:

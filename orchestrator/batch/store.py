@@ -186,7 +186,9 @@ class BatchStore:
                 raise StoreError(f"{self.run_dir} holds no batch (no {DB_NAME})")
             self.run_dir.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, one per state change.
-        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        # check_same_thread=False: the batch driver hands the store to one writer thread
+        # (so a slow fsync never stalls the event loop); it is still used by one thread at a time.
+        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={durability.upper()}")
@@ -304,6 +306,15 @@ class BatchStore:
         statuses = ("pending", "error") if rerun_errors else ("pending",)
         marks = ", ".join("?" * len(statuses))
         return [r[0] for r in self._db.execute(f"SELECT id FROM items WHERE status IN ({marks}) ORDER BY seq", statuses)]
+
+    def runnable_items(self, *, rerun_errors: bool = True) -> list[BatchItem]:
+        """Like :meth:`runnable_ids`, with the items themselves (one query, not one per item)."""
+        statuses = ("pending", "error") if rerun_errors else ("pending",)
+        marks = ", ".join("?" * len(statuses))
+        return [BatchItem(id=r["id"], prompt=r["prompt"], files=json.loads(r["files"]),
+                          metadata=json.loads(r["metadata"]), source=r["source"])
+                for r in self._db.execute(f"SELECT id, prompt, files, metadata, source FROM items "
+                                          f"WHERE status IN ({marks}) ORDER BY seq", statuses)]
 
     def item(self, item_id: str) -> BatchItem:
         row = self._db.execute("SELECT id, prompt, files, metadata, source FROM items WHERE id = ?", (item_id,)).fetchone()

@@ -1,0 +1,198 @@
+"""Batch throughput and per-item overhead, against the ideal a model's latency allows.
+
+A scripted model with a fixed latency (50 ms) answers every prompt with code
+and then with its answer: two model calls per item. With ``concurrency`` model
+calls in flight the ideal is ``concurrency / (2 x latency)`` items per second;
+anything below it is the batch's own cost (scheduling, the loop, the store).
+
+Reported per run:
+- items/s against the ideal, and the share of it reached;
+- slot overhead: model-slot time per item not spent inside the model,
+  ``elapsed x concurrency / items - 2 x latency`` (ms); what a slow driver costs;
+- driver CPU per item: the benchmark process's CPU time / items (ms); its
+  children (the pool's sandboxed processes) are not counted, so this is the
+  orchestrator's own cost beyond execution.
+
+Executors: ``trivial`` (a test double that returns OK at once) and ``pool``
+(skipped with a note when it is not registered). Writes benchmarks/reports/batch.md.
+
+    python -m benchmarks.batch [--items 1000] [--concurrency 1 8 32 64] [--latency 0.05]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from executors.base import ExecutionResult, InputFile, Limits, Outcome
+from executors.registry import UnknownExecutorError, available_executors, get_executor
+from orchestrator.batch import run_batch
+from orchestrator.logs import configure_logging
+from orchestrator.models.scripted import ScriptedModel
+
+REPORT = Path(__file__).resolve().parent / "reports" / "batch.md"
+SCRIPT = ["```python\nprint(6 * 7)\n```", "The answer is 42."]
+CALLS_PER_ITEM = len(SCRIPT)
+
+
+class TrivialExecutorDouble:
+    """Test double: answers OK at once, so only the batch's own cost remains."""
+
+    name = "trivial-double"
+    stateful = False
+
+    async def execute(self, code: str, *, files: Sequence[InputFile] = (), limits: Limits | None = None,
+                      session: str | None = None) -> ExecutionResult:
+        return ExecutionResult(outcome=Outcome.OK, stdout="42\n", executor=self.name)
+
+    async def reset(self, session: str | None = None) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+@dataclass
+class Measurement:
+    executor: str
+    concurrency: int
+    items: int
+    elapsed_s: float
+    cpu_s: float
+    model_calls: int
+    mean_execution_ms: float
+    latency_s: float
+
+    @property
+    def throughput(self) -> float:
+        return self.items / self.elapsed_s
+
+    @property
+    def ideal(self) -> float:
+        return self.concurrency / (CALLS_PER_ITEM * self.latency_s)
+
+    @property
+    def efficiency(self) -> float:
+        return self.throughput / self.ideal
+
+    @property
+    def slot_overhead_ms(self) -> float:
+        return (self.elapsed_s * self.concurrency / self.items - CALLS_PER_ITEM * self.latency_s) * 1000
+
+    @property
+    def cpu_ms_per_item(self) -> float:
+        return self.cpu_s / self.items * 1000
+
+
+async def measure(executor_name: str, executor, *, items: int, concurrency: int, latency_s: float,
+                  execution_concurrency: int) -> Measurement:
+    model = ScriptedModel(SCRIPT, latency_s=latency_s)
+    run_dir = Path(tempfile.mkdtemp(prefix="codeloop-bench-batch-"))
+    try:
+        execution_total = 0.0
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        async for _, result in run_batch([f"prompt {k}" for k in range(items)], model=model, executor=executor,
+                                         run_dir=run_dir, concurrency=concurrency,
+                                         execution_concurrency=execution_concurrency):
+            execution_total += result.execution_time_s
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    if model.calls != items * CALLS_PER_ITEM:
+        raise RuntimeError(f"expected {items * CALLS_PER_ITEM} model calls, saw {model.calls}")
+    return Measurement(executor=executor_name, concurrency=concurrency, items=items, elapsed_s=elapsed, cpu_s=cpu,
+                       model_calls=model.calls, mean_execution_ms=execution_total / items * 1000, latency_s=latency_s)
+
+
+def table(rows: list[Measurement]) -> list[str]:
+    lines = ["| executor | concurrency | items | elapsed (s) | items/s | ideal items/s | % of ideal "
+             "| slot overhead (ms/item) | driver CPU (ms/item) | mean execution (ms) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for m in rows:
+        lines.append(f"| {m.executor} | {m.concurrency} | {m.items} | {m.elapsed_s:.2f} | {m.throughput:.1f} "
+                     f"| {m.ideal:.1f} | {m.efficiency * 100:.1f}% | {m.slot_overhead_ms:.2f} "
+                     f"| {m.cpu_ms_per_item:.2f} | {m.mean_execution_ms:.2f} |")
+    return lines
+
+
+async def main_async(args: argparse.Namespace) -> tuple[list[Measurement], list[str]]:
+    rows: list[Measurement] = []
+    notes: list[str] = []
+    executors: list[tuple[str, object]] = [("trivial", TrivialExecutorDouble())]
+    if "pool" in available_executors():
+        try:
+            pool = get_executor("pool")
+            executors.append(("pool", pool))
+        except (UnknownExecutorError, Exception) as exc:  # the pool may need a sandbox this machine lacks
+            notes.append(f"pool executor skipped: it could not start here ({type(exc).__name__}: {exc}).")
+    else:
+        notes.append("pool executor skipped: it is not registered in this checkout "
+                     f"(available: {', '.join(available_executors())}).")
+    for name, executor in executors:
+        for concurrency in args.concurrency:
+            # Concurrency 1 would take items x 2 x latency (100 s for 1000 items): cap its item count.
+            items = min(args.items, args.items_at_1) if concurrency == 1 else args.items
+            m = await measure(name, executor, items=items, concurrency=concurrency, latency_s=args.latency,
+                              execution_concurrency=args.execution_concurrency or concurrency)
+            print(table([m])[-1], flush=True)
+            rows.append(m)
+        if hasattr(executor, "aclose"):
+            await executor.aclose()
+    return rows, notes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--items", type=int, default=1000)
+    parser.add_argument("--items-at-1", type=int, default=200, help="items for the concurrency-1 run (default 200)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument("--execution-concurrency", type=int, default=None,
+                        help="executions at once (default: the model concurrency)")
+    parser.add_argument("--latency", type=float, default=0.05, help="simulated model latency per call (s)")
+    parser.add_argument("--report", type=Path, default=REPORT)
+    args = parser.parse_args()
+    configure_logging(level="warning")
+    print("\n".join(table([])))
+    rows, notes = asyncio.run(main_async(args))
+    for note in notes:
+        print(f"note: {note}")
+    target = next((m for m in rows if m.executor == "trivial" and m.concurrency == 32), None)
+    verdict = []
+    if target is not None:
+        verdict.append(f"- Target: >= 90% of ideal at concurrency 32 with the trivial executor: "
+                       f"**{target.efficiency * 100:.1f}%** ({'met' if target.efficiency >= 0.9 else 'missed'}).")
+        worst_cpu = max(m.cpu_ms_per_item for m in rows if m.executor == "trivial")
+        verdict.append(f"- Target: overhead < 2 ms per item beyond execution: driver CPU is at most "
+                       f"**{worst_cpu:.2f} ms/item** ({'met' if worst_cpu < 2 else 'missed'}).")
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    args.report.write_text("\n".join([
+        "# Batch throughput benchmark",
+        "",
+        f"`python -m benchmarks.batch` on {platform.python_implementation()} {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs (shared with other work), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "",
+        f"A scripted model with {args.latency * 1000:.0f} ms latency per call, {CALLS_PER_ITEM} calls per item "
+        "(code, then the answer). Ideal items/s = concurrency / (calls per item x latency). Slot overhead is "
+        "model-slot time per item not spent in the model; driver CPU is this process's CPU time per item "
+        "(the loop, scheduling, the SQLite store; sandbox children not included). Concurrency 1 runs "
+        f"{min(args.items, args.items_at_1)} items (at 100 ms an item, 1000 would take 100 s of sleeping).",
+        "",
+        *table(rows),
+        "",
+        *verdict,
+        *(f"- Note: {n}" for n in notes),
+        "",
+    ]))
+    print(f"wrote {args.report}")
+
+
+if __name__ == "__main__":
+    main()
