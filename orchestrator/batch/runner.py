@@ -10,6 +10,7 @@ leaves them ``running``, which the next ``resume`` turns back into pending.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import functools
 import os
@@ -183,9 +184,12 @@ async def run_batch(
         open_batch(store, settings, loaded, resume=resume, force=force)
         todo = deque(store.runnable_items(rerun_errors=rerun_errors))
         counts = store.counts()
-        async for pair in _drive(store, runner_engine, todo, settings, progress,
-                                 already_done=counts["total"] - len(todo), total=counts["total"]):
-            yield pair
+        # aclosing: if our consumer stops early, the driver's cleanup runs now, before the store closes.
+        async with contextlib.aclosing(_drive(store, runner_engine, todo, settings, progress,
+                                              already_done=counts["total"] - len(todo),
+                                              total=counts["total"])) as pairs:
+            async for pair in pairs:
+                yield pair
     finally:
         if store is not None:
             store.close()
