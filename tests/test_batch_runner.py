@@ -261,3 +261,26 @@ def test_backoff_gate_escalates_per_wave_and_honours_retry_after() -> None:
     now[0] += 2
     assert gate.trip(retry_after_s=99.0) == 10.0  # capped
     assert gate.trips == 6
+
+
+async def test_progress_shows_counts_on_a_terminal_and_stays_quiet_otherwise(tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from orchestrator.batch import BatchProgress
+
+    screen = io.StringIO()
+    shown = BatchProgress(console=Console(file=screen, force_terminal=True, width=160))
+    await collect(["a", "b", "c"], model=FailingForDouble({"b"}, ModelError("boom")), executor=InstantExecutorDouble(),
+                  run_dir=tmp_path / "tty", progress=shown)
+    assert shown.enabled and (shown.done, shown.solved, shown.errors) == (3, 2, 1)
+    text = screen.getvalue()
+    assert "3/3" in text and "solved 2" in text and "failed 1" in text
+
+    piped = io.StringIO()
+    quiet = BatchProgress(console=Console(file=piped))  # not a terminal
+    await collect(["a"], model=CountingModelDouble(), executor=InstantExecutorDouble(), run_dir=tmp_path / "pipe",
+                  progress=quiet)
+    assert not quiet.enabled and quiet.done == 1 and piped.getvalue() == ""
+    assert quiet.summary().startswith("1 run: 1 solved")
