@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from executors.base import Executor, Limits, as_input_files
+from executors.base import Executor, InputFile, Limits, as_input_files
 
 from ..models.base import Model
 from ..types import RunResult, RunStatus
@@ -74,12 +74,13 @@ class ItemRunner:
         self.max_rate_limit_retries = max_rate_limit_retries
         self.on_rate_limit = on_rate_limit
 
-    async def run(self, item: BatchItem) -> ItemOutcome:
+    async def run(self, item: BatchItem, files: list[InputFile] | None = None) -> ItemOutcome:
+        """Run one item; ``files`` are its input files already read (else read here from ``item.files``)."""
         gated = GatedModel(self.model, gate=self.gate, slots=self.model_slots,
                            max_rate_limit_retries=self.max_rate_limit_retries, on_rate_limit=self.on_rate_limit)
         started = time.perf_counter()
         try:
-            files = as_input_files(item.files)
+            files = as_input_files(item.files) if files is None else files
             orchestrator = self._orchestrator_class(gated, self.executor, max_retries=self.max_retries,
                                                     max_steps=self.max_steps, limits=self.limits)
             result = await orchestrator.run(item.prompt, files=files, run_id=item.id)

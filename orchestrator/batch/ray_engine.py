@@ -16,7 +16,7 @@ import math
 import time
 from typing import Any
 
-from executors.base import Limits
+from executors.base import InputFile, Limits, as_input_files
 
 from ..types import RunResult
 from .engine import ItemOutcome, ItemRunner, build_executor, build_model, failed_result
@@ -85,8 +85,8 @@ class BatchWorker:
                                   max_retries=settings["max_retries"], max_steps=settings["max_steps"], limits=limits,
                                   gate=gate_view, max_rate_limit_retries=settings["max_rate_limit_retries"])
 
-    async def run(self, item: dict[str, Any]) -> dict[str, Any]:
-        outcome = await self._runner.run(BatchItem.from_json(item))
+    async def run(self, item: dict[str, Any], files: list[dict[str, Any]]) -> dict[str, Any]:
+        outcome = await self._runner.run(BatchItem.from_json(item), [InputFile.from_json(f) for f in files])
         return {"result": outcome.result.to_json(), "rate_limited": outcome.rate_limited}
 
     async def close(self) -> None:
@@ -146,10 +146,12 @@ class RayEngine:
         self._load[index] += 1
         started = time.perf_counter()
         try:
-            data = await self._actors[index].run.remote(item.to_json())
+            # Input files are read here, on the driver, so workers on other machines need no shared storage.
+            files = [f.to_json() for f in as_input_files(item.files)]
+            data = await self._actors[index].run.remote(item.to_json(), files)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # a dead actor or worker: the item is recorded as an error, re-run on resume
+        except Exception as exc:  # an unreadable file or a dead actor: the item is an error, re-run on resume
             model_name = self._model if isinstance(self._model, str) else getattr(self._model, "name", "")
             return ItemOutcome(failed_result(item, exc, model=str(model_name), executor=str(self._executor),
                                              wall_time_s=time.perf_counter() - started))
