@@ -19,7 +19,8 @@ def make_result(item_id: str, *, status: RunStatus = RunStatus.SOLVED, error: st
                                                                   Artifact.of("plot.png", b"\x89PNG first")]))
     second = Attempt(code="print(2)", step=1, result=ExecutionResult(outcome=Outcome.OK, stdout="2\n" * 20000,
                                                                     artifacts=[Artifact.of("plot.png", b"\x89PNG second"),
-                                                                               Artifact.of("out.csv", b"a,b\n")]))
+                                                                               Artifact.of("out.csv", b"a,b\n"),
+                                                                               Artifact.of("sub/out.csv", b"c\n")]))
     return RunResult(prompt=f"prompt {item_id}", summary="two", status=status, attempts=[first, second],
                      usage=Usage(input_tokens=10, output_tokens=5, requests=3, cost_usd=0.01), wall_time_s=1.5,
                      model_time_s=1.0, execution_time_s=0.4, run_id=item_id, model="m", executor="e", error=error)
@@ -43,7 +44,9 @@ def test_finish_round_trips_the_result_with_artifact_bytes_from_files(tmp_path: 
         assert store.result("i1") is None
         # Same-named artifacts from two attempts both survive on disk.
         paths = sorted(row["path"] for row in store.artifact_rows("i0"))
-        assert paths == ["artifacts/i0/attempt1-plot.png", "artifacts/i0/out.csv", "artifacts/i0/plot.png"]
+        assert paths == ["artifacts/i0/attempt1-out.csv",
+                         "artifacts/i0/attempt1-plot.png", "artifacts/i0/out.csv", "artifacts/i0/plot.png"]
+        assert (tmp_path / "artifacts/i0/attempt1-out.csv").read_bytes() == b"c\n"
         assert (tmp_path / "artifacts/i0/plot.png").read_bytes() == b"\x89PNG first"
         attempts = store.attempt_rows("i0")
         assert [a["outcome"] for a in attempts] == ["FAILED", "OK"]

@@ -393,9 +393,11 @@ class BatchStore:
         used: set[str] = set()
         for attempt_idx, attempt in enumerate(result.attempts):
             for idx, artifact in enumerate(attempt.result.artifacts):
-                name = Path(artifact.name).name or f"artifact-{idx}"
-                if name in used:  # the same file name from several attempts
-                    name = f"attempt{attempt_idx}-{name}"
+                base = Path(artifact.name).name or f"artifact-{idx}"
+                name, n = base, 0
+                while name in used:  # the same file name from several attempts (or sub-directories)
+                    n += 1
+                    name = f"attempt{attempt_idx}-{base}" if n == 1 else f"attempt{attempt_idx}-{n}-{base}"
                 used.add(name)
                 relative = f"{ARTIFACTS_DIR}/{item_id}/{name}"
                 if not artifact.truncated:
