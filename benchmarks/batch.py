@@ -129,8 +129,8 @@ async def main_async(args: argparse.Namespace) -> tuple[list[Measurement], list[
     executors: list[tuple[str, object]] = [("trivial", TrivialExecutorDouble())]
     if "pool" in available_executors():
         try:
-            pool = get_executor("pool")
-            executors.append(("pool", pool))
+            pool = get_executor("pool", size=args.pool_size)
+            executors.append((f"pool (size {args.pool_size})", pool))
         except (UnknownExecutorError, Exception) as exc:  # the pool may need a sandbox this machine lacks
             notes.append(f"pool executor skipped: it could not start here ({type(exc).__name__}: {exc}).")
     else:
@@ -156,6 +156,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument("--execution-concurrency", type=int, default=None,
                         help="executions at once (default: the model concurrency)")
+    parser.add_argument("--pool-size", type=int, default=4, help="zygotes in the pool executor (default 4)")
     parser.add_argument("--latency", type=float, default=0.05, help="simulated model latency per call (s)")
     parser.add_argument("--report", type=Path, default=REPORT)
     args = parser.parse_args()
