@@ -178,6 +178,8 @@ def execute(code: str, compile_fn=None, namespace: dict | None = None) -> dict:
             error_message=str(exc)[:2000],
             traceback=text,
             exit_code=1,
+            # numpy raises a private MemoryError subclass: say what it is, not just its name.
+            memory_error=isinstance(exc, MemoryError),
         )
     return report
 
@@ -187,7 +189,11 @@ def _usage() -> dict:
 
     me = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {"cpu_time_s": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime}
+    return {
+        "cpu_time_s": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,
+        # bwrap's PID-1 reaper hides the child from the parent's wait4, so say it here too.
+        "peak_memory_bytes": max(me.ru_maxrss, kids.ru_maxrss) * 1024,
+    }
 
 
 def write_report(fd: int, report: dict) -> None:

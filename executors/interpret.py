@@ -37,6 +37,8 @@ def interpret(
         report = json.loads(proc.report) if proc.report else {}
     except ValueError:
         report = {}  # the code scribbled on our descriptor; trust only what we saw
+    if not isinstance(report, dict):
+        report = {}  # valid JSON, but not ours
     error_type = report.get("error_type")
     error_message = report.get("error_message")
     tb = report.get("traceback")
@@ -49,7 +51,7 @@ def interpret(
         outcome = Outcome.OUTPUT_LIMIT
         error_type = "OutputLimitExceeded"
         error_message = f"output exceeded {limits.output_hard_bytes} bytes and the run was stopped"
-    elif error_type in MEMORY_ERRORS:
+    elif error_type in MEMORY_ERRORS or report.get("memory_error") is True:
         outcome = Outcome.MEMORY_EXCEEDED
     elif proc.signal is not None:
         name = _signal_name(proc.signal)

@@ -13,9 +13,12 @@ from .base import Executor
 # matters when that executor is asked for.
 BUILTIN: dict[str, str] = {
     "local": "executors.local:LocalExecutor",
+    "sandbox": "executors.sandbox:SandboxExecutor",
+    "pool": "executors.pool:PoolExecutor",
+    "restricted": "executors.restricted:RestrictedExecutor",
 }
 
-DEFAULT_EXECUTOR = "local"
+DEFAULT_EXECUTOR = "sandbox"
 
 
 def _load(target: str) -> Callable[..., Executor]:

@@ -48,6 +48,8 @@ class Workspace:
                 continue
             if not stat.S_ISREG(st.st_mode):
                 continue  # no symlinks, devices or fifos: they could point anywhere
+            if st.st_nlink > 1:
+                continue  # a hard link may be a host file (e.g. /etc/passwd) linked into the workdir
             rel = path.relative_to(self.work).as_posix()
             if self._inputs.get(rel) == (st.st_size, st.st_mtime_ns):
                 continue

@@ -91,3 +91,17 @@ def configure_logging(
         logger_factory=lambda *_: structlog.PrintLogger(file=stream or sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+def get_logger(name: str = "codeloop") -> Any:
+    """The library's logger: as configured by the application when it has
+    configured structlog, otherwise warnings and errors only, on stderr, so
+    that importing codeloop never floods a user's stdout."""
+    if structlog.is_configured():
+        return structlog.get_logger(name)
+    return structlog.wrap_logger(
+        structlog.PrintLogger(file=sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        processors=[structlog.processors.add_log_level, Redactor(secrets_from_env(os.environ)),
+                    structlog.dev.ConsoleRenderer(colors=False)],
+    )

@@ -18,17 +18,14 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-import structlog
-
 from executors.base import ExecutionResult, Executor, InputFile, Limits, Outcome, as_input_files
 
 from . import events as ev
 from .extract import extract_code, join_blocks
+from .logs import get_logger
 from .models.base import Model, ModelError, StreamingModel
 from .prompts import Prompts
 from .types import RUN_PYTHON, Attempt, Conversation, Message, ModelTurn, RunResult, RunStatus, ToolSpec, Usage
-
-log = structlog.get_logger("codeloop")
 
 
 class Orchestrator:
@@ -99,7 +96,7 @@ class Orchestrator:
             conv.system = self.prompts.system(self.limits, inputs, stateful=getattr(self.executor, "stateful", False))
         conv.add(Message(role="user", text=prompt, files=inputs))
         session = session or run_id
-        logger = log.bind(run_id=run_id)
+        logger = get_logger().bind(run_id=run_id)
         logger.info("run.start", model=self._model_name, executor=self._executor_name, files=len(inputs))
 
         started = time.perf_counter()
@@ -252,7 +249,7 @@ class Orchestrator:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the executor broke: report it, never crash the run
-            log.error("executor.error", error=f"{type(exc).__name__}: {exc}")
+            get_logger().error("executor.error", error=f"{type(exc).__name__}: {exc}")
             return ExecutionResult(
                 outcome=Outcome.SANDBOX_ERROR,
                 error_type=type(exc).__name__,

@@ -1,0 +1,624 @@
+"""``pool``: pre-warmed fork servers inside the sandbox, one fork per execution.
+
+A cold sandboxed Python pays for interpreter start-up and for importing numpy,
+pandas and matplotlib on every run. The pool pays once: it starts ``size``
+zygote processes (``zygote.py``) through the same isolation wrapper as the
+``sandbox`` executor, each of which preloads the libraries and then forks one
+child per execution. The orchestrator side (this module) owns each
+execution's pipes, so stdout and stderr are captured per execution, capped,
+and a flood is stopped; the zygote enforces the wall deadline and clears the
+child's process tree, and this side keeps a backstop in case the zygote
+itself stops answering.
+
+Failure policy: if a zygote dies while running an execution (the code may
+have killed it), that execution returns SANDBOX_ERROR and is not retried,
+since re-running code that kills its zygote would only kill another one and
+repeat its side effects; the zygote is replaced in the background. Zygotes are
+also recycled after ``max_executions`` runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .base import ExecutionResult, InputFile, Isolation, Limits, Outcome
+from .interpret import interpret
+from .isolation import IsolationUnavailable, Isolator, Mount, SandboxCommand, SandboxView
+from .local import child_env
+from .process import ProcessOutcome, StreamCapture, kill_tree
+from .pool_workspace import SlotWorkspace
+from .zygote import FAST_FORK_ENV, MAX_MESSAGE, decode, encode
+
+HERE = Path(__file__).resolve().parent
+ZYGOTE = str(HERE / "zygote.py")
+HARNESS = str(HERE / "harness.py")
+RESTRICTED_POLICY = str(HERE / "restricted_policy.py")
+
+CONTROL_FD_MIN = 100
+# Larger code goes through a file: a control message must stay well inside the socket buffer.
+INLINE_CODE_CHARS = 16 * 1024
+INLINE_CODE_BYTES = 64 * 1024
+DEFAULT_PRELOAD = ("numpy", "pandas", "matplotlib", "matplotlib.pyplot", "sympy")
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """How the pool is shaped. All of it is passed in; nothing is read from globals."""
+
+    size: int = 2  # zygotes, and therefore executions running at once
+    max_executions: int = 500  # recycle a zygote after this many runs
+    warm: bool = True  # start every zygote on start(), and replace dead ones at once
+    preload: tuple[str, ...] = DEFAULT_PRELOAD
+    restricted_policy: bool = True  # load RestrictedPython's policy so ``restricted`` runs here too
+    start_timeout_s: float = 120.0
+    backstop_s: float = 5.0  # how long past the deadline we wait for the zygote before killing it
+    fast_fork: bool = True  # zygote heap via glibc malloc + huge pages: cheaper forks (see zygote.py)
+    isolation: str = "auto"  # "auto", "bwrap", "unshare" or "rlimits"
+    strict: bool = False  # refuse to run without a real boundary (bwrap or unshare)
+    python: str = field(default_factory=lambda: sys.executable)
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise ValueError(f"PoolSettings.size must be at least 1, got {self.size}")
+        if self.max_executions < 1:
+            raise ValueError(f"PoolSettings.max_executions must be at least 1, got {self.max_executions}")
+
+
+class ZygoteError(RuntimeError):
+    """The zygote could not start or stopped answering."""
+
+
+class ZygoteDied(ZygoteError):
+    pass
+
+
+def _kill_processes(pids: set[int]) -> None:
+    """Finalizer: kill every zygote tree still registered. Runs at exit too."""
+    for pid in list(pids):
+        kill_tree(pid)
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+    pids.clear()
+
+
+class ZygoteProcess:
+    """The orchestrator's handle on one zygote: its process and control socket."""
+
+    def __init__(self, command: Callable[[dict], SandboxCommand], log_path: Path, registry: set[int]) -> None:
+        self.command = command  # config -> the wrapped command line that starts the zygote
+        self.log_path = log_path
+        self.registry = registry
+        self.proc = None
+        self.sock: socket.socket | None = None
+        self.inbox: asyncio.Queue = asyncio.Queue()
+        self.alive = False
+        self.executions = 0
+        self.pid_inside: int | None = None
+        self.baseline_rss = 0
+        self.preload_failures: list[str] = []
+
+    async def start(self, config: dict, timeout_s: float) -> None:
+        import subprocess
+
+        ours, pair_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # A high descriptor number: wrappers (unshare's set-up script) use the low ones.
+        theirs = fcntl.fcntl(pair_end.fileno(), fcntl.F_DUPFD, CONTROL_FD_MIN)
+        pair_end.close()
+        command = self.command({**config, "control_fd": theirs})
+        self.command = None  # it is bound to the pool: holding it would keep a dropped pool alive
+        with open(self.log_path, "ab") as log:
+            try:
+                self.proc = subprocess.Popen(
+                    command.argv,
+                    env=command.env,
+                    cwd=command.cwd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    pass_fds=(theirs,),
+                    start_new_session=True,
+                    close_fds=True,
+                )
+            except OSError as exc:
+                ours.close()
+                raise ZygoteError(f"could not start the zygote ({command.argv[0]}): {exc}") from exc
+            finally:
+                os.close(theirs)
+        self.registry.add(self.proc.pid)
+        self.sock = ours
+        self.sock.setblocking(False)
+        self.alive = True
+        asyncio.get_running_loop().add_reader(self.sock.fileno(), self._on_readable)
+        try:
+            ready = await asyncio.wait_for(self.receive(), timeout_s)
+        except asyncio.TimeoutError:
+            await self.kill()
+            raise ZygoteError(f"the zygote did not become ready within {timeout_s:g} s; {self.log_tail()}") from None
+        except ZygoteDied:
+            await self.kill()
+            raise ZygoteError(f"the zygote exited during start-up; {self.log_tail()}") from None
+        if ready.get("op") != "ready":
+            await self.kill()
+            raise ZygoteError(f"the zygote sent {ready!r} instead of a ready message")
+        self.pid_inside = ready.get("pid")
+        self.baseline_rss = int(ready.get("rss") or 0)
+        self.preload_failures = list(ready.get("preload_failures") or [])
+
+    def log_tail(self, limit: int = 2000) -> str:
+        try:
+            text = self.log_path.read_bytes()[-limit:].decode("utf-8", errors="replace").strip()
+        except OSError:
+            text = ""
+        return f"its output: {text}" if text else "it printed nothing"
+
+    def _on_readable(self) -> None:
+        try:
+            frame = self.sock.recv(MAX_MESSAGE)
+        except BlockingIOError:
+            return
+        except OSError:
+            frame = b""
+        if not frame:
+            self._mark_dead()
+            return
+        try:
+            self.inbox.put_nowait(decode(frame))
+        except ValueError:
+            self._mark_dead()
+
+    def _mark_dead(self) -> None:
+        if self.alive:
+            self.alive = False
+            asyncio.get_running_loop().remove_reader(self.sock.fileno())
+            self.inbox.put_nowait(None)
+
+    def check_alive(self) -> bool:
+        """True unless the zygote is known dead or its socket says so right now."""
+        if not self.alive or self.sock is None:
+            return False
+        try:
+            peek = self.sock.recv(MAX_MESSAGE, socket.MSG_PEEK)
+        except BlockingIOError:
+            return True  # nothing pending: the usual idle state
+        except OSError:
+            peek = b""
+        if not peek:
+            self._mark_dead()
+            return False
+        return True
+
+    async def receive(self) -> dict:
+        message = await self.inbox.get()
+        if message is None:
+            self.inbox.put_nowait(None)  # every later receive sees the death too
+            raise ZygoteDied("the zygote exited")
+        return message
+
+    def send(self, message: dict, fds: Sequence[int] = ()) -> None:
+        frame = encode(message)
+        if len(frame) > MAX_MESSAGE:
+            raise ZygoteError("request too large for the control socket")
+        try:
+            socket.send_fds(self.sock, [frame], list(fds))
+        except OSError as exc:
+            self._mark_dead()
+            raise ZygoteDied(f"could not reach the zygote: {exc}") from exc
+
+    async def kill(self) -> None:
+        """Kill the zygote's whole tree (wrapper, zygote, children) and reap it."""
+        if self.sock is not None:
+            if self.alive:
+                self.alive = False
+                try:
+                    asyncio.get_running_loop().remove_reader(self.sock.fileno())
+                except (RuntimeError, ValueError):
+                    pass
+            self.sock.close()
+            self.sock = None
+        if self.proc is None:
+            return
+        kill_tree(self.proc.pid)
+        deadline = time.monotonic() + 5
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        self.registry.discard(self.proc.pid)
+
+
+@dataclass
+class _Slot:
+    index: int
+    workspace: SlotWorkspace
+    zygote: ZygoteProcess | None = None
+
+
+class PoolExecutor:
+    """Fork-server executor: sandboxed zygotes preloaded with the data libraries."""
+
+    name = "pool"
+    stateful = False
+
+    def __init__(
+        self,
+        *,
+        limits: Limits | None = None,
+        settings: PoolSettings | None = None,
+        mode: str = "python",
+        **setting_overrides,
+    ) -> None:
+        if mode not in ("python", "restricted"):
+            raise ValueError(f"mode must be 'python' or 'restricted', got {mode!r}")
+        base = settings or PoolSettings()
+        if setting_overrides:
+            from dataclasses import replace
+
+            try:
+                base = replace(base, **setting_overrides)
+            except TypeError as exc:
+                raise TypeError(f"unknown pool setting: {exc}") from None
+        self.settings = base
+        self.limits = limits or Limits()
+        self.mode = mode
+        self.isolation = Isolation.RLIMITS  # the detected level replaces this on start()
+        self._pids: set[int] = set()
+        self._finalizer = weakref.finalize(self, _kill_processes, self._pids)
+        self._root: Path | None = None
+        self._root_finalizer = None
+        self._slots: asyncio.Queue | None = None
+        self._all_slots: list[_Slot] = []
+        self._start_lock: asyncio.Lock | None = None
+        self._background: set[asyncio.Task] = set()
+        self._closed = False
+        level = None if self.settings.isolation == "auto" else self.settings.isolation
+        self.isolator = Isolator(level_request=level, strict=self.settings.strict, python=self.settings.python)
+        self._paths: SandboxView | None = None
+        self._mounts: list[Mount] = []
+
+    # -- life cycle -------------------------------------------------------
+    async def start(self) -> None:
+        """Create the pool's directory and (when ``warm``) start every zygote now."""
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self._slots is not None:
+                return
+            if self._closed:
+                raise RuntimeError("this pool has been closed")
+            self._root = Path(tempfile.mkdtemp(prefix="codeloop-pool-"))
+            self._root.chmod(0o755)
+            self._root_finalizer = weakref.finalize(self, shutil.rmtree, str(self._root), True)
+            (self._root / "mpl").mkdir()
+            try:
+                self.isolation = await asyncio.to_thread(lambda: self.isolator.level)
+            except IsolationUnavailable as exc:
+                raise ZygoteError(str(exc)) from exc
+            self.isolator.prepare(self._root / "mpl")
+            # executors/ is mounted at its own path, so the zygote's file paths hold inside too.
+            self._mounts = [Mount(str(HERE), str(HERE))]
+            self._paths = self.isolator.view(self._root, self._mounts)  # how host paths appear inside
+            slots: asyncio.Queue = asyncio.Queue()
+            self._all_slots = [_Slot(i, SlotWorkspace(self._root / f"slot-{i}")) for i in range(self.settings.size)]
+            if self.settings.warm:
+                results = await asyncio.gather(
+                    *(self._fill(slot) for slot in self._all_slots), return_exceptions=True
+                )
+                errors = [r for r in results if isinstance(r, BaseException)]
+                if len(errors) == len(results):
+                    raise ZygoteError(f"no zygote could start: {errors[0]}")
+            for slot in self._all_slots:
+                slots.put_nowait(slot)
+            self._slots = slots
+
+    def _wrap(self, config: dict) -> SandboxCommand:
+        """The zygote's command line, inside the same isolation as the ``sandbox`` executor.
+
+        The zygote is the PID namespace's init (``as_pid_1``): the kernel ignores
+        SIGKILL and SIGSTOP sent to it from inside, so user code cannot kill it
+        with ``os.kill(os.getppid(), 9)``; and when it dies, the namespace dies.
+        """
+        argv = [self.settings.python, "-X", "utf8", ZYGOTE, json.dumps(config)]
+        env = child_env(self._paths.work_dir)  # each child then points HOME and TMPDIR at its own directory
+        env["MPLCONFIGDIR"] = self._paths.inside(self._root / "mpl")
+        if self.settings.fast_fork:
+            env.update(FAST_FORK_ENV)
+        return self.isolator.wrap(argv, work_dir=self._root, mounts=self._mounts, env=env, as_pid_1=True)
+
+    def _zygote_config(self) -> dict:
+        return {
+            "harness_path": HARNESS,
+            "policy_path": RESTRICTED_POLICY if self.settings.restricted_policy else None,
+            "preload": list(self.settings.preload),
+            "fast_fork": self.settings.fast_fork,
+            "env": {"MPLBACKEND": "Agg", "MPLCONFIGDIR": self._paths.inside(self._root / "mpl")},
+        }
+
+    async def _fill(self, slot: _Slot) -> None:
+        """Start a zygote into ``slot`` (replacing whatever was there)."""
+        if slot.zygote is not None:
+            await slot.zygote.kill()
+            slot.zygote = None
+        zygote = ZygoteProcess(self._wrap, self._root / f"zygote-{slot.index}.log", self._pids)
+        await zygote.start(self._zygote_config(), self.settings.start_timeout_s)
+        slot.zygote = zygote
+
+    def _refill_in_background(self, slot: _Slot) -> None:
+        """Replace the slot's zygote now and hand the slot back when it is warm."""
+
+        async def refill() -> None:
+            try:
+                await self._fill(slot)
+            except ZygoteError:
+                pass  # the next execution on this slot will try again and report the error
+            finally:
+                if self._slots is not None and not self._closed:
+                    self._slots.put_nowait(slot)
+
+        task = asyncio.get_running_loop().create_task(refill())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def aclose(self) -> None:
+        """Kill every zygote and remove the pool's directory."""
+        self._closed = True
+        for task in list(self._background):
+            task.cancel()
+        for task in list(self._background):
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        for slot in self._all_slots:
+            if slot.zygote is not None:
+                await slot.zygote.kill()
+                slot.zygote = None
+        self._finalizer()
+        if self._root_finalizer is not None:
+            self._root_finalizer()
+
+    async def __aenter__(self) -> "PoolExecutor":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
+
+    async def reset(self, session: str | None = None) -> None:
+        return None
+
+    @property
+    def root(self) -> Path | None:
+        """The host directory holding every execution's working directory."""
+        return self._root
+
+    @property
+    def zygote_pids(self) -> list[int]:
+        """Host PIDs of the running zygote processes (their isolation wrappers)."""
+        return [s.zygote.proc.pid for s in self._all_slots if s.zygote is not None and s.zygote.proc]
+
+    # -- executing --------------------------------------------------------
+    async def execute(
+        self,
+        code: str,
+        *,
+        files: Sequence[InputFile] = (),
+        limits: Limits | None = None,
+        session: str | None = None,
+        mode: str | None = None,
+    ) -> ExecutionResult:
+        limits = limits or self.limits
+        mode = mode or self.mode
+        if self._slots is None:
+            try:
+                await self.start()
+            except ZygoteError as exc:
+                return self._sandbox_error(str(exc), mode)
+        slot = await self._slots.get()
+        give_back = True
+        try:
+            for attempt in (1, 2):
+                if slot.zygote is None or not slot.zygote.check_alive():
+                    try:
+                        await self._fill(slot)
+                    except ZygoteError as exc:
+                        return self._sandbox_error(str(exc), mode)
+                zygote = slot.zygote
+                try:
+                    result = await self._run_on(slot, code, files, limits, mode)
+                    break
+                except ZygoteDied:
+                    # The request never reached the zygote (it died while idle), so
+                    # the code did not run: replace it and try once more.
+                    await zygote.kill()
+                    slot.zygote = None
+                    if attempt == 2:
+                        return self._sandbox_error("the pool's zygote died before it could take the execution", mode)
+            zygote.executions += 1
+            if not zygote.alive or zygote.executions >= self.settings.max_executions:
+                if self.settings.warm and not self._closed:
+                    give_back = False
+                    self._refill_in_background(slot)
+                else:
+                    await zygote.kill()
+                    slot.zygote = None
+            return result
+        finally:
+            if give_back and not self._closed:
+                self._slots.put_nowait(slot)
+
+    def _sandbox_error(self, message: str, mode: str) -> ExecutionResult:
+        restricted = mode == "restricted"
+        return ExecutionResult(
+            outcome=Outcome.SANDBOX_ERROR,
+            error_type="SandboxError",
+            error_message=message,
+            executor="restricted" if restricted else self.name,
+            isolation=Isolation.RESTRICTED.value if restricted else self.isolation.value,
+        )
+
+    async def _run_on(
+        self, slot: _Slot, code: str, files: Sequence[InputFile], limits: Limits, mode: str
+    ) -> ExecutionResult:
+        executor = "restricted" if mode == "restricted" else self.name
+        isolation = Isolation.RESTRICTED.value if mode == "restricted" else self.isolation.value
+        ws = slot.workspace
+        ws.begin()
+        try:
+            self.isolator.prepare(ws.work)  # the sandbox user writes here
+            ws.add_inputs(files)
+            request = {
+                "op": "run",
+                "id": uuid.uuid4().hex,
+                "workdir": self._paths.inside(ws.work),
+                "limits": limits.to_json(),
+                "timeout_s": limits.timeout_s,
+                "mode": mode,
+            }
+            if len(code) <= INLINE_CODE_CHARS and len(json.dumps(code)) <= INLINE_CODE_BYTES:
+                request["code"] = code
+            else:
+                ws.write_code(code)
+                request["code_path"] = self._paths.inside(ws.code_path)
+            proc, baseline, died = await self._exchange(slot.zygote, request, limits)
+            artifacts = ws.collect_artifacts(limits)
+        finally:
+            ws.cleanup()
+        if died is not None:
+            return ExecutionResult(
+                outcome=Outcome.SANDBOX_ERROR,
+                stdout=proc.stdout.text(),
+                stderr=proc.stderr.text(),
+                error_type="SandboxError",
+                error_message=died,
+                duration_s=proc.duration_s,
+                artifacts=artifacts,
+                executor=executor,
+                isolation=isolation,
+            )
+        return interpret(
+            proc,
+            limits=limits,
+            executor=executor,
+            isolation=isolation,
+            artifacts=artifacts,
+            baseline_memory_bytes=baseline,
+        )
+
+    async def _exchange(self, zygote: ZygoteProcess, request: dict, limits: Limits):
+        """Send one run request with fresh pipes; collect output, report and the verdict."""
+        loop = asyncio.get_running_loop()
+        out, err = StreamCapture(limits.output_bytes), StreamCapture(limits.output_bytes)
+        report = bytearray()
+        pipes = [os.pipe() for _ in range(3)]
+        sinks = {pipes[0][0]: out, pipes[1][0]: err, pipes[2][0]: report}
+        flood = asyncio.Event()
+        all_closed = asyncio.Event()
+        start = time.perf_counter()
+
+        def on_readable(fd: int) -> None:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            sink = sinks.get(fd)
+            if not chunk:
+                loop.remove_reader(fd)
+                sinks.pop(fd, None)
+                if not sinks:
+                    all_closed.set()
+                return
+            if isinstance(sink, StreamCapture):
+                sink.feed(chunk)
+                if out.total + err.total > limits.output_hard_bytes:
+                    flood.set()
+            elif sink is not None and len(sink) < 16 * 1024**2:
+                sink += chunk
+
+        died: str | None = None
+        verdict: dict | None = None
+        try:
+            for read_end, _ in pipes:
+                os.set_blocking(read_end, False)
+                loop.add_reader(read_end, on_readable, read_end)
+            try:
+                zygote.send(request, [w for _, w in pipes])  # ZygoteDied here: not delivered
+            finally:
+                for _, write_end in pipes:
+                    os.close(write_end)
+            verdict, died = await self._await_verdict(zygote, request["id"], flood, limits)
+            try:
+                await asyncio.wait_for(all_closed.wait(), 0.5 if died is None else 0.05)
+            except asyncio.TimeoutError:
+                pass
+        finally:
+            for read_end, _ in pipes:
+                if read_end in sinks:
+                    loop.remove_reader(read_end)
+                os.close(read_end)
+        duration = time.perf_counter() - start
+        if died is not None:
+            return ProcessOutcome(None, None, out, err, bytes(report), duration, None, None), 0, died
+        status = verdict.get("status")
+        code = os.waitstatus_to_exitcode(status) if status is not None else None
+        signal_number = -code if code is not None and code < 0 else None
+        proc = ProcessOutcome(
+            returncode=None if signal_number or code is None else code,
+            signal=signal_number,
+            stdout=out,
+            stderr=err,
+            report=bytes(report),
+            duration_s=duration,
+            cpu_time_s=verdict.get("cpu_time_s"),
+            peak_memory_bytes=(verdict["maxrss_kb"] * 1024) if verdict.get("maxrss_kb") is not None else None,
+            timed_out=bool(verdict.get("timed_out")),
+            output_exceeded=flood.is_set(),
+        )
+        return proc, int(verdict.get("baseline_rss") or 0), None
+
+    async def _await_verdict(self, zygote: ZygoteProcess, request_id: str, flood: asyncio.Event, limits: Limits):
+        """The zygote's ``done`` message; a flood sends ``kill``; a silent zygote is killed."""
+        backstop = limits.timeout_s + self.settings.backstop_s
+        receive = asyncio.ensure_future(zygote.receive())
+        flooded = asyncio.ensure_future(flood.wait())
+        try:
+            done, _ = await asyncio.wait({receive, flooded}, timeout=backstop, return_when=asyncio.FIRST_COMPLETED)
+            if flooded in done and receive not in done:
+                zygote.send({"op": "kill", "id": request_id})
+                done, _ = await asyncio.wait({receive}, timeout=self.settings.backstop_s)
+            if receive not in done:
+                await zygote.kill()
+                return None, (
+                    f"the pool's zygote did not answer within {backstop:g} s; it was killed and will be replaced"
+                )
+            try:
+                message = receive.result()
+            except ZygoteDied:
+                await zygote.kill()
+                return None, (
+                    "the pool's zygote died during the execution (the code may have killed it); "
+                    "it will be replaced and the execution was not retried"
+                )
+            if message.get("op") != "done" or message.get("id") != request_id:
+                await zygote.kill()
+                return None, f"the pool's zygote answered out of turn: {message!r}"
+            return message, None
+        finally:
+            for task in (receive, flooded):
+                if not task.done():
+                    task.cancel()

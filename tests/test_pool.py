@@ -1,0 +1,294 @@
+"""The ``pool`` executor: correctness, per-execution isolation of state, and its life cycle.
+
+One warm pool is shared by the correctness tests (starting zygotes that
+preload numpy, pandas, matplotlib and sympy takes seconds); the life-cycle
+tests (crash, recycle, close) use small pools that preload nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import pytest_asyncio
+
+from executors import InputFile, Limits, Outcome, available_executors, get_executor
+from executors.pool import PoolExecutor, PoolSettings
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def pool():
+    executor = PoolExecutor(size=2)
+    await executor.start()
+    yield executor
+    await executor.aclose()
+
+
+def zygote_processes(executor: PoolExecutor) -> list[psutil.Process]:
+    """The zygote interpreters (below their isolation wrappers), topmost first."""
+    found = []
+    for pid in executor.zygote_pids:
+        try:
+            tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+        except psutil.Error:
+            continue
+        for proc in tree:
+            try:
+                cmdline = proc.cmdline()
+                if "python" in os.path.basename(cmdline[0]) and any(p.endswith("zygote.py") for p in cmdline):
+                    found.append(proc)
+                    break  # the first one in the tree is the zygote; the rest are its forks
+            except psutil.Error:
+                continue
+    return found
+
+
+def tree_of(pids: list[int]) -> list[psutil.Process]:
+    procs = []
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            procs += [root, *root.children(recursive=True)]
+        except psutil.Error:
+            pass
+    return procs
+
+
+async def test_prints_and_reports_ok(pool):
+    result = await pool.execute("print('hello from the pool')")
+    assert result.outcome is Outcome.OK, result
+    assert result.stdout == "hello from the pool\n"
+    assert result.executor == "pool"
+    assert result.isolation in ("bwrap", "unshare", "rlimits")
+    assert result.cpu_time_s is not None and result.duration_s > 0
+
+
+async def test_exception_has_parsed_user_only_traceback(pool):
+    code = "def divide(a, b):\n    return a / b\n\nprint('before')\ndivide(1, 0)\n"
+    result = await pool.execute(code)
+    assert result.outcome is Outcome.FAILED
+    assert result.error_type == "ZeroDivisionError"
+    assert result.error_message == "division by zero"
+    assert 'File "<code>", line 2, in divide' in result.traceback
+    assert "zygote" not in result.traceback and "harness" not in result.traceback
+    assert result.stdout == "before\n"
+    assert "ZeroDivisionError" in result.stderr
+
+
+async def test_nonzero_exit_is_failed(pool):
+    result = await pool.execute("import sys\nsys.exit(3)")
+    assert result.outcome is Outcome.FAILED
+    assert result.exit_code == 3
+
+
+async def test_figure_captured_as_png_without_savefig(pool):
+    code = "import matplotlib.pyplot as plt\nplt.plot([1, 4, 9])\nplt.title('squares')\n"
+    result = await pool.execute(code)
+    assert result.outcome is Outcome.OK, result.stderr
+    images = result.images
+    assert [a.name for a in images] == ["figure_1.png"]
+    assert images[0].data.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+async def test_input_files_readable_and_artifacts_returned(pool):
+    data = InputFile("sales.csv", b"region,amount\nnorth,3\nsouth,5\nnorth,4\n")
+    code = (
+        "import pandas as pd\n"
+        "df = pd.read_csv('sales.csv')\n"
+        "totals = df.groupby('region')['amount'].sum()\n"
+        "totals.to_csv('totals.csv')\n"
+        "print(totals.to_dict())\n"
+    )
+    result = await pool.execute(code, files=[data])
+    assert result.outcome is Outcome.OK, result.stderr
+    assert result.stdout == "{'north': 7, 'south': 5}\n"
+    assert [a.name for a in result.artifacts] == ["totals.csv"]
+    assert result.artifacts[0].data == b"region,amount\nnorth,7\nsouth,5\n"
+
+
+async def test_input_files_are_read_only(pool):
+    whoami = await pool.execute("import os\nprint(os.geteuid())")
+    if whoami.stdout.strip() == "0":
+        pytest.skip("the code runs as root at this isolation level, and root ignores file modes")
+    result = await pool.execute("open('in.txt', 'w').write('changed')", files=[InputFile("in.txt", b"x")])
+    assert result.outcome is Outcome.FAILED
+    assert result.error_type == "PermissionError"
+
+
+async def test_each_fork_is_reseeded(pool):
+    code = "import random\nimport numpy as np\nprint(np.random.rand(), random.random())"
+    first, second = await pool.execute(code), await pool.execute(code)
+    assert first.outcome is second.outcome is Outcome.OK
+    a, b = first.stdout.split(), second.stdout.split()
+    assert a[0] != b[0], "numpy's random state was inherited unchanged"
+    assert a[1] != b[1], "Python's random state was inherited unchanged"
+
+
+async def test_state_does_not_leak_between_executions(pool):
+    await pool.execute("import numpy as np\nnp.LEAK = 1\nLEAK = 2")
+    result = await pool.execute("import numpy as np\nprint(hasattr(np, 'LEAK'), 'LEAK' in globals())")
+    assert result.stdout == "False False\n"
+
+
+async def test_streams_are_separate_per_execution(pool):
+    code = "import sys, time\nfor _ in range(5):\n    print('out-{0}')\n    print('err-{0}', file=sys.stderr)\n    time.sleep(0.01)\n"
+    results = await asyncio.gather(*(pool.execute(code.format(i)) for i in range(4)))
+    for i, result in enumerate(results):
+        assert result.outcome is Outcome.OK
+        assert result.stdout == f"out-{i}\n" * 5
+        assert result.stderr == f"err-{i}\n" * 5
+
+
+async def test_twenty_concurrent_executions_all_correct(pool):
+    codes = [f"import numpy as np\nprint(int(np.arange({i}).sum()) + {i})" for i in range(20)]
+    results = await asyncio.gather(*(pool.execute(code) for code in codes))
+    assert [r.outcome for r in results] == [Outcome.OK] * 20
+    assert [r.stdout for r in results] == [f"{i * (i - 1) // 2 + i}\n" for i in range(20)]
+
+
+async def test_deadline_enforced(pool):
+    start = time.perf_counter()
+    result = await pool.execute("import time\ntime.sleep(60)", limits=Limits(timeout_s=0.5))
+    assert result.outcome is Outcome.DEADLINE_EXCEEDED
+    assert time.perf_counter() - start < 3
+
+
+async def test_output_flood_stopped(pool):
+    limits = Limits(output_hard_bytes=2 * 1024**2, timeout_s=20)
+    start = time.perf_counter()
+    result = await pool.execute("while True:\n    print('x' * 10000)", limits=limits)
+    assert result.outcome is Outcome.OUTPUT_LIMIT
+    assert result.stdout_truncated
+    assert len(result.stdout) <= limits.output_bytes
+    assert time.perf_counter() - start < 10
+
+
+async def test_peak_memory_excludes_the_inherited_zygote(pool):
+    small = await pool.execute("print(1)")
+    big = await pool.execute("block = bytearray(200 * 1024 * 1024)\nblock[::4096] = b'x' * len(block[::4096])")
+    assert big.outcome is Outcome.OK, big.stderr
+    assert small.peak_memory_bytes < 50 * 1024**2
+    assert 195 * 1024**2 <= big.peak_memory_bytes < 300 * 1024**2
+
+
+async def test_memory_limit_gives_memory_exceeded(pool):
+    result = await pool.execute("x = bytearray(600 * 1024 * 1024)", limits=Limits(memory_bytes=256 * 1024**2))
+    assert result.outcome is Outcome.MEMORY_EXCEEDED
+
+
+async def test_escaped_grandchild_is_killed(pool):
+    code = (
+        "import subprocess\n"
+        "subprocess.Popen(['sleep', '313'], start_new_session=True)\n"
+        "print('left a daemon behind')\n"
+    )
+    result = await pool.execute(code)
+    assert result.outcome is Outcome.OK, result.stderr
+    leftovers = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if proc.info["cmdline"] == ["sleep", "313"] and proc.status() != psutil.STATUS_ZOMBIE:
+            leftovers.append(proc.pid)
+    assert leftovers == []
+
+
+async def test_code_cannot_kill_its_zygote_for_good(pool):
+    await pool.execute("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)")
+    after = await pool.execute("print('still serving')")
+    assert after.outcome is Outcome.OK and after.stdout == "still serving\n"
+
+
+async def test_crashed_zygote_is_replaced():
+    async with PoolExecutor(size=1, preload=()) as executor:
+        before = zygote_processes(executor)
+        assert len(before) == 1
+        before[0].send_signal(signal.SIGKILL)
+        before[0].wait(5)
+        result = await executor.execute("print('after the crash')")
+        assert result.outcome is Outcome.OK and result.stdout == "after the crash\n"
+        after = zygote_processes(executor)
+        assert len(after) == 1 and after[0].pid != before[0].pid
+
+
+async def test_zygote_killed_mid_execution_gives_sandbox_error_then_recovers():
+    async with PoolExecutor(size=1, preload=()) as executor:
+        running = asyncio.ensure_future(executor.execute("import time\nprint('started', flush=True)\ntime.sleep(30)"))
+        await asyncio.sleep(0.5)
+        zygote_processes(executor)[0].send_signal(signal.SIGKILL)
+        result = await asyncio.wait_for(running, 10)
+        assert result.outcome is Outcome.SANDBOX_ERROR
+        assert "zygote" in result.error_message
+        follow_up = await executor.execute("print(2 + 2)")
+        assert follow_up.outcome is Outcome.OK and follow_up.stdout == "4\n"
+
+
+async def test_zygote_recycled_after_max_executions():
+    async with PoolExecutor(size=1, preload=(), max_executions=2) as executor:
+        seen = []
+        for _ in range(5):
+            result = await executor.execute("print('ok')")
+            assert result.outcome is Outcome.OK
+            seen.append(executor.zygote_pids[0] if executor.zygote_pids else None)
+            await asyncio.sleep(0)
+        # executions 1-2 on the first zygote, 3-4 on the second, 5 on the third
+        assert seen[0] != seen[2] != seen[4]
+        assert seen[0] != seen[4]
+
+
+async def test_no_process_or_directory_left_after_aclose():
+    executor = PoolExecutor(size=2, preload=())
+    await executor.start()
+    await executor.execute("import subprocess\nsubprocess.Popen(['sleep', '314'], start_new_session=True)")
+    procs = tree_of(executor.zygote_pids)
+    assert len(procs) >= 2
+    root = executor.root
+    assert root is not None and root.exists()
+    await executor.aclose()
+    gone, alive = psutil.wait_procs(procs, timeout=5)
+    assert alive == []
+    assert not root.exists()
+
+
+async def test_finalizer_kills_zygotes_of_a_dropped_pool():
+    executor = PoolExecutor(size=1, preload=())
+    await executor.start()
+    procs = tree_of(executor.zygote_pids)
+    del executor
+    import gc
+
+    gc.collect()
+    gone, alive = psutil.wait_procs(procs, timeout=5)
+    assert alive == []
+
+
+async def test_settings_are_validated():
+    with pytest.raises(ValueError, match="size"):
+        PoolSettings(size=0)
+    with pytest.raises(TypeError, match="unknown pool setting"):
+        PoolExecutor(sizes=2)
+
+
+async def test_registered_by_name():
+    assert {"pool", "restricted"} <= set(available_executors())
+    executor = get_executor("pool", size=1, preload=())
+    try:
+        assert isinstance(executor, PoolExecutor)
+        result = await executor.execute("print(6 * 7)")
+        assert result.stdout == "42\n"
+    finally:
+        await executor.aclose()
+
+
+async def test_large_code_and_leftover_files_do_not_leak(pool):
+    big = "x = 0\n" + "x += 1\n" * 20000 + "print(x)\n"
+    result = await pool.execute(big)
+    assert result.outcome is Outcome.OK and result.stdout == "20000\n"
+    await pool.execute("import os\nos.makedirs('deep/er')\nopen('deep/er/f.txt', 'w').write('1')\nos.chmod('deep', 0o500)")
+    listing = await asyncio.gather(*(pool.execute("import os\nprint(sorted(os.listdir('.')))") for _ in range(4)))
+    assert [r.stdout for r in listing] == ["[]\n"] * 4
