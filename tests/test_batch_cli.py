@@ -94,7 +94,8 @@ def test_bad_input_is_reported_with_lines_and_nothing_runs(tmp_path: Path, capsy
 def test_resume_with_other_settings_is_refused_unless_forced(tmp_path: Path, batch_files, capsys) -> None:
     script, prompts = batch_files
     run_dir = tmp_path / "run"
-    base = ["batch", str(prompts), "-o", str(run_dir), "--model", f"scripted:{script}", "--no-progress"]
+    base = ["batch", str(prompts), "-o", str(run_dir), "--model", f"scripted:{script}", "--executor", "local",
+            "--no-progress"]
     assert main(base + ["--max-retries", "1"]) == 0
     assert main(base + ["--max-retries", "1"]) == 2
     assert "pass --resume" in capsys.readouterr().err
