@@ -70,6 +70,18 @@ class Measurement:
     model_calls: int
     mean_execution_ms: float
     latency_s: float
+    execution_slots: int | None  # executions that can run at once (the pool's size), None for no bound
+    ceiling: float | None = None  # bare asyncio's share of the ideal, measured just before
+
+    @property
+    def model_bound(self) -> float:
+        return self.concurrency / (CALLS_PER_ITEM * self.latency_s)
+
+    @property
+    def execution_bound(self) -> float | None:
+        if self.execution_slots is None or self.mean_execution_ms <= 0:
+            return None
+        return self.execution_slots / (self.mean_execution_ms / 1000)
 
     @property
     def throughput(self) -> float:
@@ -77,7 +89,13 @@ class Measurement:
 
     @property
     def ideal(self) -> float:
-        return self.concurrency / (CALLS_PER_ITEM * self.latency_s)
+        """The model's bound, or the executor's when its slots and measured execution time allow fewer."""
+        bound = self.execution_bound
+        return self.model_bound if bound is None else min(self.model_bound, bound)
+
+    @property
+    def bound_by(self) -> str:
+        return "model" if self.ideal == self.model_bound else "execution"
 
     @property
     def efficiency(self) -> float:
@@ -85,7 +103,9 @@ class Measurement:
 
     @property
     def slot_overhead_ms(self) -> float:
-        return (self.elapsed_s * self.concurrency / self.items - CALLS_PER_ITEM * self.latency_s) * 1000
+        """Time per item the bounding resource's slots spent on anything but the work itself."""
+        slots = self.concurrency if self.bound_by == "model" else self.execution_slots
+        return (1 / self.throughput - 1 / self.ideal) * slots * 1000
 
     @property
     def cpu_ms_per_item(self) -> float:
@@ -93,7 +113,7 @@ class Measurement:
 
 
 async def measure(executor_name: str, executor, *, items: int, concurrency: int, latency_s: float,
-                  execution_concurrency: int) -> Measurement:
+                  execution_concurrency: int, execution_slots: int | None = None) -> Measurement:
     model = ScriptedModel(SCRIPT, latency_s=latency_s)
     run_dir = Path(tempfile.mkdtemp(prefix="codeloop-bench-batch-"))
     try:
@@ -109,39 +129,63 @@ async def measure(executor_name: str, executor, *, items: int, concurrency: int,
     if model.calls != items * CALLS_PER_ITEM:
         raise RuntimeError(f"expected {items * CALLS_PER_ITEM} model calls, saw {model.calls}")
     return Measurement(executor=executor_name, concurrency=concurrency, items=items, elapsed_s=elapsed, cpu_s=cpu,
-                       model_calls=model.calls, mean_execution_ms=execution_total / items * 1000, latency_s=latency_s)
+                       model_calls=model.calls, mean_execution_ms=execution_total / items * 1000, latency_s=latency_s,
+                       execution_slots=min(execution_slots, execution_concurrency) if execution_slots else None)
+
+
+async def asyncio_ceiling(*, items: int, concurrency: int, latency_s: float) -> float:
+    """Share of the ideal that bare asyncio reaches on this machine right now: the same number of
+    items, each two sleeps of ``latency_s`` under a semaphore of ``concurrency``, with no batch code at all.
+    The gap between this and a batch run is what codeloop costs; the gap below 100% is the machine's."""
+    slots = asyncio.Semaphore(concurrency)
+    remaining = iter(range(items))
+
+    async def worker() -> None:
+        for _ in remaining:
+            for _ in range(CALLS_PER_ITEM):
+                async with slots:
+                    await asyncio.sleep(latency_s)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(2 * concurrency)))
+    return items * CALLS_PER_ITEM * latency_s / concurrency / (time.perf_counter() - t0)
 
 
 def table(rows: list[Measurement]) -> list[str]:
-    lines = ["| executor | concurrency | items | elapsed (s) | items/s | ideal items/s | % of ideal "
-             "| slot overhead (ms/item) | driver CPU (ms/item) | mean execution (ms) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| executor | concurrency | items | elapsed (s) | items/s | ideal items/s (bound) | % of ideal "
+             "| bare asyncio, % of ideal | slot overhead (ms/item) | driver CPU (ms/item) | mean execution (ms) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for m in rows:
+        ceiling = f"{m.ceiling * 100:.1f}%" if m.ceiling is not None and m.bound_by == "model" else "-"
         lines.append(f"| {m.executor} | {m.concurrency} | {m.items} | {m.elapsed_s:.2f} | {m.throughput:.1f} "
-                     f"| {m.ideal:.1f} | {m.efficiency * 100:.1f}% | {m.slot_overhead_ms:.2f} "
-                     f"| {m.cpu_ms_per_item:.2f} | {m.mean_execution_ms:.2f} |")
+                     f"| {m.ideal:.1f} ({m.bound_by}) | {m.efficiency * 100:.1f}% | {ceiling} "
+                     f"| {m.slot_overhead_ms:.2f} | {m.cpu_ms_per_item:.2f} | {m.mean_execution_ms:.2f} |")
     return lines
 
 
 async def main_async(args: argparse.Namespace) -> tuple[list[Measurement], list[str]]:
     rows: list[Measurement] = []
     notes: list[str] = []
-    executors: list[tuple[str, object]] = [("trivial", TrivialExecutorDouble())]
+    executors: list[tuple[str, object, int | None]] = [("trivial", TrivialExecutorDouble(), None)]
     if "pool" in available_executors():
         try:
             pool = get_executor("pool", size=args.pool_size)
-            executors.append((f"pool (size {args.pool_size})", pool))
+            # Warm every zygote first: its start-up (importing numpy, pandas...) is paid once per batch, not per item.
+            await asyncio.gather(*(pool.execute("pass") for _ in range(args.pool_size)))
+            executors.append((f"pool (size {args.pool_size})", pool, args.pool_size))
         except (UnknownExecutorError, Exception) as exc:  # the pool may need a sandbox this machine lacks
             notes.append(f"pool executor skipped: it could not start here ({type(exc).__name__}: {exc}).")
     else:
         notes.append("pool executor skipped: it is not registered in this checkout "
                      f"(available: {', '.join(available_executors())}).")
-    for name, executor in executors:
+    for name, executor, slots in executors:
         for concurrency in args.concurrency:
             # Concurrency 1 would take items x 2 x latency (100 s for 1000 items): cap its item count.
             items = min(args.items, args.items_at_1) if concurrency == 1 else args.items
+            ceiling = await asyncio_ceiling(items=items, concurrency=concurrency, latency_s=args.latency)
             m = await measure(name, executor, items=items, concurrency=concurrency, latency_s=args.latency,
-                              execution_concurrency=args.execution_concurrency or concurrency)
+                              execution_concurrency=args.execution_concurrency or concurrency, execution_slots=slots)
+            m.ceiling = ceiling
             print(table([m])[-1], flush=True)
             rows.append(m)
         if hasattr(executor, "aclose"):

@@ -12,11 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import functools
 import os
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from .limits import BackoffGate
 from .progress import BatchProgress
 from .settings import BatchSettings
 from .store import BatchStore, StoreError
+from .writer import StoreWriter
 
 LOCK_NAME = ".lock"
 
@@ -216,29 +215,24 @@ def _make_engine(name: str, *, model: Any, executor: Any, executor_options: dict
 
 async def _drive(store: BatchStore, engine: Engine, todo: deque[BatchItem], settings: BatchSettings,
                  progress: BatchProgress, *, already_done: int, total: int) -> AsyncIterator[tuple[str, RunResult]]:
-    # Every store call runs on one writer thread: a commit that waits for a WAL
-    # checkpoint's fsync (tens of ms) then stalls only the writes, not every
-    # model call on the event loop. Calls are still one at a time, in order.
-    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="codeloop-store")
-    loop = asyncio.get_running_loop()
-
-    def write(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
-        return loop.run_in_executor(writer, functools.partial(fn, *args, **kwargs))
-
+    writer = StoreWriter(store, asyncio.get_running_loop())
     to_run = len(todo)
     finished: asyncio.Queue[tuple[str, RunResult] | BaseException] = asyncio.Queue()
     in_flight: set[str] = set()
     reason = "interrupted"
-    session = await write(store.begin_session, settings.to_json())
+    session: int | None = None
 
     async def worker() -> None:
         try:
             while todo:
                 item = todo.popleft()
                 in_flight.add(item.id)
-                await write(store.mark_running, item.id, session)
+                # Not awaited before the item starts: the writer applies changes in order, so
+                # ``running`` always lands before the result; a failure surfaces below.
+                started = writer.submit(store.mark_running, item.id, session)
                 outcome = await engine.run(item)
-                status = await write(store.finish, item.id, outcome.result, rate_limited=outcome.rate_limited)
+                await started
+                status = await writer.submit(store.finish, item.id, outcome.result, rate_limited=outcome.rate_limited)
                 in_flight.discard(item.id)
                 progress.item_finished(status, outcome.result, outcome.rate_limited)
                 finished.put_nowait((item.id, outcome.result))
@@ -250,6 +244,7 @@ async def _drive(store: BatchStore, engine: Engine, todo: deque[BatchItem], sett
     workers: list[asyncio.Task[None]] = []
     progress.start(total=total, already_done=already_done)
     try:
+        session = await writer.submit(store.begin_session, settings.to_json())
         await engine.start()
         workers = [asyncio.create_task(worker()) for _ in range(min(engine.slots, to_run))]
         for _ in range(to_run):
@@ -263,19 +258,20 @@ async def _drive(store: BatchStore, engine: Engine, todo: deque[BatchItem], sett
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
-        # Queued after any finish() a cancelled worker left running on the writer thread,
-        # so an item whose result was committed is not marked interrupted.
-        cleanup = writer.submit(_end_session, store, session, sorted(in_flight), reason)
-        writer.shutdown(wait=True)
-        cleanup.result()
+        # Queued after any finish() a cancelled worker had submitted, so an item whose
+        # result was committed is not marked interrupted (mark_interrupted skips it).
+        ended = writer.submit(_end_session, store, session, sorted(in_flight), reason)
+        writer.close()
         progress.stop()
         await engine.aclose()
+        await ended  # resolved by now; raises if the session could not be closed
 
 
-def _end_session(store: BatchStore, session: int, in_flight: list[str], reason: str) -> None:
+def _end_session(store: BatchStore, session: int | None, in_flight: list[str], reason: str) -> None:
     if in_flight:
         store.mark_interrupted(in_flight)
-    store.end_session(session, reason)
+    if session is not None:
+        store.end_session(session, reason)
 
 
 def run_batch_sync(items: Any, **options: Any) -> list[tuple[str, RunResult]]:

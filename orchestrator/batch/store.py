@@ -14,6 +14,7 @@ driver is the single writer.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sqlite3
@@ -204,18 +205,42 @@ class BatchStore:
     # -- plumbing -----------------------------------------------------------
 
     class _Tx:
+        """A transaction, or a savepoint inside the group transaction of :meth:`group`:
+        either way one state change applies wholly or not at all."""
+
         def __init__(self, db: sqlite3.Connection) -> None:
             self.db = db
+            self.nested = False
 
         def __enter__(self) -> sqlite3.Connection:
-            self.db.execute("BEGIN IMMEDIATE")
+            self.nested = self.db.in_transaction
+            self.db.execute("SAVEPOINT change" if self.nested else "BEGIN IMMEDIATE")
             return self.db
 
         def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+            if not self.nested:
+                self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+            elif exc_type:
+                self.db.execute("ROLLBACK TO change")
+                self.db.execute("RELEASE change")
+            else:
+                self.db.execute("RELEASE change")
 
     def _transaction(self) -> "BatchStore._Tx":
         return BatchStore._Tx(self._db)
+
+    @contextlib.contextmanager
+    def group(self) -> Iterator[None]:
+        """Commit several state changes at once (group commit). Each change
+        still applies wholly or not at all (a savepoint); a crash before the
+        commit loses the whole group, and nobody has been told it was stored."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def close(self) -> None:
         self._db.close()
