@@ -159,3 +159,26 @@ def test_resume_without_items_uses_the_stored_ones_and_fresh_dirs_need_items(tmp
 def test_opening_a_directory_without_a_store_for_reading_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="holds no batch"):
         BatchStore(tmp_path, create=False)
+
+
+async def test_writer_groups_changes_and_a_failing_one_does_not_undo_the_others(tmp_path: Path) -> None:
+    import asyncio
+    import time
+
+    from orchestrator.batch.writer import StoreWriter
+
+    with BatchStore(tmp_path) as store:
+        store.initialise(SETTINGS.to_json(), items(3))
+        session = store.begin_session(SETTINGS.to_json())
+        writer = StoreWriter(store, asyncio.get_running_loop())
+        blocker = writer.submit(time.sleep, 0.05)  # the next changes queue up behind it: one group
+        changes = [
+            writer.submit(store.mark_running, "i0", session),
+            writer.submit(store.initialise, SETTINGS.to_json(), items(1)),  # fails: a batch exists
+            writer.submit(store.finish, "i0", make_result("i0")),
+            writer.submit(store.mark_running, "i1", session),
+        ]
+        results = await asyncio.gather(blocker, *changes, return_exceptions=True)
+        writer.close()
+        assert isinstance(results[2], StoreError) and results[3] == "done"
+        assert [r.status for r in store.records()] == ["done", "running", "pending"]
