@@ -286,3 +286,11 @@ async def test_progress_shows_counts_on_a_terminal_and_stays_quiet_otherwise(tmp
                   progress=quiet)
     assert not quiet.enabled and quiet.done == 1 and piped.getvalue() == ""
     assert quiet.summary().startswith("1 run: 1 solved")
+
+
+def test_the_ray_engine_refuses_an_executor_instance_before_touching_the_store(tmp_path: Path) -> None:
+    # Each Ray worker builds its own executor, so it needs a name or a factory; no Ray is started for this.
+    with pytest.raises(TypeError, match="pass the executor by name"):
+        run_batch_sync(["a"], model=CountingModelDouble(), executor=InstantExecutorDouble(), run_dir=tmp_path / "r",
+                       engine="ray")
+    assert not (tmp_path / "r").exists()
