@@ -19,6 +19,7 @@ from . import events
 from .loop import Orchestrator
 from .models import Model, ModelError, ScriptedModel, get_model
 from .prompts import Prompts
+from .session import Session, SyncSession
 from .types import (
     RUN_PYTHON,
     Attempt,
@@ -47,6 +48,8 @@ __all__ = [
     "RunResult",
     "RunStatus",
     "ScriptedModel",
+    "Session",
+    "SyncSession",
     "ToolSpec",
     "Usage",
     "arun",

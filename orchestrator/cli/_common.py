@@ -8,7 +8,7 @@ import os
 from executors import Limits, UnknownExecutorError, available_executors, get_executor
 from executors.base import Executor
 
-from ..models import Model, RecordingModel, UnknownModelError, default_model_spec, get_model
+from ..models import Model, ModelError, RecordingModel, UnknownModelError, default_model_spec, get_model
 from . import UsageError
 
 NO_MODEL_HELP = (
@@ -36,7 +36,7 @@ def resolve_model(args: argparse.Namespace) -> Model:
         raise UsageError(NO_MODEL_HELP)
     try:
         model = get_model(spec)
-    except (UnknownModelError, ValueError, FileNotFoundError) as exc:
+    except (UnknownModelError, ValueError, FileNotFoundError, ModelError) as exc:
         raise UsageError(str(exc)) from exc
     if getattr(args, "record", None):
         model = RecordingModel(model, args.record)

@@ -25,15 +25,42 @@ def _scripted(arg: str) -> Model:
     return ScriptedModel.from_file(arg)
 
 
+def _gemini(arg: str) -> Model:
+    from .gemini import GeminiModel
+
+    return GeminiModel(arg, mode="client")
+
+
+def _gemini_server(arg: str) -> Model:
+    from .gemini import GeminiModel
+
+    return GeminiModel(arg, mode="server")
+
+
+def _openai(arg: str) -> Model:
+    from .openai_compat import OpenAIModel, parse_spec
+
+    model, base_url = parse_spec(arg)
+    return OpenAIModel(model, base_url)
+
+
 MODEL_FACTORIES: dict[str, Callable[[str], Model]] = {
     "replay": _replay,
     "scripted": _scripted,
+    "gemini": _gemini,
+    "gemini-server": _gemini_server,
+    "openai": _openai,
 }
 
 EXAMPLES = {
     "replay": "replay:examples/cassette.jsonl",
     "scripted": "scripted:script.json",
+    "gemini": "gemini:gemini-2.5-flash",
+    "gemini-server": "gemini-server:gemini-2.5-flash",
+    "openai": "openai:qwen2.5-coder@http://127.0.0.1:11434/v1",
 }
+
+DEFAULT_GEMINI_MODEL = "gemini-2.5-flash"
 
 
 class UnknownModelError(ValueError):
@@ -64,5 +91,10 @@ def get_model(spec: str) -> Model:
 
 
 def default_model_spec(env: Mapping[str, str]) -> str | None:
-    """The model to use when none is named, or None when nothing is configured."""
+    """The model to use when none is named, or None when nothing is configured:
+    Gemini when a Gemini key is set (the SDK's variables)."""
+    from .gemini import KEY_VARIABLES
+
+    if any(env.get(name) for name in KEY_VARIABLES):
+        return f"gemini:{DEFAULT_GEMINI_MODEL}"
     return None

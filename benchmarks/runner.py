@@ -1,0 +1,264 @@
+"""Running a benchmark: items go through the batch runner (its store, its
+resume), each result is scored as it lands, and the report is computed from
+the store at the end.
+
+Scoring (see docs/benchmarks.md):
+
+- HumanEval: the model is asked for the complete function plus tests it
+  prints. The scored program is the problem's prompt, then the definitions
+  of the model's last executed program (imports, functions, classes,
+  call-free assignments: its own tests are dropped), then the hidden test
+  and ``check(entry_point)``, run in the scoring executor. Solved when that
+  program runs without error.
+- Custom ``test`` items: the model's definitions, then the item's test code.
+- GSM8K and numeric ``answer`` items: the number the summary states
+  (:func:`benchmarks.scoring.extract_answer`) against the reference.
+- A run that ended with a model error is unsolved; it runs again on resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from executors.base import Executor, Limits
+from executors.registry import DEFAULT_EXECUTOR, available_executors, get_executor
+from orchestrator.batch import BatchItem, BatchProgress, BatchStore, run_batch
+from orchestrator.extract import extract_code, join_blocks
+from orchestrator.models.base import Model
+from orchestrator.types import RunResult
+
+from .datasets import BenchItem, load_dataset
+from .metrics import MAX_K, Metrics, Prices, ScoredRun, compute_metrics
+from .report import REPORT_FILE, write_report
+from .scoring import (
+    Score,
+    humaneval_program,
+    last_printed,
+    score_by_running,
+    score_exact,
+    score_numeric,
+    test_program,
+)
+from .store import BenchStoreError, ScoreStore, load_scored_runs
+
+REFERENCE_PREFIX = "reference:"
+# What must match for --resume to continue a bench directory.
+RESUME_KEYS = ("benchmark", "data")
+
+
+def default_scoring_executor() -> str:
+    """The sandbox when it is installed, else the local subprocess executor."""
+    return "sandbox" if "sandbox" in available_executors() else "local"
+
+
+@dataclass
+class BenchResult:
+    bench_dir: str
+    config: dict[str, Any]
+    metrics: Metrics
+    report_path: str
+    records: list[ScoredRun] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"bench_dir": self.bench_dir, "config": self.config, "metrics": self.metrics.to_json(),
+                "report_path": self.report_path, "records": [r.to_json() for r in self.records]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "BenchResult":
+        return cls(bench_dir=data["bench_dir"], config=data["config"], metrics=Metrics.from_json(data["metrics"]),
+                   report_path=data["report_path"], records=[ScoredRun.from_json(r) for r in data["records"]])
+
+
+def scored_code(run: RunResult) -> str:
+    """The program to score: the last one that ran, else code in the summary."""
+    if run.attempts:
+        return run.code
+    return join_blocks(extract_code(run.summary))
+
+
+async def score_item(item: BenchItem, run: RunResult, executor: Executor, limits: Limits | None = None) -> Score:
+    if run.error:
+        return Score(item_id=item.id, correct=False, expected=item.answer, detail=f"run failed: {run.error}")
+    if item.scoring in ("humaneval", "test"):
+        code = scored_code(run)
+        if not code.strip():
+            return Score(item_id=item.id, correct=False, detail="the model wrote no code")
+        if item.scoring == "humaneval":
+            program = humaneval_program(item.source_prompt, code, item.test or "", item.entry_point or "")
+        else:
+            program = test_program(code, item.test or "")
+        score, _ = await score_by_running(item.id, program, executor, limits)
+        return score
+    assert item.answer is not None, f"item {item.id} has neither test nor answer"
+    if item.scoring == "numeric":
+        printed = last_printed([a.result.stdout for a in run.attempts if a.ok])
+        return score_numeric(item.id, item.answer, run.summary, printed)
+    return score_exact(item.id, item.answer, run.summary)
+
+
+def resolve_model(model: Model | str, items: Sequence[BenchItem]) -> Model | str:
+    """``reference:NAME`` builds a reference test double for these items;
+    other strings go to the model registry (via the batch runner)."""
+    if isinstance(model, str) and model.startswith(REFERENCE_PREFIX):
+        from .reference_models import REFERENCE_MODELS
+
+        name = model[len(REFERENCE_PREFIX):]
+        if name not in REFERENCE_MODELS:
+            raise ValueError(f"unknown reference model {name!r}; choose one of: {', '.join(REFERENCE_MODELS)}")
+        return REFERENCE_MODELS[name](items)
+    return model
+
+
+def _model_name(model: Model | str) -> str:
+    return model if isinstance(model, str) else getattr(model, "name", type(model).__name__)
+
+
+def _check_resume(stored: dict[str, Any] | None, config: dict[str, Any], bench_dir: Path, resume: bool,
+                  force: bool) -> None:
+    if stored is None:
+        return
+    if not resume:
+        raise BenchStoreError(f"{bench_dir} already holds a benchmark ({stored.get('benchmark')}); pass --resume "
+                              "(resume=True) to continue it, or choose another directory")
+    differ = [f"{k}: stored {stored.get(k)!r}, now {config.get(k)!r}" for k in RESUME_KEYS
+              if stored.get(k) != config.get(k)]
+    if differ and not force:
+        raise BenchStoreError(f"{bench_dir} holds a different benchmark:\n  " + "\n  ".join(differ))
+
+
+async def run_benchmark(
+    benchmark: str | Sequence[BenchItem],
+    *,
+    model: Model | str,
+    bench_dir: str | Path,
+    executor: Any = DEFAULT_EXECUTOR,
+    executor_options: dict[str, Any] | None = None,
+    data: str | Path | None = None,
+    limit: int | None = None,
+    max_retries: int = 5,
+    max_steps: int = 10,
+    concurrency: int = 4,
+    limits: Limits | None = None,
+    resume: bool = False,
+    force: bool = False,
+    scoring_executor: str | Executor | None = None,
+    scoring_limits: Limits | None = None,
+    prices: Prices | None = None,
+    progress: BatchProgress | None = None,
+    on_scored: Callable[[ScoredRun], None] | None = None,
+) -> BenchResult:
+    """Run ``benchmark`` (``humaneval``, ``gsm8k``, a JSONL path, or a list of
+    :class:`BenchItem`) with ``model`` and write BENCH_DIR's store and report.
+
+    ``model`` is a Model, a model spec string, or ``reference:NAME`` (a
+    reference test double, see :mod:`benchmarks.reference_models`).
+    ``scoring_executor`` runs the hidden tests (default: the sandbox when
+    installed, else local). With ``resume`` the items already finished keep
+    their results and scores; the rest run.
+    """
+    if isinstance(benchmark, str):
+        items = load_dataset(benchmark, data=data, limit=limit)
+        name = benchmark
+    else:
+        items = list(benchmark)[:limit] if limit else list(benchmark)
+        name = "items"
+    bench_path = Path(bench_dir)
+    resolved = resolve_model(model, items)
+    if scoring_executor is None or isinstance(scoring_executor, str):
+        scoring_name = scoring_executor or default_scoring_executor()
+    else:
+        scoring_name = scoring_executor.name
+    config = {
+        "benchmark": name,
+        "data": str(Path(data).resolve()) if data else None,
+        "limit": limit,
+        "items": len(items),
+        "model": _model_name(resolved),
+        "executor": executor if isinstance(executor, str) else getattr(executor, "name", type(executor).__name__),
+        "scoring_executor": scoring_name,
+        "max_retries": max_retries,
+        "max_steps": max_steps,
+        "max_k": max(MAX_K, max_retries),
+        "prices": [prices.input_per_mtok, prices.output_per_mtok] if prices else None,
+    }
+    by_id = {item.id: item for item in items}
+    batch_items = [BatchItem(id=i.id, prompt=i.prompt, metadata={"benchmark": name, "scoring": i.scoring},
+                             source=f"{name}:{i.id}") for i in items]
+
+    with ScoreStore(bench_path) as scores:
+        _check_resume(scores.config(), config, bench_path, resume, force)
+        scores.set_config(config)
+        if scoring_executor is None or isinstance(scoring_executor, str):
+            scorer, owns_scorer = get_executor(scoring_name), True
+        else:
+            scorer, owns_scorer = scoring_executor, False
+        slots = asyncio.Semaphore(concurrency)
+
+        async def score_and_save(item_id: str, result: RunResult) -> None:
+            async with slots:
+                score = await score_item(by_id[item_id], result, scorer, scoring_limits)
+            scores.save(score, result.retries)
+            if on_scored is not None:
+                on_scored(ScoredRun(item_id=item_id, run=result, score=score))
+
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            async for item_id, result in run_batch(
+                batch_items, model=resolved, run_dir=bench_path, executor=executor,
+                executor_options=executor_options, concurrency=concurrency, max_retries=max_retries,
+                max_steps=max_steps, limits=limits, resume=resume, force=force, progress=progress,
+            ):
+                tasks.append(asyncio.create_task(score_and_save(item_id, result)))
+            await asyncio.gather(*tasks)
+            # Items a previous session finished but did not score (it stopped in between).
+            await _score_leftovers(bench_path, scores, by_id, score_and_save)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if owns_scorer:
+                await scorer.aclose()
+
+    return build_report(bench_path)
+
+
+async def _score_leftovers(bench_path: Path, scores: ScoreStore, by_id: dict[str, BenchItem],
+                           score_and_save: Callable[[str, RunResult], Any]) -> None:
+    scored = set(scores.scores())
+    store = BatchStore(bench_path, create=False)
+    try:
+        pending = [(r.id, store.result(r.id)) for r in store.records()
+                   if r.status in ("done", "error") and r.id not in scored and r.id in by_id]
+    finally:
+        store.close()
+    await asyncio.gather(*(score_and_save(item_id, result) for item_id, result in pending if result is not None))
+
+
+def build_report(bench_dir: str | Path) -> BenchResult:
+    """Recompute the metrics from BENCH_DIR's store and (re)write the report."""
+    result = load_bench(bench_dir)
+    result.report_path = str(write_report(result.bench_dir, result.metrics, result.config, result.records))
+    return result
+
+
+def load_bench(bench_dir: str | Path) -> BenchResult:
+    """The metrics of BENCH_DIR, recomputed from its store; writes nothing."""
+    bench_path = Path(bench_dir)
+    with ScoreStore(bench_path, create=False) as scores:
+        config = scores.config()
+    if config is None:
+        raise BenchStoreError(f"{bench_path} holds no benchmark")
+    prices = Prices(*config["prices"]) if config.get("prices") else None
+    records = load_scored_runs(bench_path)
+    metrics = compute_metrics(records, max_k=config.get("max_k", MAX_K), prices=prices)
+    return BenchResult(bench_dir=str(bench_path), config=config, metrics=metrics,
+                       report_path=str(bench_path / REPORT_FILE), records=records)
+
+
+def run(benchmark: str | Sequence[BenchItem], **options: Any) -> BenchResult:
+    """Synchronous :func:`run_benchmark` (not from inside a running event loop)."""
+    return asyncio.run(run_benchmark(benchmark, **options))

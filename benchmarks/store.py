@@ -1,0 +1,116 @@
+"""The benchmark's own rows in the batch store (``BENCH_DIR/runs.db``).
+
+Runs live in the batch runner's ``items`` table; this module adds two tables
+beside it: ``bench`` (what was benchmarked, so a resume can refuse a
+different data set) and ``bench_scores`` (one score per item). Keeping them
+in the same database means a report is always computed from one file, and
+a resumed benchmark scores exactly the items that still lack a score.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from orchestrator.batch.store import DB_NAME, BatchStore
+
+from .metrics import ScoredRun
+from .scoring import Score
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS bench (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    config TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS bench_scores (
+    item_id TEXT PRIMARY KEY,
+    correct INTEGER NOT NULL,
+    retries INTEGER NOT NULL,
+    expected TEXT,
+    got TEXT,
+    detail TEXT NOT NULL,
+    scoring_time_s REAL NOT NULL,
+    scored REAL NOT NULL
+);
+"""
+
+
+class BenchStoreError(RuntimeError):
+    """The bench directory holds a different benchmark, or no benchmark at all."""
+
+
+class ScoreStore:
+    """Reads and writes the bench tables. Every write is its own short
+    transaction, so it interleaves safely with the batch store's writes."""
+
+    def __init__(self, bench_dir: str | Path, *, create: bool = True) -> None:
+        self.bench_dir = Path(bench_dir)
+        self.path = self.bench_dir / DB_NAME
+        if not self.path.exists() and not create:
+            raise BenchStoreError(f"{self.bench_dir} holds no benchmark (no {DB_NAME})")
+        self.bench_dir.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "ScoreStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def config(self) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT config FROM bench WHERE id = 1").fetchone()
+        return json.loads(row["config"]) if row else None
+
+    def set_config(self, config: dict[str, Any]) -> None:
+        self._db.execute("INSERT OR REPLACE INTO bench (id, config, created) VALUES (1, ?, ?)",
+                         (json.dumps(config, sort_keys=True), time.time()))
+
+    def save(self, score: Score, retries: int) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO bench_scores (item_id, correct, retries, expected, got, detail, scoring_time_s, "
+            "scored) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (score.item_id, int(score.correct), retries, score.expected, score.got, score.detail,
+             score.scoring_time_s, time.time()),
+        )
+
+    def scores(self) -> dict[str, Score]:
+        return {
+            r["item_id"]: Score(item_id=r["item_id"], correct=bool(r["correct"]), expected=r["expected"],
+                                got=r["got"], detail=r["detail"], scoring_time_s=r["scoring_time_s"])
+            for r in self._db.execute("SELECT * FROM bench_scores")
+        }
+
+    def score_rows(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._db.execute("SELECT * FROM bench_scores ORDER BY item_id")]
+
+
+def load_scored_runs(bench_dir: str | Path) -> list[ScoredRun]:
+    """Every finished, scored item of a bench directory, in input order."""
+    bench_dir = Path(bench_dir)
+    if not (bench_dir / DB_NAME).exists():
+        raise BenchStoreError(f"{bench_dir} holds no benchmark (no {DB_NAME})")
+    with ScoreStore(bench_dir, create=False) as scores_db:
+        scores = scores_db.scores()
+    store = BatchStore(bench_dir, create=False)
+    try:
+        records = []
+        for record in store.records():
+            score = scores.get(record.id)
+            if score is None:
+                continue
+            result = store.result(record.id)
+            if result is not None:
+                records.append(ScoredRun(item_id=record.id, run=result, score=score))
+        return records
+    finally:
+        store.close()
