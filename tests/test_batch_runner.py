@@ -294,3 +294,15 @@ def test_the_ray_engine_refuses_an_executor_instance_before_touching_the_store(t
         run_batch_sync(["a"], model=CountingModelDouble(), executor=InstantExecutorDouble(), run_dir=tmp_path / "r",
                        engine="ray")
     assert not (tmp_path / "r").exists()
+
+
+async def test_an_item_is_yielded_only_after_its_result_is_committed(tmp_path: Path) -> None:
+    import sqlite3
+
+    reader = None
+    async for item_id, result in run_batch([f"p{k}" for k in range(30)], model=CountingModelDouble(latency_s=0.001),
+                                           executor=InstantExecutorDouble(), run_dir=tmp_path, concurrency=8):
+        reader = reader or sqlite3.connect(f"file:{tmp_path / 'runs.db'}?mode=ro", uri=True)
+        row = reader.execute("SELECT status, run_status FROM items WHERE id = ?", (item_id,)).fetchone()
+        assert row == ("done", result.status.value)
+    reader.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import os
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -23,7 +24,7 @@ from executors.base import Limits
 
 from ..models.base import Model
 from ..types import RunResult
-from .engine import Engine, LocalEngine
+from .engine import Engine, ItemOutcome, LocalEngine
 from .inputs import BatchItem, coerce_items, load_items
 from .limits import BackoffGate
 from .progress import BatchProgress
@@ -222,23 +223,35 @@ async def _drive(store: BatchStore, engine: Engine, todo: deque[BatchItem], sett
     reason = "interrupted"
     session: int | None = None
 
+    def report_failure(future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            finished.put_nowait(future.exception())
+
+    def committed(item_id: str, outcome: ItemOutcome, future: asyncio.Future[Any]) -> None:
+        if future.cancelled():
+            return
+        if future.exception() is not None:
+            finished.put_nowait(future.exception())
+            return
+        in_flight.discard(item_id)
+        progress.item_finished(future.result(), outcome.result, outcome.rate_limited)
+        finished.put_nowait((item_id, outcome.result))
+
     async def worker() -> None:
+        # A worker never waits for the store: the writer applies changes in submission order
+        # (``running`` before the result), and an item counts as finished, and is yielded, only
+        # once its result is committed. A slow fsync then delays results, not model calls.
         try:
             while todo:
                 item = todo.popleft()
                 in_flight.add(item.id)
-                # Not awaited before the item starts: the writer applies changes in order, so
-                # ``running`` always lands before the result; a failure surfaces below.
-                started = writer.submit(store.mark_running, item.id, session)
+                writer.submit(store.mark_running, item.id, session).add_done_callback(report_failure)
                 outcome = await engine.run(item)
-                await started
-                status = await writer.submit(store.finish, item.id, outcome.result, rate_limited=outcome.rate_limited)
-                in_flight.discard(item.id)
-                progress.item_finished(status, outcome.result, outcome.rate_limited)
-                finished.put_nowait((item.id, outcome.result))
+                writer.submit(store.finish, item.id, outcome.result, rate_limited=outcome.rate_limited
+                              ).add_done_callback(functools.partial(committed, item.id, outcome))
         except asyncio.CancelledError:
             raise
-        except BaseException as exc:  # a store or engine failure stops the batch, loudly
+        except BaseException as exc:  # an engine failure stops the batch, loudly
             finished.put_nowait(exc)
 
     workers: list[asyncio.Task[None]] = []
