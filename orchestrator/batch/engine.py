@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from executors.base import Executor, InputFile, Limits, as_input_files
 
+from ..loop import Orchestrator
 from ..models.base import Model
 from ..types import RunResult, RunStatus
 from .inputs import BatchItem
@@ -61,9 +62,6 @@ class ItemRunner:
     def __init__(self, model: Model, executor: Executor, *, concurrency: int, execution_concurrency: int,
                  max_retries: int, max_steps: int, limits: Limits | None, gate: BackoffGate,
                  max_rate_limit_retries: int = 8, on_rate_limit: Callable[[], None] | None = None) -> None:
-        from ..loop import Orchestrator
-
-        self._orchestrator_class = Orchestrator
         self.model = model
         self.executor = BoundedExecutor(executor, execution_concurrency)
         self.model_slots = asyncio.Semaphore(concurrency)
@@ -81,7 +79,7 @@ class ItemRunner:
         started = time.perf_counter()
         try:
             files = as_input_files(item.files) if files is None else files
-            orchestrator = self._orchestrator_class(gated, self.executor, max_retries=self.max_retries,
+            orchestrator = Orchestrator(gated, self.executor, max_retries=self.max_retries,
                                                     max_steps=self.max_steps, limits=self.limits)
             result = await orchestrator.run(item.prompt, files=files, run_id=item.id)
         except asyncio.CancelledError:
