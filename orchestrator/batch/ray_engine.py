@@ -24,11 +24,15 @@ from .inputs import BatchItem
 from .limits import BackoffGate
 
 
+class RayUnavailableError(ImportError):
+    """``--engine ray`` without Ray installed."""
+
+
 def _ray() -> Any:
     try:
         import ray
     except ImportError as exc:  # the extra is not installed
-        raise RuntimeError("the ray engine needs Ray: pip install 'codeloop[ray]'") from exc
+        raise RayUnavailableError("the ray engine needs Ray: pip install 'codeloop[ray]'") from exc
     return ray
 
 
@@ -100,6 +104,7 @@ class RayEngine:
     def __init__(self, model: Any, executor: Any, *, executor_options: dict[str, Any] | None, concurrency: int,
                  execution_concurrency: int, max_retries: int, max_steps: int, limits: Limits | None,
                  backoff: Any, address: str | None = None, workers: int | None = None) -> None:
+        _ray()  # fail now, before the store is touched, if Ray is not installed
         if hasattr(executor, "execute"):
             raise TypeError("the ray engine builds an executor in each worker: pass the executor by name "
                             "(with executor_options) or as a picklable factory, not an instance")

@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(drive())
-    except (BatchInputError, StoreError, UnknownExecutorError) as exc:
+    except (BatchInputError, StoreError, UnknownExecutorError, ImportError) as exc:  # ImportError: --engine ray without Ray
         raise UsageError(str(exc)) from exc
     except KeyboardInterrupt:
         print(f"codeloop batch: interrupted; {progress.summary()}; continue with: "
