@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     from executors import UnknownExecutorError
 
     from ..batch import BatchInputError, BatchProgress, StoreError, run_batch
+    from ..batch.ray_engine import RayUnavailableError
     from ..batch.store import DB_NAME, BatchStore
 
     if args.prompts is None and not args.resume:
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(drive())
-    except (BatchInputError, StoreError, UnknownExecutorError, ImportError) as exc:  # ImportError: --engine ray without Ray
+    except (BatchInputError, StoreError, UnknownExecutorError, RayUnavailableError) as exc:
         raise UsageError(str(exc)) from exc
     except KeyboardInterrupt:
         print(f"codeloop batch: interrupted; {progress.summary()}; continue with: "
