@@ -137,7 +137,9 @@ class RayEngine:
         settings = {**self._settings, **per_actor}
         self._gate = ray.remote(num_cpus=0)(GateState).remote(self._settings["base_delay_s"],
                                                             self._settings["max_delay_s"])
-        actor_class = ray.remote(num_cpus=0)(BatchWorker)
+        # num_cpus=0: workers mostly wait on the model, so they need no CPU reservation;
+        # SPREAD places them across the cluster's nodes instead of packing one.
+        actor_class = ray.remote(num_cpus=0, scheduling_strategy="SPREAD")(BatchWorker)
         model = ray.put(self._model) if not isinstance(self._model, str) else self._model
         self._actors = [
             actor_class.options(max_concurrency=per_actor["concurrency"] + per_actor["execution_concurrency"])
