@@ -31,7 +31,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--execution-concurrency", type=int, default=None,
                         help="concurrent executions (default: --concurrency)")
     parser.add_argument("--max-retries", type=int, default=None, help="failed executions fed back per item (default 5)")
-    parser.add_argument("--max-steps", type=int, default=None, help="model turns per item (default 10)")
+    parser.add_argument("--max-steps", type=int, default=None, help="bound on executions per item (default 10)")
     parser.add_argument("--timeout", type=float, default=None, help="wall-clock seconds per execution (default 30)")
     parser.add_argument("--memory-mb", type=int, default=None, help="memory limit per execution (default 2048)")
     parser.add_argument("--resume", action="store_true", help="continue the batch in RUN_DIR")
