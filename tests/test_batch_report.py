@@ -55,3 +55,11 @@ def test_summary_counts_outcomes_retries_tokens_cost_and_latency(tmp_path: Path)
     assert lines[-1]["result"] is None
     paths = write_plots(report, latencies, tmp_path)
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_a_batch_with_nothing_finished_still_reports_and_plots(tmp_path: Path) -> None:
+    with BatchStore(tmp_path) as store:
+        store.initialise(BatchSettings(model="m", executor="e").to_json(), [BatchItem(id="a", prompt="a")])
+        report, latencies = summarise(store)
+    assert (report.total, report.pending, report.finished, report.latency_p50_s) == (1, 1, 0, None)
+    assert all(p.exists() for p in write_plots(report, latencies, tmp_path))

@@ -182,3 +182,12 @@ async def test_writer_groups_changes_and_a_failing_one_does_not_undo_the_others(
         writer.close()
         assert isinstance(results[2], StoreError) and results[3] == "done"
         assert [r.status for r in store.records()] == ["done", "running", "pending"]
+
+
+def test_durability_full_syncs_every_commit_and_other_values_are_refused(tmp_path: Path) -> None:
+    with BatchStore(tmp_path / "full", durability="full") as store:
+        assert store.journal_settings() == {"journal_mode": "wal", "synchronous": "full"}
+    with BatchStore(tmp_path / "normal") as store:
+        assert store.journal_settings() == {"journal_mode": "wal", "synchronous": "normal"}
+    with pytest.raises(ValueError, match="durability must be 'normal' or 'full'"):
+        BatchStore(tmp_path / "x", durability="fast")

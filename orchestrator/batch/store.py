@@ -242,6 +242,12 @@ class BatchStore:
             raise
         self._db.execute("COMMIT")
 
+    def journal_settings(self) -> dict[str, Any]:
+        """The connection's journal mode and sync level, as SQLite reports them."""
+        mode = self._db.execute("PRAGMA journal_mode").fetchone()[0]
+        level = self._db.execute("PRAGMA synchronous").fetchone()[0]
+        return {"journal_mode": mode, "synchronous": {0: "off", 1: "normal", 2: "full", 3: "extra"}[level]}
+
     def close(self) -> None:
         self._db.close()
 
