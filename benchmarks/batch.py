@@ -87,6 +87,8 @@ class Measurement:
     execution_slots: int | None  # executions that can run at once (the pool's size), None for no bound
     startup_s: float = 0.0  # from the call to the first model request: validation, store, engine start
     ceiling: float | None = None  # bare asyncio's share of the ideal, measured just before
+    best_efficiency: float | None = None  # the best of ``runs`` repeats (this row is their median)
+    runs: int = 1
 
     @property
     def model_bound(self) -> float:
@@ -185,14 +187,16 @@ async def loop_only_overhead_ms(*, items: int, latency_s: float) -> tuple[float,
 
 
 def table(rows: list[Measurement]) -> list[str]:
-    lines = ["| executor | concurrency | items | elapsed (s) | items/s | ideal items/s (bound) | % of ideal "
+    lines = ["| executor | concurrency | items | runs | elapsed (s) | items/s | ideal items/s (bound) | % of ideal "
+             "(median) | best "
              "| bare asyncio, % of ideal | start-up (ms) | slot overhead (ms/item) | driver CPU after start-up "
              "(ms/item) | mean execution (ms) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for m in rows:
         ceiling = f"{m.ceiling * 100:.1f}%" if m.ceiling is not None and m.bound_by == "model" else "-"
-        lines.append(f"| {m.executor} | {m.concurrency} | {m.items} | {m.elapsed_s:.2f} | {m.throughput:.1f} "
-                     f"| {m.ideal:.1f} ({m.bound_by}) | {m.efficiency * 100:.1f}% | {ceiling} "
+        best = f"{m.best_efficiency * 100:.1f}%" if m.best_efficiency is not None else "-"
+        lines.append(f"| {m.executor} | {m.concurrency} | {m.items} | {m.runs} | {m.elapsed_s:.2f} | {m.throughput:.1f} "
+                     f"| {m.ideal:.1f} ({m.bound_by}) | {m.efficiency * 100:.1f}% | {best} | {ceiling} "
                      f"| {m.startup_s * 1000:.0f} | {m.slot_overhead_ms:.2f} | {m.cpu_ms_per_item:.2f} | {m.mean_execution_ms:.2f} |")
     return lines
 
@@ -216,10 +220,21 @@ async def main_async(args: argparse.Namespace) -> tuple[list[Measurement], list[
         for concurrency in args.concurrency:
             # Concurrency 1 would take items x 2 x latency (100 s for 1000 items): cap its item count.
             items = min(args.items, args.items_at_1) if concurrency == 1 else args.items
-            ceiling = await asyncio_ceiling(items=items, concurrency=concurrency, latency_s=args.latency)
-            m = await measure(name, executor, items=items, concurrency=concurrency, latency_s=args.latency,
-                              execution_concurrency=args.execution_concurrency or concurrency, execution_slots=slots)
-            m.ceiling = ceiling
+            # Other work on a shared machine makes single runs noisy: repeat the short ones, keep the median
+            # run as the row and show the best next to it. Each run gets its own bare-asyncio ceiling.
+            repeats = args.repeat if slots is None and concurrency > 1 else 1
+            runs = []
+            for _ in range(repeats):
+                ceiling = await asyncio_ceiling(items=items, concurrency=concurrency, latency_s=args.latency)
+                run = await measure(name, executor, items=items, concurrency=concurrency, latency_s=args.latency,
+                                    execution_concurrency=args.execution_concurrency or concurrency,
+                                    execution_slots=slots)
+                run.ceiling = ceiling
+                runs.append(run)
+            runs.sort(key=lambda r: r.efficiency)
+            m = runs[len(runs) // 2]
+            m.best_efficiency = runs[-1].efficiency
+            m.runs = len(runs)
             print(table([m])[-1], flush=True)
             rows.append(m)
         if hasattr(executor, "aclose"):
@@ -239,6 +254,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument("--execution-concurrency", type=int, default=None,
                         help="executions at once (default: the model concurrency)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per trivial-executor row (median shown)")
     parser.add_argument("--pool-size", type=int, default=4, help="zygotes in the pool executor (default 4)")
     parser.add_argument("--latency", type=float, default=0.05, help="simulated model latency per call (s)")
     parser.add_argument("--report", type=Path, default=REPORT)
@@ -251,8 +267,9 @@ def main() -> None:
     target = next((m for m in rows if m.executor == "trivial" and m.concurrency == 32), None)
     verdict = []
     if target is not None:
-        verdict.append(f"- Target: >= 90% of ideal at concurrency 32 with the trivial executor: "
-                       f"**{target.efficiency * 100:.1f}%** ({'met' if target.efficiency >= 0.9 else 'missed'}).")
+        verdict.append(f"- Target: >= 90% of ideal at concurrency 32 with the trivial executor: median of "
+                       f"{target.runs} runs **{target.efficiency * 100:.1f}%** "
+                       f"({'met' if target.efficiency >= 0.9 else 'missed'}), best {target.best_efficiency * 100:.1f}%.")
         worst_cpu = max(m.cpu_ms_per_item for m in rows if m.executor == "trivial")
         verdict.append(f"- Target: overhead < 2 ms per item beyond execution: driver CPU after start-up is at most "
                        f"**{worst_cpu:.2f} ms/item** ({'met' if worst_cpu < 2 else 'missed'}).")
