@@ -82,7 +82,9 @@ def test_bad_input_is_reported_with_lines_and_nothing_runs(tmp_path: Path, capsy
     prompts = tmp_path / "bad.jsonl"
     prompts.write_text('{"id": "x", "prompt": "ok"}\n{"id": "x", "prompt": ""}\nnot json\n')
     run_dir = tmp_path / "run"
-    assert main(["batch", str(prompts), "-o", str(run_dir), "--model", "scripted:none.json"]) == 2
+    script = tmp_path / "script.json"
+    script.write_text('["never used"]')
+    assert main(["batch", str(prompts), "-o", str(run_dir), "--model", f"scripted:{script}"]) == 2
     err = capsys.readouterr().err
     assert f"{prompts}:2: empty prompt" in err and f"{prompts}:2: duplicate id 'x'" in err
     assert f"{prompts}:3: malformed JSON" in err
@@ -92,7 +94,8 @@ def test_bad_input_is_reported_with_lines_and_nothing_runs(tmp_path: Path, capsy
 def test_resume_with_other_settings_is_refused_unless_forced(tmp_path: Path, batch_files, capsys) -> None:
     script, prompts = batch_files
     run_dir = tmp_path / "run"
-    base = ["batch", str(prompts), "-o", str(run_dir), "--model", f"scripted:{script}", "--no-progress"]
+    base = ["batch", str(prompts), "-o", str(run_dir), "--model", f"scripted:{script}", "--executor", "local",
+            "--no-progress"]
     assert main(base + ["--max-retries", "1"]) == 0
     assert main(base + ["--max-retries", "1"]) == 2
     assert "pass --resume" in capsys.readouterr().err
@@ -104,6 +107,14 @@ def test_resume_with_other_settings_is_refused_unless_forced(tmp_path: Path, bat
     with BatchStore(run_dir) as store:
         assert store.settings()["max_retries"] == 3
         assert [s["end_reason"] for s in store.sessions()] == ["completed"] * 3
+
+
+def test_a_bad_model_string_is_a_usage_error_before_anything_runs(tmp_path: Path, capsys) -> None:
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("hello\n")
+    assert main(["batch", str(prompts), "-o", str(tmp_path / "run"), "--model", "nosuch:thing"]) == 2
+    assert "unknown model 'nosuch:thing'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_report_and_export_need_a_store(tmp_path: Path, capsys) -> None:

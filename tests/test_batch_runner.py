@@ -223,6 +223,13 @@ async def test_two_drivers_cannot_share_a_run_directory(tmp_path: Path) -> None:
     finally:
         await first.aclose()
     assert got[0] in {"1", "2"}
+    # Stopping early closed the session cleanly: the other item is pending again, nothing left running.
+    with BatchStore(tmp_path) as store:
+        assert store.counts()["running"] == 0 and store.sessions()[0]["end_reason"] == "interrupted"
+    rest = await collect(None, model=model, executor=InstantExecutorDouble(), run_dir=tmp_path, resume=True)
+    with BatchStore(tmp_path) as store:
+        assert store.counts()["done"] == 2
+    assert got[0] not in [item_id for item_id, _ in rest]  # the finished item was not run again
 
 
 async def test_an_input_file_gone_by_resume_time_fails_that_item_only(tmp_path: Path) -> None:
@@ -256,3 +263,46 @@ def test_backoff_gate_escalates_per_wave_and_honours_retry_after() -> None:
     now[0] += 2
     assert gate.trip(retry_after_s=99.0) == 10.0  # capped
     assert gate.trips == 6
+
+
+async def test_progress_shows_counts_on_a_terminal_and_stays_quiet_otherwise(tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from orchestrator.batch import BatchProgress
+
+    screen = io.StringIO()
+    shown = BatchProgress(console=Console(file=screen, force_terminal=True, width=160))
+    await collect(["a", "b", "c"], model=FailingForDouble({"b"}, ModelError("boom")), executor=InstantExecutorDouble(),
+                  run_dir=tmp_path / "tty", progress=shown)
+    assert shown.enabled and (shown.done, shown.solved, shown.errors) == (3, 2, 1)
+    text = screen.getvalue()
+    assert "3/3" in text and "solved 2" in text and "failed 1" in text
+
+    piped = io.StringIO()
+    quiet = BatchProgress(console=Console(file=piped))  # not a terminal
+    await collect(["a"], model=CountingModelDouble(), executor=InstantExecutorDouble(), run_dir=tmp_path / "pipe",
+                  progress=quiet)
+    assert not quiet.enabled and quiet.done == 1 and piped.getvalue() == ""
+    assert quiet.summary().startswith("1 run: 1 solved")
+
+
+def test_the_ray_engine_refuses_an_executor_instance_before_touching_the_store(tmp_path: Path) -> None:
+    # Each Ray worker builds its own executor, so it needs a name or a factory; no Ray is started for this.
+    with pytest.raises(TypeError, match="pass the executor by name"):
+        run_batch_sync(["a"], model=CountingModelDouble(), executor=InstantExecutorDouble(), run_dir=tmp_path / "r",
+                       engine="ray")
+    assert not (tmp_path / "r").exists()
+
+
+async def test_an_item_is_yielded_only_after_its_result_is_committed(tmp_path: Path) -> None:
+    import sqlite3
+
+    reader = None
+    async for item_id, result in run_batch([f"p{k}" for k in range(30)], model=CountingModelDouble(latency_s=0.001),
+                                           executor=InstantExecutorDouble(), run_dir=tmp_path, concurrency=8):
+        reader = reader or sqlite3.connect(f"file:{tmp_path / 'runs.db'}?mode=ro", uri=True)
+        row = reader.execute("SELECT status, run_status FROM items WHERE id = ?", (item_id,)).fetchone()
+        assert row == ("done", result.status.value)
+    reader.close()

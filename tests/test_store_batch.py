@@ -19,7 +19,8 @@ def make_result(item_id: str, *, status: RunStatus = RunStatus.SOLVED, error: st
                                                                   Artifact.of("plot.png", b"\x89PNG first")]))
     second = Attempt(code="print(2)", step=1, result=ExecutionResult(outcome=Outcome.OK, stdout="2\n" * 20000,
                                                                     artifacts=[Artifact.of("plot.png", b"\x89PNG second"),
-                                                                               Artifact.of("out.csv", b"a,b\n")]))
+                                                                               Artifact.of("out.csv", b"a,b\n"),
+                                                                               Artifact.of("sub/out.csv", b"c\n")]))
     return RunResult(prompt=f"prompt {item_id}", summary="two", status=status, attempts=[first, second],
                      usage=Usage(input_tokens=10, output_tokens=5, requests=3, cost_usd=0.01), wall_time_s=1.5,
                      model_time_s=1.0, execution_time_s=0.4, run_id=item_id, model="m", executor="e", error=error)
@@ -43,7 +44,9 @@ def test_finish_round_trips_the_result_with_artifact_bytes_from_files(tmp_path: 
         assert store.result("i1") is None
         # Same-named artifacts from two attempts both survive on disk.
         paths = sorted(row["path"] for row in store.artifact_rows("i0"))
-        assert paths == ["artifacts/i0/attempt1-plot.png", "artifacts/i0/out.csv", "artifacts/i0/plot.png"]
+        assert paths == ["artifacts/i0/attempt1-out.csv",
+                         "artifacts/i0/attempt1-plot.png", "artifacts/i0/out.csv", "artifacts/i0/plot.png"]
+        assert (tmp_path / "artifacts/i0/attempt1-out.csv").read_bytes() == b"c\n"
         assert (tmp_path / "artifacts/i0/plot.png").read_bytes() == b"\x89PNG first"
         attempts = store.attempt_rows("i0")
         assert [a["outcome"] for a in attempts] == ["FAILED", "OK"]
@@ -156,3 +159,35 @@ def test_resume_without_items_uses_the_stored_ones_and_fresh_dirs_need_items(tmp
 def test_opening_a_directory_without_a_store_for_reading_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="holds no batch"):
         BatchStore(tmp_path, create=False)
+
+
+async def test_writer_groups_changes_and_a_failing_one_does_not_undo_the_others(tmp_path: Path) -> None:
+    import asyncio
+    import time
+
+    from orchestrator.batch.writer import StoreWriter
+
+    with BatchStore(tmp_path) as store:
+        store.initialise(SETTINGS.to_json(), items(3))
+        session = store.begin_session(SETTINGS.to_json())
+        writer = StoreWriter(store, asyncio.get_running_loop())
+        blocker = writer.submit(time.sleep, 0.05)  # the next changes queue up behind it: one group
+        changes = [
+            writer.submit(store.mark_running, "i0", session),
+            writer.submit(store.initialise, SETTINGS.to_json(), items(1)),  # fails: a batch exists
+            writer.submit(store.finish, "i0", make_result("i0")),
+            writer.submit(store.mark_running, "i1", session),
+        ]
+        results = await asyncio.gather(blocker, *changes, return_exceptions=True)
+        writer.close()
+        assert isinstance(results[2], StoreError) and results[3] == "done"
+        assert [r.status for r in store.records()] == ["done", "running", "pending"]
+
+
+def test_durability_full_syncs_every_commit_and_other_values_are_refused(tmp_path: Path) -> None:
+    with BatchStore(tmp_path / "full", durability="full") as store:
+        assert store.journal_settings() == {"journal_mode": "wal", "synchronous": "full"}
+    with BatchStore(tmp_path / "normal") as store:
+        assert store.journal_settings() == {"journal_mode": "wal", "synchronous": "normal"}
+    with pytest.raises(ValueError, match="durability must be 'normal' or 'full'"):
+        BatchStore(tmp_path / "x", durability="fast")

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from executors.base import Executor, Limits, as_input_files
+from executors.base import Executor, InputFile, Limits, as_input_files
 
+from ..loop import Orchestrator
 from ..models.base import Model
 from ..types import RunResult, RunStatus
 from .inputs import BatchItem
@@ -61,9 +62,6 @@ class ItemRunner:
     def __init__(self, model: Model, executor: Executor, *, concurrency: int, execution_concurrency: int,
                  max_retries: int, max_steps: int, limits: Limits | None, gate: BackoffGate,
                  max_rate_limit_retries: int = 8, on_rate_limit: Callable[[], None] | None = None) -> None:
-        from ..loop import Orchestrator
-
-        self._orchestrator_class = Orchestrator
         self.model = model
         self.executor = BoundedExecutor(executor, execution_concurrency)
         self.model_slots = asyncio.Semaphore(concurrency)
@@ -74,13 +72,14 @@ class ItemRunner:
         self.max_rate_limit_retries = max_rate_limit_retries
         self.on_rate_limit = on_rate_limit
 
-    async def run(self, item: BatchItem) -> ItemOutcome:
+    async def run(self, item: BatchItem, files: list[InputFile] | None = None) -> ItemOutcome:
+        """Run one item; ``files`` are its input files already read (else read here from ``item.files``)."""
         gated = GatedModel(self.model, gate=self.gate, slots=self.model_slots,
                            max_rate_limit_retries=self.max_rate_limit_retries, on_rate_limit=self.on_rate_limit)
         started = time.perf_counter()
         try:
-            files = as_input_files(item.files)
-            orchestrator = self._orchestrator_class(gated, self.executor, max_retries=self.max_retries,
+            files = as_input_files(item.files) if files is None else files
+            orchestrator = Orchestrator(gated, self.executor, max_retries=self.max_retries,
                                                     max_steps=self.max_steps, limits=self.limits)
             result = await orchestrator.run(item.prompt, files=files, run_id=item.id)
         except asyncio.CancelledError:

@@ -16,7 +16,7 @@ import math
 import time
 from typing import Any
 
-from executors.base import Limits
+from executors.base import InputFile, Limits, as_input_files
 
 from ..types import RunResult
 from .engine import ItemOutcome, ItemRunner, build_executor, build_model, failed_result
@@ -24,11 +24,15 @@ from .inputs import BatchItem
 from .limits import BackoffGate
 
 
+class RayUnavailableError(ImportError):
+    """``--engine ray`` without Ray installed."""
+
+
 def _ray() -> Any:
     try:
         import ray
     except ImportError as exc:  # the extra is not installed
-        raise RuntimeError("the ray engine needs Ray: pip install 'codeloop[ray]'") from exc
+        raise RayUnavailableError("the ray engine needs Ray: pip install 'codeloop[ray]'") from exc
     return ray
 
 
@@ -85,8 +89,8 @@ class BatchWorker:
                                   max_retries=settings["max_retries"], max_steps=settings["max_steps"], limits=limits,
                                   gate=gate_view, max_rate_limit_retries=settings["max_rate_limit_retries"])
 
-    async def run(self, item: dict[str, Any]) -> dict[str, Any]:
-        outcome = await self._runner.run(BatchItem.from_json(item))
+    async def run(self, item: dict[str, Any], files: list[dict[str, Any]]) -> dict[str, Any]:
+        outcome = await self._runner.run(BatchItem.from_json(item), [InputFile.from_json(f) for f in files])
         return {"result": outcome.result.to_json(), "rate_limited": outcome.rate_limited}
 
     async def close(self) -> None:
@@ -100,6 +104,7 @@ class RayEngine:
     def __init__(self, model: Any, executor: Any, *, executor_options: dict[str, Any] | None, concurrency: int,
                  execution_concurrency: int, max_retries: int, max_steps: int, limits: Limits | None,
                  backoff: Any, address: str | None = None, workers: int | None = None) -> None:
+        _ray()  # fail now, before the store is touched, if Ray is not installed
         if hasattr(executor, "execute"):
             raise TypeError("the ray engine builds an executor in each worker: pass the executor by name "
                             "(with executor_options) or as a picklable factory, not an instance")
@@ -132,7 +137,9 @@ class RayEngine:
         settings = {**self._settings, **per_actor}
         self._gate = ray.remote(num_cpus=0)(GateState).remote(self._settings["base_delay_s"],
                                                             self._settings["max_delay_s"])
-        actor_class = ray.remote(num_cpus=0)(BatchWorker)
+        # num_cpus=0: workers mostly wait on the model, so they need no CPU reservation;
+        # SPREAD places them across the cluster's nodes instead of packing one.
+        actor_class = ray.remote(num_cpus=0, scheduling_strategy="SPREAD")(BatchWorker)
         model = ray.put(self._model) if not isinstance(self._model, str) else self._model
         self._actors = [
             actor_class.options(max_concurrency=per_actor["concurrency"] + per_actor["execution_concurrency"])
@@ -146,10 +153,12 @@ class RayEngine:
         self._load[index] += 1
         started = time.perf_counter()
         try:
-            data = await self._actors[index].run.remote(item.to_json())
+            # Input files are read here, on the driver, so workers on other machines need no shared storage.
+            files = [f.to_json() for f in as_input_files(item.files)]
+            data = await self._actors[index].run.remote(item.to_json(), files)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # a dead actor or worker: the item is recorded as an error, re-run on resume
+        except Exception as exc:  # an unreadable file or a dead actor: the item is an error, re-run on resume
             model_name = self._model if isinstance(self._model, str) else getattr(self._model, "name", "")
             return ItemOutcome(failed_result(item, exc, model=str(model_name), executor=str(self._executor),
                                              wall_time_s=time.perf_counter() - started))

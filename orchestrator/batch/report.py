@@ -55,11 +55,9 @@ def percentile(values: list[float], q: float) -> float | None:
     """Linear-interpolated percentile (numpy's default), None for no values."""
     if not values:
         return None
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100.0
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+    import numpy
+
+    return float(numpy.percentile(values, q))
 
 
 @dataclass

@@ -10,7 +10,9 @@ leaves them ``running``, which the next ``resume`` turns back into pending.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
+import functools
 import os
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -22,12 +24,13 @@ from executors.base import Limits
 
 from ..models.base import Model
 from ..types import RunResult
-from .engine import Engine, LocalEngine
+from .engine import Engine, ItemOutcome, LocalEngine
 from .inputs import BatchItem, coerce_items, load_items
 from .limits import BackoffGate
 from .progress import BatchProgress
 from .settings import BatchSettings
 from .store import BatchStore, StoreError
+from .writer import StoreWriter
 
 LOCK_NAME = ".lock"
 
@@ -179,11 +182,14 @@ async def run_batch(
     try:
         store = BatchStore(run_path, durability=durability)
         open_batch(store, settings, loaded, resume=resume, force=force)
-        todo = deque(store.runnable_ids(rerun_errors=rerun_errors))
+        todo = deque(store.runnable_items(rerun_errors=rerun_errors))
         counts = store.counts()
-        async for pair in _drive(store, runner_engine, todo, settings, progress,
-                                 already_done=counts["total"] - len(todo), total=counts["total"]):
-            yield pair
+        # aclosing: if our consumer stops early, the driver's cleanup runs now, before the store closes.
+        async with contextlib.aclosing(_drive(store, runner_engine, todo, settings, progress,
+                                              already_done=counts["total"] - len(todo),
+                                              total=counts["total"])) as pairs:
+            async for pair in pairs:
+                yield pair
     finally:
         if store is not None:
             store.close()
@@ -208,35 +214,50 @@ def _make_engine(name: str, *, model: Any, executor: Any, executor_options: dict
     raise ValueError(f"unknown engine {name!r}; choose 'local' or 'ray'")
 
 
-async def _drive(store: BatchStore, engine: Engine, todo: deque[str], settings: BatchSettings,
+async def _drive(store: BatchStore, engine: Engine, todo: deque[BatchItem], settings: BatchSettings,
                  progress: BatchProgress, *, already_done: int, total: int) -> AsyncIterator[tuple[str, RunResult]]:
-    session = store.begin_session(settings.to_json())
+    writer = StoreWriter(store, asyncio.get_running_loop())
     to_run = len(todo)
     finished: asyncio.Queue[tuple[str, RunResult] | BaseException] = asyncio.Queue()
     in_flight: set[str] = set()
     reason = "interrupted"
+    session: int | None = None
+
+    def report_failure(future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            finished.put_nowait(future.exception())
+
+    def committed(item_id: str, outcome: ItemOutcome, future: asyncio.Future[Any]) -> None:
+        if future.cancelled():
+            return
+        if future.exception() is not None:
+            finished.put_nowait(future.exception())
+            return
+        in_flight.discard(item_id)
+        progress.item_finished(future.result(), outcome.result, outcome.rate_limited)
+        finished.put_nowait((item_id, outcome.result))
 
     async def worker() -> None:
+        # A worker never waits for the store: the writer applies changes in submission order
+        # (``running`` before the result), and an item counts as finished, and is yielded, only
+        # once its result is committed. A slow fsync then delays results, not model calls.
         try:
             while todo:
-                item_id = todo.popleft()
-                item = store.item(item_id)
-                store.mark_running(item_id, session)
-                in_flight.add(item_id)
+                item = todo.popleft()
+                in_flight.add(item.id)
+                writer.submit(store.mark_running, item.id, session).add_done_callback(report_failure)
                 outcome = await engine.run(item)
-                # No await between these lines: an item is in flight until its result is committed.
-                status = store.finish(item_id, outcome.result, rate_limited=outcome.rate_limited)
-                in_flight.discard(item_id)
-                progress.item_finished(status, outcome.result, outcome.rate_limited)
-                finished.put_nowait((item_id, outcome.result))
+                writer.submit(store.finish, item.id, outcome.result, rate_limited=outcome.rate_limited
+                              ).add_done_callback(functools.partial(committed, item.id, outcome))
         except asyncio.CancelledError:
             raise
-        except BaseException as exc:  # a store or engine failure stops the batch, loudly
+        except BaseException as exc:  # an engine failure stops the batch, loudly
             finished.put_nowait(exc)
 
     workers: list[asyncio.Task[None]] = []
     progress.start(total=total, already_done=already_done)
     try:
+        session = await writer.submit(store.begin_session, settings.to_json())
         await engine.start()
         workers = [asyncio.create_task(worker()) for _ in range(min(engine.slots, to_run))]
         for _ in range(to_run):
@@ -250,11 +271,20 @@ async def _drive(store: BatchStore, engine: Engine, todo: deque[str], settings: 
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
-        if in_flight:
-            store.mark_interrupted(in_flight)
-        store.end_session(session, reason)
+        # Queued after any finish() a cancelled worker had submitted, so an item whose
+        # result was committed is not marked interrupted (mark_interrupted skips it).
+        ended = writer.submit(_end_session, store, session, sorted(in_flight), reason)
+        writer.close()
         progress.stop()
         await engine.aclose()
+        await ended  # resolved by now; raises if the session could not be closed
+
+
+def _end_session(store: BatchStore, session: int | None, in_flight: list[str], reason: str) -> None:
+    if in_flight:
+        store.mark_interrupted(in_flight)
+    if session is not None:
+        store.end_session(session, reason)
 
 
 def run_batch_sync(items: Any, **options: Any) -> list[tuple[str, RunResult]]:

@@ -14,6 +14,7 @@ driver is the single writer.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sqlite3
@@ -186,7 +187,9 @@ class BatchStore:
                 raise StoreError(f"{self.run_dir} holds no batch (no {DB_NAME})")
             self.run_dir.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, one per state change.
-        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        # check_same_thread=False: the batch driver hands the store to one writer thread
+        # (so a slow fsync never stalls the event loop); it is still used by one thread at a time.
+        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={durability.upper()}")
@@ -202,18 +205,48 @@ class BatchStore:
     # -- plumbing -----------------------------------------------------------
 
     class _Tx:
+        """A transaction, or a savepoint inside the group transaction of :meth:`group`:
+        either way one state change applies wholly or not at all."""
+
         def __init__(self, db: sqlite3.Connection) -> None:
             self.db = db
+            self.nested = False
 
         def __enter__(self) -> sqlite3.Connection:
-            self.db.execute("BEGIN IMMEDIATE")
+            self.nested = self.db.in_transaction
+            self.db.execute("SAVEPOINT change" if self.nested else "BEGIN IMMEDIATE")
             return self.db
 
         def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+            if not self.nested:
+                self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+            elif exc_type:
+                self.db.execute("ROLLBACK TO change")
+                self.db.execute("RELEASE change")
+            else:
+                self.db.execute("RELEASE change")
 
     def _transaction(self) -> "BatchStore._Tx":
         return BatchStore._Tx(self._db)
+
+    @contextlib.contextmanager
+    def group(self) -> Iterator[None]:
+        """Commit several state changes at once (group commit). Each change
+        still applies wholly or not at all (a savepoint); a crash before the
+        commit loses the whole group, and nobody has been told it was stored."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def journal_settings(self) -> dict[str, Any]:
+        """The connection's journal mode and sync level, as SQLite reports them."""
+        mode = self._db.execute("PRAGMA journal_mode").fetchone()[0]
+        level = self._db.execute("PRAGMA synchronous").fetchone()[0]
+        return {"journal_mode": mode, "synchronous": {0: "off", 1: "normal", 2: "full", 3: "extra"}[level]}
 
     def close(self) -> None:
         self._db.close()
@@ -305,6 +338,15 @@ class BatchStore:
         marks = ", ".join("?" * len(statuses))
         return [r[0] for r in self._db.execute(f"SELECT id FROM items WHERE status IN ({marks}) ORDER BY seq", statuses)]
 
+    def runnable_items(self, *, rerun_errors: bool = True) -> list[BatchItem]:
+        """Like :meth:`runnable_ids`, with the items themselves (one query, not one per item)."""
+        statuses = ("pending", "error") if rerun_errors else ("pending",)
+        marks = ", ".join("?" * len(statuses))
+        return [BatchItem(id=r["id"], prompt=r["prompt"], files=json.loads(r["files"]),
+                          metadata=json.loads(r["metadata"]), source=r["source"])
+                for r in self._db.execute(f"SELECT id, prompt, files, metadata, source FROM items "
+                                          f"WHERE status IN ({marks}) ORDER BY seq", statuses)]
+
     def item(self, item_id: str) -> BatchItem:
         row = self._db.execute("SELECT id, prompt, files, metadata, source FROM items WHERE id = ?", (item_id,)).fetchone()
         if row is None:
@@ -382,9 +424,11 @@ class BatchStore:
         used: set[str] = set()
         for attempt_idx, attempt in enumerate(result.attempts):
             for idx, artifact in enumerate(attempt.result.artifacts):
-                name = Path(artifact.name).name or f"artifact-{idx}"
-                if name in used:  # the same file name from several attempts
-                    name = f"attempt{attempt_idx}-{name}"
+                base = Path(artifact.name).name or f"artifact-{idx}"
+                name, n = base, 0
+                while name in used:  # the same file name from several attempts (or sub-directories)
+                    n += 1
+                    name = f"attempt{attempt_idx}-{base}" if n == 1 else f"attempt{attempt_idx}-{n}-{base}"
                 used.add(name)
                 relative = f"{ARTIFACTS_DIR}/{item_id}/{name}"
                 if not artifact.truncated:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from . import EXIT_FAILED, EXIT_OK, UsageError
@@ -21,15 +23,17 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("prompts", nargs="?", help="prompts file or directory (optional with --resume)")
     parser.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="run directory for the store")
-    parser.add_argument("--model", help="model spec, e.g. 'gemini:gemini-2.5-flash' (on --resume: the stored one)")
-    parser.add_argument("--executor", help="executor name (default: local; on --resume: the stored one)")
+    parser.add_argument("--model", help="model string, e.g. gemini:gemini-2.5-flash (on --resume: the stored one)")
+    parser.add_argument("--executor", help="executor name (default: the registry's default; on --resume: the stored one)")
     parser.add_argument("--executor-option", action="append", default=[], metavar="KEY=VALUE",
                         help="executor constructor option; VALUE is parsed as JSON when it can be (repeatable)")
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent model calls (default 8)")
     parser.add_argument("--execution-concurrency", type=int, default=None,
                         help="concurrent executions (default: --concurrency)")
     parser.add_argument("--max-retries", type=int, default=None, help="failed executions fed back per item (default 5)")
-    parser.add_argument("--max-steps", type=int, default=None, help="model turns per item (default 10)")
+    parser.add_argument("--max-steps", type=int, default=None, help="bound on executions per item (default 10)")
+    parser.add_argument("--timeout", type=float, default=None, help="wall-clock seconds per execution (default 30)")
+    parser.add_argument("--memory-mb", type=int, default=None, help="memory limit per execution (default 2048)")
     parser.add_argument("--resume", action="store_true", help="continue the batch in RUN_DIR")
     parser.add_argument("--force", action="store_true", help="with --resume: accept settings that differ from the stored ones")
     parser.add_argument("--engine", choices=("local", "ray"), default="local", help="where items run (default local)")
@@ -54,10 +58,45 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
     return options
 
 
+def resolve_settings(args: argparse.Namespace, stored: dict[str, Any]) -> dict[str, Any]:
+    """Command-line settings, falling back to the stored batch's on --resume, then to the defaults."""
+    from executors import DEFAULT_EXECUTOR, Limits
+
+    from ..models import UnknownModelError, default_model_spec, get_model
+    from ._common import NO_MODEL_HELP
+
+    model = args.model or stored.get("model") or default_model_spec(os.environ)
+    if not model:
+        raise UsageError(NO_MODEL_HELP)
+    try:
+        get_model(model)  # a bad model string is a usage error now, not an error per item later
+    except (UnknownModelError, ValueError, FileNotFoundError) as exc:
+        raise UsageError(str(exc)) from exc
+    stored_limits = Limits.from_json(stored["limits"]) if stored.get("limits") else Limits()
+    if args.timeout is not None and args.timeout <= 0:
+        raise UsageError(f"--timeout must be positive, got {args.timeout}")
+    if args.memory_mb is not None and args.memory_mb <= 0:
+        raise UsageError(f"--memory-mb must be positive, got {args.memory_mb}")
+    limits = stored_limits.replace(
+        **({"timeout_s": args.timeout} if args.timeout is not None else {}),
+        **({"memory_bytes": args.memory_mb * 1024**2} if args.memory_mb is not None else {}))
+    return {
+        "model": model,
+        "executor": args.executor or stored.get("executor") or DEFAULT_EXECUTOR,
+        "executor_options": (parse_options(args.executor_option) if args.executor_option or not stored
+                             else stored.get("executor_options", {})),
+        "max_retries": args.max_retries if args.max_retries is not None else stored.get("max_retries", 5),
+        "max_steps": args.max_steps if args.max_steps is not None else stored.get("max_steps", 10),
+        "limits": limits,
+    }
+
+
 def run(args: argparse.Namespace) -> int:
+    from executors import UnknownExecutorError
+
     from ..batch import BatchInputError, BatchProgress, StoreError, run_batch
-    from ..batch.store import BatchStore, DB_NAME
-    from pathlib import Path
+    from ..batch.ray_engine import RayUnavailableError
+    from ..batch.store import DB_NAME, BatchStore
 
     if args.prompts is None and not args.resume:
         raise UsageError("give a prompts file or directory (or --resume an existing RUN_DIR)")
@@ -67,27 +106,20 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and (Path(args.output) / DB_NAME).exists():
         with BatchStore(args.output, create=False) as store:
             stored = store.settings() or {}
-    model = args.model or stored.get("model")
-    if not model:
-        raise UsageError("--model is required (e.g. --model gemini:gemini-2.5-flash)")
-    executor = args.executor or stored.get("executor") or "local"
-    options = parse_options(args.executor_option) if args.executor_option or not stored else stored.get("executor_options", {})
-    max_retries = args.max_retries if args.max_retries is not None else stored.get("max_retries", 5)
-    max_steps = args.max_steps if args.max_steps is not None else stored.get("max_steps", 10)
+    settings = resolve_settings(args, stored)
     progress = BatchProgress(enabled=False if args.no_progress else None)
 
     async def drive() -> None:
-        async for _ in run_batch(args.prompts, model=model, run_dir=args.output, executor=executor,
-                                 executor_options=options, concurrency=args.concurrency,
-                                 execution_concurrency=args.execution_concurrency, max_retries=max_retries,
-                                 max_steps=max_steps, resume=args.resume, force=args.force, engine=args.engine,
-                                 ray_address=args.ray_address, ray_workers=args.ray_workers, progress=progress,
-                                 durability=args.durability):
+        async for _ in run_batch(args.prompts, run_dir=args.output, concurrency=args.concurrency,
+                                 execution_concurrency=args.execution_concurrency, resume=args.resume,
+                                 force=args.force, engine=args.engine, ray_address=args.ray_address,
+                                 ray_workers=args.ray_workers, progress=progress, durability=args.durability,
+                                 **settings):
             pass
 
     try:
         asyncio.run(drive())
-    except (BatchInputError, StoreError) as exc:
+    except (BatchInputError, StoreError, UnknownExecutorError, RayUnavailableError) as exc:
         raise UsageError(str(exc)) from exc
     except KeyboardInterrupt:
         print(f"codeloop batch: interrupted; {progress.summary()}; continue with: "

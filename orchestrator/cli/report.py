@@ -37,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     (run_dir / REPORT_JSON).write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
     written = [] if args.no_plots else write_plots(report, latencies, run_dir)
     settings = report.settings
-    table = Table(title=f"codeloop batch {run_dir}  (model {settings.get('model')}, executor {settings.get('executor')})")
+    table = Table(title=f"batch {run_dir}",
+                  caption=f"model {settings.get('model')}, executor {settings.get('executor')}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for label, value in report_rows(report):
