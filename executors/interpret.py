@@ -80,7 +80,9 @@ def interpret(
     if peak is not None and baseline_memory_bytes:
         peak = max(0, peak - baseline_memory_bytes)
     if (
+        # The kernel's OOM killer sends SIGKILL; a SIGSEGV is a crash whatever the memory use.
         outcome is Outcome.KILLED
+        and proc.signal == signal_module.SIGKILL
         and peak is not None
         and limits.memory_bytes
         and (proc.peak_memory_bytes or 0) >= 0.9 * limits.memory_bytes
