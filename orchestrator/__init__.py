@@ -19,6 +19,7 @@ from . import events
 from .loop import Orchestrator
 from .models import Model, ModelError, ScriptedModel, get_model
 from .prompts import Prompts
+from .batch import run_batch, run_batch_sync
 from .session import Session, SyncSession
 from .types import (
     RUN_PYTHON,
@@ -55,6 +56,8 @@ __all__ = [
     "arun",
     "events",
     "run",
+    "run_batch",
+    "run_batch_sync",
 ]
 
 

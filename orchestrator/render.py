@@ -38,7 +38,8 @@ class EventPrinter:
             r = attempt.result
             if attempt.remote and self.show_code:
                 w(f"── code (attempt {event.step}, run by the model provider) ──\n{_indent(attempt.code)}\n")
-            w(f"── output: {r.outcome.value} in {r.duration_s * 1000:.0f} ms ──\n")
+            where = f", {r.executor}/{r.isolation}" if r.executor else ""
+            w(f"── output: {r.outcome.value} in {r.duration_s * 1000:.0f} ms{where} ──\n")
             if r.stdout:
                 w(_indent(r.stdout) + ("\n  [stdout truncated]" if r.stdout_truncated else "") + "\n")
             if not r.ok:
