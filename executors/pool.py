@@ -298,6 +298,7 @@ class ZygoteProcess:
             if self.alive:
                 self.alive = False
                 self.died.set()
+                self.inbox.put_nowait(None)  # an execution waiting for a verdict learns of the death
                 try:
                     asyncio.get_running_loop().remove_reader(self.sock.fileno())
                 except (RuntimeError, ValueError):
@@ -504,6 +505,9 @@ class PoolExecutor:
     async def aclose(self) -> None:
         """Kill every zygote and remove the pool's directory."""
         self._closed = True
+        for queue in (self._slots, self._light_slots):
+            if queue is not None:
+                queue.put_nowait(None)  # executions waiting for a slot return instead of hanging
         for task in list(self._background):
             task.cancel()
         for task in list(self._background):
@@ -565,8 +569,13 @@ class PoolExecutor:
                 await self.start()
             except ZygoteError as exc:
                 return self._sandbox_error(str(exc), mode)
+        if self._closed:
+            return self._sandbox_error("the pool has been closed", mode)
         queue = self._light_slots if self._light_slots is not None and not self._needs_preload(code) else self._slots
         slot = await queue.get()
+        if slot is None:  # aclose() woke the waiters: pass the wake-up on
+            queue.put_nowait(None)
+            return self._sandbox_error("the pool was closed while the execution waited for a zygote", mode)
         give_back = True
         try:
             await self._swap_in_replacement(slot)

@@ -372,3 +372,17 @@ async def test_a_zygote_cannot_reach_another_slots_directory(pool):
     code = f"import os\nprint([os.path.exists(p) for p in {other_slots!r}])"
     result = await pool.execute(code)
     assert result.stdout == f"{[False] * len(other_slots)}\n"
+
+
+async def test_aclose_releases_executions_waiting_for_a_zygote():
+    executor = PoolExecutor(size=1, preload=())
+    await executor.start()
+    running = asyncio.ensure_future(executor.execute("import time\ntime.sleep(30)"))
+    await asyncio.sleep(0.3)
+    waiting = [asyncio.ensure_future(executor.execute("print(1)")) for _ in range(3)]
+    await asyncio.sleep(0.1)
+    await executor.aclose()
+    results = await asyncio.wait_for(asyncio.gather(running, *waiting), 10)
+    assert [r.outcome for r in results] == [Outcome.SANDBOX_ERROR] * 4
+    after = await executor.execute("print(1)")
+    assert after.outcome is Outcome.SANDBOX_ERROR and "closed" in after.error_message
