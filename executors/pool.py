@@ -363,6 +363,7 @@ class PoolExecutor:
         level = None if self.settings.isolation == "auto" else self.settings.isolation
         self.isolator = Isolator(level_request=level, strict=self.settings.strict, python=self.settings.python)
         self._private_tmp = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._mounts: list[Mount] = []
 
     # -- life cycle -------------------------------------------------------
@@ -375,6 +376,7 @@ class PoolExecutor:
                 return
             if self._closed:
                 raise RuntimeError("this pool has been closed")
+            self._loop = asyncio.get_running_loop()
             self._root = Path(tempfile.mkdtemp(prefix="codeloop-pool-"))
             self._root.chmod(0o755)
             self._root_finalizer = weakref.finalize(self, shutil.rmtree, str(self._root), True)
@@ -571,6 +573,11 @@ class PoolExecutor:
                 return self._sandbox_error(str(exc), mode)
         if self._closed:
             return self._sandbox_error("the pool has been closed", mode)
+        if self._loop is not asyncio.get_running_loop():
+            raise RuntimeError(
+                "this PoolExecutor was started on another event loop; a pool belongs to the loop that "
+                "started it (create one per loop, e.g. per asyncio.run)"
+            )
         queue = self._light_slots if self._light_slots is not None and not self._needs_preload(code) else self._slots
         slot = await queue.get()
         if slot is None:  # aclose() woke the waiters: pass the wake-up on

@@ -386,3 +386,14 @@ async def test_aclose_releases_executions_waiting_for_a_zygote():
     assert [r.outcome for r in results] == [Outcome.SANDBOX_ERROR] * 4
     after = await executor.execute("print(1)")
     assert after.outcome is Outcome.SANDBOX_ERROR and "closed" in after.error_message
+
+
+async def test_using_a_pool_from_another_event_loop_is_a_clear_error():
+    executor = PoolExecutor(size=1, preload=())
+    await asyncio.to_thread(asyncio.run, executor.start())  # started on a loop of its own
+    try:
+        with pytest.raises(RuntimeError, match="another event loop"):
+            await executor.execute("print(1)")
+    finally:
+        await asyncio.to_thread(asyncio.run, executor.aclose())
+    assert not executor.root.exists()
