@@ -25,6 +25,7 @@ import fcntl
 import functools
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -42,6 +43,7 @@ from .interpret import interpret
 from .isolation import PRIVATE_TMP, IsolationUnavailable, Isolator, Mount, SandboxCommand, SandboxView
 from .local import child_env
 from .process import ProcessOutcome, StreamCapture, kill_tree
+from .sandbox import UID_BLOCKS_SPAN, UID_BLOCKS_START
 from .pool_workspace import SlotWorkspace
 from .zygote import FAST_FORK_ENV, MAX_MESSAGE, decode, encode
 
@@ -315,6 +317,7 @@ class _Slot:
     workspace: SlotWorkspace
     light: bool = False  # preloads nothing (see PoolSettings.light_size)
     paths: SandboxView | None = None  # how the slot's directory appears inside its zygote's sandbox
+    uid: int | None = None  # the user its zygote and children run as, when we drop root
     position: int = 0  # index among the slots of its kind
     kind_count: int = 1
     zygote: ZygoteProcess | None = None
@@ -385,10 +388,6 @@ class PoolExecutor:
             except IsolationUnavailable as exc:
                 raise ZygoteError(str(exc)) from exc
             self._private_tmp = PRIVATE_TMP in self.isolator.guarantees
-            if not self._private_tmp:
-                # Without a private /tmp, matplotlib's cache is shared by the pool's zygotes.
-                (self._root / "mpl").mkdir()
-                self.isolator.prepare(self._root / "mpl")
             # executors/ is mounted at its own path, so the zygote's file paths hold inside too.
             self._mounts = [Mount(str(HERE), str(HERE))]
             if self.settings.fast_fork and os.path.isdir(THP_SETTINGS):
@@ -402,9 +401,18 @@ class PoolExecutor:
                 _Slot(n, SlotWorkspace(self._root / f"slot-{n}"), light=is_light, position=i, kind_count=count)
                 for n, (is_light, i, count) in enumerate(kinds)
             ]
-            for slot in self._all_slots:
+            # One user id per slot (when we drop root): zygotes cannot signal each other, and
+            # a fork bomb exhausts only its own slot's RLIMIT_NPROC count. A random block far
+            # above ordinary ids, as the sandbox executor does, keeps pools apart.
+            count = len(self._all_slots)
+            first_uid = UID_BLOCKS_START + secrets.randbelow(max(1, UID_BLOCKS_SPAN // count)) * count
+            for offset, slot in enumerate(self._all_slots):
+                slot.uid = first_uid + offset
                 # A zygote sees only its own slot's directory, never another execution's files.
                 slot.paths = self.isolator.view(slot.workspace.root, self._mounts)
+                if not self._private_tmp:  # no private /tmp: matplotlib's cache lives in the slot
+                    (slot.workspace.root / "mpl").mkdir(exist_ok=True)
+                    self.isolator.prepare(slot.workspace.root / "mpl", slot.uid)
             if self.settings.warm:
                 results = await asyncio.gather(
                     *(self._fill(slot) for slot in self._all_slots), return_exceptions=True
@@ -433,7 +441,7 @@ class PoolExecutor:
         if self.settings.fast_fork:
             env.update(FAST_FORK_ENV)
         root = slot.workspace.root
-        return self.isolator.wrap(argv, work_dir=root, mounts=self._mounts, env=env, as_pid_1=True)
+        return self.isolator.wrap(argv, work_dir=root, mounts=self._mounts, env=env, as_pid_1=True, uid=slot.uid)
 
     def _zygote_config(self, slot: _Slot) -> dict:
         private_tmp = self._private_tmp
@@ -448,7 +456,7 @@ class PoolExecutor:
             "scratch_dirs": list(SCRATCH_DIRS) if private_tmp else [],
             "env": {
                 "MPLBACKEND": "Agg",
-                "MPLCONFIGDIR": PRIVATE_MPL_DIR if private_tmp else slot.paths.inside(self._root / "mpl"),
+                "MPLCONFIGDIR": PRIVATE_MPL_DIR if private_tmp else slot.paths.inside(slot.workspace.root / "mpl"),
             },
         }
 
@@ -663,7 +671,7 @@ class PoolExecutor:
         ws = slot.workspace
         ws.begin()
         try:
-            self.isolator.prepare(ws.work)  # the sandbox user writes here
+            self.isolator.prepare(ws.work, slot.uid)  # the slot's sandbox user writes here
             ws.add_inputs(files)
             request = {
                 "op": "run",

@@ -397,3 +397,12 @@ async def test_using_a_pool_from_another_event_loop_is_a_clear_error():
     finally:
         await asyncio.to_thread(asyncio.run, executor.aclose())
     assert not executor.root.exists()
+
+
+async def test_each_slot_runs_as_its_own_user(pool):
+    if pool.isolator.runs_as_root:
+        pytest.skip("the code keeps our user id at this isolation level")
+    code = "import os, time\ntime.sleep(0.3)\nprint(os.getuid())"
+    results = await asyncio.gather(*(pool.execute(code) for _ in range(2)))
+    uids = {r.stdout for r in results}
+    assert len(uids) == 2 and "0\n" not in uids
