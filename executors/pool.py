@@ -19,12 +19,12 @@ also recycled after ``max_executions`` runs.
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import fcntl
 import functools
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -56,6 +56,11 @@ CONTROL_FD_MIN = 100
 THP_SETTINGS = "/sys/kernel/mm/transparent_hugepage"
 SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")  # private to each zygote's sandbox at bwrap/unshare level
 PRIVATE_MPL_DIR = "/tmp/.codeloop-matplotlib"
+# ``from pkg.mod import ...`` (absolute only) or ``import a.b as c, d`` at a line start or after ``;``.
+IMPORT_STATEMENT = re.compile(
+    r"(?:^|;)[ \t]*(?:from[ \t]+([A-Za-z_][\w.]*)[ \t]+import\b|import[ \t]+([\w. \t,]+?)(?:[ \t]*(?:;|#|$)))",
+    re.MULTILINE,
+)
 # Larger code goes through a file: a control message must stay well inside the socket buffer.
 INLINE_CODE_CHARS = 16 * 1024
 INLINE_CODE_BYTES = 64 * 1024
@@ -366,6 +371,7 @@ class PoolExecutor:
         level = None if self.settings.isolation == "auto" else self.settings.isolation
         self.isolator = Isolator(level_request=level, strict=self.settings.strict, python=self.settings.python)
         self._private_tmp = False
+        self._preload_roots = frozenset(name.split(".")[0] for name in self.settings.preload)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._mounts: list[Mount] = []
 
@@ -586,7 +592,7 @@ class PoolExecutor:
                 "this PoolExecutor was started on another event loop; a pool belongs to the loop that "
                 "started it (create one per loop, e.g. per asyncio.run)"
             )
-        queue = self._light_slots if self._light_slots is not None and not self._needs_preload(code) else self._slots
+        queue = self._light_slots if self._light_slots is not None and not self.needs_preload(code) else self._slots
         slot = await queue.get()
         if slot is None:  # aclose() woke the waiters: pass the wake-up on
             queue.put_nowait(None)
@@ -631,25 +637,21 @@ class PoolExecutor:
     def _queue_of(self, slot: _Slot) -> asyncio.Queue:
         return self._light_slots if slot.light else self._slots
 
-    def _needs_preload(self, code: str) -> bool:
+    def needs_preload(self, code: str) -> bool:
         """Whether the code imports a preloaded library, or anything outside the standard
-        library (which may import one). Imports made at run time by name are not seen;
-        a light zygote then imports the library itself, slower but with the same result."""
-        roots = {name.split(".")[0] for name in self.settings.preload}
-        try:
-            tree = ast.parse(code)
-        except (SyntaxError, ValueError):
-            return False  # it fails at compile time wherever it runs
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
-                names = [node.module]
+        library (which may import one). A text scan, as the syntax tree costs a millisecond
+        a run: a miss (an import built at run time, ``__import__("numpy")``) only means a
+        light zygote imports the library itself, slower with the same result; a false hit
+        (an import inside a string) only means the preloaded zygote runs plain code."""
+        roots = self._preload_roots
+        for match in IMPORT_STATEMENT.finditer(code):
+            if match.group(1) is not None:
+                names = [match.group(1)]
             else:
-                continue
+                names = [part.split()[0] for part in match.group(2).split(",") if part.strip()]
             for name in names:
                 root = name.split(".")[0]
-                if root in roots or root not in sys.stdlib_module_names:
+                if root and (root in roots or root not in sys.stdlib_module_names):
                     return True
         return False
 

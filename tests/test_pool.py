@@ -406,3 +406,23 @@ async def test_each_slot_runs_as_its_own_user(pool):
     results = await asyncio.gather(*(pool.execute(code) for _ in range(2)))
     uids = {r.stdout for r in results}
     assert len(uids) == 2 and "0\n" not in uids
+
+
+ROUTING = {
+    "print(1)": False,
+    "import math, json as j": False,
+    "from collections import Counter": False,
+    "import numpy as np": True,
+    "from pandas import DataFrame": True,
+    "import matplotlib.pyplot as plt": True,
+    "def f():\n    import sympy\n    return sympy": True,
+    "x = 1; import requests": True,
+    "import os, numpy": True,
+    "from . import sibling": False,
+    "text = 'import numpy'": False,
+}
+
+
+@pytest.mark.parametrize("code", sorted(ROUTING))
+async def test_routing_reads_the_imports(code):
+    assert PoolExecutor().needs_preload(code) is ROUTING[code]
