@@ -19,12 +19,13 @@ also recycled after ``max_executions`` runs.
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import fcntl
 import functools
 import json
 import os
+import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -42,6 +43,7 @@ from .interpret import interpret
 from .isolation import PRIVATE_TMP, IsolationUnavailable, Isolator, Mount, SandboxCommand, SandboxView
 from .local import child_env
 from .process import ProcessOutcome, StreamCapture, kill_tree
+from .sandbox import UID_BLOCKS_SPAN, UID_BLOCKS_START
 from .pool_workspace import SlotWorkspace
 from .zygote import FAST_FORK_ENV, MAX_MESSAGE, decode, encode
 
@@ -54,6 +56,11 @@ CONTROL_FD_MIN = 100
 THP_SETTINGS = "/sys/kernel/mm/transparent_hugepage"
 SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")  # private to each zygote's sandbox at bwrap/unshare level
 PRIVATE_MPL_DIR = "/tmp/.codeloop-matplotlib"
+# ``from pkg.mod import ...`` (absolute only) or ``import a.b as c, d`` at a line start or after ``;``.
+IMPORT_STATEMENT = re.compile(
+    r"(?:^|;)[ \t]*(?:from[ \t]+([A-Za-z_][\w.]*)[ \t]+import\b|import[ \t]+([\w. \t,]+?)(?:[ \t]*(?:;|#|$)))",
+    re.MULTILINE,
+)
 # Larger code goes through a file: a control message must stay well inside the socket buffer.
 INLINE_CODE_CHARS = 16 * 1024
 INLINE_CODE_BYTES = 64 * 1024
@@ -298,6 +305,7 @@ class ZygoteProcess:
             if self.alive:
                 self.alive = False
                 self.died.set()
+                self.inbox.put_nowait(None)  # an execution waiting for a verdict learns of the death
                 try:
                     asyncio.get_running_loop().remove_reader(self.sock.fileno())
                 except (RuntimeError, ValueError):
@@ -314,6 +322,7 @@ class _Slot:
     workspace: SlotWorkspace
     light: bool = False  # preloads nothing (see PoolSettings.light_size)
     paths: SandboxView | None = None  # how the slot's directory appears inside its zygote's sandbox
+    uid: int | None = None  # the user its zygote and children run as, when we drop root
     position: int = 0  # index among the slots of its kind
     kind_count: int = 1
     zygote: ZygoteProcess | None = None
@@ -362,6 +371,8 @@ class PoolExecutor:
         level = None if self.settings.isolation == "auto" else self.settings.isolation
         self.isolator = Isolator(level_request=level, strict=self.settings.strict, python=self.settings.python)
         self._private_tmp = False
+        self._preload_roots = frozenset(name.split(".")[0] for name in self.settings.preload)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._mounts: list[Mount] = []
 
     # -- life cycle -------------------------------------------------------
@@ -374,6 +385,7 @@ class PoolExecutor:
                 return
             if self._closed:
                 raise RuntimeError("this pool has been closed")
+            self._loop = asyncio.get_running_loop()
             self._root = Path(tempfile.mkdtemp(prefix="codeloop-pool-"))
             self._root.chmod(0o755)
             self._root_finalizer = weakref.finalize(self, shutil.rmtree, str(self._root), True)
@@ -382,10 +394,6 @@ class PoolExecutor:
             except IsolationUnavailable as exc:
                 raise ZygoteError(str(exc)) from exc
             self._private_tmp = PRIVATE_TMP in self.isolator.guarantees
-            if not self._private_tmp:
-                # Without a private /tmp, matplotlib's cache is shared by the pool's zygotes.
-                (self._root / "mpl").mkdir()
-                self.isolator.prepare(self._root / "mpl")
             # executors/ is mounted at its own path, so the zygote's file paths hold inside too.
             self._mounts = [Mount(str(HERE), str(HERE))]
             if self.settings.fast_fork and os.path.isdir(THP_SETTINGS):
@@ -399,9 +407,18 @@ class PoolExecutor:
                 _Slot(n, SlotWorkspace(self._root / f"slot-{n}"), light=is_light, position=i, kind_count=count)
                 for n, (is_light, i, count) in enumerate(kinds)
             ]
-            for slot in self._all_slots:
+            # One user id per slot (when we drop root): zygotes cannot signal each other, and
+            # a fork bomb exhausts only its own slot's RLIMIT_NPROC count. A random block far
+            # above ordinary ids, as the sandbox executor does, keeps pools apart.
+            count = len(self._all_slots)
+            first_uid = UID_BLOCKS_START + secrets.randbelow(max(1, UID_BLOCKS_SPAN // count)) * count
+            for offset, slot in enumerate(self._all_slots):
+                slot.uid = first_uid + offset
                 # A zygote sees only its own slot's directory, never another execution's files.
                 slot.paths = self.isolator.view(slot.workspace.root, self._mounts)
+                if not self._private_tmp:  # no private /tmp: matplotlib's cache lives in the slot
+                    (slot.workspace.root / "mpl").mkdir(exist_ok=True)
+                    self.isolator.prepare(slot.workspace.root / "mpl", slot.uid)
             if self.settings.warm:
                 results = await asyncio.gather(
                     *(self._fill(slot) for slot in self._all_slots), return_exceptions=True
@@ -430,7 +447,7 @@ class PoolExecutor:
         if self.settings.fast_fork:
             env.update(FAST_FORK_ENV)
         root = slot.workspace.root
-        return self.isolator.wrap(argv, work_dir=root, mounts=self._mounts, env=env, as_pid_1=True)
+        return self.isolator.wrap(argv, work_dir=root, mounts=self._mounts, env=env, as_pid_1=True, uid=slot.uid)
 
     def _zygote_config(self, slot: _Slot) -> dict:
         private_tmp = self._private_tmp
@@ -445,7 +462,7 @@ class PoolExecutor:
             "scratch_dirs": list(SCRATCH_DIRS) if private_tmp else [],
             "env": {
                 "MPLBACKEND": "Agg",
-                "MPLCONFIGDIR": PRIVATE_MPL_DIR if private_tmp else slot.paths.inside(self._root / "mpl"),
+                "MPLCONFIGDIR": PRIVATE_MPL_DIR if private_tmp else slot.paths.inside(slot.workspace.root / "mpl"),
             },
         }
 
@@ -504,6 +521,9 @@ class PoolExecutor:
     async def aclose(self) -> None:
         """Kill every zygote and remove the pool's directory."""
         self._closed = True
+        for queue in (self._slots, self._light_slots):
+            if queue is not None:
+                queue.put_nowait(None)  # executions waiting for a slot return instead of hanging
         for task in list(self._background):
             task.cancel()
         for task in list(self._background):
@@ -565,8 +585,18 @@ class PoolExecutor:
                 await self.start()
             except ZygoteError as exc:
                 return self._sandbox_error(str(exc), mode)
-        queue = self._light_slots if self._light_slots is not None and not self._needs_preload(code) else self._slots
+        if self._closed:
+            return self._sandbox_error("the pool has been closed", mode)
+        if self._loop is not asyncio.get_running_loop():
+            raise RuntimeError(
+                "this PoolExecutor was started on another event loop; a pool belongs to the loop that "
+                "started it (create one per loop, e.g. per asyncio.run)"
+            )
+        queue = self._light_slots if self._light_slots is not None and not self.needs_preload(code) else self._slots
         slot = await queue.get()
+        if slot is None:  # aclose() woke the waiters: pass the wake-up on
+            queue.put_nowait(None)
+            return self._sandbox_error("the pool was closed while the execution waited for a zygote", mode)
         give_back = True
         try:
             await self._swap_in_replacement(slot)
@@ -607,25 +637,21 @@ class PoolExecutor:
     def _queue_of(self, slot: _Slot) -> asyncio.Queue:
         return self._light_slots if slot.light else self._slots
 
-    def _needs_preload(self, code: str) -> bool:
+    def needs_preload(self, code: str) -> bool:
         """Whether the code imports a preloaded library, or anything outside the standard
-        library (which may import one). Imports made at run time by name are not seen;
-        a light zygote then imports the library itself, slower but with the same result."""
-        roots = {name.split(".")[0] for name in self.settings.preload}
-        try:
-            tree = ast.parse(code)
-        except (SyntaxError, ValueError):
-            return False  # it fails at compile time wherever it runs
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
-                names = [node.module]
+        library (which may import one). A text scan, as the syntax tree costs a millisecond
+        a run: a miss (an import built at run time, ``__import__("numpy")``) only means a
+        light zygote imports the library itself, slower with the same result; a false hit
+        (an import inside a string) only means the preloaded zygote runs plain code."""
+        roots = self._preload_roots
+        for match in IMPORT_STATEMENT.finditer(code):
+            if match.group(1) is not None:
+                names = [match.group(1)]
             else:
-                continue
+                names = [part.split()[0] for part in match.group(2).split(",") if part.strip()]
             for name in names:
                 root = name.split(".")[0]
-                if root in roots or root not in sys.stdlib_module_names:
+                if root and (root in roots or root not in sys.stdlib_module_names):
                     return True
         return False
 
@@ -647,7 +673,7 @@ class PoolExecutor:
         ws = slot.workspace
         ws.begin()
         try:
-            self.isolator.prepare(ws.work)  # the sandbox user writes here
+            self.isolator.prepare(ws.work, slot.uid)  # the slot's sandbox user writes here
             ws.add_inputs(files)
             request = {
                 "op": "run",

@@ -49,6 +49,8 @@ class SlotWorkspace(Workspace):
 
     def cleanup(self) -> None:
         """Empty ``work`` (and drop main.py); replace the directory if that fails."""
+        if not self.root.exists():
+            return  # the pool was closed and its directory removed while we ran
         try:
             self.code_path.unlink(missing_ok=True)
             self.work.chmod(0o755)  # the code may have made its own directory unwritable

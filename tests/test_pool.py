@@ -372,3 +372,57 @@ async def test_a_zygote_cannot_reach_another_slots_directory(pool):
     code = f"import os\nprint([os.path.exists(p) for p in {other_slots!r}])"
     result = await pool.execute(code)
     assert result.stdout == f"{[False] * len(other_slots)}\n"
+
+
+async def test_aclose_releases_executions_waiting_for_a_zygote():
+    executor = PoolExecutor(size=1, preload=())
+    await executor.start()
+    running = asyncio.ensure_future(executor.execute("import time\ntime.sleep(30)"))
+    await asyncio.sleep(0.3)
+    waiting = [asyncio.ensure_future(executor.execute("print(1)")) for _ in range(3)]
+    await asyncio.sleep(0.1)
+    await executor.aclose()
+    results = await asyncio.wait_for(asyncio.gather(running, *waiting), 10)
+    assert [r.outcome for r in results] == [Outcome.SANDBOX_ERROR] * 4
+    after = await executor.execute("print(1)")
+    assert after.outcome is Outcome.SANDBOX_ERROR and "closed" in after.error_message
+
+
+async def test_using_a_pool_from_another_event_loop_is_a_clear_error():
+    executor = PoolExecutor(size=1, preload=())
+    await asyncio.to_thread(asyncio.run, executor.start())  # started on a loop of its own
+    try:
+        with pytest.raises(RuntimeError, match="another event loop"):
+            await executor.execute("print(1)")
+    finally:
+        await asyncio.to_thread(asyncio.run, executor.aclose())
+    assert not executor.root.exists()
+
+
+async def test_each_slot_runs_as_its_own_user(pool):
+    if pool.isolator.runs_as_root:
+        pytest.skip("the code keeps our user id at this isolation level")
+    code = "import os, time\ntime.sleep(0.3)\nprint(os.getuid())"
+    results = await asyncio.gather(*(pool.execute(code) for _ in range(2)))
+    uids = {r.stdout for r in results}
+    assert len(uids) == 2 and "0\n" not in uids
+
+
+ROUTING = {
+    "print(1)": False,
+    "import math, json as j": False,
+    "from collections import Counter": False,
+    "import numpy as np": True,
+    "from pandas import DataFrame": True,
+    "import matplotlib.pyplot as plt": True,
+    "def f():\n    import sympy\n    return sympy": True,
+    "x = 1; import requests": True,
+    "import os, numpy": True,
+    "from . import sibling": False,
+    "text = 'import numpy'": False,
+}
+
+
+@pytest.mark.parametrize("code", sorted(ROUTING))
+async def test_routing_reads_the_imports(code):
+    assert PoolExecutor().needs_preload(code) is ROUTING[code]
