@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import linecache
 import os
+import struct
 import sys
 import traceback
 import warnings
@@ -196,9 +197,32 @@ def _usage() -> dict:
     }
 
 
-def write_report(fd: int, report: dict) -> None:
+# The report is framed by a length prefix: a report cut short (the code closed
+# or scribbled on the descriptor, the child died mid-write) is detected as such.
+REPORT_HEADER = struct.Struct(">I")
+
+
+def encode_report(report: dict) -> bytes:
     data = json.dumps(report).encode()
-    view = memoryview(data)
+    return REPORT_HEADER.pack(len(data)) + data
+
+
+def decode_report(raw: bytes) -> dict | None:
+    """The report, or None when it is missing, cut short, padded or not ours."""
+    if len(raw) < REPORT_HEADER.size:
+        return None
+    (length,) = REPORT_HEADER.unpack_from(raw)
+    if len(raw) != REPORT_HEADER.size + length:
+        return None
+    try:
+        report = json.loads(raw[REPORT_HEADER.size :])
+    except ValueError:
+        return None
+    return report if isinstance(report, dict) else None
+
+
+def write_report(fd: int, report: dict) -> None:
+    view = memoryview(encode_report(report))
     while view:
         written = os.write(fd, view)
         view = view[written:]

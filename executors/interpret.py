@@ -7,9 +7,9 @@ signal, exit status), in that order of precedence.
 
 from __future__ import annotations
 
-import json
 import signal as signal_module
 
+from .harness import decode_report
 from .base import Artifact, ExecutionResult, Limits, Outcome
 from .process import ProcessOutcome
 
@@ -33,12 +33,8 @@ def interpret(
             executor=executor,
             isolation=isolation,
         )
-    try:
-        report = json.loads(proc.report) if proc.report else {}
-    except ValueError:
-        report = {}  # the code scribbled on our descriptor; trust only what we saw
-    if not isinstance(report, dict):
-        report = {}  # valid JSON, but not ours
+    # Missing, cut short or forged reports are ignored: trust only what we saw.
+    report = decode_report(proc.report) or {}
     error_type = report.get("error_type")
     error_message = report.get("error_message")
     tb = report.get("traceback")

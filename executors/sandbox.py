@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .base import ExecutionResult, InputFile, Isolation, Limits, Outcome
+from .harness import decode_report
 from .interpret import interpret
 from .isolation import SANDBOX_ROOT, SANDBOX_WORK, Isolator, IsolationUnavailable, Mount, SandboxCommand
 from .process import ProcessOutcome, run_process
@@ -304,12 +305,7 @@ def with_reported_usage(result: ExecutionResult, report: bytes, *, kernel_sees_c
     A run killed before reporting then has no trustworthy figures: they are
     left unknown (None) rather than the wrapper's own few milliseconds.
     """
-    try:
-        usage = json.loads(report) if report else {}
-    except ValueError:
-        usage = {}
-    if not isinstance(usage, dict):
-        usage = {}
+    usage = decode_report(report) or {}
     cpu, peak = usage.get("cpu_time_s"), usage.get("peak_memory_bytes")
     if isinstance(cpu, (int, float)):
         result.cpu_time_s = max(result.cpu_time_s or 0.0, float(cpu))
@@ -330,11 +326,8 @@ def signal_from_bwrap_status(proc: ProcessOutcome) -> None:
     """
     if proc.signal is not None or proc.returncode is None or not 128 < proc.returncode < 128 + 65:
         return
-    try:
-        report = json.loads(proc.report) if proc.report else None
-    except ValueError:
-        report = None
-    if isinstance(report, dict) and report.get("exit_code") == proc.returncode:
+    report = decode_report(proc.report)
+    if report is not None and report.get("exit_code") == proc.returncode:
         return
     proc.signal = proc.returncode - 128
     proc.returncode = None

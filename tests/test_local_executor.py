@@ -104,3 +104,14 @@ async def test_a_figure_the_code_saved_is_not_captured_twice(local_executor):
     code = "import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.savefig('mine.png')"
     r = await local_executor.execute(code)
     assert [a.name for a in r.artifacts] == ["mine.png"]
+
+
+def test_report_is_length_prefixed_and_damage_is_detected():
+    from executors.harness import decode_report, encode_report
+
+    raw = encode_report({"exit_code": 0, "error_type": None})
+    assert decode_report(raw) == {"exit_code": 0, "error_type": None}
+    assert decode_report(raw[:-1]) is None  # cut short
+    assert decode_report(raw + b"x") is None  # something appended after the report
+    assert decode_report(b"") is None
+    assert decode_report(encode_report({"a": 1})[:4] + b"[1]") is None  # not ours
