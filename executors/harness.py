@@ -26,29 +26,33 @@ CODE_FILENAME = "<code>"
 MAX_TRACEBACK_CHARS = 8000
 
 
+def cap_rlimit(which: int, value: int | None) -> None:
+    """Lower one rlimit (soft and hard) to ``value``; never raise it."""
+    import resource
+
+    if value is None:
+        return
+    soft, hard = resource.getrlimit(which)
+    new_hard = value if hard == resource.RLIM_INFINITY else min(value, hard)
+    try:
+        resource.setrlimit(which, (min(value, new_hard), new_hard))
+    except (ValueError, OSError):
+        pass  # a lower limit is already in force
+
+
 def apply_limits(limits: dict) -> None:
     """Set rlimits on this process (inherited by anything it starts)."""
     import resource
 
-    def cap(which: int, value: int | None) -> None:
-        if value is None:
-            return
-        soft, hard = resource.getrlimit(which)
-        new_hard = value if hard == resource.RLIM_INFINITY else min(value, hard)
-        try:
-            resource.setrlimit(which, (min(value, new_hard), new_hard))
-        except (ValueError, OSError):
-            pass  # a lower limit is already in force
-
     timeout = limits.get("timeout_s") or 30
     cpu = limits.get("cpu_s") or timeout + 2
-    cap(resource.RLIMIT_CPU, int(cpu) + 1)
-    cap(resource.RLIMIT_AS, limits.get("memory_bytes"))
-    cap(resource.RLIMIT_FSIZE, limits.get("file_bytes"))
-    cap(resource.RLIMIT_NOFILE, limits.get("open_files"))
-    cap(resource.RLIMIT_CORE, 0)
+    cap_rlimit(resource.RLIMIT_CPU, int(cpu) + 1)
+    cap_rlimit(resource.RLIMIT_AS, limits.get("memory_bytes"))
+    cap_rlimit(resource.RLIMIT_FSIZE, limits.get("file_bytes"))
+    cap_rlimit(resource.RLIMIT_NOFILE, limits.get("open_files"))
+    cap_rlimit(resource.RLIMIT_CORE, 0)
     if os.geteuid() != 0:  # RLIMIT_NPROC is not enforced for root
-        cap(resource.RLIMIT_NPROC, limits.get("max_processes"))
+        cap_rlimit(resource.RLIMIT_NPROC, limits.get("max_processes"))
 
 
 def reseed() -> None:

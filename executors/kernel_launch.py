@@ -18,22 +18,15 @@ import resource
 import signal
 import sys
 
+# Run as a script from executors/, so the harness sits beside it (standard library only too).
+from harness import cap_rlimit
+
 
 def apply_kernel_limits(limits: dict) -> None:
-    def cap(which: int, value: int | None) -> None:
-        if value is None:
-            return
-        soft, hard = resource.getrlimit(which)
-        new_hard = value if hard == resource.RLIM_INFINITY else min(value, hard)
-        try:
-            resource.setrlimit(which, (min(value, new_hard), new_hard))
-        except (ValueError, OSError):
-            pass  # a lower limit is already in force
-
-    cap(resource.RLIMIT_AS, limits.get("memory_bytes"))
-    cap(resource.RLIMIT_FSIZE, limits.get("file_bytes"))
-    cap(resource.RLIMIT_NOFILE, limits.get("open_files"))
-    cap(resource.RLIMIT_CORE, 0)
+    cap_rlimit(resource.RLIMIT_AS, limits.get("memory_bytes"))
+    cap_rlimit(resource.RLIMIT_FSIZE, limits.get("file_bytes"))
+    cap_rlimit(resource.RLIMIT_NOFILE, limits.get("open_files"))
+    cap_rlimit(resource.RLIMIT_CORE, 0)
     # No RLIMIT_NPROC: it counts every process and thread of the user, and a
     # kernel's own threads (heartbeat, IOPub, control) would fail to start on a
     # busy machine.
