@@ -42,7 +42,7 @@ from .base import ExecutionResult, InputFile, Isolation, Limits, Outcome
 from .interpret import interpret
 from .isolation import PRIVATE_TMP, IsolationUnavailable, Isolator, Mount, SandboxCommand, SandboxView
 from .local import child_env
-from .process import ProcessOutcome, StreamCapture, kill_tree
+from .process import PipeCollector, ProcessOutcome, kill_tree
 from .sandbox import UID_BLOCKS_SPAN, UID_BLOCKS_START
 from .pool_workspace import SlotWorkspace
 from .zygote import FAST_FORK_ENV, MAX_MESSAGE, decode, encode
@@ -715,42 +715,15 @@ class PoolExecutor:
 
     async def _exchange(self, zygote: ZygoteProcess, request: dict, limits: Limits):
         """Send one run request with fresh pipes; collect output, report and the verdict."""
-        loop = asyncio.get_running_loop()
-        out, err = StreamCapture(limits.output_bytes), StreamCapture(limits.output_bytes)
-        report = bytearray()
         pipes = [os.pipe() for _ in range(3)]
-        sinks = {pipes[0][0]: out, pipes[1][0]: err, pipes[2][0]: report}
-        flood = asyncio.Event()
-        all_closed = asyncio.Event()
+        collector = PipeCollector(pipes[0][0], pipes[1][0], pipes[2][0],
+                                  keep_bytes=limits.output_bytes, hard_bytes=limits.output_hard_bytes)
+        out, err, flood = collector.stdout, collector.stderr, collector.flood
         start = time.perf_counter()
-
-        def on_readable(fd: int) -> None:
-            try:
-                chunk = os.read(fd, 65536)
-            except BlockingIOError:
-                return
-            except OSError:
-                chunk = b""
-            sink = sinks.get(fd)
-            if not chunk:
-                loop.remove_reader(fd)
-                sinks.pop(fd, None)
-                if not sinks:
-                    all_closed.set()
-                return
-            if isinstance(sink, StreamCapture):
-                sink.feed(chunk)
-                if out.total + err.total > limits.output_hard_bytes:
-                    flood.set()
-            elif sink is not None and len(sink) < 16 * 1024**2:
-                sink += chunk
 
         died: str | None = None
         verdict: dict | None = None
         try:
-            for read_end, _ in pipes:
-                os.set_blocking(read_end, False)
-                loop.add_reader(read_end, on_readable, read_end)
             try:
                 spare = await zygote.take_spare()  # ZygoteDied before the send: not delivered
                 try:
@@ -768,18 +741,14 @@ class PoolExecutor:
             except ZygoteDied:
                 pass  # the code may be running already: the verdict below reports the death
             verdict, died = await self._await_verdict(zygote, request["id"], flood, limits)
-            try:
-                await asyncio.wait_for(all_closed.wait(), 0.5 if died is None else 0.05)
-            except asyncio.TimeoutError:
-                pass
+            await collector.drain(0.5 if died is None else 0.05)
         finally:
+            collector.stop()
             for read_end, _ in pipes:
-                if read_end in sinks:
-                    loop.remove_reader(read_end)
                 os.close(read_end)
         duration = time.perf_counter() - start
         if died is not None:
-            return ProcessOutcome(None, None, out, err, bytes(report), duration, None, None), 0, died
+            return ProcessOutcome(None, None, out, err, bytes(collector.report), duration, None, None), 0, died
         status = verdict.get("status")
         code = os.waitstatus_to_exitcode(status) if status is not None else None
         signal_number = -code if code is not None and code < 0 else None
@@ -788,7 +757,7 @@ class PoolExecutor:
             signal=signal_number,
             stdout=out,
             stderr=err,
-            report=bytes(report),
+            report=bytes(collector.report),
             duration_s=duration,
             cpu_time_s=verdict.get("cpu_time_s"),
             peak_memory_bytes=(verdict["maxrss_kb"] * 1024) if verdict.get("maxrss_kb") is not None else None,

@@ -41,6 +41,68 @@ class StreamCapture:
         return self.data.decode("utf-8", errors="replace")
 
 
+MAX_REPORT_BYTES = 16 * 1024**2
+
+
+class PipeCollector:
+    """Reads a child's stdout, stderr and report pipes on the event loop.
+
+    Output is capped per stream (:class:`StreamCapture`); ``flood`` is set
+    when stdout and stderr together pass ``hard_bytes``; ``all_closed`` when
+    every pipe reached end-of-file.
+    """
+
+    def __init__(self, stdout_fd: int, stderr_fd: int, report_fd: int | None, *, keep_bytes: int, hard_bytes: int):
+        self.loop = asyncio.get_running_loop()
+        self.stdout = StreamCapture(keep_bytes)
+        self.stderr = StreamCapture(keep_bytes)
+        self.report = bytearray()
+        self.hard_bytes = hard_bytes
+        self.flood = asyncio.Event()
+        self.all_closed = asyncio.Event()
+        self._sinks: dict[int, StreamCapture | bytearray] = {stdout_fd: self.stdout, stderr_fd: self.stderr}
+        if report_fd is not None:
+            self._sinks[report_fd] = self.report
+        for fd in self._sinks:
+            os.set_blocking(fd, False)
+            self.loop.add_reader(fd, self._on_readable, fd)
+
+    def _on_readable(self, fd: int) -> None:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        sink = self._sinks.get(fd)
+        if not chunk:
+            self.loop.remove_reader(fd)
+            self._sinks.pop(fd, None)
+            if not self._sinks:
+                self.all_closed.set()
+            return
+        if isinstance(sink, StreamCapture):
+            sink.feed(chunk)
+            if self.stdout.total + self.stderr.total > self.hard_bytes:
+                self.flood.set()
+        elif sink is not None and len(sink) < MAX_REPORT_BYTES:
+            sink += chunk
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for every pipe to close; True if they did."""
+        try:
+            await asyncio.wait_for(self.all_closed.wait(), timeout_s)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    def stop(self) -> None:
+        """Stop reading (the caller closes the descriptors)."""
+        for fd in list(self._sinks):
+            self.loop.remove_reader(fd)
+        self._sinks.clear()
+
+
 @dataclass
 class ProcessOutcome:
     returncode: int | None  # exit status, or None when ended by a signal
@@ -91,9 +153,6 @@ async def run_process(
 ) -> ProcessOutcome:
     """Spawn ``argv``; ``{REPORT_FD}`` in any argument becomes the report descriptor."""
     loop = asyncio.get_running_loop()
-    out = StreamCapture(keep_bytes)
-    err = StreamCapture(keep_bytes)
-    report = bytearray()
     report_r = report_w = -1
     if with_report_fd:
         report_r, report_w = os.pipe()
@@ -116,41 +175,18 @@ async def run_process(
         for fd in (report_r, report_w):
             if fd >= 0:
                 os.close(fd)
-        return ProcessOutcome(None, None, out, err, b"", 0.0, None, None, spawn_error=str(exc))
+        empty = StreamCapture(keep_bytes)
+        return ProcessOutcome(None, None, empty, StreamCapture(keep_bytes), b"", 0.0, None, None,
+                              spawn_error=str(exc))
     if with_report_fd:
         os.close(report_w)
 
     exited = asyncio.Event()
-    flood = asyncio.Event()
-    open_streams: dict[int, StreamCapture | bytearray] = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
-    if with_report_fd:
-        open_streams[report_r] = report
-    all_closed = asyncio.Event()
-
-    def on_readable(fd: int) -> None:
-        try:
-            chunk = os.read(fd, 65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            chunk = b""
-        sink = open_streams.get(fd)
-        if not chunk:
-            loop.remove_reader(fd)
-            open_streams.pop(fd, None)
-            if not open_streams:
-                all_closed.set()
-            return
-        if isinstance(sink, StreamCapture):
-            sink.feed(chunk)
-            if out.total + err.total > hard_bytes:
-                flood.set()
-        elif sink is not None and len(sink) < 16 * 1024**2:
-            sink += chunk
-
-    for fd in list(open_streams):
-        os.set_blocking(fd, False)
-        loop.add_reader(fd, on_readable, fd)
+    pipes = PipeCollector(
+        proc.stdout.fileno(), proc.stderr.fileno(), report_r if with_report_fd else None,
+        keep_bytes=keep_bytes, hard_bytes=hard_bytes,
+    )
+    out, err, flood = pipes.stdout, pipes.stderr, pipes.flood
 
     pidfd = os.pidfd_open(proc.pid)
     loop.add_reader(pidfd, exited.set)
@@ -171,21 +207,15 @@ async def run_process(
         await exited.wait()
         # Drain what the child left in the pipes; a grandchild holding them open
         # must not keep us waiting, so the group is killed after a short grace.
-        try:
-            await asyncio.wait_for(all_closed.wait(), 0.2)
-        except asyncio.TimeoutError:
+        if not await pipes.drain(0.2):
             kill_tree(proc.pid)
-            try:
-                await asyncio.wait_for(all_closed.wait(), 0.5)
-            except asyncio.TimeoutError:
-                pass
+            await pipes.drain(0.5)
         _, status, rusage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
     finally:
         loop.remove_reader(pidfd)
         os.close(pidfd)
-        for fd in list(open_streams):
-            loop.remove_reader(fd)
+        pipes.stop()
         kill_tree(proc.pid)
         for stream in (proc.stdout, proc.stderr):
             stream.close()
@@ -204,7 +234,7 @@ async def run_process(
         signal=sig,
         stdout=out,
         stderr=err,
-        report=bytes(report),
+        report=bytes(pipes.report),
         duration_s=duration,
         cpu_time_s=rusage.ru_utime + rusage.ru_stime,
         peak_memory_bytes=rusage.ru_maxrss * 1024,
