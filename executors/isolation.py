@@ -360,11 +360,13 @@ class Isolator:
                 args += ["--ro-bind", path, path]
         for path in ETC_PATHS:
             args += ["--ro-bind-try", path, path]
-        made: set[str] = set()
-        for path in self._interpreter_paths():
-            args += _mkdirs(path, made) + ["--ro-bind", path, path]
         args += ["--proc", "/proc", "--dev", "/dev"]
         args += ["--size", str(self.tmp_bytes), "--perms", "1777", "--tmpfs", "/tmp"]
+        # Bound after the private /tmp, so an interpreter or venv that lives
+        # under /tmp (a CI checkout, say) is laid over it rather than hidden.
+        made: set[str] = {"/tmp"}
+        for path in self._interpreter_paths():
+            args += _mkdirs(path, made) + ["--ro-bind", path, path]
         args += ["--perms", "0755", "--dir", SANDBOX_ROOT]
         made.add(SANDBOX_ROOT)
         for m in view.mounts:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -362,7 +364,10 @@ async def test_private_tmp_is_emptied_between_executions():
         first = await executor.execute("open('/tmp/left-behind', 'w').write('from run 1')\nimport os\nos.makedirs('/tmp/d/e')\nos.chmod('/tmp/d', 0o500)")
         assert first.outcome is Outcome.OK, first.stderr
         second = await executor.execute("import os\nprint(sorted(os.listdir('/tmp')))")
-        assert second.stdout == "[]\n"
+        # An interpreter installed under /tmp (a CI checkout) is mounted back in at its own path.
+        prefixes = {Path(p) for p in (sys.prefix, sys.base_prefix)}
+        mount_points = sorted({p.parts[2] for p in prefixes if p.parts[:2] == ("/", "tmp") and len(p.parts) > 2})
+        assert second.stdout == f"{mount_points}\n"
 
 
 async def test_a_zygote_cannot_reach_another_slots_directory(pool):
