@@ -8,6 +8,7 @@ with stable names (``run.start``, ``model.response``, ``execution.finished``,
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -99,9 +100,25 @@ def get_logger(name: str = "codeloop") -> Any:
     that importing codeloop never floods a user's stdout."""
     if structlog.is_configured():
         return structlog.get_logger(name)
+    return _quiet_logger()
+
+
+@functools.lru_cache(maxsize=1)
+def _quiet_logger() -> Any:
+    # Built once: scanning the environment for secrets on every run cost more
+    # than the rest of the loop's own work.
     return structlog.wrap_logger(
-        structlog.PrintLogger(file=sys.stderr),
+        _StderrLogger(),
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
         processors=[structlog.processors.add_log_level, Redactor(secrets_from_env(os.environ)),
                     structlog.dev.ConsoleRenderer(colors=False)],
     )
+
+
+class _StderrLogger:
+    """Prints to whatever ``sys.stderr`` is at the time (tests and apps replace it)."""
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
