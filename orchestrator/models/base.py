@@ -7,6 +7,10 @@ from typing import Protocol, runtime_checkable
 
 from ..types import Conversation, ModelTurn, ToolSpec
 
+# The loop runs all of a turn's tool calls as one program, so providers that
+# want one answer per call give the output to the first and this to the rest.
+OTHER_CALL_NOTE = "This call's code ran together with the first call of the turn; its output is in that response."
+
 
 @runtime_checkable
 class Model(Protocol):

@@ -30,7 +30,7 @@ from google.genai import types
 from executors.base import Artifact, ExecutionResult, InputFile, Outcome
 
 from ..types import RUN_PYTHON, Attempt, CodeBlock, Conversation, Message, ModelTurn, ToolSpec, Usage
-from .base import ModelAuthError, ModelError, RateLimitError
+from .base import OTHER_CALL_NOTE, ModelAuthError, ModelError, RateLimitError
 from .pricing import GEMINI_PRICES, PriceTable
 from .retry import RETRYABLE_STATUSES, CallStats, RetryPolicy, call_with_retries
 
@@ -50,7 +50,6 @@ SERVER_MODE_NOTE = (
     "In this session code runs through your built-in code execution tool; there is no run_python "
     "function to call."
 )
-OTHER_CALL_NOTE = "This call's code ran together with the first call of the turn; its output is in that response."
 
 
 class MalformedFunctionCall(Exception):

@@ -19,7 +19,7 @@ import openai
 from openai import AsyncOpenAI
 
 from ..types import RUN_PYTHON, CodeBlock, Conversation, Message, ModelTurn, ToolSpec, Usage
-from .base import ModelAuthError, ModelError, RateLimitError
+from .base import OTHER_CALL_NOTE, ModelAuthError, ModelError, RateLimitError
 from .pricing import PriceTable
 from .retry import RETRYABLE_STATUSES, CallStats, RetryPolicy, call_with_retries
 
@@ -27,7 +27,6 @@ ToolMode = Literal["auto", "on", "off"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 NO_KEY = "no-key"  # local servers ignore the key, but the SDK wants one
-OTHER_CALL_NOTE = "This call's code ran together with the first call of the turn; its output is in that response."
 
 
 def parse_spec(arg: str) -> tuple[str, str | None]:
