@@ -32,7 +32,7 @@ from executors.base import Artifact, ExecutionResult, InputFile, Outcome
 from ..types import RUN_PYTHON, Attempt, CodeBlock, Conversation, Message, ModelTurn, ToolSpec, Usage
 from .base import OTHER_CALL_NOTE, ModelAuthError, ModelError, RateLimitError
 from .pricing import GEMINI_PRICES, PriceTable
-from .retry import RETRYABLE_STATUSES, CallStats, RetryPolicy, call_with_retries
+from .retry import RETRYABLE_STATUSES, CallStats, RetryPolicy, call_with_retries, next_chunk
 
 Mode = Literal["client", "server"]
 
@@ -175,14 +175,7 @@ class GeminiModel:
                         yield part.text
             usage_metadata = chunk.usage_metadata or usage_metadata
             model_version = chunk.model_version or model_version
-            try:
-                chunk = await anext(iterator, None)
-            except Exception as exc:  # noqa: BLE001 - classified, never the SDK's own error
-                error = self._classify(exc)
-                if error is None:
-                    raise
-                self.stats.failures += 1
-                raise ModelError(f"the Gemini stream broke off: {error}", status_code=error.status_code) from None
+            chunk = await next_chunk(iterator, classify=self._classify, stats=self.stats, what="the Gemini stream")
         if not parts and finish_reason is None:
             raise ModelError("Gemini's stream ended without an answer")
         content = types.Content(role="model", parts=merge_text_parts(parts))

@@ -21,7 +21,7 @@ from openai import AsyncOpenAI
 from ..types import RUN_PYTHON, CodeBlock, Conversation, Message, ModelTurn, ToolSpec, Usage
 from .base import OTHER_CALL_NOTE, ModelAuthError, ModelError, RateLimitError
 from .pricing import PriceTable
-from .retry import RETRYABLE_STATUSES, CallStats, RetryPolicy, call_with_retries
+from .retry import RETRYABLE_STATUSES, CallStats, RetryPolicy, call_with_retries, next_chunk
 
 ToolMode = Literal["auto", "on", "off"]
 
@@ -126,15 +126,8 @@ class OpenAIModel:
                     if piece.function:
                         call["function"]["name"] += piece.function.name or ""
                         call["function"]["arguments"] += piece.function.arguments or ""
-            try:
-                chunk = await anext(iterator, None)
-            except Exception as exc:  # noqa: BLE001 - classified, never the SDK's own error
-                error = self._classify(exc)
-                if error is None:
-                    raise
-                self.stats.failures += 1
-                raise ModelError(f"the stream from {self.name} broke off: {error}",
-                                 status_code=error.status_code) from None
+            chunk = await next_chunk(iterator, classify=self._classify, stats=self.stats,
+                                     what=f"the stream from {self.name}")
         ordered = [calls[i] for i in sorted(calls)]
         for i, call in enumerate(ordered):
             call["id"] = call["id"] or f"call_{i}"

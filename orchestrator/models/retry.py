@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
@@ -101,3 +101,23 @@ async def call_with_retries(
                     delay_s=round(delay, 3), error=str(error))
         await sleep(delay)
     raise AssertionError("unreachable: the loop returns or raises")
+
+
+async def next_chunk(
+    iterator: AsyncIterator[T],
+    *,
+    classify: Callable[[BaseException], ModelError | None],
+    stats: CallStats,
+    what: str,
+) -> T | None:
+    """The next chunk of an open stream (None at its end). A stream that
+    breaks off is not retried (its text was already shown): the error is
+    counted and raised as a :class:`ModelError` naming ``what`` broke off."""
+    try:
+        return await anext(iterator, None)
+    except Exception as exc:  # noqa: BLE001 - classified, never the SDK's own error
+        error = classify(exc)
+        if error is None:
+            raise
+        stats.failures += 1
+        raise ModelError(f"{what} broke off: {error}", status_code=error.status_code) from None
