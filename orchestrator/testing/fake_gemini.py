@@ -16,11 +16,9 @@ Bodies use the REST wire format (camelCase), as the real API does.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import re
 import sys
-import time
 from typing import Any
 
 from .fake_http import (
@@ -34,7 +32,7 @@ from .fake_http import (
     Script,
     Stream,
     key_fingerprint,
-    load_script,
+    serve_command_line,
 )
 
 __all__ = [
@@ -212,18 +210,10 @@ def split_for_stream(body: dict[str, Any], pieces: int = 3) -> list[dict[str, An
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Serve a scripted fake Gemini API on this machine.")
-    parser.add_argument("--script", required=True, help="JSON list of replies (response bodies or faults)")
-    parser.add_argument("--port", type=int, default=0)
-    args = parser.parse_args(argv)
-    fake = FakeGeminiServer(load_script(args.script), port=args.port).start()
-    print(f"fake Gemini API at {fake.url}  (set GOOGLE_GEMINI_BASE_URL={fake.url})", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        fake.stop()
-    return 0
+    return serve_command_line(
+        FakeGeminiServer, argv, api="Gemini", replies="response bodies",
+        banner=lambda fake: f"fake Gemini API at {fake.url}  (set GOOGLE_GEMINI_BASE_URL={fake.url})",
+    )
 
 
 if __name__ == "__main__":

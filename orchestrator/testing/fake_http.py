@@ -10,6 +10,7 @@ request. A reply is a response body (a dict), or one of the fault types below.
 from __future__ import annotations
 
 import abc
+import argparse
 import hashlib
 import json
 import threading
@@ -299,3 +300,28 @@ def load_script(path: str) -> list[Reply]:
         except ValueError as exc:
             raise ValueError(f"{path}: entry {i}: {exc}") from None
     return replies
+
+
+def serve_command_line(
+    server_cls: type[FakeModelServer],
+    argv: list[str] | None,
+    *,
+    api: str,
+    replies: str,
+    banner: Callable[[FakeModelServer], str],
+) -> int:
+    """``python -m`` entry of a fake: serve ``--script`` until interrupted.
+    ``api`` names the API served, ``replies`` what a script entry holds,
+    ``banner`` says where the server listens and how to point codeloop at it."""
+    parser = argparse.ArgumentParser(description=f"Serve a scripted fake {api} API on this machine.")
+    parser.add_argument("--script", required=True, help=f"JSON list of replies ({replies} or faults)")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    fake = server_cls(load_script(args.script), port=args.port).start()
+    print(banner(fake), flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        fake.stop()
+    return 0

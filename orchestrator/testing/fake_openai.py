@@ -8,10 +8,8 @@ be told to reject tools (``tools_supported=False``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-import time
 from typing import Any
 
 from .fake_http import (
@@ -24,7 +22,7 @@ from .fake_http import (
     Reply,
     Script,
     Stream,
-    load_script,
+    serve_command_line,
 )
 
 __all__ = [
@@ -135,18 +133,10 @@ def chunks_of(body: dict[str, Any], pieces: int = 3) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Serve a scripted fake OpenAI-compatible API on this machine.")
-    parser.add_argument("--script", required=True, help="JSON list of replies (completion bodies or faults)")
-    parser.add_argument("--port", type=int, default=0)
-    args = parser.parse_args(argv)
-    fake = FakeOpenAIServer(load_script(args.script), port=args.port).start()
-    print(f"fake OpenAI-compatible API at {fake.base_url}  (use --model openai:MODEL@{fake.base_url})", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        fake.stop()
-    return 0
+    return serve_command_line(
+        FakeOpenAIServer, argv, api="OpenAI-compatible", replies="completion bodies",
+        banner=lambda fake: f"fake OpenAI-compatible API at {fake.base_url}  (use --model openai:MODEL@{fake.base_url})",
+    )
 
 
 if __name__ == "__main__":
