@@ -153,29 +153,32 @@ class OpenAIModel:
         return kwargs
 
     async def _call(self, conversation: Conversation, tools: Sequence[ToolSpec], *, stream: bool) -> tuple[Any, int]:
+        # Built once per call (the conversation does not change while we wait),
+        # again only after the tool probe below turns tools off.
+        kwargs = self.request(conversation, tools)
+
         async def once():
-            kwargs = self.request(conversation, tools)
             if not stream:
                 return self._parse(await self._client.chat.completions.create(**kwargs))
-            kwargs.update(stream=True, stream_options={"include_usage": True})
-            iterator = aiter(await self._client.chat.completions.create(**kwargs))
+            iterator = aiter(await self._client.chat.completions.create(
+                **kwargs, stream=True, stream_options={"include_usage": True}))
             first = await anext(iterator, None)
             if first is None:
                 raise ValueError("the stream ended before any event arrived")
             return iterator, first
 
-        offered_tools = "tools" in self.request(conversation, tools)
         sent_before = self.stats.requests
         try:
             return await call_with_retries(once, policy=self.retry, classify=self._classify, stats=self.stats,
                                            model=self.name, rng=self._rng)
         except ModelError as exc:
-            if not (self.tool_mode == "auto" and offered_tools and _refuses_tools(exc)):
+            if not (self.tool_mode == "auto" and "tools" in kwargs and _refuses_tools(exc)):
                 raise
             # The server (or this model) has no function calling: ask for fenced code
             # from now on. The refusal was a probe, not a failed call.
             self.tools_supported = False
             self.stats.failures -= 1
+            kwargs = self.request(conversation, tools)
             result, _ = await call_with_retries(once, policy=self.retry, classify=self._classify,
                                                 stats=self.stats, model=self.name, rng=self._rng)
             return result, self.stats.requests - sent_before
