@@ -195,10 +195,12 @@ class Orchestrator:
                 continue
 
             failures += 1
-            retries_left = self.max_retries + 1 - failures
+            # A retry is also a step, so the step bound may leave fewer retries
+            # than max_retries: the model is told the number it really has.
+            retries_left = min(self.max_retries + 1 - failures, self.max_steps - steps)
             conv.add(Message(role="execution", text=self.prompts.feedback(result, max(retries_left, 0)),
                              result=result, code_blocks=blocks))
-            if retries_left <= 0 or steps >= self.max_steps:
+            if retries_left <= 0:
                 logger.info("run.retries_exhausted", failures=failures)
                 conv.add(Message(role="user", text=self.prompts.failure_summary(failures)))
                 tools = ()

@@ -95,6 +95,22 @@ async def test_several_successful_steps_are_bounded_by_max_steps(local_executor)
     assert result.summary == "Done after the step limit."
 
 
+async def test_step_bound_on_a_failure_counts_as_no_retries_left(local_executor):
+    conversations = []
+
+    def script(conversation, tools):
+        conversations.append(conversation)
+        return "Out of steps." if not tools else FAIL
+
+    orch = Orchestrator(ScriptedModel(script), local_executor, max_retries=5, max_steps=2)
+    retries = [e async for e in orch.stream("q") if isinstance(e, events.Retry)]
+    assert [e.retries_left for e in retries] == [1]
+    executions = [m for m in conversations[-1].messages if m.role == "execution"]
+    assert len(executions) == 2
+    assert "(1 retries left)" in executions[0].text
+    assert "(0 retries left)" in executions[1].text
+
+
 async def test_multi_step_then_answer(local_executor):
     model = ScriptedModel([py("x = 2\nprint(x)"), py("print(3)"), "Two steps: 2 then 3."])
     result = await Orchestrator(model, local_executor).run("q")
