@@ -7,8 +7,6 @@ from typing import TextIO
 from . import events as ev
 from .types import RunResult
 
-RULE = "─" * 72
-
 
 def _indent(text: str, prefix: str = "  ") -> str:
     return "\n".join(prefix + line for line in text.rstrip("\n").splitlines()) or prefix + "(none)"

@@ -1,7 +1,8 @@
 """``codeloop``: a small command line over the Python API.
 
 Each subcommand lives in its own module in this package and exposes
-``register(subparsers)``; the module's ``run(args)`` returns the exit code.
+``register(subparsers)``, which sets ``handler=func`` on its parser; the
+handler returns the exit code.
 Exit codes: 0 solved or answered, 1 failed, 2 bad usage.
 """
 

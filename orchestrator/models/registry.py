@@ -67,10 +67,6 @@ class UnknownModelError(ValueError):
     pass
 
 
-def _plugins() -> dict[str, Callable[[str], Model]]:
-    return {ep.name: ep.load() for ep in entry_points(group="codeloop.models")}
-
-
 def available_models() -> list[str]:
     return sorted(set(MODEL_FACTORIES) | {ep.name for ep in entry_points(group="codeloop.models")})
 
