@@ -108,3 +108,12 @@ def test_demo_runs_offline_with_live_output():
     assert "── retry 1" in out  # the weather prompt fails first and is fixed
     assert "trig.png" in out
     assert "5 prompts, 5 solved or answered, 0 failed" in out
+
+
+def test_demo_names_a_missing_input_file_and_its_line_before_running(tmp_path, capsys):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"id": "a", "prompt": "x"}\n{"id": "b", "prompt": "y", "files": ["gone.csv"]}\n')
+    assert main(["demo", "--prompts", str(prompts), "--cassette", str(tmp_path / "none.jsonl"),
+                 "--executor", "local"]) == 2
+    err = capsys.readouterr().err
+    assert f"{prompts}:2:" in err and "gone.csv" in err

@@ -33,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def load_prompts(path: Path) -> list[dict]:
+    """The prompts, each with its input files read (as ``inputs``), so that a
+    missing file is reported with its line before anything runs."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
@@ -46,30 +48,32 @@ def load_prompts(path: Path) -> list[dict]:
             item["prompt"]
         except (ValueError, KeyError, TypeError):
             raise UsageError(f"{path}:{lineno}: expected a JSON object with a 'prompt' field") from None
+        try:
+            item["inputs"] = [InputFile.from_path(path.parent / f) for f in item.get("files", [])]
+        except FileNotFoundError as exc:
+            raise UsageError(f"{path}:{lineno}: {exc}") from None
         items.append(item)
     return items
 
 
 def handle(args: argparse.Namespace) -> int:
-    prompts_path = Path(args.prompts)
-    items = load_prompts(prompts_path)
+    items = load_prompts(Path(args.prompts))
     try:
         model = ReplayModel(args.cassette)
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
     executor = resolve_executor(args)
-    return asyncio.run(_demo(items, prompts_path.parent, model, executor))
+    return asyncio.run(_demo(items, model, executor))
 
 
-async def _demo(items: list[dict], base: Path, model: ReplayModel, executor) -> int:
+async def _demo(items: list[dict], model: ReplayModel, executor) -> int:
     orch = Orchestrator(model, executor, limits=Limits(timeout_s=30))
     printer = EventPrinter(sys.stdout)
     failed = 0
     try:
         for item in items:
             print(f"{RULE}\n▶ {item.get('id', '')}: {item['prompt']}\n{RULE}")
-            files = [InputFile.from_path(base / f) for f in item.get("files", [])]
-            async for event in orch.stream(item["prompt"], files=files):
+            async for event in orch.stream(item["prompt"], files=item["inputs"]):
                 printer(event)
             print()
             failed += event.result.status is RunStatus.FAILED  # the last event is Done
