@@ -186,6 +186,15 @@ class Orchestrator:
             )
             yield ev.ExecutionFinished(run_id, step=steps, attempt=attempt)
 
+            if result.outcome is Outcome.SANDBOX_ERROR:
+                # The executor broke, not the code: new code cannot fix a wrong
+                # token or a dead sandbox, so the run ends with the error
+                # recorded (a batch marks it for --resume) instead of spending
+                # the model's retries on it.
+                error = f"executor failed: {result.error_type or 'SandboxError'}: {result.error_message or ''}".rstrip(": ")
+                logger.warning("executor.failed", step=steps, error=error)
+                break
+
             if result.ok:
                 conv.add(Message(role="execution", text=self.prompts.feedback(result, self.max_retries + 1 - failures),
                                  result=result, code_blocks=blocks))

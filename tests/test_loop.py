@@ -193,8 +193,13 @@ async def test_executor_exception_becomes_sandbox_error():
 
     model = ScriptedModel(lambda c, t: "gave up" if not t else FIX)
     result = await Orchestrator(model, BrokenExecutor(), max_retries=1).run("q")
-    assert [a.result.outcome for a in result.attempts] == [Outcome.SANDBOX_ERROR] * 2
+    # The executor broke, not the code: no retry is spent on it, and the run
+    # ends failed with the error recorded so a batch can re-run it.
+    assert [a.result.outcome for a in result.attempts] == [Outcome.SANDBOX_ERROR]
     assert "no room at the inn" in result.attempts[0].result.error_message
+    assert result.status is RunStatus.FAILED
+    assert result.error == "executor failed: RuntimeError: no room at the inn"
+    assert model.calls == 1
 
 
 async def test_timeout_is_a_failed_attempt(local_executor):
