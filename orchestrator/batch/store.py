@@ -159,6 +159,14 @@ _RECORD_COLUMNS = (
 )
 
 
+_ITEM_COLUMNS = "id, prompt, files, metadata, source"
+
+
+def _batch_item(row: sqlite3.Row) -> BatchItem:
+    return BatchItem(id=row["id"], prompt=row["prompt"], files=json.loads(row["files"]),
+                     metadata=json.loads(row["metadata"]), source=row["source"])
+
+
 def _cap(text: str) -> str:
     return text if len(text) <= ATTEMPT_OUTPUT_CAP else text[:ATTEMPT_OUTPUT_CAP]
 
@@ -334,30 +342,23 @@ class BatchStore:
 
     def runnable_ids(self, *, rerun_errors: bool = True) -> list[str]:
         """Items still to run, in input order: pending, and errored ones unless told not to."""
-        statuses = ("pending", "error") if rerun_errors else ("pending",)
-        marks = ", ".join("?" * len(statuses))
-        return [r[0] for r in self._db.execute(f"SELECT id FROM items WHERE status IN ({marks}) ORDER BY seq", statuses)]
+        return [item.id for item in self.runnable_items(rerun_errors=rerun_errors)]
 
     def runnable_items(self, *, rerun_errors: bool = True) -> list[BatchItem]:
         """Like :meth:`runnable_ids`, with the items themselves (one query, not one per item)."""
         statuses = ("pending", "error") if rerun_errors else ("pending",)
         marks = ", ".join("?" * len(statuses))
-        return [BatchItem(id=r["id"], prompt=r["prompt"], files=json.loads(r["files"]),
-                          metadata=json.loads(r["metadata"]), source=r["source"])
-                for r in self._db.execute(f"SELECT id, prompt, files, metadata, source FROM items "
-                                          f"WHERE status IN ({marks}) ORDER BY seq", statuses)]
+        return [_batch_item(r) for r in self._db.execute(
+            f"SELECT {_ITEM_COLUMNS} FROM items WHERE status IN ({marks}) ORDER BY seq", statuses)]
 
     def item(self, item_id: str) -> BatchItem:
-        row = self._db.execute("SELECT id, prompt, files, metadata, source FROM items WHERE id = ?", (item_id,)).fetchone()
+        row = self._db.execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE id = ?", (item_id,)).fetchone()
         if row is None:
             raise KeyError(item_id)
-        return BatchItem(id=row["id"], prompt=row["prompt"], files=json.loads(row["files"]),
-                         metadata=json.loads(row["metadata"]), source=row["source"])
+        return _batch_item(row)
 
     def items(self) -> list[BatchItem]:
-        return [BatchItem(id=r["id"], prompt=r["prompt"], files=json.loads(r["files"]),
-                          metadata=json.loads(r["metadata"]), source=r["source"])
-                for r in self._db.execute("SELECT id, prompt, files, metadata, source FROM items ORDER BY seq")]
+        return [_batch_item(r) for r in self._db.execute(f"SELECT {_ITEM_COLUMNS} FROM items ORDER BY seq")]
 
     def mark_running(self, item_id: str, session: int) -> None:
         with self._transaction() as db:
