@@ -96,13 +96,9 @@ class ScoreStore:
 
 def load_scored_runs(bench_dir: str | Path) -> list[ScoredRun]:
     """Every finished, scored item of a bench directory, in input order."""
-    bench_dir = Path(bench_dir)
-    if not (bench_dir / DB_NAME).exists():
-        raise BenchStoreError(f"{bench_dir} holds no benchmark (no {DB_NAME})")
-    with ScoreStore(bench_dir, create=False) as scores_db:
+    with ScoreStore(bench_dir, create=False) as scores_db:  # raises when there is no benchmark
         scores = scores_db.scores()
-    store = BatchStore(bench_dir, create=False)
-    try:
+    with BatchStore(bench_dir, create=False) as store:
         records = []
         for record in store.records():
             score = scores.get(record.id)
@@ -112,5 +108,3 @@ def load_scored_runs(bench_dir: str | Path) -> list[ScoredRun]:
             if result is not None:
                 records.append(ScoredRun(item_id=record.id, run=result, score=score))
         return records
-    finally:
-        store.close()
