@@ -441,14 +441,18 @@ class BatchStore:
 
     # -- reading ------------------------------------------------------------------
 
-    def result(self, item_id: str) -> RunResult | None:
-        """The stored result with artifact bytes read back from their files."""
+    def result_json(self, item_id: str) -> dict[str, Any] | None:
+        """The stored result JSON as written: artifact entries carry metadata but no bytes."""
         row = self._db.execute("SELECT result FROM items WHERE id = ?", (item_id,)).fetchone()
         if row is None:
             raise KeyError(item_id)
-        if row["result"] is None:
+        return None if row["result"] is None else json.loads(row["result"])
+
+    def result(self, item_id: str) -> RunResult | None:
+        """The stored result with artifact bytes read back from their files."""
+        data = self.result_json(item_id)
+        if data is None:
             return None
-        data = json.loads(row["result"])
         paths = {(r["attempt_idx"], r["idx"]): r["path"] for r in
                  self._db.execute("SELECT attempt_idx, idx, path, truncated FROM artifacts WHERE item_id = ?",
                                   (item_id,)) if not r["truncated"]}
