@@ -26,7 +26,7 @@ from typing import Any
 
 from executors.base import Executor, Limits
 from executors.registry import DEFAULT_EXECUTOR, available_executors, get_executor
-from orchestrator.batch import BatchItem, BatchProgress, BatchStore, run_batch
+from orchestrator.batch import BatchItem, BatchProgress, BatchStore, StoreError, run_batch
 from orchestrator.batch.engine import spec_names
 from orchestrator.extract import extract_code, join_blocks
 from orchestrator.models.base import Model
@@ -188,7 +188,8 @@ async def run_benchmark(
                              source=f"{name}:{i.id}") for i in items]
 
     with ScoreStore(bench_path) as scores:
-        _check_resume(scores.config(), config, bench_path, resume, force)
+        stored = scores.config()
+        _check_resume(stored, config, bench_path, resume, force)
         scores.set_config(config)
         if scoring_executor is None or isinstance(scoring_executor, str):
             scorer, owns_scorer = get_executor(scoring_name), True
@@ -214,6 +215,11 @@ async def run_benchmark(
             await asyncio.gather(*tasks)
             # Items a previous session finished but did not score (it stopped in between).
             await _score_leftovers(bench_path, scores, by_id, score_and_save)
+        except StoreError:
+            # The batch refused the run (other settings without --force, or another process on it):
+            # nothing ran with the new config, so the stored one still describes the runs.
+            scores.restore_config(stored)
+            raise
         finally:
             for task in tasks:
                 task.cancel()

@@ -75,6 +75,13 @@ class ScoreStore:
         self._db.execute("INSERT OR REPLACE INTO bench (id, config, created) VALUES (1, ?, ?)",
                          (json.dumps(config, sort_keys=True), time.time()))
 
+    def restore_config(self, config: dict[str, Any] | None) -> None:
+        """Put back the config read before :meth:`set_config` (None: there was none)."""
+        if config is None:
+            self._db.execute("DELETE FROM bench WHERE id = 1")
+        else:
+            self.set_config(config)
+
     def save(self, score: Score, retries: int) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO bench_scores (item_id, correct, retries, expected, got, detail, scoring_time_s, "
