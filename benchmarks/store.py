@@ -100,9 +100,6 @@ class ScoreStore:
             for r in self._db.execute("SELECT * FROM bench_scores")
         }
 
-    def score_rows(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._db.execute("SELECT * FROM bench_scores ORDER BY item_id")]
-
 
 def load_scored_runs(bench_dir: str | Path) -> list[ScoredRun]:
     """Every finished, scored item of a bench directory, in input order."""

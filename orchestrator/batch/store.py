@@ -271,10 +271,6 @@ class BatchStore:
         row = self._db.execute("SELECT settings FROM batch WHERE id = 1").fetchone()
         return json.loads(row["settings"]) if row else None
 
-    def created(self) -> float | None:
-        row = self._db.execute("SELECT created FROM batch WHERE id = 1").fetchone()
-        return row["created"] if row else None
-
     def initialise(self, settings: dict[str, Any], items: Sequence[BatchItem]) -> None:
         """Record a new batch and all its items (pending) in one transaction."""
         now = time.time()
