@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from executors.base import ExecutionResult, InputFile, Limits, Outcome
-from executors.registry import UnknownExecutorError, available_executors, get_executor
+from executors.registry import available_executors, get_executor
 from orchestrator.batch import run_batch
 from orchestrator.logs import configure_logging
 from orchestrator.models.scripted import ScriptedModel
@@ -211,7 +211,7 @@ async def main_async(args: argparse.Namespace) -> tuple[list[Measurement], list[
             # Warm every zygote first: its start-up (importing numpy, pandas...) is paid once per batch, not per item.
             await asyncio.gather(*(pool.execute("pass") for _ in range(args.pool_size)))
             executors.append((f"pool (size {args.pool_size})", pool, args.pool_size))
-        except (UnknownExecutorError, Exception) as exc:  # the pool may need a sandbox this machine lacks
+        except Exception as exc:  # registered, but it may need a sandbox this machine lacks
             notes.append(f"pool executor skipped: it could not start here ({type(exc).__name__}: {exc}).")
     else:
         notes.append("pool executor skipped: it is not registered in this checkout "

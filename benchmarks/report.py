@@ -125,12 +125,13 @@ def render_plots(metrics: Metrics, out_dir: Path, title: str) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display, no GUI toolkit
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global figure state to close
 
     m = metrics
     written = []
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     ks = list(range(len(m.curve)))
     ax.plot(ks, [100 * r for r in m.curve_rates], marker="o")
     ax.set_xticks(ks)
@@ -139,9 +140,10 @@ def render_plots(metrics: Metrics, out_dir: Path, title: str) -> list[Path]:
     ax.set_ylabel("items solved (%)")
     ax.set_title(f"Refinement curve: {title}")
     ax.grid(alpha=0.3)
-    written.append(_save(fig, out_dir / PLOTS["curve"], plt))
+    written.append(_save(fig, out_dir / PLOTS["curve"]))
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     retries = sorted(set(m.retries_solved) | set(m.retries_unsolved)) or [0]
     solved = [m.retries_solved.get(k, 0) for k in retries]
     unsolved = [m.retries_unsolved.get(k, 0) for k in retries]
@@ -152,9 +154,10 @@ def render_plots(metrics: Metrics, out_dir: Path, title: str) -> list[Path]:
     ax.set_ylabel("items")
     ax.set_title(f"Retries: {title}")
     ax.legend()
-    written.append(_save(fig, out_dir / PLOTS["retries"], plt))
+    written.append(_save(fig, out_dir / PLOTS["retries"]))
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     ax.hist(m.latencies_s or [0.0], bins=min(30, max(1, len(m.latencies_s))))
     for value, label in ((m.latency_p50_s, "p50"), (m.latency_p95_s, "p95")):
         ax.axvline(value, linestyle="--", color="black")
@@ -162,14 +165,13 @@ def render_plots(metrics: Metrics, out_dir: Path, title: str) -> list[Path]:
     ax.set_xlabel("wall time per item (s)")
     ax.set_ylabel("items")
     ax.set_title(f"Latency: {title}")
-    written.append(_save(fig, out_dir / PLOTS["latency"], plt))
+    written.append(_save(fig, out_dir / PLOTS["latency"]))
     return written
 
 
-def _save(fig: Any, path: Path, plt: Any) -> Path:
+def _save(fig: Any, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 

@@ -26,7 +26,8 @@ from typing import Any
 
 from executors.base import Executor, Limits
 from executors.registry import DEFAULT_EXECUTOR, available_executors, get_executor
-from orchestrator.batch import BatchItem, BatchProgress, BatchStore, run_batch
+from orchestrator.batch import BatchItem, BatchProgress, BatchStore, StoreError, run_batch
+from orchestrator.batch.engine import spec_names
 from orchestrator.extract import extract_code, join_blocks
 from orchestrator.models.base import Model
 from orchestrator.types import RunResult
@@ -113,10 +114,6 @@ def resolve_model(model: Model | str, items: Sequence[BenchItem]) -> Model | str
     return model
 
 
-def _model_name(model: Model | str) -> str:
-    return model if isinstance(model, str) else getattr(model, "name", type(model).__name__)
-
-
 def _check_resume(stored: dict[str, Any] | None, config: dict[str, Any], bench_dir: Path, resume: bool,
                   force: bool) -> None:
     if stored is None:
@@ -172,13 +169,14 @@ async def run_benchmark(
         scoring_name = scoring_executor or default_scoring_executor()
     else:
         scoring_name = scoring_executor.name
+    model_name, executor_name = spec_names(resolved, executor)
     config = {
         "benchmark": name,
         "data": str(Path(data).resolve()) if data else None,
         "limit": limit,
         "items": len(items),
-        "model": _model_name(resolved),
-        "executor": executor if isinstance(executor, str) else getattr(executor, "name", type(executor).__name__),
+        "model": model_name,
+        "executor": executor_name,
         "scoring_executor": scoring_name,
         "max_retries": max_retries,
         "max_steps": max_steps,
@@ -190,7 +188,8 @@ async def run_benchmark(
                              source=f"{name}:{i.id}") for i in items]
 
     with ScoreStore(bench_path) as scores:
-        _check_resume(scores.config(), config, bench_path, resume, force)
+        stored = scores.config()
+        _check_resume(stored, config, bench_path, resume, force)
         scores.set_config(config)
         if scoring_executor is None or isinstance(scoring_executor, str):
             scorer, owns_scorer = get_executor(scoring_name), True
@@ -216,6 +215,11 @@ async def run_benchmark(
             await asyncio.gather(*tasks)
             # Items a previous session finished but did not score (it stopped in between).
             await _score_leftovers(bench_path, scores, by_id, score_and_save)
+        except StoreError:
+            # The batch refused the run (other settings without --force, or another process on it):
+            # nothing ran with the new config, so the stored one still describes the runs.
+            scores.restore_config(stored)
+            raise
         finally:
             for task in tasks:
                 task.cancel()

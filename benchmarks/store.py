@@ -56,6 +56,9 @@ class ScoreStore:
         self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
+        # Scores are saved on the event loop, one commit each: no fsync per commit (as the batch store's
+        # default). A crash still cannot corrupt them, and a score lost to power loss is redone on resume.
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
 
     def close(self) -> None:
@@ -75,6 +78,13 @@ class ScoreStore:
         self._db.execute("INSERT OR REPLACE INTO bench (id, config, created) VALUES (1, ?, ?)",
                          (json.dumps(config, sort_keys=True), time.time()))
 
+    def restore_config(self, config: dict[str, Any] | None) -> None:
+        """Put back the config read before :meth:`set_config` (None: there was none)."""
+        if config is None:
+            self._db.execute("DELETE FROM bench WHERE id = 1")
+        else:
+            self.set_config(config)
+
     def save(self, score: Score, retries: int) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO bench_scores (item_id, correct, retries, expected, got, detail, scoring_time_s, "
@@ -90,19 +100,12 @@ class ScoreStore:
             for r in self._db.execute("SELECT * FROM bench_scores")
         }
 
-    def score_rows(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._db.execute("SELECT * FROM bench_scores ORDER BY item_id")]
-
 
 def load_scored_runs(bench_dir: str | Path) -> list[ScoredRun]:
     """Every finished, scored item of a bench directory, in input order."""
-    bench_dir = Path(bench_dir)
-    if not (bench_dir / DB_NAME).exists():
-        raise BenchStoreError(f"{bench_dir} holds no benchmark (no {DB_NAME})")
-    with ScoreStore(bench_dir, create=False) as scores_db:
+    with ScoreStore(bench_dir, create=False) as scores_db:  # raises when there is no benchmark
         scores = scores_db.scores()
-    store = BatchStore(bench_dir, create=False)
-    try:
+    with BatchStore(bench_dir, create=False) as store:
         records = []
         for record in store.records():
             score = scores.get(record.id)
@@ -112,5 +115,3 @@ def load_scored_runs(bench_dir: str | Path) -> list[ScoredRun]:
             if result is not None:
                 records.append(ScoredRun(item_id=record.id, run=result, score=score))
         return records
-    finally:
-        store.close()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 from pathlib import Path
 
-from executors.base import ExecutionResult, Outcome
+from executors.base import Artifact, ExecutionResult, Outcome
 from orchestrator.batch import BatchItem, BatchSettings, BatchStore
 from orchestrator.batch.report import BatchReport, export, percentile, summarise, write_plots
 from orchestrator.types import Attempt, RunResult, RunStatus, Usage
@@ -63,3 +64,18 @@ def test_a_batch_with_nothing_finished_still_reports_and_plots(tmp_path: Path) -
         report, latencies = summarise(store)
     assert (report.total, report.pending, report.finished, report.latency_p50_s) == (1, 1, 0, None)
     assert all(p.exists() for p in write_plots(report, latencies, tmp_path))
+
+
+def test_csv_export_reads_no_artifact_files(tmp_path: Path) -> None:
+    png = Artifact(name="plot.png", data=b"\x89PNG-bytes", mime_type="image/png")
+    result = RunResult(prompt="p", summary="done", status=RunStatus.SOLVED,
+                       attempts=[Attempt(code="print(1)", result=ExecutionResult(outcome=Outcome.OK, artifacts=[png]))])
+    with BatchStore(tmp_path) as store:
+        store.initialise(BatchSettings(model="m", executor="e").to_json(), [BatchItem(id="a", prompt="p")])
+        store.mark_running("a", store.begin_session({}))
+        store.finish("a", result)
+        (tmp_path / "artifacts" / "a" / "plot.png").unlink()  # the CSV row must not need it
+        out = io.StringIO()
+        assert export(store, out, "csv") == 1
+    row = next(csv.DictReader(io.StringIO(out.getvalue())))
+    assert (row["id"], row["summary"], row["code"]) == ("a", "done", "print(1)")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from benchmarks import BenchStoreError, load_bench, run_benchmark
+from orchestrator.batch import StoreError
 from orchestrator.cli import main
 from orchestrator.models.scripted import ScriptedModel
 
@@ -169,3 +170,14 @@ def test_cli_bad_usage_exits_2_with_a_clear_message(tmp_path, capsys, argv, mess
     (tmp_path / "bad.jsonl").write_text('{"prompt": "ok", "answer": 1}\n{"prompt": "no answer"}\n')
     assert main([arg.replace("{tmp}", str(tmp_path)) for arg in argv]) == 2
     assert message in capsys.readouterr().err
+
+
+async def test_a_resume_the_batch_refuses_keeps_the_stored_config(items_file, tmp_path):
+    bench_dir = tmp_path / "bench"
+    model = ScriptedModel(double_script, name="double")
+    await run_benchmark(str(items_file), model=model, bench_dir=bench_dir, limit=1, executor="local", scoring_executor="local")
+    with pytest.raises(StoreError, match="different settings"):
+        await run_benchmark(str(items_file), model=model, bench_dir=bench_dir, limit=1, max_retries=2, resume=True,
+                            executor="local", scoring_executor="local")
+    # The runs were made with max_retries 5; the report must not claim otherwise.
+    assert load_bench(bench_dir).config["max_retries"] == 5

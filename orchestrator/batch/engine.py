@@ -26,6 +26,19 @@ class ItemOutcome:
     rate_limited: int = 0  # 429s this item's model calls met (and waited out)
 
 
+def spec_names(model: Any, executor: Any) -> tuple[str, str]:
+    """The names a batch records for its model and executor, whether each is given
+    as a spec string, an instance, or (the executor) a factory."""
+    model_name = model if isinstance(model, str) else getattr(model, "name", type(model).__name__)
+    if isinstance(executor, str):
+        executor_name = executor
+    elif hasattr(executor, "execute"):
+        executor_name = executor.name
+    else:
+        executor_name = getattr(executor, "name", None) or getattr(executor, "__qualname__", type(executor).__name__)
+    return str(model_name), str(executor_name)
+
+
 def build_model(model: Model | str) -> Model:
     if isinstance(model, str):
         from ..models.registry import get_model

@@ -63,11 +63,6 @@ class BackoffGate:
         self._paused_until = 0.0
         self._consecutive = 0
         self.trips = 0  # rate-limited calls seen
-        self.paused_s = 0.0  # total pause scheduled
-
-    @property
-    def paused(self) -> bool:
-        return self._clock() < self._paused_until
 
     @property
     def paused_until(self) -> float:
@@ -85,7 +80,6 @@ class BackoffGate:
         backoff = min(self.max_delay_s, self.base_delay_s * 2 ** max(0, self._consecutive - 1))
         delay = min(self.max_delay_s, retry_after_s) if retry_after_s is not None else backoff
         until = max(self._paused_until, now + delay)
-        self.paused_s += until - max(self._paused_until, now)
         self._paused_until = until
         return until - now
 

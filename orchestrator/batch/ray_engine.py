@@ -19,7 +19,7 @@ from typing import Any
 from executors.base import InputFile, Limits, as_input_files
 
 from ..types import RunResult
-from .engine import ItemOutcome, ItemRunner, build_executor, build_model, failed_result
+from .engine import ItemOutcome, ItemRunner, build_executor, build_model, failed_result, spec_names
 from .inputs import BatchItem
 from .limits import BackoffGate
 
@@ -159,8 +159,8 @@ class RayEngine:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # an unreadable file or a dead actor: the item is an error, re-run on resume
-            model_name = self._model if isinstance(self._model, str) else getattr(self._model, "name", "")
-            return ItemOutcome(failed_result(item, exc, model=str(model_name), executor=str(self._executor),
+            model_name, executor_name = spec_names(self._model, self._executor)
+            return ItemOutcome(failed_result(item, exc, model=model_name, executor=executor_name,
                                              wall_time_s=time.perf_counter() - started))
         finally:
             self._load[index] -= 1

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..types import RunResult
 from .store import DONE, ERROR, BatchStore
 
 EXPORT_FORMATS = ("jsonl", "csv")
@@ -37,13 +38,17 @@ def export(store: BatchStore, out: TextIO, fmt: str) -> int:
     if writer:
         writer.writeheader()
     for record in store.records():
-        result = store.result(record.id) if record.status in (DONE, ERROR) else None
+        finished = record.status in (DONE, ERROR)
         if writer:
+            # The row needs only the summary and the code: skip reading the artifact files.
+            data = store.result_json(record.id) if finished else None
+            result = RunResult.from_json(data) if data else None
             row = record.to_json()
             row.update(summary=result.summary if result else "", code=result.code if result else "",
                        metadata=json.dumps(record.metadata, sort_keys=True))
             writer.writerow(row)
         else:
+            result = store.result(record.id) if finished else None
             line = {"id": record.id, "status": record.status, "prompt": record.prompt, "files": record.files,
                     "metadata": record.metadata, "result": result.to_json() if result else None}
             out.write(json.dumps(line, ensure_ascii=False) + "\n")

@@ -24,7 +24,7 @@ from executors.base import Limits
 
 from ..models.base import Model
 from ..types import RunResult
-from .engine import Engine, ItemOutcome, LocalEngine
+from .engine import Engine, ItemOutcome, LocalEngine, spec_names
 from .inputs import BatchItem, coerce_items, load_items
 from .limits import BackoffGate
 from .progress import BatchProgress
@@ -47,17 +47,6 @@ class BackoffPolicy:
     base_delay_s: float = 1.0
     max_delay_s: float = 60.0
     max_rate_limit_retries: int = 8
-
-
-def _settings_name(model: Any, executor: Any) -> tuple[str, str]:
-    model_name = model if isinstance(model, str) else getattr(model, "name", type(model).__name__)
-    if isinstance(executor, str):
-        executor_name = executor
-    elif hasattr(executor, "execute"):
-        executor_name = executor.name
-    else:
-        executor_name = getattr(executor, "name", None) or getattr(executor, "__qualname__", type(executor).__name__)
-    return str(model_name), str(executor_name)
 
 
 def _load(items: Any) -> list[BatchItem] | None:
@@ -160,7 +149,7 @@ async def run_batch(
     execution_concurrency = execution_concurrency or concurrency
     backoff = backoff or BackoffPolicy()
     loaded = _load(items)  # validation first: nothing runs on bad input
-    model_name, executor_name = _settings_name(model, executor)
+    model_name, executor_name = spec_names(model, executor)
     engine_name = engine if isinstance(engine, str) else engine.name
     settings = BatchSettings(model=model_name, executor=executor_name, executor_options=dict(executor_options or {}),
                              max_retries=max_retries, max_steps=max_steps, limits=limits.to_json() if limits else None,

@@ -159,6 +159,14 @@ _RECORD_COLUMNS = (
 )
 
 
+_ITEM_COLUMNS = "id, prompt, files, metadata, source"
+
+
+def _batch_item(row: sqlite3.Row) -> BatchItem:
+    return BatchItem(id=row["id"], prompt=row["prompt"], files=json.loads(row["files"]),
+                     metadata=json.loads(row["metadata"]), source=row["source"])
+
+
 def _cap(text: str) -> str:
     return text if len(text) <= ATTEMPT_OUTPUT_CAP else text[:ATTEMPT_OUTPUT_CAP]
 
@@ -263,10 +271,6 @@ class BatchStore:
         row = self._db.execute("SELECT settings FROM batch WHERE id = 1").fetchone()
         return json.loads(row["settings"]) if row else None
 
-    def created(self) -> float | None:
-        row = self._db.execute("SELECT created FROM batch WHERE id = 1").fetchone()
-        return row["created"] if row else None
-
     def initialise(self, settings: dict[str, Any], items: Sequence[BatchItem]) -> None:
         """Record a new batch and all its items (pending) in one transaction."""
         now = time.time()
@@ -334,30 +338,23 @@ class BatchStore:
 
     def runnable_ids(self, *, rerun_errors: bool = True) -> list[str]:
         """Items still to run, in input order: pending, and errored ones unless told not to."""
-        statuses = ("pending", "error") if rerun_errors else ("pending",)
-        marks = ", ".join("?" * len(statuses))
-        return [r[0] for r in self._db.execute(f"SELECT id FROM items WHERE status IN ({marks}) ORDER BY seq", statuses)]
+        return [item.id for item in self.runnable_items(rerun_errors=rerun_errors)]
 
     def runnable_items(self, *, rerun_errors: bool = True) -> list[BatchItem]:
         """Like :meth:`runnable_ids`, with the items themselves (one query, not one per item)."""
         statuses = ("pending", "error") if rerun_errors else ("pending",)
         marks = ", ".join("?" * len(statuses))
-        return [BatchItem(id=r["id"], prompt=r["prompt"], files=json.loads(r["files"]),
-                          metadata=json.loads(r["metadata"]), source=r["source"])
-                for r in self._db.execute(f"SELECT id, prompt, files, metadata, source FROM items "
-                                          f"WHERE status IN ({marks}) ORDER BY seq", statuses)]
+        return [_batch_item(r) for r in self._db.execute(
+            f"SELECT {_ITEM_COLUMNS} FROM items WHERE status IN ({marks}) ORDER BY seq", statuses)]
 
     def item(self, item_id: str) -> BatchItem:
-        row = self._db.execute("SELECT id, prompt, files, metadata, source FROM items WHERE id = ?", (item_id,)).fetchone()
+        row = self._db.execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE id = ?", (item_id,)).fetchone()
         if row is None:
             raise KeyError(item_id)
-        return BatchItem(id=row["id"], prompt=row["prompt"], files=json.loads(row["files"]),
-                         metadata=json.loads(row["metadata"]), source=row["source"])
+        return _batch_item(row)
 
     def items(self) -> list[BatchItem]:
-        return [BatchItem(id=r["id"], prompt=r["prompt"], files=json.loads(r["files"]),
-                          metadata=json.loads(r["metadata"]), source=r["source"])
-                for r in self._db.execute("SELECT id, prompt, files, metadata, source FROM items ORDER BY seq")]
+        return [_batch_item(r) for r in self._db.execute(f"SELECT {_ITEM_COLUMNS} FROM items ORDER BY seq")]
 
     def mark_running(self, item_id: str, session: int) -> None:
         with self._transaction() as db:
@@ -440,14 +437,18 @@ class BatchStore:
 
     # -- reading ------------------------------------------------------------------
 
-    def result(self, item_id: str) -> RunResult | None:
-        """The stored result with artifact bytes read back from their files."""
+    def result_json(self, item_id: str) -> dict[str, Any] | None:
+        """The stored result JSON as written: artifact entries carry metadata but no bytes."""
         row = self._db.execute("SELECT result FROM items WHERE id = ?", (item_id,)).fetchone()
         if row is None:
             raise KeyError(item_id)
-        if row["result"] is None:
+        return None if row["result"] is None else json.loads(row["result"])
+
+    def result(self, item_id: str) -> RunResult | None:
+        """The stored result with artifact bytes read back from their files."""
+        data = self.result_json(item_id)
+        if data is None:
             return None
-        data = json.loads(row["result"])
         paths = {(r["attempt_idx"], r["idx"]): r["path"] for r in
                  self._db.execute("SELECT attempt_idx, idx, path, truncated FROM artifacts WHERE item_id = ?",
                                   (item_id,)) if not r["truncated"]}
