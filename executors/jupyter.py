@@ -42,11 +42,9 @@ from .kernel_common import (
     KernelExecutorBase,
     KernelHandle,
     KernelStartError,
-    changed_files,
-    safe_input_name,
-    scan_dir,
 )
 from .sandbox import build_font_cache, sandbox_env
+from .workspace import changed_files, safe_input_name, scan_dir
 
 LAUNCHER = str(Path(__file__).with_name("kernel_launch.py"))
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
@@ -180,8 +178,9 @@ class LocalKernel(KernelHandle):
         self._before = scan_dir(self.work)
 
     async def collect_files(self, limits: Limits) -> list[Artifact]:
-        artifacts = changed_files(self.work, self._before, limits)
-        self._before = scan_dir(self.work)
+        now = scan_dir(self.work)
+        artifacts = changed_files(self.work, self._before, limits, current=now)
+        self._before = now
         return artifacts
 
 
