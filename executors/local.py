@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .base import ExecutionResult, InputFile, Isolation, Limits
+from .base import ExecutionResult, InputFile, Isolation, Limits, Outcome
 from .interpret import interpret
 from .process import run_process
 from .workspace import Workspace
@@ -66,7 +66,13 @@ class LocalExecutor:
         limits = limits or self.limits
         async with self._slots:
             with Workspace(prefix="codeloop-local-") as ws:
-                ws.add_inputs(files)
+                try:
+                    ws.add_inputs(files)
+                except ValueError as exc:  # a bad input file name: reported like the sandbox executor does
+                    return ExecutionResult(
+                        outcome=Outcome.SANDBOX_ERROR, error_type="ValueError", error_message=str(exc),
+                        executor=self.name, isolation=self.isolation.value,
+                    )
                 ws.write_code(code)
                 (ws.work / ".matplotlib").mkdir()
                 config = {

@@ -674,7 +674,10 @@ class PoolExecutor:
         ws.begin()
         try:
             self.isolator.prepare(ws.work, slot.uid)  # the slot's sandbox user writes here
-            ws.add_inputs(files)
+            try:
+                ws.add_inputs(files)
+            except ValueError as exc:  # a bad input file name: reported like the sandbox executor does
+                return self._sandbox_error(str(exc), mode)
             request = {
                 "op": "run",
                 "id": uuid.uuid4().hex,

@@ -71,6 +71,12 @@ async def test_input_files_and_artifacts(local_executor):
     assert [(a.name, a.data) for a in r.artifacts] == [("out.txt", b"ABC")]
 
 
+async def test_bad_input_file_name_is_a_sandbox_error_naming_it(local_executor):
+    r = await local_executor.execute("pass", files=[InputFile("..", b"x")])
+    assert r.outcome is Outcome.SANDBOX_ERROR
+    assert "'..'" in r.error_message
+
+
 async def test_unshown_figures_are_captured_as_png(local_executor):
     code = "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.show()\nplt.figure()\nplt.bar([1], [2])"
     r = await local_executor.execute(code)
