@@ -136,8 +136,6 @@ class ZygoteProcess:
         self.died = asyncio.Event()
         self.alive = False
         self.executions = 0
-        self.pid_inside: int | None = None
-        self.baseline_rss = 0
         self.preload_failures: list[str] = []
 
     async def start(self, config: dict, timeout_s: float) -> None:
@@ -184,8 +182,6 @@ class ZygoteProcess:
         if ready.get("op") != "ready":
             await self.kill()
             raise ZygoteError(f"the zygote sent {ready!r} instead of a ready message")
-        self.pid_inside = ready.get("pid")
-        self.baseline_rss = int(ready.get("rss") or 0)
         self.preload_failures = list(ready.get("preload_failures") or [])
 
     def log_tail(self, limit: int = 2000) -> str:
