@@ -438,8 +438,8 @@ class PoolExecutor:
         Its writable directory is its slot's alone.
         """
         argv = [self.settings.python, "-X", "utf8", ZYGOTE, json.dumps(config)]
-        env = child_env(slot.paths.inside(slot.workspace.work))  # each child points HOME/TMPDIR at its own dir
-        env.pop("MPLCONFIGDIR")  # set by the zygote's config before matplotlib is imported
+        # Each child points HOME/TMPDIR at its own dir; MPLCONFIGDIR comes from the zygote's config.
+        env = child_env(slot.paths.inside(slot.workspace.work))
         if self.settings.fast_fork:
             env.update(FAST_FORK_ENV)
         root = slot.workspace.root

@@ -86,6 +86,11 @@ async def test_unshown_figures_are_captured_as_png(local_executor):
     assert "non-interactive" not in r.stderr
 
 
+async def test_cwd_holds_only_the_inputs(local_executor):
+    r = await local_executor.execute("import os; print(sorted(os.listdir('.')))", files=[InputFile("in.txt", b"x")])
+    assert r.stdout == "['in.txt']\n"
+
+
 async def test_child_environment_holds_no_secrets(local_executor, monkeypatch):
     monkeypatch.setenv("GEMINI_API_KEY", "AIzaSy-test-secret-never-leak-0000000000")
     r = await local_executor.execute("import os; print(sorted(os.environ))")
