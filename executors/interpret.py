@@ -66,10 +66,8 @@ def interpret(
         if not error_type:
             error_type = "ExitError"
             error_message = f"the process exited with status {proc.returncode}"
-    elif not report:
-        # Exit 0 without a report: the code cut the harness short (os._exit(0)).
-        outcome = Outcome.OK
     else:
+        # Also exit 0 without a report: the code cut the harness short (os._exit(0)).
         outcome = Outcome.OK
 
     peak = proc.peak_memory_bytes

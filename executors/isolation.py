@@ -139,6 +139,7 @@ class Isolator:
     _failures: dict[str, str] = field(default_factory=dict, init=False, repr=False)
     _drop_user: bool = field(default=False, init=False, repr=False)
     _expected_prefixes: bytes | None = field(default=None, init=False, repr=False)
+    _interpreter_dirs: list[str] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.level_request is not None:
@@ -330,12 +331,18 @@ class Isolator:
         ]
 
     def _interpreter_paths(self) -> list[str]:
-        """Directories the interpreter needs: its prefixes, the venv, the real binary's home."""
-        real = os.path.realpath(self.python)
-        candidates = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, str(Path(real).parent.parent)}
-        if os.path.realpath(self.python) != os.path.realpath(sys.executable):
-            candidates.add(str(Path(self.python).absolute().parent.parent))
-        return _outermost(p for p in candidates if not _under_any(p, SYSTEM_PATHS))
+        """Directories the interpreter needs: its prefixes, the venv, the real binary's home.
+
+        Found once: every wrapped command needs them, and the realpath calls cost
+        about as much as the rest of building the command line.
+        """
+        if self._interpreter_dirs is None:
+            real = os.path.realpath(self.python)
+            candidates = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, str(Path(real).parent.parent)}
+            if real != os.path.realpath(sys.executable):
+                candidates.add(str(Path(self.python).absolute().parent.parent))
+            self._interpreter_dirs = _outermost(p for p in candidates if not _under_any(p, SYSTEM_PATHS))
+        return list(self._interpreter_dirs)
 
     def _bwrap(
         self, drop: bool, argv: list[str], *, view: SandboxView, cwd: str, env: dict[str, str], as_pid_1: bool = False

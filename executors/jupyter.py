@@ -42,12 +42,9 @@ from .kernel_common import (
     KernelExecutorBase,
     KernelHandle,
     KernelStartError,
-    changed_files,
-    safe_input_name,
-    scan_dir,
 )
-from .process import run_process
-from .sandbox import sandbox_env
+from .sandbox import build_font_cache, sandbox_env
+from .workspace import changed_files, safe_input_name, scan_dir
 
 LAUNCHER = str(Path(__file__).with_name("kernel_launch.py"))
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
@@ -181,8 +178,9 @@ class LocalKernel(KernelHandle):
         self._before = scan_dir(self.work)
 
     async def collect_files(self, limits: Limits) -> list[Artifact]:
-        artifacts = changed_files(self.work, self._before, limits)
-        self._before = scan_dir(self.work)
+        now = scan_dir(self.work)
+        artifacts = changed_files(self.work, self._before, limits, current=now)
+        self._before = now
         return artifacts
 
 
@@ -376,19 +374,8 @@ class JupyterExecutor(KernelExecutorBase):
     async def _build_font_cache(self) -> Path:
         seed = Path(tempfile.mkdtemp(prefix="codeloop-jk-mpl-", dir=self.base_dir))
         self._cleanups[id(seed)] = lambda: shutil.rmtree(seed, ignore_errors=True)
-        self.isolator.prepare(seed)
-        mounts = [Mount(str(seed), f"{SANDBOX_ROOT}/mpl", writable=True)]
-        view = self.isolator.view(seed, mounts)
-        cmd = self.isolator.wrap(
-            [self.isolator.python, "-s", "-c", "import matplotlib.font_manager"],
-            work_dir=seed,
-            mounts=mounts,
-            env={**sandbox_env(home="/tmp"), "MPLCONFIGDIR": view.inside(seed)},
-        )
         # A missing cache only costs time later, so the outcome is not checked.
-        await run_process(
-            cmd.argv, cwd=cmd.cwd, env=cmd.env, timeout_s=60, keep_bytes=4096, hard_bytes=65536, with_report_fd=False
-        )
+        await build_font_cache(self.isolator, seed)
         return seed
 
     async def _discard(self, handle: LocalKernel) -> None:

@@ -42,8 +42,8 @@ from .kernel_common import (
     KernelHandle,
     KernelStartError,
     is_kernel_gone_status,
-    safe_input_name,
 )
+from .workspace import safe_input_name
 
 # Helper cells leave their JSON report here; it comes back as a user expression
 # in the execute_reply (shell channel), which the gateway's IOPub data-rate

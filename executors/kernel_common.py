@@ -23,7 +23,6 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .base import Artifact, ExecutionResult, InputFile, Limits, Outcome
@@ -37,14 +36,6 @@ _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 def strip_ansi(text: str) -> str:
     """IPython colours its tracebacks; models and logs want plain text."""
     return _ANSI.sub("", text)
-
-
-def safe_input_name(name: str) -> str:
-    """The bare file name an input is stored under; a name cannot climb out."""
-    base = Path(name).name
-    if not base or base in (".", ".."):
-        raise ValueError(f"bad input file name {name!r}: it must name a file")
-    return base
 
 
 class KernelDied(Exception):
@@ -243,42 +234,6 @@ def is_kernel_gone_status(msg: dict[str, Any]) -> bool:
     return msg.get("header", {}).get("msg_type") == "status" and (msg.get("content") or {}).get(
         "execution_state"
     ) in ("restarting", "dead", "autorestarting")
-
-
-def scan_dir(root: Path) -> dict[str, tuple[int, int]]:
-    """Regular files under ``root`` with (size, mtime_ns); symlinks are ignored."""
-    found: dict[str, tuple[int, int]] = {}
-    for path in root.rglob("*"):
-        try:
-            st = path.lstat()
-        except OSError:
-            continue
-        if path.is_symlink() or not path.is_file():
-            continue
-        found[path.relative_to(root).as_posix()] = (st.st_size, st.st_mtime_ns)
-    return found
-
-
-def changed_files(root: Path, before: dict[str, tuple[int, int]], limits: Limits) -> list[Artifact]:
-    """New or changed files since ``before``, capped in size and number."""
-    artifacts: list[Artifact] = []
-    total = 0
-    for rel, stamp in sorted(scan_dir(root).items()):
-        if before.get(rel) == stamp:
-            continue
-        if len(artifacts) >= limits.max_artifacts:
-            break
-        size = stamp[0]
-        if size > limits.artifact_bytes or total + size > limits.artifacts_total_bytes:
-            artifacts.append(Artifact(name=rel, data=b"", truncated=True, mime_type=Artifact.of(rel, b"").mime_type))
-            continue
-        try:
-            data = (root / rel).read_bytes()
-        except OSError:
-            continue
-        total += len(data)
-        artifacts.append(Artifact.of(rel, data))
-    return artifacts
 
 
 @dataclass

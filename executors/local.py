@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .base import ExecutionResult, InputFile, Isolation, Limits
+from .base import ExecutionResult, InputFile, Isolation, Limits, Outcome
 from .interpret import interpret
 from .process import run_process
 from .workspace import Workspace
@@ -33,7 +33,6 @@ def child_env(workdir: str | Path, extra: dict[str, str] | None = None) -> dict[
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONHASHSEED": "random",
         "MPLBACKEND": "Agg",
-        "MPLCONFIGDIR": str(Path(workdir) / ".matplotlib"),
         "OPENBLAS_NUM_THREADS": "1",
         "OMP_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
@@ -66,9 +65,17 @@ class LocalExecutor:
         limits = limits or self.limits
         async with self._slots:
             with Workspace(prefix="codeloop-local-") as ws:
-                ws.add_inputs(files)
+                try:
+                    ws.add_inputs(files)
+                except ValueError as exc:  # a bad input file name: reported like the sandbox executor does
+                    return ExecutionResult(
+                        outcome=Outcome.SANDBOX_ERROR, error_type="ValueError", error_message=str(exc),
+                        executor=self.name, isolation=self.isolation.value,
+                    )
                 ws.write_code(code)
-                (ws.work / ".matplotlib").mkdir()
+                # Outside the code's cwd, so matplotlib's cache never comes back as artifacts.
+                mpl = ws.root / "mpl"
+                mpl.mkdir()
                 config = {
                     "code_path": str(ws.code_path),
                     "result_fd": "{REPORT_FD}",
@@ -78,13 +85,12 @@ class LocalExecutor:
                 proc = await run_process(
                     [self.python, "-u", "-X", "utf8", HARNESS, json.dumps(config)],
                     cwd=str(ws.work),
-                    env=child_env(ws.work),
+                    env=child_env(ws.work, {"MPLCONFIGDIR": str(mpl)}),
                     timeout_s=limits.timeout_s,
                     keep_bytes=limits.output_bytes,
                     hard_bytes=limits.output_hard_bytes,
                 )
                 artifacts = ws.collect_artifacts(limits)
-        artifacts = [a for a in artifacts if not a.name.startswith(".matplotlib/")]
         return interpret(proc, limits=limits, executor=self.name, isolation=self.isolation.value, artifacts=artifacts)
 
     async def reset(self, session: str | None = None) -> None:

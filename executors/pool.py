@@ -136,8 +136,6 @@ class ZygoteProcess:
         self.died = asyncio.Event()
         self.alive = False
         self.executions = 0
-        self.pid_inside: int | None = None
-        self.baseline_rss = 0
         self.preload_failures: list[str] = []
 
     async def start(self, config: dict, timeout_s: float) -> None:
@@ -184,8 +182,6 @@ class ZygoteProcess:
         if ready.get("op") != "ready":
             await self.kill()
             raise ZygoteError(f"the zygote sent {ready!r} instead of a ready message")
-        self.pid_inside = ready.get("pid")
-        self.baseline_rss = int(ready.get("rss") or 0)
         self.preload_failures = list(ready.get("preload_failures") or [])
 
     def log_tail(self, limit: int = 2000) -> str:
@@ -442,8 +438,8 @@ class PoolExecutor:
         Its writable directory is its slot's alone.
         """
         argv = [self.settings.python, "-X", "utf8", ZYGOTE, json.dumps(config)]
-        env = child_env(slot.paths.inside(slot.workspace.work))  # each child points HOME/TMPDIR at its own dir
-        env.pop("MPLCONFIGDIR")  # set by the zygote's config before matplotlib is imported
+        # Each child points HOME/TMPDIR at its own dir; MPLCONFIGDIR comes from the zygote's config.
+        env = child_env(slot.paths.inside(slot.workspace.work))
         if self.settings.fast_fork:
             env.update(FAST_FORK_ENV)
         root = slot.workspace.root
@@ -674,7 +670,10 @@ class PoolExecutor:
         ws.begin()
         try:
             self.isolator.prepare(ws.work, slot.uid)  # the slot's sandbox user writes here
-            ws.add_inputs(files)
+            try:
+                ws.add_inputs(files)
+            except ValueError as exc:  # a bad input file name: reported like the sandbox executor does
+                return self._sandbox_error(str(exc), mode)
             request = {
                 "op": "run",
                 "id": uuid.uuid4().hex,

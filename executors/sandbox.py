@@ -254,19 +254,7 @@ class SandboxExecutor:
             if self._mpl_seed is not None:
                 return
             seed = Path(tempfile.mkdtemp(prefix="codeloop-mpl-seed-"))
-            self.isolator.prepare(seed)
-            mounts = [Mount(str(seed), f"{SANDBOX_ROOT}/mpl", writable=True)]
-            view = self.isolator.view(seed, mounts)
-            cmd = self.isolator.wrap(
-                [self.isolator.python, "-s", "-c", "import matplotlib.font_manager"],
-                work_dir=seed,
-                mounts=mounts,
-                env={**sandbox_env(home="/tmp"), "MPLCONFIGDIR": view.inside(seed)},
-            )
-            proc = await run_process(
-                cmd.argv, cwd=cmd.cwd, env=cmd.env, timeout_s=60, keep_bytes=4096, hard_bytes=65536, with_report_fd=False
-            )
-            if proc.returncode == 0 and any(seed.glob("fontlist-*.json")):
+            if await build_font_cache(self.isolator, seed):
                 self._mpl_seed = seed
                 # Removed by aclose(); this covers an executor dropped without it.
                 weakref.finalize(self, shutil.rmtree, str(seed), True)
@@ -292,6 +280,24 @@ class SandboxExecutor:
         if self._mpl_seed is not None:
             shutil.rmtree(self._mpl_seed, ignore_errors=True)
             self._mpl_seed = None
+
+
+async def build_font_cache(isolator: Isolator, seed: Path) -> bool:
+    """Import matplotlib's font manager in a sandboxed run with no user code, so its font
+    cache lands in ``seed``; True if a cache was written there."""
+    isolator.prepare(seed)
+    mounts = [Mount(str(seed), f"{SANDBOX_ROOT}/mpl", writable=True)]
+    view = isolator.view(seed, mounts)
+    cmd = isolator.wrap(
+        [isolator.python, "-s", "-c", "import matplotlib.font_manager"],
+        work_dir=seed,
+        mounts=mounts,
+        env={**sandbox_env(home="/tmp"), "MPLCONFIGDIR": view.inside(seed)},
+    )
+    proc = await run_process(
+        cmd.argv, cwd=cmd.cwd, env=cmd.env, timeout_s=60, keep_bytes=4096, hard_bytes=65536, with_report_fd=False
+    )
+    return proc.returncode == 0 and any(seed.glob("fontlist-*.json"))
 
 
 def with_reported_usage(result: ExecutionResult, report: bytes, *, kernel_sees_child: bool) -> ExecutionResult:

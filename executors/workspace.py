@@ -12,6 +12,63 @@ from pathlib import Path
 from .base import Artifact, InputFile, Limits
 
 
+def safe_input_name(name: str) -> str:
+    """The bare file name an input is stored under; a name cannot climb out."""
+    base = Path(name).name
+    if not base or base in (".", ".."):
+        raise ValueError(f"bad input file name {name!r}: it must name a file")
+    return base
+
+
+def scan_dir(root: Path) -> dict[str, tuple[int, int]]:
+    """Regular files under ``root`` with (size, mtime_ns).
+
+    No symlinks, devices or fifos (they could point anywhere), and no file with
+    more than one link: a hard link may be a host file (e.g. /etc/passwd)
+    linked into the directory.
+    """
+    found: dict[str, tuple[int, int]] = {}
+    for path in root.rglob("*"):
+        try:
+            st = path.lstat()
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+            found[path.relative_to(root).as_posix()] = (st.st_size, st.st_mtime_ns)
+    return found
+
+
+def changed_files(
+    root: Path,
+    before: dict[str, tuple[int, int]],
+    limits: Limits,
+    *,
+    current: dict[str, tuple[int, int]] | None = None,
+) -> list[Artifact]:
+    """Files new or changed since ``before``, capped in size and number.
+
+    ``current`` is a fresh :func:`scan_dir` of ``root`` when the caller has one.
+    """
+    artifacts: list[Artifact] = []
+    total = 0
+    for rel, stamp in sorted((scan_dir(root) if current is None else current).items()):
+        if before.get(rel) == stamp:
+            continue
+        if len(artifacts) >= limits.max_artifacts:
+            break
+        size = stamp[0]
+        if size > limits.artifact_bytes or total + size > limits.artifacts_total_bytes:
+            artifacts.append(Artifact(name=rel, data=b"", truncated=True, mime_type=Artifact.of(rel, b"").mime_type))
+            continue
+        try:
+            data = (root / rel).read_bytes()
+        except OSError:
+            continue
+        total += len(data)
+        artifacts.append(Artifact.of(rel, data))
+    return artifacts
+
+
 class Workspace:
     """``root/`` holds the code and scratch files; ``root/work`` is the code's cwd."""
 
@@ -28,9 +85,7 @@ class Workspace:
 
     def add_inputs(self, files: Sequence[InputFile]) -> None:
         for f in files:
-            name = Path(f.name).name  # never let a name climb out of the directory
-            if not name or name in (".", ".."):
-                raise ValueError(f"bad input file name {f.name!r}")
+            name = safe_input_name(f.name)
             target = self.work / name
             target.write_bytes(f.data)
             target.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)  # read-only copy
@@ -39,32 +94,7 @@ class Workspace:
 
     def collect_artifacts(self, limits: Limits) -> list[Artifact]:
         """Files the code wrote (new or changed), capped in size and number."""
-        artifacts: list[Artifact] = []
-        total = 0
-        for path in sorted(self.work.rglob("*")):
-            try:
-                st = path.lstat()
-            except OSError:
-                continue
-            if not stat.S_ISREG(st.st_mode):
-                continue  # no symlinks, devices or fifos: they could point anywhere
-            if st.st_nlink > 1:
-                continue  # a hard link may be a host file (e.g. /etc/passwd) linked into the workdir
-            rel = path.relative_to(self.work).as_posix()
-            if self._inputs.get(rel) == (st.st_size, st.st_mtime_ns):
-                continue
-            if len(artifacts) >= limits.max_artifacts:
-                break
-            if st.st_size > limits.artifact_bytes or total + st.st_size > limits.artifacts_total_bytes:
-                artifacts.append(Artifact(name=rel, data=b"", truncated=True, mime_type=Artifact.of(rel, b"").mime_type))
-                continue
-            try:
-                data = path.read_bytes()
-            except OSError:
-                continue
-            total += len(data)
-            artifacts.append(Artifact.of(rel, data))
-        return artifacts
+        return changed_files(self.work, self._inputs, limits)
 
     def cleanup(self) -> None:
         def make_writable(func, path, _exc):

@@ -409,7 +409,6 @@ class Zygote:
             os.environ["TMPDIR"] = workdir
             sys.path.insert(0, workdir)
             sys.argv = ["main.py"]
-            self.drop_privileges(request)
             code = request.get("code")
             if code is None:
                 with open(request["code_path"], encoding="utf-8") as fh:
@@ -433,16 +432,6 @@ class Zygote:
                 pass
         finally:
             os._exit(status)
-
-    @staticmethod
-    def drop_privileges(request: dict) -> None:
-        uid, gid = request.get("uid"), request.get("gid")
-        if uid is None or os.geteuid() != 0:
-            return
-        os.setgroups([])
-        os.setgid(int(gid if gid is not None else uid))
-        os.setuid(int(uid))
-
 
 
 def main(argv: list[str]) -> int:

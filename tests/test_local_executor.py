@@ -71,6 +71,12 @@ async def test_input_files_and_artifacts(local_executor):
     assert [(a.name, a.data) for a in r.artifacts] == [("out.txt", b"ABC")]
 
 
+async def test_bad_input_file_name_is_a_sandbox_error_naming_it(local_executor):
+    r = await local_executor.execute("pass", files=[InputFile("..", b"x")])
+    assert r.outcome is Outcome.SANDBOX_ERROR
+    assert "'..'" in r.error_message
+
+
 async def test_unshown_figures_are_captured_as_png(local_executor):
     code = "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.show()\nplt.figure()\nplt.bar([1], [2])"
     r = await local_executor.execute(code)
@@ -78,6 +84,11 @@ async def test_unshown_figures_are_captured_as_png(local_executor):
     assert sorted(a.name for a in r.images) == ["figure_1.png", "figure_2.png"]
     assert all(a.data.startswith(b"\x89PNG") for a in r.images)
     assert "non-interactive" not in r.stderr
+
+
+async def test_cwd_holds_only_the_inputs(local_executor):
+    r = await local_executor.execute("import os; print(sorted(os.listdir('.')))", files=[InputFile("in.txt", b"x")])
+    assert r.stdout == "['in.txt']\n"
 
 
 async def test_child_environment_holds_no_secrets(local_executor, monkeypatch):

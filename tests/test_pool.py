@@ -123,6 +123,13 @@ async def test_input_files_are_read_only(pool):
     assert result.error_type == "PermissionError"
 
 
+async def test_bad_input_file_name_is_a_sandbox_error_naming_it(pool):
+    result = await pool.execute("pass", files=[InputFile("..", b"x")])
+    assert result.outcome is Outcome.SANDBOX_ERROR
+    assert "'..'" in result.error_message
+    assert (await pool.execute("print(1)")).stdout == "1\n"  # the slot is still usable
+
+
 async def test_each_fork_is_reseeded(pool):
     code = "import random\nimport numpy as np\nprint(np.random.rand(), random.random())"
     first, second = await pool.execute(code), await pool.execute(code)
