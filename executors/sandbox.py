@@ -25,6 +25,7 @@ from pathlib import Path
 from .base import ExecutionResult, InputFile, Isolation, Limits, Outcome
 from .harness import decode_report
 from .interpret import interpret
+from .local import child_env
 from .isolation import SANDBOX_ROOT, SANDBOX_WORK, Isolator, IsolationUnavailable, Mount, SandboxCommand
 from .process import ProcessOutcome, run_process
 from .workspace import Workspace
@@ -69,22 +70,8 @@ def mentions_matplotlib(code: str) -> bool:
 
 def sandbox_env(home: str) -> dict[str, str]:
     """The whole environment the child sees: an allow list, nothing inherited."""
-    return {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "HOME": home,
-        # There is no /etc/passwd inside bwrap: getpass.getuser() reads these first.
-        "USER": "sandbox",
-        "LOGNAME": "sandbox",
-        "TMPDIR": "/tmp",
-        "LANG": "C.UTF-8",
-        "PYTHONIOENCODING": "utf-8",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONHASHSEED": "random",
-        "MPLBACKEND": "Agg",
-        "OPENBLAS_NUM_THREADS": "1",
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-    }
+    # There is no /etc/passwd inside bwrap: getpass.getuser() reads USER/LOGNAME first.
+    return child_env(home, {"USER": "sandbox", "LOGNAME": "sandbox", "TMPDIR": "/tmp"})
 
 
 class SandboxExecutor:
