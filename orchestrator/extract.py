@@ -14,6 +14,12 @@ Blocks with no statements (empty, only comments) are dropped. Fences inside a
 ``<think>...</think>`` section are drafts from the model's reasoning and are
 dropped too. ``>>>`` REPL transcripts are not converted: models write them to
 illustrate, not to be run, and the output lines mixed in make them ambiguous.
+
+Tool calls written as text (see :mod:`orchestrator.toolcalls`) come first: when
+a reply holds a call to an offered tool, that call's code is the turn's code
+and nothing else in the reply runs. A fenced block that is itself a tool-call
+object is never run as a dict literal, and a program that only wraps itself
+in ``run_python(...)`` is unwrapped.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from orchestrator.types import CodeBlock
+from orchestrator.toolcalls import find_text_tool_calls, literal_call, looks_like_tool_call, unwrap_tool_program
+from orchestrator.types import RUN_PYTHON, CodeBlock
 
 PYTHON_LABELS = frozenset({"python", "py", "python3", "py3", "tool_code"})
 
@@ -36,6 +43,8 @@ _FENCE_OPEN = re.compile(r"(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>.*)"
 # First word of the info string: "python", "{python echo=FALSE}", "{.py}", "python:main.py".
 _LABEL = re.compile(r"\{?\s*\.?(?P<label>[\w+#-]*)")
 _BUILTIN_NAMES = frozenset(dir(builtins))
+_THINKING = re.compile(r"<think>.*?(?:</think>|\Z)|\A.*?</think>", re.DOTALL)
+DEFAULT_TOOL_NAMES = (RUN_PYTHON.name,)
 
 
 @dataclass(frozen=True)
@@ -50,8 +59,23 @@ class _Fence:
         return self.label is None or self.label in PYTHON_LABELS
 
 
-def extract_code(text: str) -> list[CodeBlock]:
-    """The Python code blocks in a model's reply, in order."""
+def extract_code(text: str, tool_names: Iterable[str] = DEFAULT_TOOL_NAMES) -> list[CodeBlock]:
+    """The Python code in a model's reply, in order: the calls to ``tool_names``
+    written as text if there are any, else the fenced code blocks."""
+    names = tuple(tool_names)
+    calls = find_text_tool_calls(_THINKING.sub("", text), names)
+    if calls:
+        return [CodeBlock(code=unwrap_tool_program(code, names) or code, source="text_tool_call") for code in calls]
+    blocks = []
+    for block in _fenced_blocks(text):
+        if looks_like_tool_call(literal_call(block.code)):
+            continue  # a call to some other name: never run as a dict literal
+        inner = unwrap_tool_program(block.code, names) if names else None
+        blocks.append(CodeBlock(code=inner, language="python", source="text_tool_call") if inner else block)
+    return blocks
+
+
+def _fenced_blocks(text: str) -> list[CodeBlock]:
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     blocks: list[CodeBlock] = []
     thinking_from: int | None = None  # len(blocks) when a <think> section opened

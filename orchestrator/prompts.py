@@ -10,40 +10,64 @@ from dataclasses import dataclass, replace
 
 from executors.base import ExecutionResult, InputFile, Limits
 
-DEFAULT_LIBRARIES = (
-    "numpy", "pandas", "matplotlib", "sympy", "the Python standard library",
-)
+# Importable module names only: a line such as "the Python standard library"
+# was once read by a model as a module to import.
+DEFAULT_LIBRARIES = ("numpy", "pandas", "matplotlib", "sympy")
+STANDARD_MODULES = ("math", "statistics", "itertools", "collections", "csv", "json", "re", "datetime")
 
 SYSTEM_TEMPLATE = """\
-You can run Python code. To run code, call the `run_python` tool, or write one \
-fenced block labelled ```python. The code runs in a fresh, isolated Python 3 \
-process{state_note}, and its result (stdout, stderr, any error) comes back to you.
+You solve tasks by writing Python code that is run for you. {how_to_run}
+The code runs in a fresh, isolated Python 3 process{state_note}; its printed output, \
+errors and files come back to you.
 
 The environment:
-- Libraries: {libraries}. There is no network access and nothing can be installed.
-- Limits: {timeout:g} s of wall time and {memory} of memory per execution.
-- Files: input files are in the current working directory{file_list}. Files you \
-write there are returned to the user; matplotlib figures are captured as PNG \
-automatically (no need to call plt.show()).
-- Print every result you need with print(): only printed output comes back.
+- Importable modules: {libraries}, and the standard library ({standard_modules}). \
+There is no network access and nothing can be installed.
+- Limits: {timeout:g} s of wall time and {memory} of memory per run.
+- Files: input files are in the current working directory{file_list}. Files you write \
+there are returned to the user; save a file under the exact name the user asks for. \
+matplotlib figures are captured as PNG automatically (plt.show() is not needed).
 
-Work step by step: write code, read its output, and fix the code if it fails. \
-When you have the answer, reply with a short final summary in plain text, with no \
-code block, stating the result."""
+Rules:
+- Compute every number with code; never guess or invent a result. Read input files with code.
+- Print each result with print(), and print checks that make mistakes visible: counts, \
+the first and last items, shapes.
+- When the printed output answers the task, reply with a short final answer in plain \
+text that states the result, with no code.{example}"""
 
-FEEDBACK_OK = "The code ran successfully.\n{output}"
+TOOL_INSTRUCTIONS = (
+    "To run code, call the `run_python` tool with the complete program as its `code` argument. "
+    "The program is plain Python: never write `run_python(...)` inside it."
+)
+FENCE_INSTRUCTIONS = (
+    "To run code, write one complete program in a single fenced block that starts with ```python "
+    "and ends with ```. The block is plain Python: do not wrap it in a function call or in JSON."
+)
+
+FEEDBACK_OK = (
+    "The code ran successfully.\n{output}\n"
+    "If this output answers the task, give the final answer in plain text; otherwise write the next program."
+)
 FEEDBACK_FAILED = (
     "The code failed ({outcome}).\n{output}{error}\n"
     "Fix the code and run it again ({retries_left} retries left)."
+)
+REPEATED_CODE = (
+    "This program is the same as attempt {attempt}, which failed with {error}. It was not run again: "
+    "it would fail the same way. Change the code to fix that error ({retries_left} retries left)."
+)
+CODE_REQUEST = (
+    "You answered without running code, but this task needs its result computed{reason}. "
+    "Write a Python program that computes the answer and prints it. Do not guess numbers."
 )
 SUMMARY_REQUEST = (
     "Now give your final answer: a short summary in plain text of the result, "
     "without any code block."
 )
 FAILURE_SUMMARY_REQUEST = (
-    "The code failed {failures} times and there are no retries left. Do not write more code. "
-    "Give a short final summary in plain text: what you tried, what failed and why, "
-    "and any partial result."
+    "The task FAILED: the code failed {failures} times and there are no retries left, so no result "
+    "was verified. Do not write more code. Start your reply with \"The task failed\", then say briefly "
+    "what you tried and the last error, and any partial result that the code really printed."
 )
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -113,22 +137,34 @@ class Prompts:
     placeholders as in the defaults)."""
 
     system_template: str = SYSTEM_TEMPLATE
+    tool_instructions: str = TOOL_INSTRUCTIONS
+    fence_instructions: str = FENCE_INSTRUCTIONS
+    fence_example: str = ""  # a short worked example, shown when code is written in fences (profiles set one)
     feedback_ok: str = FEEDBACK_OK
     feedback_failed: str = FEEDBACK_FAILED
+    repeated_code: str = REPEATED_CODE
+    code_request: str = CODE_REQUEST
     summary_request: str = SUMMARY_REQUEST
     failure_summary_request: str = FAILURE_SUMMARY_REQUEST
     libraries: Sequence[str] = DEFAULT_LIBRARIES
+    standard_modules: Sequence[str] = STANDARD_MODULES
     max_output_chars: int = 4000
     max_traceback_chars: int = 2000
 
     def replace(self, **changes) -> "Prompts":
         return replace(self, **changes)
 
-    def system(self, limits: Limits, files: Sequence[InputFile] = (), stateful: bool = False) -> str:
+    def system(self, limits: Limits, files: Sequence[InputFile] = (), stateful: bool = False,
+               tools: bool = True) -> str:
+        """The system text. ``tools``: whether the model is offered the
+        ``run_python`` tool; without it the text never names a tool."""
         file_list = ""
         if files:
             file_list = ": " + ", ".join(f.name for f in files)
         return self.system_template.format(
+            how_to_run=self.tool_instructions if tools else self.fence_instructions,
+            example=f"\n\n{self.fence_example.strip()}" if self.fence_example.strip() and not tools else "",
+            standard_modules=", ".join(self.standard_modules),
             libraries=", ".join(self.libraries),
             timeout=limits.timeout_s,
             memory=_human_bytes(limits.memory_bytes),
@@ -166,6 +202,14 @@ class Prompts:
         return self.feedback_failed.format(
             outcome=result.outcome.value, output=output, error=error, retries_left=retries_left
         ).rstrip()
+
+    def repeated(self, attempt: int, result: ExecutionResult, retries_left: int) -> str:
+        error = f"{result.error_type or result.outcome.value}: {result.error_message or ''}".rstrip(": ")
+        return self.repeated_code.format(attempt=attempt, error=error, retries_left=retries_left)
+
+    def request_code(self, files: Sequence[InputFile] = ()) -> str:
+        reason = f" from the input files ({', '.join(f.name for f in files)})" if files else ""
+        return self.code_request.format(reason=reason)
 
     def summary(self) -> str:
         return self.summary_request

@@ -47,7 +47,7 @@ class Usage:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-CodeSource = Literal["fence", "tool_call", "server"]
+CodeSource = Literal["fence", "tool_call", "text_tool_call", "server"]
 
 
 @dataclass
@@ -236,7 +236,8 @@ RUN_PYTHON = ToolSpec(
 class RunStatus(str, enum.Enum):
     SOLVED = "solved"  # the last execution succeeded
     FAILED = "failed"  # the last execution failed, or the model could not be reached
-    ANSWERED_WITHOUT_CODE = "answered_without_code"
+    ANSWERED_WITHOUT_CODE = "answered_without_code"  # no code was needed, none ran
+    UNVERIFIED = "unverified"  # the task needed code, but the model answered without running any
 
 
 @dataclass
@@ -253,6 +254,9 @@ class RunResult:
     model: str = ""
     executor: str = ""
     error: str | None = None  # why the run ended early (a model error), if it did
+    repeats_rejected: int = 0  # programs identical to a failed one, not run again
+    code_requested: bool = False  # the model answered without code and was asked for it
+    peak_request_tokens: int = 0  # the largest request sent, estimated after fitting the context
 
     @property
     def artifacts(self) -> list[Artifact]:
@@ -265,8 +269,10 @@ class RunResult:
 
     @property
     def retries(self) -> int:
-        """Failed executions before the last one: 0 when the first code worked."""
-        return sum(1 for a in self.attempts[:-1] if not a.ok) if self.attempts else 0
+        """Retries spent: failed executions before the last one, plus programs
+        rejected as repeats of a failed one. 0 when the first code worked."""
+        failed_before_last = sum(1 for a in self.attempts[:-1] if not a.ok) if self.attempts else 0
+        return failed_before_last + self.repeats_rejected
 
     @property
     def failed_executions(self) -> int:
@@ -274,7 +280,8 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        return self.status is not RunStatus.FAILED
+        """Solved, or answered a question that needed no code."""
+        return self.status in (RunStatus.SOLVED, RunStatus.ANSWERED_WITHOUT_CODE)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -290,6 +297,9 @@ class RunResult:
             "model": self.model,
             "executor": self.executor,
             "error": self.error,
+            "repeats_rejected": self.repeats_rejected,
+            "code_requested": self.code_requested,
+            "peak_request_tokens": self.peak_request_tokens,
         }
 
     @classmethod
@@ -307,4 +317,7 @@ class RunResult:
             model=data.get("model", ""),
             executor=data.get("executor", ""),
             error=data.get("error"),
+            repeats_rejected=data.get("repeats_rejected", 0),
+            code_requested=data.get("code_requested", False),
+            peak_request_tokens=data.get("peak_request_tokens", 0),
         )

@@ -28,7 +28,7 @@ def test_run_solved_prints_code_output_and_summary(tmp_path, capsys):
 
 
 def test_run_always_failing_exits_1_after_six_executions(tmp_path, capsys):
-    model = script(tmp_path, [FAIL] * 6 + ["Every attempt raised ValueError."])
+    model = script(tmp_path, [FAIL.replace("boom", f"boom {n}") for n in range(6)] + ["Every attempt raised ValueError."])
     code = main(["run", "q", "--model", model, "--executor", "local", "--json"])
     assert code == 1
     result = json.loads(capsys.readouterr().out)

@@ -67,7 +67,7 @@ async def test_client_mode_solves_first_time(fake, local_executor):
     first = fake.requests[0].body
     assert fake.model_of(fake.requests[0]) == "gemini-2.5-flash"
     assert first["tools"][0]["functionDeclarations"][0]["name"] == "run_python"
-    assert "You can run Python code" in first["systemInstruction"]["parts"][0]["text"]
+    assert "You solve tasks by writing Python code" in first["systemInstruction"]["parts"][0]["text"]
     # The second request answers the call by id and name with the output.
     second = fake.contents(1)
     assert [c["role"] for c in second] == ["user", "model", "user"]
@@ -128,7 +128,7 @@ async def test_several_calls_in_one_turn_each_get_a_response(fake, local_executo
 
 
 async def test_summary_request_forbids_calls_but_keeps_the_declaration(fake, local_executor):
-    fake.add(*[function_call_response("raise ValueError('no')", call_id=f"c{i}") for i in range(2)],
+    fake.add(*[function_call_response(f"raise ValueError('no {i}')", call_id=f"c{i}") for i in range(2)],
              text_response("It kept failing with ValueError."))
     result = await Orchestrator(gemini(fake), local_executor, max_retries=1).run("fail please")
 

@@ -10,6 +10,11 @@ from orchestrator.models import ModelError
 from orchestrator.types import CodeBlock, ModelTurn, RunResult
 
 FAIL = "```python\nraise ValueError('boom')\n```"
+
+
+def fail(n: int) -> str:
+    """A failing program that differs each time (a repeat is not run again)."""
+    return f"```python\nraise ValueError('boom {n}')\n```"
 FIX = "```python\nprint(6 * 7)\n```"
 
 
@@ -29,7 +34,7 @@ async def test_solves_first_time(local_executor):
 
 
 async def test_fails_twice_then_fixes(local_executor):
-    model = ScriptedModel([FAIL, FAIL, FIX, "It is 42."])
+    model = ScriptedModel([fail(1), fail(2), FIX, "It is 42."])
     result = await Orchestrator(model, local_executor).run("q")
     assert result.status is RunStatus.SOLVED
     assert len(result.attempts) == 3
@@ -46,7 +51,7 @@ async def test_always_failing_stops_after_six_executions_and_asks_for_failure_su
         seen_tools.append(bool(tools))
         if not tools:
             return "I could not make it work: every attempt raised ValueError."
-        return FAIL
+        return fail(conversation.count("model"))
 
     model = ScriptedModel(script)
     result = await Orchestrator(model, local_executor, max_retries=5).run("q")
@@ -62,7 +67,7 @@ async def test_failure_summary_request_names_the_failures(local_executor):
 
     def script(conversation, tools):
         last_messages.append(conversation.messages[-1])
-        return "Gave up." if not tools else FAIL
+        return "Gave up." if not tools else fail(conversation.count("model"))
 
     await Orchestrator(ScriptedModel(script), local_executor, max_retries=2).run("q")
     final = last_messages[-1]
@@ -100,7 +105,7 @@ async def test_step_bound_on_a_failure_counts_as_no_retries_left(local_executor)
 
     def script(conversation, tools):
         conversations.append(conversation)
-        return "Out of steps." if not tools else FAIL
+        return "Out of steps." if not tools else fail(conversation.count("model"))
 
     orch = Orchestrator(ScriptedModel(script), local_executor, max_retries=5, max_steps=2)
     retries = [e async for e in orch.stream("q") if isinstance(e, events.Retry)]

@@ -1,0 +1,87 @@
+"""Keep a request inside the model's context window.
+
+Before a request would exceed the budget, older execution outputs are
+shortened first, then older attempts' code is dropped, oldest first. The
+system text, the user's messages and the latest model turn with its feedback
+are always sent whole. The conversation itself is not changed: the request
+gets a shortened copy, and a conversation that fits is sent as it is (so the
+server's prompt cache keeps its prefix).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from .types import Conversation, Message
+
+# Code and tracebacks run at about 3 characters a token with the BPE
+# tokenizers of current models; erring high keeps the request under the limit.
+CHARS_PER_TOKEN = 3.0
+MESSAGE_OVERHEAD_TOKENS = 8  # role markers of the chat template
+SHORT_OUTPUT_CHARS = 300
+
+
+def estimate_tokens(text: str) -> int:
+    return int(len(text) / CHARS_PER_TOKEN) + 1
+
+
+def conversation_tokens(conversation: Conversation, estimate: Callable[[str], int] = estimate_tokens) -> int:
+    total = estimate(conversation.system) + MESSAGE_OVERHEAD_TOKENS
+    for message in conversation.messages:
+        total += estimate(message.text) + MESSAGE_OVERHEAD_TOKENS
+        if message.turn is not None:
+            total += sum(estimate(b.code) for b in message.turn.code_blocks if b.source == "tool_call")
+    return total
+
+
+def fit(conversation: Conversation, max_tokens: int, estimate: Callable[[str], int] = estimate_tokens
+        ) -> Conversation:
+    """``conversation`` itself when it fits in ``max_tokens``, else a copy with
+    older outputs shortened and then older code dropped until it fits (or
+    nothing more can be shortened)."""
+    if conversation_tokens(conversation, estimate) <= max_tokens:
+        return conversation
+    messages = list(conversation.messages)
+    shrinkable = _older(messages)
+    for shorten in (_shorten_output, _drop_code):
+        for index in shrinkable:
+            smaller = shorten(messages[index])
+            if smaller is None:
+                continue
+            messages[index] = smaller
+            candidate = Conversation(system=conversation.system, messages=messages)
+            if conversation_tokens(candidate, estimate) <= max_tokens:
+                return candidate
+    return Conversation(system=conversation.system, messages=messages)
+
+
+def _older(messages: list[Message]) -> list[int]:
+    """Indexes of model and execution messages before the latest model turn."""
+    last_model = max((i for i, m in enumerate(messages) if m.role == "model"), default=-1)
+    return [i for i, m in enumerate(messages[:last_model]) if m.role in ("model", "execution")]
+
+
+def _shorten_output(message: Message) -> Message | None:
+    if message.role != "execution" or len(message.text) <= SHORT_OUTPUT_CHARS * 2:
+        return None
+    text = message.text
+    head, tail = text[:SHORT_OUTPUT_CHARS], text[-SHORT_OUTPUT_CHARS:]
+    note = f"\n[... {len(text) - 2 * SHORT_OUTPUT_CHARS} characters of this older output omitted ...]\n"
+    return replace(message, text=head + note + tail)
+
+
+OMITTED = "(an earlier attempt, omitted to fit the context)"
+
+
+def _drop_code(message: Message) -> Message | None:
+    turn = message.turn
+    if message.role != "model" or turn is None or message.text == OMITTED:
+        return None
+    # Native tool calls keep their ids (each still needs its answer); fenced
+    # code and calls written as text live in the text, which is replaced.
+    blocks = [replace(b, code=f"# {OMITTED}") for b in turn.code_blocks]
+    text = turn.text if turn.code_blocks else OMITTED
+    # The provider's raw message holds the full code; without it the turn is rebuilt from the blocks.
+    short_turn = replace(turn, text=text, code_blocks=blocks, raw=None)
+    return replace(message, text=OMITTED, turn=short_turn, code_blocks=[])
