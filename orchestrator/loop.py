@@ -24,6 +24,7 @@ from executors.base import ExecutionResult, Executor, InputFile, Limits, Outcome
 from . import events as ev
 from .budget import conversation_tokens, fit
 from .extract import extract_code, join_blocks
+from .toolcalls import find_misnamed_calls
 from .logs import get_logger
 from .models.base import Model, ModelError, StreamingModel
 from .policy import RequireCode, ToolMode, code_required, repeated_failure
@@ -209,6 +210,16 @@ class Orchestrator:
                 state.fenced = True
                 conv.system = self._system(state)
                 logger.info("run.tools_off", reason="the model wrote its tool call as text")
+            misnamed = find_misnamed_calls(turn.text, (RUN_PYTHON.name,)) if state.accepting_code and not blocks else []
+            if misnamed and state.attempts and state.attempts[-1].ok:
+                # The program already ran; what is missing is the answer in words.
+                conv.add(Message(role="user", text=self.prompts.summary()))
+                state.accepting_code = False
+                continue
+            if misnamed:
+                async for event in self._reject_misnamed(conv, misnamed, state, run_id, logger):
+                    yield event
+                continue
             if not blocks:
                 if state.accepting_code and self._should_request_code(state):
                     state.code_requested = True
@@ -338,6 +349,22 @@ class Orchestrator:
             return
         yield ev.Retry(run_id, failures=state.failures, retries_left=retries_left,
                        reason=f"repeated the program of attempt {repeat.step}")
+
+    async def _reject_misnamed(self, conv, names: list[str], state: _RunState, run_id: str, logger
+                               ) -> AsyncIterator[ev.Event]:
+        """A call to a tool that was never offered runs nothing; the model is
+        told how to run code instead, and that costs a retry."""
+        state.failures += 1
+        state.code_requested = True  # this is the request for code
+        retries_left = self._retries_left(state)
+        conv.add(Message(role="user", text=self.prompts.unknown_tools(names, retries_left, tools=not state.fenced)))
+        logger.info("run.unknown_tool", names=names, retries_left=retries_left)
+        if retries_left <= 0:
+            conv.add(Message(role="user", text=self.prompts.failure_summary(state.failures)))
+            state.accepting_code = False
+            return
+        yield ev.Retry(run_id, failures=state.failures, retries_left=retries_left,
+                       reason=f"called a tool that does not exist: {', '.join(names)}")
 
     def _record_failure(self, conv, blocks, result: ExecutionResult, state: _RunState, logger) -> int | None:
         """Feedback for a failed execution; the retries left, or None when

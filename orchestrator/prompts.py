@@ -56,6 +56,9 @@ REPEATED_CODE = (
     "This program is the same as attempt {attempt}, which failed with {error}. It was not run again: "
     "it would fail the same way. Change the code to fix that error ({retries_left} retries left)."
 )
+UNKNOWN_TOOL = (
+    "Nothing was run: there is no tool named {names}. {how_to_run} ({retries_left} retries left)."
+)
 CODE_REQUEST = (
     "You answered without running code, but this task needs its result computed{reason}. "
     "Write a Python program that computes the answer and prints it. Do not guess numbers."
@@ -65,9 +68,9 @@ SUMMARY_REQUEST = (
     "without any code block."
 )
 FAILURE_SUMMARY_REQUEST = (
-    "The task FAILED: the code failed {failures} times and there are no retries left, so no result "
-    "was verified. Do not write more code. Start your reply with \"The task failed\", then say briefly "
-    "what you tried and the last error, and any partial result that the code really printed."
+    "No retries are left: the code failed {failures} times, so the task failed and no result was "
+    "verified. Without writing code, tell the user in two or three sentences that it failed, what "
+    "the last error was, and any partial result the code really printed."
 )
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -144,6 +147,7 @@ class Prompts:
     feedback_failed: str = FEEDBACK_FAILED
     repeated_code: str = REPEATED_CODE
     code_request: str = CODE_REQUEST
+    unknown_tool: str = UNKNOWN_TOOL
     summary_request: str = SUMMARY_REQUEST
     failure_summary_request: str = FAILURE_SUMMARY_REQUEST
     libraries: Sequence[str] = DEFAULT_LIBRARIES
@@ -206,6 +210,11 @@ class Prompts:
     def repeated(self, attempt: int, result: ExecutionResult, retries_left: int) -> str:
         error = f"{result.error_type or result.outcome.value}: {result.error_message or ''}".rstrip(": ")
         return self.repeated_code.format(attempt=attempt, error=error, retries_left=retries_left)
+
+    def unknown_tools(self, names: Sequence[str], retries_left: int, tools: bool) -> str:
+        how = self.tool_instructions if tools else self.fence_instructions
+        return self.unknown_tool.format(names=" or ".join(repr(n) for n in names), how_to_run=how,
+                                        retries_left=retries_left)
 
     def request_code(self, files: Sequence[InputFile] = ()) -> str:
         reason = f" from the input files ({', '.join(f.name for f in files)})" if files else ""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import textwrap
 from collections.abc import Collection, Iterator
 from typing import Any
 
@@ -49,9 +50,27 @@ def find_text_tool_calls(text: str, tool_names: Collection[str]) -> list[str]:
     codes: list[str] = []
     for obj in _candidate_objects(text, tool_names):
         code = _code_of_call(obj, tool_names)
-        if code is not None and code.strip() and code not in codes:
-            codes.append(code)
+        if code is not None and code.strip():
+            # Code in a triple-quoted string keeps the indentation of the JSON around it.
+            code = textwrap.dedent(code).strip("\n")
+            if code not in codes:
+                codes.append(code)
     return codes
+
+
+def find_misnamed_calls(text: str, tool_names: Collection[str]) -> list[str]:
+    """Names of calls written as text that carry code but name a tool that
+    was never offered (small models name the call after the task, such as
+    ``sum_of_first_50_primes``). They are not run; the model is told."""
+    names: list[str] = []
+    for obj in _candidate_objects(text, ()):
+        if not looks_like_tool_call(obj):
+            continue
+        inner = obj["function"] if isinstance(obj.get("function"), dict) else obj
+        name = next((inner[k] for k in _NAME_KEYS if isinstance(inner.get(k), str)), None)
+        if name and name not in tool_names and _code_of_call(obj, (name,)) and name not in names:
+            names.append(name)
+    return names
 
 
 def looks_like_tool_call(value: Any) -> bool:
