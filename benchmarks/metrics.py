@@ -73,7 +73,7 @@ class Metrics:
     items: int
     solved: int
     solved_first_attempt: int
-    curve: list[int]  # curve[k] = items solved within k refinements, k = 0..max_k
+    curve: list[int]  # curve[k] = items passing within k refinements (Score.solved_at <= k), k = 0..max_k
     retries_solved: dict[int, int]  # retries -> solved items
     retries_unsolved: dict[int, int]
     model_errors: int

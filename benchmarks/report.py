@@ -234,7 +234,7 @@ def render_comparison(a: tuple[str, Metrics, dict[str, Any]], b: tuple[str, Metr
         rows.append((label, va, vb))
     for k in range(max(len(ma.curve), len(mb.curve))):
         cells = [f"{m.curve[k]} ({pct(m.curve[k], m.items)})" if k < len(m.curve) else "n/a" for m in (ma, mb)]
-        rows.append((f"solved within k={k}", *cells))
+        rows.append((f"passing within k={k}", *cells))
     delta = [
         ("solve rate, B - A", f"{100 * (mb.solve_rate - ma.solve_rate):+.1f} points", ""),
         ("first-attempt rate, B - A",
