@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any, Iterator, Literal
 
 # How an item is scored: run hidden tests against the code ("humaneval",
-# "test") or compare the stated answer with a reference ("numeric", "exact").
-ScoringKind = Literal["humaneval", "test", "numeric", "exact"]
+# "test"), compare the stated answer with a reference ("numeric", "exact"),
+# or check a list of expectations (numbers, text, files: "expect").
+ScoringKind = Literal["humaneval", "test", "numeric", "exact", "expect"]
 
 HUMANEVAL_INSTRUCTION = (
     "Write the complete Python function below (its signature, its body and any imports or "
@@ -46,6 +47,10 @@ class BenchItem:
     entry_point: str | None = None  # HumanEval: the function check() is called on
     source_prompt: str = ""  # the data set's own prompt (HumanEval: signature + docstring)
     meta: dict[str, Any] = field(default_factory=dict)  # data kept for reference models
+    files: list[str] = field(default_factory=list)  # input files (absolute paths) given to the run
+    # Answer items: the answer must come from a successful execution (program of thought).
+    requires_code: bool = True
+    expect: list[dict[str, Any]] = field(default_factory=list)  # "expect" items: checks (benchmarks.prompt_set)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -135,39 +140,76 @@ def load_gsm8k(path: str | Path, limit: int | None = None) -> list[BenchItem]:
                 scoring="numeric",
                 answer=answer,
                 source_prompt=question,
+                requires_code=True,  # program of thought: the answer must come from code that ran
                 meta={"solution": solution},
             )
         )
     return _limited(items, limit, p)
 
 
+CUSTOM_FIELDS = {"id", "prompt", "answer", "test", "expect", "match", "files", "requires_code"}
+
+
 def load_custom(path: str | Path, limit: int | None = None) -> list[BenchItem]:
-    """Custom JSONL: ``prompt`` plus ``answer`` or ``test`` (optional ``id``;
-    ``match``: "numeric" (default for numbers) or "exact")."""
+    """Custom JSONL: ``prompt`` plus exactly one of ``answer``, ``test`` or
+    ``expect`` (optional ``id``; ``match``: "numeric" (default for numbers) or
+    "exact"; ``files``: input files, relative to the JSONL file;
+    ``requires_code``: false when an answer item may be answered without code)."""
     p = Path(path)
     items = []
     for lineno, obj in read_jsonl(p):
-        prompt = _field(obj, "prompt", p, lineno)
-        item_id = str(obj.get("id", f"item-{len(items) + 1}"))
-        if not item_id.strip() or "/" in item_id or "\\" in item_id or item_id in (".", ".."):
-            raise DatasetError(f"{p}:{lineno}: field 'id' {item_id!r} cannot name a directory (no '/', '\\', '.' or '..')")
-        has_answer, has_test = "answer" in obj, "test" in obj
-        if has_answer == has_test:
-            raise DatasetError(f"{p}:{lineno}: give exactly one of the fields 'answer' or 'test'")
-        if has_test:
-            items.append(
-                BenchItem(id=item_id, prompt=prompt, scoring="test", test=_field(obj, "test", p, lineno),
-                          source_prompt=prompt)
-            )
-            continue
-        answer = obj["answer"]
-        if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
-            raise DatasetError(f"{p}:{lineno}: field 'answer' must be a string or a number")
-        match = obj.get("match", "numeric" if isinstance(answer, (int, float)) else "exact")
-        if match not in ("numeric", "exact"):
-            raise DatasetError(f"{p}:{lineno}: field 'match' must be 'numeric' or 'exact', got {match!r}")
-        items.append(BenchItem(id=item_id, prompt=prompt, scoring=match, answer=str(answer), source_prompt=prompt))
+        items.append(_custom_item(obj, p, lineno, default_id=f"item-{len(items) + 1}"))
     return _limited(items, limit, p)
+
+
+def _custom_item(obj: dict[str, Any], p: Path, lineno: int, *, default_id: str) -> BenchItem:
+    from .prompt_set import CheckSpecError, needs_code, parse_checks
+
+    where = f"{p}:{lineno}"
+    unknown = sorted(set(obj) - CUSTOM_FIELDS)
+    if unknown:
+        raise DatasetError(f"{where}: unknown field(s) {unknown}; known: {sorted(CUSTOM_FIELDS)}")
+    prompt = _field(obj, "prompt", p, lineno)
+    item_id = str(obj.get("id", default_id))
+    if not item_id.strip() or "/" in item_id or "\\" in item_id or item_id in (".", ".."):
+        raise DatasetError(f"{where}: field 'id' {item_id!r} cannot name a directory (no '/', '\\', '.' or '..')")
+    kinds = [k for k in ("answer", "test", "expect") if k in obj]
+    if len(kinds) != 1:
+        raise DatasetError(f"{where}: give exactly one of the fields 'answer', 'test' or 'expect'")
+    files = _input_files(obj.get("files", []), p, lineno)
+    requires_code = obj.get("requires_code", True)
+    if not isinstance(requires_code, bool):
+        raise DatasetError(f"{where}: field 'requires_code' must be true or false, got {requires_code!r}")
+    common = dict(id=item_id, prompt=prompt, source_prompt=prompt, files=files, requires_code=requires_code)
+    if kinds == ["test"]:
+        return BenchItem(scoring="test", test=_field(obj, "test", p, lineno), **common)
+    if kinds == ["expect"]:
+        try:
+            checks = parse_checks(obj["expect"])
+        except CheckSpecError as exc:
+            raise DatasetError(f"{where}: field 'expect': {exc}") from None
+        common["requires_code"] = requires_code and needs_code(checks)
+        return BenchItem(scoring="expect", expect=[c.to_json() for c in checks], **common)
+    answer = obj["answer"]
+    if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
+        raise DatasetError(f"{where}: field 'answer' must be a string or a number")
+    match = obj.get("match", "numeric" if isinstance(answer, (int, float)) else "exact")
+    if match not in ("numeric", "exact"):
+        raise DatasetError(f"{where}: field 'match' must be 'numeric' or 'exact', got {match!r}")
+    return BenchItem(scoring=match, answer=str(answer), **common)
+
+
+def _input_files(value: Any, p: Path, lineno: int) -> list[str]:
+    """Input file paths, resolved against the JSONL file's directory; each must exist."""
+    if not isinstance(value, list) or not all(isinstance(f, str) and f.strip() for f in value):
+        raise DatasetError(f"{p}:{lineno}: field 'files' must be a list of paths")
+    resolved = []
+    for name in value:
+        path = (p.parent / name).resolve()
+        if not path.is_file():
+            raise DatasetError(f"{p}:{lineno}: field 'files': {name!r} is not a file (looked for {path})")
+        resolved.append(str(path))
+    return resolved
 
 
 def _limited(items: list[BenchItem], limit: int | None, path: Path) -> list[BenchItem]:

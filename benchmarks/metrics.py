@@ -4,10 +4,16 @@ Definitions (also in docs/benchmarks.md):
 
 - retries of an item = failed executions before its final execution
   (``RunResult.retries``): 0 when the first program ran cleanly.
-- solved within k refinements = the item is scored correct and its retries
-  are at most k. k=0 is "solved at the first attempt"; the curve for
-  k = 0..max_k is non-decreasing and ends at the overall solve rate (for k at
-  least the run's --max-retries).
+- solved = the final answer (or final program) is scored correct.
+- passing within k refinements: some attempt passes with at most k failed
+  executions before it, and when k > 0 its program differs from every
+  program that failed before it (``Score.solved_at``, see
+  :mod:`benchmarks.refinement`). k=0 is "passed at the first attempt"; the
+  curve for k = 0..max_k is non-decreasing. It can end below the solve rate
+  (a pass that only re-ran a failed program is no fix) and, for code items,
+  above it (an earlier program passed the hidden tests, the final one not).
+- ran code: runs with at least one execution; ran code ok: with at least one
+  successful execution (program-of-thought items need one to be correct).
 - retries histogram: items per number of retries, split solved / unsolved.
 - tokens: input, output, intermediate (tool-use prompt tokens) and thinking,
   summed and per item; cost is the sum of providers' reported costs, or an
@@ -67,10 +73,12 @@ class Metrics:
     items: int
     solved: int
     solved_first_attempt: int
-    curve: list[int]  # curve[k] = items solved within k refinements, k = 0..max_k
+    curve: list[int]  # curve[k] = items passing within k refinements (Score.solved_at <= k), k = 0..max_k
     retries_solved: dict[int, int]  # retries -> solved items
     retries_unsolved: dict[int, int]
     model_errors: int
+    ran_code: int  # runs with at least one execution
+    ran_code_ok: int  # runs with at least one successful execution
     loop_solved: int  # runs whose last execution succeeded (the store's run_status 'solved'), right or wrong
     input_tokens: int
     output_tokens: int
@@ -90,6 +98,10 @@ class Metrics:
     @property
     def solve_rate(self) -> float:
         return self.solved / self.items if self.items else 0.0
+
+    @property
+    def ran_code_rate(self) -> float:
+        return self.ran_code / self.items if self.items else 0.0
 
     @property
     def curve_rates(self) -> list[float]:
@@ -127,7 +139,8 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def compute_metrics(records: Sequence[ScoredRun], *, max_k: int = MAX_K, prices: Prices | None = None) -> Metrics:
     solved = [r for r in records if r.score.correct]
-    curve = [sum(1 for r in solved if r.retries <= k) for k in range(max_k + 1)]
+    passed_at = [r.score.solved_at for r in records if r.score.solved_at is not None]
+    curve = [sum(1 for at in passed_at if at <= k) for k in range(max_k + 1)]
     usage = [r.run.usage for r in records]
     input_tokens = sum(u.input_tokens for u in usage)
     output_tokens = sum(u.output_tokens for u in usage)
@@ -149,6 +162,8 @@ def compute_metrics(records: Sequence[ScoredRun], *, max_k: int = MAX_K, prices:
         retries_solved=dict(sorted(Counter(r.retries for r in solved).items())),
         retries_unsolved=dict(sorted(Counter(r.retries for r in records if not r.score.correct).items())),
         model_errors=sum(1 for r in records if r.run.error),
+        ran_code=sum(1 for r in records if r.run.attempts),
+        ran_code_ok=sum(1 for r in records if any(a.ok for a in r.run.attempts)),
         loop_solved=sum(1 for r in records if r.run.status is RunStatus.SOLVED),
         input_tokens=input_tokens,
         output_tokens=output_tokens,

@@ -36,9 +36,11 @@ def summary_rows(metrics: Metrics) -> list[tuple[str, str]]:
     rows = [
         ("items", str(m.items)),
         ("solved (scored correct)", f"{m.solved} ({pct(m.solved, m.items)})"),
-        ("solved at first attempt (k=0)", f"{m.solved_first_attempt} ({pct(m.solved_first_attempt, m.items)})"),
+        ("passed at first attempt (k=0)", f"{m.solved_first_attempt} ({pct(m.solved_first_attempt, m.items)})"),
     ]
     rows += [
+        ("runs that ran code (any / a successful execution)",
+         f"{m.ran_code} ({pct(m.ran_code, m.items)}) / {m.ran_code_ok} ({pct(m.ran_code_ok, m.items)})"),
         ("runs whose last execution succeeded", f"{m.loop_solved} ({pct(m.loop_solved, m.items)})"),
         ("runs ended by a model error", str(m.model_errors)),
         ("model requests", str(m.requests)),
@@ -81,10 +83,12 @@ def render_markdown(metrics: Metrics, config: dict[str, Any], records: Sequence[
         "",
         "## Refinement curve",
         "",
-        "An item is solved within k refinements when it is scored correct and at most k of its executions "
-        "failed before the final one.",
+        "An item passes within k refinements when an attempt passes with at most k failed executions before "
+        "it; after a failure only a different program counts as a fix (re-running the same code fixes nothing). "
+        "Code items test each attempt's program; answer items credit the last successful execution when the "
+        "answer is right.",
         "",
-        _table(["k", "solved", "rate"], [(str(k), str(c), pct(c, m.items)) for k, c in enumerate(m.curve)]),
+        _table(["k", "passed", "rate"], [(str(k), str(c), pct(c, m.items)) for k, c in enumerate(m.curve)]),
         "",
         f"![refinement curve]({PLOTS['curve']})",
         "",
@@ -108,17 +112,47 @@ def render_markdown(metrics: Metrics, config: dict[str, Any], records: Sequence[
         f"## Unsolved items ({len(unsolved)})",
         "",
     ]
+    parts += _unsolved_table(unsolved)
+    parts += ["", "## Items", "", *item_table(records)]
+    return "\n".join(parts) + "\n"
+
+
+def _cell(text: str, width: int = 120) -> str:
+    return text[:width].replace("|", "\\|").replace("\n", " ")
+
+
+def _unsolved_table(unsolved: Sequence[ScoredRun]) -> list[str]:
+    parts = []
     if unsolved:
         shown = unsolved[:50]
         parts.append(_table(["item", "retries", "expected", "got", "why"],
                             [(r.item_id, str(r.retries), r.score.expected or "", r.score.got or "",
-                              (r.score.detail or r.run.error or "")[:120].replace("|", "\\|").replace("\n", " "))
+                              _cell(r.score.detail or r.run.error or ""))
                              for r in shown]))
         if len(unsolved) > len(shown):
             parts.append(f"\n... and {len(unsolved) - len(shown)} more (see runs.db).")
     else:
         parts.append("None.")
-    return "\n".join(parts) + "\n"
+    return parts
+
+
+ITEM_ROWS = 200
+
+
+def item_table(records: Sequence[ScoredRun]) -> list[str]:
+    """One row per item: correct at k=0 and in the end, status, tokens, time."""
+    rows = []
+    for r in records[:ITEM_ROWS]:
+        at = r.score.solved_at
+        rows.append((r.item_id, "yes" if at == 0 else "no", "yes" if r.score.correct else "no",
+                     "-" if at is None else str(at), str(r.retries), r.run.status.value,
+                     str(len(r.run.attempts)), str(r.run.usage.total_tokens), f"{r.run.wall_time_s:.1f}",
+                     _cell(r.score.got or "", 60), _cell(r.score.detail or r.run.error or "", 100)))
+    lines = [_table(["item", "correct at k=0", "correct", "passed at k", "retries", "status", "executions",
+                     "tokens", "time (s)", "got", "why not"], rows)]
+    if len(records) > ITEM_ROWS:
+        lines.append(f"\n... and {len(records) - ITEM_ROWS} more (see runs.db).")
+    return lines
 
 
 def render_plots(metrics: Metrics, out_dir: Path, title: str) -> list[Path]:
@@ -137,7 +171,7 @@ def render_plots(metrics: Metrics, out_dir: Path, title: str) -> list[Path]:
     ax.set_xticks(ks)
     ax.set_ylim(0, 100)
     ax.set_xlabel("refinements allowed (k)")
-    ax.set_ylabel("items solved (%)")
+    ax.set_ylabel("items passing (%)")
     ax.set_title(f"Refinement curve: {title}")
     ax.grid(alpha=0.3)
     written.append(_save(fig, out_dir / PLOTS["curve"]))
@@ -200,7 +234,7 @@ def render_comparison(a: tuple[str, Metrics, dict[str, Any]], b: tuple[str, Metr
         rows.append((label, va, vb))
     for k in range(max(len(ma.curve), len(mb.curve))):
         cells = [f"{m.curve[k]} ({pct(m.curve[k], m.items)})" if k < len(m.curve) else "n/a" for m in (ma, mb)]
-        rows.append((f"solved within k={k}", *cells))
+        rows.append((f"passing within k={k}", *cells))
     delta = [
         ("solve rate, B - A", f"{100 * (mb.solve_rate - ma.solve_rate):+.1f} points", ""),
         ("first-attempt rate, B - A",

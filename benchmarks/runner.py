@@ -11,8 +11,13 @@ Scoring (see docs/benchmarks.md):
   and ``check(entry_point)``, run in the scoring executor. Solved when that
   program runs without error.
 - Custom ``test`` items: the model's definitions, then the item's test code.
-- GSM8K and numeric ``answer`` items: the number the summary states
-  (:func:`benchmarks.scoring.extract_answer`) against the reference.
+  For the refinement curve each attempt's program is tested the same way
+  (:mod:`benchmarks.refinement`).
+- GSM8K and numeric ``answer`` items: the number the summary's prose states,
+  else the last successful execution printed
+  (:func:`benchmarks.scoring.extract_answer`), against the reference; never
+  a number inside code. Without a successful execution such an item is wrong.
+- ``expect`` items: every check holds (:mod:`benchmarks.prompt_set`).
 - A run that ended with a model error is unsolved; it runs again on resume.
 """
 
@@ -20,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +40,11 @@ from orchestrator.types import RunResult
 from .datasets import BenchItem, load_dataset
 from .metrics import MAX_K, Metrics, Prices, ScoredRun, compute_metrics
 from .report import REPORT_FILE, write_report
+from .prompt_set import check_expectations, parse_checks
+from .refinement import answer_solved_at, first_passing_attempt, last_successful, last_successful_stdout, program_key
 from .scoring import (
     Score,
     humaneval_program,
-    last_printed,
     score_by_running,
     score_exact,
     score_numeric,
@@ -85,20 +91,46 @@ async def score_item(item: BenchItem, run: RunResult, executor: Executor, limits
     if run.error:
         return Score(item_id=item.id, correct=False, expected=item.answer, detail=f"run failed: {run.error}")
     if item.scoring in ("humaneval", "test"):
-        code = scored_code(run)
-        if not code.strip():
-            return Score(item_id=item.id, correct=False, detail="the model wrote no code")
-        if item.scoring == "humaneval":
-            program = humaneval_program(item.source_prompt, code, item.test or "", item.entry_point or "")
-        else:
-            program = test_program(code, item.test or "")
-        score, _ = await score_by_running(item.id, program, executor, limits)
-        return score
-    assert item.answer is not None, f"item {item.id} has neither test nor answer"
-    if item.scoring == "numeric":
-        printed = last_printed([a.result.stdout for a in run.attempts if a.ok])
-        return score_numeric(item.id, item.answer, run.summary, printed)
-    return score_exact(item.id, item.answer, run.summary)
+        return await score_code_item(item, run, executor, limits)
+    if item.scoring == "expect":
+        score = check_expectations(item.id, parse_checks(item.expect), run, requires_code=item.requires_code)
+    else:
+        assert item.answer is not None, f"item {item.id} has neither test nor answer"
+        scorer = score_numeric if item.scoring == "numeric" else score_exact
+        score = scorer(item.id, item.answer, run.summary, last_successful_stdout(run),
+                       ran_ok=last_successful(run.attempts) is not None, requires_code=item.requires_code)
+    score.solved_at = answer_solved_at(run, score.correct)
+    return score
+
+
+async def score_code_item(item: BenchItem, run: RunResult, executor: Executor, limits: Limits | None) -> Score:
+    """Run the hidden tests against the final program (``correct``) and, for the
+    refinement curve, against each distinct earlier program (``solved_at``)."""
+    code = scored_code(run)
+    if not code.strip():
+        return Score(item_id=item.id, correct=False, detail="the model wrote no code")
+    verdicts: dict[str, Score] = {}
+
+    async def tested(program_code: str) -> Score:
+        key = program_key(program_code)
+        if key not in verdicts:
+            if item.scoring == "humaneval":
+                program = humaneval_program(item.source_prompt, program_code, item.test or "", item.entry_point or "")
+            else:
+                program = test_program(program_code, item.test or "")
+            verdicts[key], _ = await score_by_running(item.id, program, executor, limits)
+        return verdicts[key]
+
+    async def passes(program_code: str) -> bool:
+        return (await tested(program_code)).correct
+
+    final = replace(await tested(code))
+    if run.attempts:
+        final.solved_at = await first_passing_attempt(run.attempts, passes)
+    else:  # code the summary holds, never run: the model's first answer
+        final.solved_at = 0 if final.correct else None
+    final.scoring_time_s = sum(s.scoring_time_s for s in verdicts.values())
+    return final
 
 
 def resolve_model(model: Model | str, items: Sequence[BenchItem]) -> Model | str:
@@ -184,8 +216,9 @@ async def run_benchmark(
         "prices": [prices.input_per_mtok, prices.output_per_mtok] if prices else None,
     }
     by_id = {item.id: item for item in items}
-    batch_items = [BatchItem(id=i.id, prompt=i.prompt, metadata={"benchmark": name, "scoring": i.scoring},
-                             source=f"{name}:{i.id}") for i in items]
+    batch_items = [BatchItem(id=i.id, prompt=i.prompt, files=list(i.files),
+                             metadata={"benchmark": name, "scoring": i.scoring}, source=f"{name}:{i.id}")
+                   for i in items]
 
     with ScoreStore(bench_path) as scores:
         stored = scores.config()

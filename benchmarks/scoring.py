@@ -1,15 +1,26 @@
 """Scoring: reading numbers out of text, and deciding whether an item is solved.
 
-The model's answer to a numeric item (GSM8K) is taken from its final
-summary by this rule, first match wins:
+Numbers are read only from two places, never from code:
 
-1. the last ``\\boxed{...}`` holding a number;
+- the **prose** of the final summary: the summary with fenced code blocks,
+  inline code, ``<think>`` and ``<tool_call>`` sections and JSON objects (a
+  brace span holding a ``"key":``) removed, so ``"eggs_per_duck": 16`` in a
+  tool call the model wrote as text is not an answer;
+- the **printed output** (stdout) of the run's last successful execution.
+
+The model's answer to a numeric item (GSM8K) is, first match wins:
+
+1. the last ``\\boxed{...}`` in the prose holding a number;
 2. the last number that follows "final answer", "answer is", "answer:" or
-   "result is" (case-insensitive, up to 40 characters later on the same line);
-3. the last bold span (``**...**`` or ``__...__``) holding a number;
-4. the last number anywhere in the summary;
-5. when the summary states no number at all: the last number printed
-   (stdout) by the last execution that succeeded.
+   "result is" in the prose (case-insensitive, up to 40 characters later on
+   the same line);
+3. the last bold span (``**...**`` or ``__...__``) in the prose holding a number;
+4. the last number printed by the last successful execution;
+5. the last number anywhere in the prose.
+
+Program-of-thought items (GSM8K, and custom answer items unless they say
+``"requires_code": false``) cannot score correct without a successful
+execution, whatever the summary states.
 
 A number may carry a sign (``-`` or the Unicode minus, only when not glued to
 a preceding digit or letter, so "3-4" reads as 3 and 4), a currency sign
@@ -25,7 +36,6 @@ from __future__ import annotations
 import ast
 import math
 import re
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -44,6 +54,11 @@ _NUMBER = re.compile(
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 _ANSWER_PHRASE = re.compile(r"(?:final answer|answer is|answer:|result is)[^\n]{0,40}", re.IGNORECASE)
 _BOLD = re.compile(r"\*\*(.+?)\*\*|__(.+?)__", re.DOTALL)
+# Fenced blocks (any label; an unclosed fence runs to the end), reasoning and tool-call sections.
+_FENCED = re.compile(r"^[ \t]*(`{3,}|~{3,})[^\n]*\n.*?(?:^[ \t]*\1[ \t]*$|\Z)", re.DOTALL | re.MULTILINE)
+_TAGGED = re.compile(r"<(think|tool_call|function_call|tool_code)>.*?(?:</\1>|\Z)", re.DOTALL | re.IGNORECASE)
+_INLINE_CODE = re.compile(r"(`+)[^`\n]+?\1")
+_JSON_KEY = re.compile(r"[\"'][^\"'\n]{0,200}[\"']\s*:")
 
 
 def numbers_in(text: str) -> list[float]:
@@ -82,24 +97,63 @@ def format_number(value: float) -> str:
     return repr(value)
 
 
+def _json_spans(text: str) -> list[tuple[int, int]]:
+    """Balanced ``{...}`` spans (quotes respected) that hold a ``"key":``: JSON or dict literals."""
+    spans, depth, start, quote, escaped = [], 0, 0, "", False
+    for i, ch in enumerate(text):
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == quote:
+                quote = ""
+        elif ch == '"' and depth:
+            quote = ch
+        elif ch == "{":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif ch == "}" and depth:
+            depth -= 1
+            if depth == 0 and _JSON_KEY.search(text, start, i):
+                spans.append((start, i + 1))
+    if depth and _JSON_KEY.search(text, start):  # cut off mid-object: drop the rest
+        spans.append((start, len(text)))
+    return spans
+
+
+def prose(summary: str) -> str:
+    """The summary without code: fenced blocks, inline code, think and tool-call
+    sections, and JSON objects are removed (each replaced by a space)."""
+    text = _TAGGED.sub(" ", summary)
+    text = _FENCED.sub(" ", text)
+    for start, end in reversed(_json_spans(text)):
+        text = text[:start] + " " + text[end:]
+    return _INLINE_CODE.sub(" ", text)
+
+
 def extract_answer(summary: str, printed: str = "") -> float | None:
-    """The model's numeric answer by the rule in this module's docstring."""
-    for m in reversed(list(_BOXED.finditer(summary))):
+    """The model's numeric answer by the rule in this module's docstring:
+    ``summary`` is the final summary (its code is dropped here), ``printed``
+    the stdout of the last successful execution."""
+    text = prose(summary)
+    for m in reversed(list(_BOXED.finditer(text))):
         value = parse_number(m.group(1))
         if value is not None:
             return value
-    for m in reversed(list(_ANSWER_PHRASE.finditer(summary))):
+    for m in reversed(list(_ANSWER_PHRASE.finditer(text))):
         found = numbers_in(m.group(0))
         if found:
             return found[0]
-    for m in reversed(list(_BOLD.finditer(summary))):
+    for m in reversed(list(_BOLD.finditer(text))):
         value = parse_number(m.group(1) or m.group(2))
         if value is not None:
             return value
-    value = parse_number(summary)
+    value = parse_number(printed)
     if value is not None:
         return value
-    return parse_number(printed)
+    return parse_number(text)
 
 
 def numbers_match(a: float | None, b: float | None, rel_tol: float = REL_TOL, abs_tol: float = ABS_TOL) -> bool:
@@ -123,6 +177,9 @@ class Score:
     got: str | None = None
     detail: str = ""  # why it failed (a test's error), or empty
     scoring_time_s: float = 0.0
+    # Failed executions before the attempt credited with the pass (see benchmarks.refinement);
+    # None when no attempt passed, or the passing program only repeated one that had failed.
+    solved_at: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,29 +189,35 @@ class Score:
         return cls(**data)
 
 
-def last_printed(stdouts: Sequence[str]) -> str:
-    """The stdout of the last execution that printed anything."""
-    return next((s for s in reversed(stdouts) if s.strip()), "")
+NO_SUCCESSFUL_EXECUTION = "no successful execution: this item's answer must come from code that ran"
 
 
-def score_numeric(item_id: str, expected: str, summary: str, printed: str = "") -> Score:
+def score_numeric(item_id: str, expected: str, summary: str, printed: str = "", *, ran_ok: bool = True,
+                  requires_code: bool = False) -> Score:
+    """``printed``: the last successful execution's stdout; ``ran_ok``: whether any execution succeeded."""
     got = extract_answer(summary, printed)
     want = parse_number(expected)
-    return Score(
-        item_id=item_id,
-        correct=numbers_match(got, want),
-        expected=expected,
-        got=None if got is None else format_number(got),
-        detail="" if got is not None else "no number in the summary or the printed output",
-    )
+    detail = "" if got is not None else "no number in the summary's prose or the printed output"
+    correct = numbers_match(got, want)
+    if requires_code and not ran_ok:
+        correct, detail = False, NO_SUCCESSFUL_EXECUTION
+    return Score(item_id=item_id, correct=correct, expected=expected,
+                 got=None if got is None else format_number(got), detail=detail)
 
 
-def score_exact(item_id: str, expected: str, summary: str) -> Score:
-    """Exact answers: the summary's last non-empty line, or the whole summary, equals the reference."""
-    lines = [line for line in summary.splitlines() if line.strip()]
-    candidates = {normalise_exact(summary)} | ({normalise_exact(lines[-1])} if lines else set())
-    got = lines[-1].strip() if lines else ""
-    return Score(item_id=item_id, correct=normalise_exact(expected) in candidates, expected=expected, got=got)
+def score_exact(item_id: str, expected: str, summary: str, printed: str = "", *, ran_ok: bool = True,
+                requires_code: bool = False) -> Score:
+    """Exact answers: the prose's last non-empty line, the whole prose, or the last
+    line printed by the last successful execution equals the reference."""
+    text = prose(summary)
+    lines = [line for line in text.splitlines() if line.strip()]
+    printed_lines = [line for line in printed.splitlines() if line.strip()]
+    candidates = {normalise_exact(text)} | {normalise_exact(ls[-1]) for ls in (lines, printed_lines) if ls}
+    got = lines[-1].strip() if lines else (printed_lines[-1].strip() if printed_lines else "")
+    correct, detail = normalise_exact(expected) in candidates, ""
+    if requires_code and not ran_ok:
+        correct, detail = False, NO_SUCCESSFUL_EXECUTION
+    return Score(item_id=item_id, correct=correct, expected=expected, got=got, detail=detail)
 
 
 # --- Code scoring -----------------------------------------------------------------

@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS bench_scores (
     got TEXT,
     detail TEXT NOT NULL,
     scoring_time_s REAL NOT NULL,
-    scored REAL NOT NULL
+    scored REAL NOT NULL,
+    solved_at INTEGER
 );
 """
 
@@ -60,6 +61,7 @@ class ScoreStore:
         # default). A crash still cannot corrupt them, and a score lost to power loss is redone on resume.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        self._add_solved_at()
 
     def close(self) -> None:
         self._db.close()
@@ -69,6 +71,13 @@ class ScoreStore:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+    def _add_solved_at(self) -> None:
+        """Stores made before per-attempt scoring lack ``solved_at``: add it. Their scores
+        read NULL there, so those items are off the refinement curve (scored again in a new BENCH_DIR)."""
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(bench_scores)")}
+        if "solved_at" not in columns:
+            self._db.execute("ALTER TABLE bench_scores ADD COLUMN solved_at INTEGER")
 
     def config(self) -> dict[str, Any] | None:
         row = self._db.execute("SELECT config FROM bench WHERE id = 1").fetchone()
@@ -88,15 +97,16 @@ class ScoreStore:
     def save(self, score: Score, retries: int) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO bench_scores (item_id, correct, retries, expected, got, detail, scoring_time_s, "
-            "scored) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "scored, solved_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (score.item_id, int(score.correct), retries, score.expected, score.got, score.detail,
-             score.scoring_time_s, time.time()),
+             score.scoring_time_s, time.time(), score.solved_at),
         )
 
     def scores(self) -> dict[str, Score]:
         return {
             r["item_id"]: Score(item_id=r["item_id"], correct=bool(r["correct"]), expected=r["expected"],
-                                got=r["got"], detail=r["detail"], scoring_time_s=r["scoring_time_s"])
+                                got=r["got"], detail=r["detail"], scoring_time_s=r["scoring_time_s"],
+                                solved_at=r["solved_at"])
             for r in self._db.execute("SELECT * FROM bench_scores")
         }
 

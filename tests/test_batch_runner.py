@@ -306,3 +306,62 @@ async def test_an_item_is_yielded_only_after_its_result_is_committed(tmp_path: P
         row = reader.execute("SELECT status, run_status FROM items WHERE id = ?", (item_id,)).fetchone()
         assert row == ("done", result.status.value)
     reader.close()
+
+
+class InFlightModelDouble:
+    """Test double: CODE_THEN_ANSWER with a latency; an item is in flight from its first
+    model call until its last one returns. Records the most items in flight at once."""
+
+    name = "in-flight-double"
+
+    def __init__(self, latency_s: float) -> None:
+        self.inner = ScriptedModel(CODE_THEN_ANSWER, latency_s=latency_s)
+        self.in_flight: set[str] = set()
+        self.peak = 0
+
+    async def generate(self, conversation: Conversation, tools: Sequence[ToolSpec] = ()) -> ModelTurn:
+        prompt = conversation.first_prompt
+        self.in_flight.add(prompt)
+        self.peak = max(self.peak, len(self.in_flight))
+        turn = await self.inner.generate(conversation, tools)
+        if conversation.count("model") == len(CODE_THEN_ANSWER) - 1:  # the answer: this item is done
+            self.in_flight.discard(prompt)
+        return turn
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+async def test_concurrency_n_keeps_at_most_n_items_in_flight(tmp_path: Path, concurrency: int) -> None:
+    # Slow executions leave room for another item's model call: with --concurrency 1 two items overlapped.
+    model = InFlightModelDouble(latency_s=0.01)
+    executor = InstantExecutorDouble(delay_s=0.03)
+    pairs = await collect([f"p{k}" for k in range(8)], model=model, executor=executor, run_dir=tmp_path,
+                          concurrency=concurrency)
+    assert len(pairs) == 8 and all(r.status is RunStatus.SOLVED for _, r in pairs)
+    assert model.peak == concurrency
+    assert executor.peak <= concurrency
+
+
+async def test_a_model_requests_timeout_does_not_count_our_slot_wait() -> None:
+    # A real HTTP model (the openai SDK against the fake server) whose requests take 0.4 s with a 0.6 s timeout.
+    # Two calls share one model slot: the second waits 0.4 s for it, then still has its whole 0.6 s.
+    from orchestrator.batch import GatedModel
+    from orchestrator.models.openai_compat import OpenAIModel
+    from orchestrator.models.retry import RetryPolicy
+    from orchestrator.testing.fake_openai import Delay, FakeOpenAIServer, text_completion
+    from orchestrator.types import Message
+
+    with FakeOpenAIServer([Delay(0.4, text_completion("one")), Delay(0.4, text_completion("two")),
+                           Delay(0.8, text_completion("late"))]) as fake:
+        inner = OpenAIModel("m", fake.base_url, api_key="sk-test-0123456789abcdefghijklmnop",
+                            retry=RetryPolicy(attempts=1, timeout_s=0.6))
+        slots = asyncio.Semaphore(1)
+        gated = [GatedModel(inner, gate=BackoffGate(), slots=slots) for _ in range(2)]
+        conversation = Conversation(messages=[Message(role="user", text="x")])
+        started = time.perf_counter()
+        turns = await asyncio.gather(*(g.generate(conversation) for g in gated))
+        assert sorted(t.text for t in turns) == ["one", "two"]
+        assert time.perf_counter() - started >= 0.8  # the calls really were one after the other
+        # The timeout itself is live: a request slower than it fails.
+        with pytest.raises(ModelError, match="timed out"):
+            await gated[0].generate(conversation)
+        await asyncio.sleep(0.3)  # let the server finish its late answer while the test still captures its output

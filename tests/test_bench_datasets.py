@@ -54,12 +54,43 @@ def test_custom_jsonl_answer_and_test_items(tmp_path):
         ("a", "numeric", "4.5"), ("item-2", "exact", "Paris"), ("item-3", "numeric", "12"), ("t", "test", None)]
     assert items[3].test == "assert f() == 1"
     assert BenchItem.from_json(items[0].to_json()) == items[0]
+    assert all(i.requires_code for i in items)  # answers must come from code that ran, unless the line says not
+
+
+def test_custom_jsonl_expect_items_with_files(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "t.csv").write_text("a,b\n1,2\n")
+    path = tmp_path / "c.jsonl"
+    path.write_text(
+        '{"id": "e", "prompt": "p", "files": ["data/t.csv"], "expect": [{"number": 3, "tol": 0.1}, {"text": "b"}]}\n'
+        '{"id": "n", "prompt": "q", "expect": [{"no_code": true}]}\n'
+        '{"id": "x", "prompt": "r", "answer": "yes", "requires_code": false}\n'
+    )
+    e, n, x = load_dataset(str(path))
+    assert e.scoring == "expect" and e.files == [str((tmp_path / "data" / "t.csv").resolve())]
+    assert e.expect == [{"number": 3.0, "tol": 0.1}, {"text": ["b"]}] and e.requires_code
+    assert n.expect == [{"no_code": True}] and not n.requires_code  # a no-code check needs no execution
+    assert x.scoring == "exact" and not x.requires_code
+    assert BenchItem.from_json(e.to_json()) == e
 
 
 @pytest.mark.parametrize(
     "content, message",
     [
-        ('{"prompt": "p"}\n', "c.jsonl:1: give exactly one of the fields 'answer' or 'test'"),
+        ('{"prompt": "p"}\n', "c.jsonl:1: give exactly one of the fields 'answer', 'test' or 'expect'"),
+        ('{"prompt": "p", "answer": 1, "expect": [{"no_code": true}]}\n', "c.jsonl:1: give exactly one"),
+        ('{"prompt": "p", "answer": 1, "anwser": 2}\n', "c.jsonl:1: unknown field(s) ['anwser']"),
+        ('{"prompt": "p", "expect": []}\n', "c.jsonl:1: field 'expect': 'expect' must be a non-empty list"),
+        ('{"prompt": "p", "expect": [{"number": "5"}]}\n', "c.jsonl:1: field 'expect': expect[0]: number check: "
+                                                          "'number' must be a number"),
+        ('{"prompt": "p", "expect": [{"number": 5, "tol": -1}]}\n', "expect[0]: number check: 'tol' must be"),
+        ('{"prompt": "p", "expect": [{"text": 5, "number": 5}]}\n', "expect[0]: a check needs exactly one of"),
+        ('{"prompt": "p", "expect": [{"file": "out/x.png"}]}\n', "expect[0]: file check: 'file' must be a plain"),
+        ('{"prompt": "p", "expect": [{"text": "a", "tol": 1}]}\n', "expect[0]: text check: unknown keys ['tol']"),
+        ('{"prompt": "p", "expect": [{"no_code": false}]}\n', "expect[0]: no_code check: 'no_code' must be true"),
+        ('{"prompt": "p", "answer": 1, "files": ["missing.csv"]}\n', "c.jsonl:1: field 'files': 'missing.csv' is not"),
+        ('{"prompt": "p", "answer": 1, "files": "a.csv"}\n', "c.jsonl:1: field 'files' must be a list of paths"),
+        ('{"prompt": "p", "answer": 1, "requires_code": "no"}\n', "c.jsonl:1: field 'requires_code' must be true"),
         ('{"prompt": "p", "answer": 1, "test": "x"}\n', "c.jsonl:1: give exactly one"),
         ('{"prompt": "ok", "answer": 1}\nnot json\n', "c.jsonl:2: not valid JSON"),
         ('[1, 2]\n', "c.jsonl:1: expected a JSON object"),

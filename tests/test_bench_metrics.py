@@ -10,13 +10,19 @@ from executors.base import ExecutionResult, Outcome
 from orchestrator.types import Attempt, RunResult, RunStatus, Usage
 
 
-def scored(item_id, outcomes, correct, *, wall=1.0, model=0.4, execution=0.5, usage=None, error=None):
-    attempts = [Attempt(code="x", result=ExecutionResult(outcome=Outcome.OK if ok else Outcome.FAILED)) for ok in outcomes]
+def scored(item_id, outcomes, correct, *, wall=1.0, model=0.4, execution=0.5, usage=None, error=None,
+           solved_at="retries"):
+    """A scored run; ``solved_at`` defaults to the run's retries when correct (every attempt a new program)."""
+    attempts = [Attempt(code=f"print({i})", result=ExecutionResult(outcome=Outcome.OK if ok else Outcome.FAILED))
+                for i, ok in enumerate(outcomes)]
     run = RunResult(prompt=item_id, summary="", status=RunStatus.SOLVED if outcomes and outcomes[-1] else RunStatus.FAILED,
                     attempts=attempts, usage=usage or Usage(input_tokens=100, output_tokens=10, tool_tokens=5,
                                                             thoughts_tokens=2, requests=2),
                     wall_time_s=wall, model_time_s=model, execution_time_s=execution, error=error)
-    return ScoredRun(item_id=item_id, run=run, score=Score(item_id=item_id, correct=correct, scoring_time_s=0.1))
+    if solved_at == "retries":
+        solved_at = run.retries if correct else None
+    return ScoredRun(item_id=item_id, run=run,
+                     score=Score(item_id=item_id, correct=correct, scoring_time_s=0.1, solved_at=solved_at))
 
 
 RECORDS = [
@@ -38,13 +44,21 @@ def test_refinement_curve_and_histogram():
     assert m.retries_unsolved == {0: 2, 5: 1}
     assert m.model_errors == 1
     assert m.loop_solved == 4  # a, b, c, d ended on a successful execution; d was still wrong
+    assert (m.ran_code, m.ran_code_ok) == (5, 4)  # f ran nothing; e's executions all failed
+    assert m.ran_code_rate == pytest.approx(5 / 6)
     assert compute_metrics(RECORDS, max_k=8).curve == [1, 2, 2, 3, 3, 3, 3, 3, 3]
 
 
-def test_a_correct_item_after_a_failing_final_attempt_counts_by_its_retries():
-    # Ends on a failure but scored correct (e.g. the answer was stated anyway): retries = failures before the last.
-    m = compute_metrics([scored("x", [False, False], True)])
-    assert m.curve == [0, 1, 1, 1, 1, 1]
+def test_the_curve_counts_solved_at_not_the_final_score():
+    records = [
+        scored("rerun", [False, True], True, solved_at=None),  # passed only by re-running the failed program
+        scored("regressed", [True, False], False, solved_at=0),  # a code item whose first program passed
+        scored("late", [False, False, True], True, solved_at=2),
+    ]
+    m = compute_metrics(records)
+    assert m.solved == 2
+    assert m.curve == [1, 1, 2, 2, 2, 2]  # below the solve rate at the end: "rerun" is no fix
+    assert m.solved_first_attempt == 1
 
 
 def test_tokens_cost_latency_and_time_share():

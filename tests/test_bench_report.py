@@ -65,7 +65,7 @@ async def test_report_numbers_match_the_store(items_file, tmp_path):
     # Read the store directly, independently of benchmarks.store.
     db = sqlite3.connect(bench_dir / "runs.db")
     rows = db.execute("SELECT i.id, i.retries, i.wall_time_s, i.input_tokens, i.output_tokens, i.requests, "
-                      "i.model_time_s, i.execution_time_s, s.correct, i.run_status FROM items i JOIN bench_scores s "
+                      "i.model_time_s, i.execution_time_s, s.correct, i.run_status, s.solved_at FROM items i JOIN bench_scores s "
                       "ON s.item_id = i.id ORDER BY i.seq").fetchall()
     db.close()
     assert [r[0] for r in rows] == [i["id"] for i in ITEMS]
@@ -74,7 +74,9 @@ async def test_report_numbers_match_the_store(items_file, tmp_path):
     assert correct == {"add": True, "num": True, "exact": True, "hopeless": False, "twice": True, "wrongadd": False}
     assert retries == {"add": 0, "num": 0, "exact": 0, "hopeless": 3, "twice": 2, "wrongadd": 0}
 
-    curve = [sum(1 for r in rows if r[8] and r[1] <= k) for k in range(6)]
+    solved_at = {r[0]: r[10] for r in rows}
+    assert solved_at == {"add": 0, "num": 0, "exact": 0, "hopeless": None, "twice": 2, "wrongadd": None}
+    curve = [sum(1 for r in rows if r[10] is not None and r[10] <= k) for k in range(6)]
     latencies = [r[2] for r in rows]
     on_disk = json.loads((bench_dir / "metrics.json").read_text())["metrics"]
     assert on_disk["items"] == 6 and on_disk["solved"] == 4
@@ -93,7 +95,9 @@ async def test_report_numbers_match_the_store(items_file, tmp_path):
 
     report = (bench_dir / "report.md").read_text()
     assert "| solved (scored correct) | 4 (66.7%) |" in report
-    assert "| solved at first attempt (k=0) | 3 (50.0%) |" in report
+    assert "| passed at first attempt (k=0) | 3 (50.0%) |" in report
+    assert "| runs that ran code (any / a successful execution) | 6 (100.0%) / 5 (83.3%) |" in report
+    assert "| twice | no | yes | 2 | 2 | solved | 3 |" in report  # the per-item table
     assert "| 2 | 4 | 66.7% |" in report  # the curve table, k=2
     assert f"| input tokens (total / per item) | {sum(r[3] for r in rows)} / " in report
     assert "| hopeless | 3 | 7 |" in report  # unsolved: retries, expected

@@ -13,6 +13,7 @@ from benchmarks.scoring import (
     ScoringError,
     numbers_match,
     parse_number,
+    prose,
     reference_answer,
     score_by_running,
     score_exact,
@@ -70,12 +71,31 @@ def test_numbers_in_keeps_order_and_signs():
         ("Nothing to say.", "", None),
         # An answer phrase wins over later numbers.
         ("The final answer is 9. (It took 4 steps and 2 retries.)", "", 9),
-        # The summary's number wins over the printed one.
-        ("It is 5.", "6\n", 5),
+        # An explicit statement wins over the printed number; the printed number over a bare one in prose.
+        ("The answer is 5.", "6\n", 5),
+        ("It is 5.", "6\n", 6),
+        ("It is 5.", "", 5),
+        # Never a number inside code or JSON (the issue: '16' read from a tool call written as text).
+        ('{"name": "run_python", "arguments": {"eggs_per_duck_per_day": 16}}', "", None),
+        ('<tool_call>\n{"name": "run_python", "arguments": {"code": "x = 16\\nprint(x)"}}\n</tool_call>', "", None),
+        ("Here it is:\n```python\nanswer = 16\nprint(answer)\n```\n", "", None),
+        ("Here it is:\n```python\nanswer = 16\n", "", None),  # an unclosed fence runs to the end
+        ("The variable `total = 16` holds it.", "", None),
+        ('Result: {"total": 16}. So she earns 18 dollars.', "", 18),
+        ("```python\nprint(16)\n```\nThe answer is 18.", "", 18),
+        ('{"eggs": 16} and the program printed it.', "18\n", 18),
+        ("A set like {1, 2} is not JSON, so 2 counts.", "", 2),
     ],
 )
 def test_extract_answer_follows_the_documented_rule(summary, printed, expected):
     assert extract_answer(summary, printed) == expected
+
+
+def test_prose_drops_code_json_and_tool_calls():
+    summary = ("I wrote `f(3)` and ran it.\n```python\nprint(3)\n```\n<think>maybe 7</think>"
+               '{"name": "run_python", "arguments": {"code": "print(1)"}}\nThe total is 9.')
+    text = prose(summary)
+    assert "3" not in text and "7" not in text and "1" not in text and "The total is 9." in text
 
 
 def test_numbers_match_with_tolerance():
@@ -107,6 +127,19 @@ def test_score_numeric_reports_what_it_compared():
     assert not bad.correct and bad.got == "19"
     none = score_numeric("q3", "18", "I do not know.")
     assert not none.correct and none.got is None and "no number" in none.detail
+
+
+def test_a_program_of_thought_answer_without_a_successful_execution_is_wrong():
+    stated = score_numeric("q", "18", "The answer is 18.", "", ran_ok=False, requires_code=True)
+    assert not stated.correct and stated.got == "18" and "no successful execution" in stated.detail
+    assert score_numeric("q", "18", "The answer is 18.", "18\n", ran_ok=True, requires_code=True).correct
+    assert score_numeric("q", "18", "The answer is 18.", "", ran_ok=False, requires_code=False).correct
+    assert not score_exact("e", "Paris", "Paris", "", ran_ok=False, requires_code=True).correct
+
+
+def test_score_exact_reads_prose_and_printed_output_never_code():
+    assert score_exact("e", "Paris", "Done.", "Paris\n").correct
+    assert not score_exact("e", "Paris", "```python\nprint('Paris')\n```").correct
 
 
 def test_score_exact_normalises_case_space_and_full_stop():

@@ -130,8 +130,10 @@ class LocalEngine:
         self._executor_options = executor_options
         self._owns_executor = False
         self._executor: Executor | None = None
-        # Items in flight: enough that model calls stay saturated while others execute.
-        self.slots = concurrency + execution_concurrency
+        # Items in flight: exactly ``concurrency``, as the option says. (It was concurrency +
+        # execution_concurrency, so --concurrency 1 kept two items going: a second item's model
+        # call overlapped the first one's execution.)
+        self.slots = concurrency
         self._kwargs = dict(concurrency=concurrency, execution_concurrency=execution_concurrency,
                             max_retries=max_retries, max_steps=max_steps, limits=limits, gate=gate,
                             max_rate_limit_retries=max_rate_limit_retries, on_rate_limit=on_rate_limit)

@@ -119,7 +119,7 @@ class RayEngine:
                           "limits": limits.to_json() if limits else None,
                           "base_delay_s": backoff.base_delay_s, "max_delay_s": backoff.max_delay_s,
                           "max_rate_limit_retries": backoff.max_rate_limit_retries}
-        self.slots = concurrency + execution_concurrency
+        self.slots = concurrency  # items in flight across all workers, as in the local engine
         self._actors: list[Any] = []
         self._load: list[int] = []
         self._gate: Any = None
@@ -142,7 +142,7 @@ class RayEngine:
         actor_class = ray.remote(num_cpus=0, scheduling_strategy="SPREAD")(BatchWorker)
         model = ray.put(self._model) if not isinstance(self._model, str) else self._model
         self._actors = [
-            actor_class.options(max_concurrency=per_actor["concurrency"] + per_actor["execution_concurrency"])
+            actor_class.options(max_concurrency=per_actor["concurrency"])
             .remote(model, self._executor, self._executor_options, settings, self._gate)
             for _ in range(count)
         ]

@@ -140,8 +140,9 @@ async def run_batch(
     ``items`` is a path (JSONL, CSV, text file or directory), an iterable of
     prompts / :class:`BatchItem` / mappings, or None to resume from the store
     alone. ``model`` is a Model or a spec string; ``executor`` a name, an
-    Executor or a factory. ``concurrency`` bounds concurrent model calls and
-    ``execution_concurrency`` (default: the same) concurrent executions.
+    Executor or a factory. ``concurrency`` is the number of items in flight
+    (so also of concurrent model calls) and ``execution_concurrency``
+    (default: the same) bounds concurrent executions.
     Items already finished in ``run_dir`` are not run again and not yielded.
     """
     if concurrency < 1:

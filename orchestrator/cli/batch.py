@@ -27,7 +27,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--executor", help="executor name (default: the registry's default; on --resume: the stored one)")
     parser.add_argument("--executor-option", action="append", default=[], metavar="KEY=VALUE",
                         help="executor constructor option; VALUE is parsed as JSON when it can be (repeatable)")
-    parser.add_argument("--concurrency", type=int, default=8, help="concurrent model calls (default 8)")
+    parser.add_argument("--concurrency", type=int, default=8, help="items in flight, so also model calls (default 8)")
     parser.add_argument("--execution-concurrency", type=int, default=None,
                         help="concurrent executions (default: --concurrency)")
     parser.add_argument("--max-retries", type=int, default=None, help="failed executions fed back per item (default 5)")
