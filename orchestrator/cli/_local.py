@@ -20,8 +20,8 @@ def add_local_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("local models (--model local:NAME)")
     group.add_argument("--ctx-size", type=int, help="context tokens of the local server, split over its "
                        "parallel slots (default 8192)")
-    group.add_argument("--threads", type=int, help="CPU threads of the local server (default: one per core, "
-                       "up to 8)")
+    group.add_argument("--threads", type=int, help="CPU threads of the local server (default: one per core "
+                       "less one, 1 to 8)")
     group.add_argument("--parallel", type=int, help="requests the local server answers at once (default 1)")
     group.add_argument("--seed", type=int, help="sampling seed of local models (default 0)")
 

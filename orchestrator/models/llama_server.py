@@ -46,10 +46,16 @@ class LlamaServerError(RuntimeError):
     """The server could not start or died; the message names its log file."""
 
 
+class PortTakenError(LlamaServerError):
+    """Another process answers on the port the child was given."""
+
+
 def default_threads() -> int:
-    """One thread per core we may run on, up to 8: token generation is bound
-    by memory bandwidth, so more threads than that stop helping."""
-    return max(1, min(len(os.sched_getaffinity(0)), 8))
+    """One thread per core we may run on, less one for codeloop and the code it
+    runs, at most 8. llama.cpp's threads wait for each other at every step, so
+    one thread without a core stalls all: on 2 busy cores, 1 thread generated
+    14-21 tokens/s where 2 threads managed 0.2-4 (benchmarks/reports/prompt-cache.md)."""
+    return max(1, min(len(os.sched_getaffinity(0)) - 1, 8))
 
 
 def default_log_dir() -> str:
@@ -124,7 +130,7 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _get_json(url: str, timeout_s: float = 2.0) -> tuple[int, Any]:
+def _get_json(url: str, timeout_s: float = 1.0) -> tuple[int, Any]:
     """Status and body of a GET; (0, None) when nothing answers."""
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:
@@ -140,9 +146,10 @@ class LlamaServer:
     or :meth:`start` then :meth:`aclose`; :attr:`base_url` is its OpenAI API."""
 
     def __init__(self, settings: LlamaServerSettings, *, env: Mapping[str, str] | None = None,
-                 python: str = sys.executable) -> None:
+                 python: str = sys.executable, child_script: str = CHILD_SCRIPT) -> None:
         self.settings = settings
         self.python = python
+        self.child_script = child_script
         self._env = child_environment(os.environ if env is None else env)
         self.process: subprocess.Popen | None = None
         self.port: int | None = None
@@ -189,8 +196,8 @@ class LlamaServer:
             try:
                 await self._wait_ready()
                 return
-            except LlamaServerError:
-                collided = "couldn't bind" in log_tail(self.log_path)
+            except LlamaServerError as exc:
+                collided = isinstance(exc, PortTakenError) or "couldn't bind" in log_tail(self.log_path)
                 await self.aclose(keep_log=True)
                 if not collided or attempt == PORT_ATTEMPTS:
                     raise
@@ -203,7 +210,7 @@ class LlamaServer:
         with open(self.log_path, "wb") as log:
             # Popen in this thread: the parent-death signal follows the spawning thread.
             self.process = subprocess.Popen(
-                [self.python, "-P", CHILD_SCRIPT, *self.settings.child_args(port, os.getpid())],
+                [self.python, "-P", self.child_script, *self.settings.child_args(port, os.getpid())],
                 stdin=subprocess.PIPE, stdout=log, stderr=log, env=self._env, cwd=log_dir, close_fds=True)
         atexit.register(self.close)
 
@@ -229,7 +236,8 @@ class LlamaServer:
         status, props = await asyncio.to_thread(_get_json, f"{self.url}/props")
         served = props.get("model_path") if isinstance(props, dict) else None
         if self.process.poll() is not None or served != self.settings.model_path:
-            raise self._error(f"port {self.port} is answered by another server (serving {served!r})")
+            raise PortTakenError(self._error(f"found port {self.port} answered by another server "
+                                             f"(serving {served!r})").args[0])
 
     def _error(self, what: str) -> LlamaServerError:
         return LlamaServerError(

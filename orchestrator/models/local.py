@@ -111,7 +111,7 @@ class LocalModel:
         self.settings = settings or LocalSettings()
         self.name = f"local:{spec}"
         self.context_length = self.settings.n_ctx // self.settings.parallel
-        self._servers = servers or process_servers()
+        self._servers = process_servers() if servers is None else servers
         self._env = env
         self._notify = notify or (lambda message: None)
         self._lock = asyncio.Lock()
@@ -171,6 +171,10 @@ class LocalModel:
     async def _started(self) -> OpenAIModel:
         if self._client is None:
             await self.start()
+        try:
+            self.server.check_alive()  # a dead server fails now, not after the client's retries
+        except LlamaServerError as exc:
+            raise ModelError(f"{self.name}: {exc}") from exc
         return self._client
 
     def _server_failure(self, exc: ModelError) -> ModelError:
