@@ -170,6 +170,18 @@ async def test_a_server_not_ready_in_time_is_stopped_and_reported(tmp_path):
     assert server.process is None
 
 
+async def test_a_start_cancelled_while_loading_stops_the_child(tmp_path):
+    server = fake_server(fake_settings(fake_model(tmp_path, load_s=30), tmp_path))
+    task = asyncio.create_task(server.start())
+    while server.process is None:
+        await asyncio.sleep(0.01)
+    pid = server.pid
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert server.process is None and gone(pid, within_s=0.5)
+
+
 async def test_a_port_someone_else_answers_on_is_not_taken_for_ours(tmp_path):
     server = fake_server(fake_settings(fake_model(tmp_path, claims_model_path="/other.gguf"), tmp_path))
     with pytest.raises(LlamaServerError, match="answered by another server"):  # after trying other ports
@@ -392,3 +404,4 @@ def test_real_server_does_not_outlive_its_owner(tmp_path, how):
     finally:
         owner.kill()
         owner.wait()
+

@@ -53,8 +53,9 @@ class PortTakenError(LlamaServerError):
 def default_threads() -> int:
     """One thread per core we may run on, less one for codeloop and the code it
     runs, at most 8. llama.cpp's threads wait for each other at every step, so
-    one thread without a core stalls all: on 2 busy cores, 1 thread generated
-    14-21 tokens/s where 2 threads managed 0.2-4 (benchmarks/reports/prompt-cache.md)."""
+    one thread without a core stalls all. Measured with the 0.5B model on 2
+    cores shared with other work (load average 5): 1 thread generated 14-21
+    tokens/s and evaluated prompts at 42-63/s; 2 threads 0.2-4 and 19-41/s."""
     return max(1, min(len(os.sched_getaffinity(0)) - 1, 8))
 
 
@@ -198,9 +199,12 @@ class LlamaServer:
                 return
             except LlamaServerError as exc:
                 collided = isinstance(exc, PortTakenError) or "couldn't bind" in log_tail(self.log_path)
-                await self.aclose(keep_log=True)
+                self.close(keep_log=True)
                 if not collided or attempt == PORT_ATTEMPTS:
                     raise
+            except BaseException:  # cancelled (Ctrl-C) while loading: the child goes too
+                self.close(keep_log=True)
+                raise
 
     def _spawn(self, port: int) -> None:
         log_dir = Path(self.settings.log_dir)
