@@ -25,3 +25,19 @@ def _reset_logging():
     """The CLI configures structlog process-wide; give each test the defaults back."""
     yield
     structlog.reset_defaults()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_llama_server_left():
+    """No test may leave a llama.cpp server child (real or fake) running."""
+    import psutil
+
+    yield
+    left = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "llama_child" in " ".join(child.cmdline()):
+                left.append(child.pid)
+        except psutil.Error:
+            pass  # exited meanwhile
+    assert not left, f"llama.cpp server children left after the tests: pids {left}"

@@ -70,12 +70,30 @@ def test_bad_usage_exits_2_with_a_clear_message(argv, message, capsys, tmp_path)
     assert message in capsys.readouterr().err
 
 
-def test_no_model_explains_how_to_pick_one(capsys, monkeypatch):
-    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY"):
+def test_no_model_and_no_key_uses_the_local_model_and_says_why(tmp_path, capsys, monkeypatch):
+    from orchestrator.cli import build_parser
+    from orchestrator.cli._common import resolve_model
+    from orchestrator.models import registry
+    from orchestrator.models.local import LocalModel
+
+    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY"):
         monkeypatch.delenv(name, raising=False)
-    assert main(["run", "q", "--executor", "local"]) == 2
+    weights = tmp_path / "default.gguf"  # a file that is never loaded: the server starts on the first request
+    weights.write_bytes(b"GGUF")
+    monkeypatch.setattr(registry, "DEFAULT_LOCAL_MODEL", str(weights))
+    model = resolve_model(build_parser().parse_args(["run", "q", "--ctx-size", "4096", "--seed", "7"]))
     err = capsys.readouterr().err
-    assert "--model" in err and "make demo" in err
+    assert err == (f"codeloop: using local:{weights} (no --model given and no "
+                   "GEMINI_API_KEY/GOOGLE_API_KEY/OPENAI_API_KEY set)\n")
+    assert isinstance(model, LocalModel) and model.server is None
+    assert (model.settings.n_ctx, model.settings.seed, model.context_length) == (4096, 7, 4096)
+
+
+def test_bad_local_settings_are_usage_errors(capsys):
+    assert main(["run", "q", "--model", "local:/nowhere/model.gguf", "--executor", "local"]) == 2
+    assert "/nowhere/model.gguf does not exist" in capsys.readouterr().err
+    assert main(["run", "q", "--model", "local:x.gguf", "--parallel", "0", "--executor", "local"]) == 2
+    assert "--parallel must be at least 1" in capsys.readouterr().err
 
 
 def test_record_then_replay_gives_the_same_turns(tmp_path, capsys):

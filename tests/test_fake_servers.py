@@ -113,7 +113,7 @@ def test_fake_gemini_runs_as_a_program_for_users(tmp_path):
 def test_registry_builds_gemini_models_from_strings(monkeypatch):
     monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
     monkeypatch.delenv("GEMINI_API_KEY", raising=False)
-    assert default_model_spec({}) is None
+    assert default_model_spec({}) == "local:qwen2.5-coder-1.5b"  # no key: the local model
     with pytest.raises(ModelAuthError, match="GEMINI_API_KEY"):
         get_model("gemini:gemini-2.5-flash")
     monkeypatch.setenv("GEMINI_API_KEY", "k")

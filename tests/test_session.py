@@ -170,9 +170,16 @@ def test_chat_command_with_the_model_from_the_environment(tmp_path, monkeypatch,
     assert "codeloop chat with gemini:gemini-2.5-flash" in out and "Hi there." in out
 
 
-def test_chat_without_a_model_explains_how_to_pick_one(monkeypatch, capsys):
-    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY"):
+def test_chat_without_a_model_or_key_uses_the_local_model_and_says_why(monkeypatch, capsys, tmp_path):
+    from orchestrator.models import registry
+
+    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY"):
         monkeypatch.delenv(name, raising=False)
-    assert main(["chat"]) == 2
-    err = capsys.readouterr().err
-    assert "--model" in err and "make demo" in err
+    weights = tmp_path / "default.gguf"  # never loaded: nothing is asked, so no server starts
+    weights.write_bytes(b"GGUF")
+    monkeypatch.setattr(registry, "DEFAULT_LOCAL_MODEL", str(weights))
+    monkeypatch.setattr("sys.stdin", io.StringIO("/quit\n"))
+    assert main(["chat", "--executor", "local"]) == 0
+    captured = capsys.readouterr()
+    assert f"codeloop: using local:{weights} (no --model given" in captured.err
+    assert f"codeloop chat with local:{weights}" in captured.out

@@ -138,9 +138,12 @@ class LocalEngine:
                             max_retries=max_retries, max_steps=max_steps, limits=limits, gate=gate,
                             max_rate_limit_retries=max_rate_limit_retries, on_rate_limit=on_rate_limit)
         self._runner: ItemRunner | None = None
+        self._owned_model: Model | None = None
 
     async def start(self) -> None:
         model = build_model(self._model_spec)
+        if isinstance(self._model_spec, str):
+            self._owned_model = model  # built here from its name, so closed here (a local server stops)
         self._executor, self._owns_executor = build_executor(self._executor_spec, self._executor_options)
         self._runner = ItemRunner(model, self._executor, **self._kwargs)
 
@@ -152,3 +155,6 @@ class LocalEngine:
         if self._executor is not None and self._owns_executor:
             await self._executor.aclose()
         self._executor = None
+        model, self._owned_model = self._owned_model, None
+        if model is not None and hasattr(model, "aclose"):
+            await model.aclose()

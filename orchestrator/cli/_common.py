@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from executors import Limits, UnknownExecutorError, available_executors, get_executor
 from executors.base import Executor
 
-from ..models import Model, ModelError, RecordingModel, UnknownModelError, default_model_spec, get_model
+from ..models import Model, ModelError, RecordingModel, UnknownModelError, default_model, get_model
 from . import UsageError
-
-NO_MODEL_HELP = (
-    "no model chosen. Pass --model, for example:\n"
-    "  --model gemini:gemini-2.5-flash          (set GEMINI_API_KEY or GOOGLE_API_KEY)\n"
-    "  --model openai:MODEL@http://127.0.0.1:11434/v1   (any OpenAI-compatible server)\n"
-    "  --model replay:examples/cassette.jsonl   (recorded turns, offline)\n"
-    "With GEMINI_API_KEY set, Gemini is used by default. `make demo` runs offline with no key."
-)
+from ._local import add_local_options, build_local_model
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -32,14 +26,21 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--gateway-token", help="jupyter-remote: gateway token (prefer $CODELOOP_GATEWAY_TOKEN: flags show in ps)"
     )
+    add_local_options(parser)
+
+
+def announce_default_model() -> str:
+    """The default model's spec, saying on stderr which one and why."""
+    chosen = default_model(os.environ)
+    print(f"codeloop: using {chosen.spec} ({chosen.reason})", file=sys.stderr)
+    return chosen.spec
 
 
 def resolve_model(args: argparse.Namespace) -> Model:
-    spec = args.model or default_model_spec(os.environ)
-    if not spec:
-        raise UsageError(NO_MODEL_HELP)
+    spec = args.model or announce_default_model()
+    prefix, _, arg = spec.partition(":")
     try:
-        model = get_model(spec)
+        model = build_local_model(arg, args) if prefix == "local" and arg else get_model(spec)
     except (UnknownModelError, ValueError, FileNotFoundError, ModelError) as exc:
         raise UsageError(str(exc)) from exc
     if getattr(args, "record", None):
@@ -74,3 +75,10 @@ def orchestrator_settings(args: argparse.Namespace) -> dict:
     if args.max_steps < 1:
         raise UsageError(f"--max-steps must be >= 1, got {args.max_steps}")
     return {"max_retries": args.max_retries, "max_steps": args.max_steps, "limits": limits_from(args)}
+
+
+async def close_model(model: Model) -> None:
+    """Close a model that holds resources (a client, a local server)."""
+    aclose = getattr(model, "aclose", None)
+    if aclose is not None:
+        await aclose()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -62,12 +61,10 @@ def resolve_settings(args: argparse.Namespace, stored: dict[str, Any]) -> dict[s
     """Command-line settings, falling back to the stored batch's on --resume, then to the defaults."""
     from executors import DEFAULT_EXECUTOR, Limits
 
-    from ..models import UnknownModelError, default_model_spec, get_model
-    from ._common import NO_MODEL_HELP
+    from ..models import UnknownModelError, get_model
+    from ._common import announce_default_model
 
-    model = args.model or stored.get("model") or default_model_spec(os.environ)
-    if not model:
-        raise UsageError(NO_MODEL_HELP)
+    model = args.model or stored.get("model") or announce_default_model()
     try:
         get_model(model)  # a bad model string is a usage error now, not an error per item later
     except (UnknownModelError, ValueError, FileNotFoundError) as exc:

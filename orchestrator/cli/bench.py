@@ -19,7 +19,7 @@ from pathlib import Path
 from executors import DEFAULT_EXECUTOR, UnknownExecutorError, available_executors
 
 from . import EXIT_FAILED, EXIT_OK, UsageError
-from ._common import add_run_options, orchestrator_settings, resolve_model
+from ._common import add_run_options, close_model, orchestrator_settings, resolve_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -96,14 +96,20 @@ def run(args: argparse.Namespace) -> int:
         model = resolve_model(args)
     prices = Prices(args.price_input, args.price_output) if args.price_input is not None else None
     progress = BatchProgress()
-    try:
-        result = asyncio.run(
-            run_benchmark(
+
+    async def bench():
+        try:
+            return await run_benchmark(
                 args.target, model=model, bench_dir=args.output, executor=executor, data=args.data,
                 limit=args.limit, concurrency=args.concurrency, resume=args.resume, force=args.force,
                 scoring_executor=args.scoring_executor, prices=prices, progress=progress, **settings,
             )
-        )
+        finally:
+            if not isinstance(model, str):
+                await close_model(model)
+
+    try:
+        result = asyncio.run(bench())
     except (DatasetError, BenchStoreError, StoreError, UnknownExecutorError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
     except ScoringError as exc:

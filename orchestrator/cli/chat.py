@@ -15,7 +15,7 @@ from executors import InputFile
 from ..render import EventPrinter
 from ..session import Session, SessionFileError
 from . import EXIT_OK, UsageError
-from ._common import add_run_options, orchestrator_settings, resolve_executor, resolve_model
+from ._common import add_run_options, close_model, orchestrator_settings, resolve_executor, resolve_model
 
 HELP = """\
 Type a message and press Enter. Commands:
@@ -84,6 +84,7 @@ async def chat(session: Session, stdin: TextIO, out: TextIO, *, files: list[str]
                 printer(event)
     finally:
         await session.executor.aclose()
+        await close_model(session.model)
     return EXIT_OK
 
 

@@ -15,7 +15,7 @@ from ..loop import Orchestrator
 from ..render import EventPrinter
 from ..types import RunStatus
 from . import EXIT_FAILED, EXIT_OK, UsageError
-from ._common import add_run_options, orchestrator_settings, resolve_executor, resolve_model
+from ._common import add_run_options, close_model, orchestrator_settings, resolve_executor, resolve_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -75,6 +75,7 @@ async def _run(args, prompt, files, model, executor, settings) -> int:
                 result = event.result
     finally:
         await executor.aclose()
+        await close_model(model)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     if args.save_artifacts:

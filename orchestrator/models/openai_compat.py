@@ -58,6 +58,8 @@ class OpenAIModel:
         temperature: float | None = None,
         env: Mapping[str, str] | None = None,
         seed: int | None = None,
+        max_tokens: int | None = None,
+        extra_body: Mapping[str, Any] | None = None,
     ) -> None:
         if tools not in ("auto", "on", "off"):
             raise ValueError(f"OpenAIModel tools must be 'auto', 'on' or 'off', got {tools!r}")
@@ -77,6 +79,8 @@ class OpenAIModel:
         self.retry = retry or RetryPolicy()
         self.prices = prices
         self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.extra_body = dict(extra_body or {})  # server-specific request fields, e.g. llama.cpp's cache_prompt
         self.stats = CallStats()
         self._rng = random.Random(seed)
         self._client = AsyncOpenAI(base_url=self.base_url, api_key=key, max_retries=0, timeout=self.retry.timeout_s)
@@ -144,6 +148,10 @@ class OpenAIModel:
         kwargs: dict[str, Any] = {"model": self.model, "messages": messages}
         if self.temperature is not None:
             kwargs["temperature"] = self.temperature
+        if self.max_tokens is not None:
+            kwargs["max_tokens"] = self.max_tokens
+        if self.extra_body:
+            kwargs["extra_body"] = dict(self.extra_body)
         history_has_calls = any(m.get("tool_calls") for m in messages)
         if self.tools_supported and tools:
             kwargs["tools"] = [_tool_json(t) for t in tools]

@@ -8,6 +8,7 @@ argument string under the ``codeloop.models`` entry point group.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 
 from .base import Model
@@ -44,12 +45,19 @@ def _openai(arg: str) -> Model:
     return OpenAIModel(model, base_url)
 
 
+def _local(arg: str) -> Model:
+    from .local import LocalModel
+
+    return LocalModel(arg)
+
+
 MODEL_FACTORIES: dict[str, Callable[[str], Model]] = {
     "replay": _replay,
     "scripted": _scripted,
     "gemini": _gemini,
     "gemini-server": _gemini_server,
     "openai": _openai,
+    "local": _local,
 }
 
 EXAMPLES = {
@@ -58,9 +66,12 @@ EXAMPLES = {
     "gemini": "gemini:gemini-2.5-flash",
     "gemini-server": "gemini-server:gemini-2.5-flash",
     "openai": "openai:qwen2.5-coder@http://127.0.0.1:11434/v1",
+    "local": "local:qwen2.5-coder-1.5b or local:/path/to/model.gguf",
 }
 
 DEFAULT_GEMINI_MODEL = "gemini-2.5-flash"
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+DEFAULT_LOCAL_MODEL = "qwen2.5-coder-1.5b"
 
 
 class UnknownModelError(ValueError):
@@ -86,11 +97,29 @@ def get_model(spec: str) -> Model:
     return factory(arg)
 
 
-def default_model_spec(env: Mapping[str, str]) -> str | None:
-    """The model to use when none is named, or None when nothing is configured:
-    Gemini when a Gemini key is set (the SDK's variables)."""
+@dataclass(frozen=True)
+class DefaultModel:
+    """The model used when none is named, and why (for a line on stderr)."""
+
+    spec: str
+    reason: str
+
+
+def default_model(env: Mapping[str, str]) -> DefaultModel:
+    """Gemini when a Gemini key is set (the SDK's variables), else OpenAI when
+    OPENAI_API_KEY is set (``$OPENAI_MODEL``, at ``$OPENAI_BASE_URL`` if set),
+    else the local model, which needs no key."""
     from .gemini import KEY_VARIABLES
 
-    if any(env.get(name) for name in KEY_VARIABLES):
-        return f"gemini:{DEFAULT_GEMINI_MODEL}"
-    return None
+    for name in KEY_VARIABLES:
+        if env.get(name):
+            return DefaultModel(f"gemini:{DEFAULT_GEMINI_MODEL}", f"no --model given; {name} is set")
+    if env.get("OPENAI_API_KEY"):
+        model = env.get("OPENAI_MODEL") or DEFAULT_OPENAI_MODEL
+        return DefaultModel(f"openai:{model}", "no --model given; OPENAI_API_KEY is set")
+    keys = "/".join((*sorted(KEY_VARIABLES), "OPENAI_API_KEY"))
+    return DefaultModel(f"local:{DEFAULT_LOCAL_MODEL}", f"no --model given and no {keys} set")
+
+
+def default_model_spec(env: Mapping[str, str]) -> str:
+    return default_model(env).spec

@@ -85,3 +85,9 @@ class RecordingModel:
             with self.path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
         return turn
+
+    async def aclose(self) -> None:
+        """Close the wrapped model, which may hold a client or a local server."""
+        aclose = getattr(self.model, "aclose", None)
+        if aclose is not None:
+            await aclose()
