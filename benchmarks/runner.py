@@ -172,6 +172,8 @@ async def run_benchmark(
     max_steps: int = 10,
     concurrency: int = 4,
     limits: Limits | None = None,
+    tools: str = "auto",
+    require_code: str = "auto",
     resume: bool = False,
     force: bool = False,
     scoring_executor: str | Executor | None = None,
@@ -212,6 +214,8 @@ async def run_benchmark(
         "scoring_executor": scoring_name,
         "max_retries": max_retries,
         "max_steps": max_steps,
+        "tools": tools,
+        "require_code": require_code,
         "max_k": max(MAX_K, max_retries),
         "prices": [prices.input_per_mtok, prices.output_per_mtok] if prices else None,
     }
@@ -242,7 +246,7 @@ async def run_benchmark(
             async for item_id, result in run_batch(
                 batch_items, model=resolved, run_dir=bench_path, executor=executor,
                 executor_options=executor_options, concurrency=concurrency, max_retries=max_retries,
-                max_steps=max_steps, limits=limits, resume=resume, force=force, progress=progress,
+                max_steps=max_steps, limits=limits, tools=tools, require_code=require_code, resume=resume, force=force, progress=progress,
             ):
                 tasks.append(asyncio.create_task(score_and_save(item_id, result)))
             await asyncio.gather(*tasks)

@@ -74,13 +74,15 @@ class ItemRunner:
 
     def __init__(self, model: Model, executor: Executor, *, concurrency: int, execution_concurrency: int,
                  max_retries: int, max_steps: int, limits: Limits | None, gate: BackoffGate,
-                 max_rate_limit_retries: int = 8, on_rate_limit: Callable[[], None] | None = None) -> None:
+                 tools: str = "auto", require_code: str = "auto", max_rate_limit_retries: int = 8, on_rate_limit: Callable[[], None] | None = None) -> None:
         self.model = model
         self.executor = BoundedExecutor(executor, execution_concurrency)
         self.model_slots = asyncio.Semaphore(concurrency)
         self.gate = gate
         self.max_retries = max_retries
         self.max_steps = max_steps
+        self.tools = tools
+        self.require_code = require_code
         self.limits = limits
         self.max_rate_limit_retries = max_rate_limit_retries
         self.on_rate_limit = on_rate_limit
@@ -93,7 +95,8 @@ class ItemRunner:
         try:
             files = as_input_files(item.files) if files is None else files
             orchestrator = Orchestrator(gated, self.executor, max_retries=self.max_retries,
-                                                    max_steps=self.max_steps, limits=self.limits)
+                                        max_steps=self.max_steps, limits=self.limits, tools=self.tools,
+                                        require_code=self.require_code)
             result = await orchestrator.run(item.prompt, files=files, run_id=item.id)
         except asyncio.CancelledError:
             raise
@@ -123,7 +126,8 @@ class LocalEngine:
 
     def __init__(self, model: Model | str, executor: Any, *, executor_options: dict[str, Any] | None = None,
                  concurrency: int, execution_concurrency: int, max_retries: int, max_steps: int,
-                 limits: Limits | None, gate: BackoffGate, max_rate_limit_retries: int = 8,
+                 limits: Limits | None, gate: BackoffGate, tools: str = "auto", require_code: str = "auto",
+                 max_rate_limit_retries: int = 8,
                  on_rate_limit: Callable[[], None] | None = None) -> None:
         self._model_spec = model
         self._executor_spec = executor
@@ -136,6 +140,7 @@ class LocalEngine:
         self.slots = concurrency
         self._kwargs = dict(concurrency=concurrency, execution_concurrency=execution_concurrency,
                             max_retries=max_retries, max_steps=max_steps, limits=limits, gate=gate,
+                            tools=tools, require_code=require_code,
                             max_rate_limit_retries=max_rate_limit_retries, on_rate_limit=on_rate_limit)
         self._runner: ItemRunner | None = None
         self._owned_model: Model | None = None

@@ -87,7 +87,8 @@ class BatchWorker:
         self._runner = ItemRunner(build_model(model), self._executor, concurrency=settings["concurrency"],
                                   execution_concurrency=settings["execution_concurrency"],
                                   max_retries=settings["max_retries"], max_steps=settings["max_steps"], limits=limits,
-                                  gate=gate_view, max_rate_limit_retries=settings["max_rate_limit_retries"])
+                                  gate=gate_view, tools=settings["tools"], require_code=settings["require_code"],
+                                  max_rate_limit_retries=settings["max_rate_limit_retries"])
 
     async def run(self, item: dict[str, Any], files: list[dict[str, Any]]) -> dict[str, Any]:
         outcome = await self._runner.run(BatchItem.from_json(item), [InputFile.from_json(f) for f in files])
@@ -103,7 +104,7 @@ class RayEngine:
 
     def __init__(self, model: Any, executor: Any, *, executor_options: dict[str, Any] | None, concurrency: int,
                  execution_concurrency: int, max_retries: int, max_steps: int, limits: Limits | None,
-                 backoff: Any, address: str | None = None, workers: int | None = None) -> None:
+                 backoff: Any, tools: str = "auto", require_code: str = "auto", address: str | None = None, workers: int | None = None) -> None:
         _ray()  # fail now, before the store is touched, if Ray is not installed
         if hasattr(executor, "execute"):
             raise TypeError("the ray engine builds an executor in each worker: pass the executor by name "
@@ -115,7 +116,8 @@ class RayEngine:
         self._workers_wanted = workers
         self._concurrency = concurrency
         self._execution_concurrency = execution_concurrency
-        self._settings = {"max_retries": max_retries, "max_steps": max_steps,
+        self._settings = {"max_retries": max_retries, "max_steps": max_steps, "tools": tools,
+                          "require_code": require_code,
                           "limits": limits.to_json() if limits else None,
                           "base_delay_s": backoff.base_delay_s, "max_delay_s": backoff.max_delay_s,
                           "max_rate_limit_retries": backoff.max_rate_limit_retries}

@@ -125,6 +125,8 @@ async def run_batch(
     max_retries: int = 5,
     max_steps: int = 10,
     limits: Limits | None = None,
+    tools: str = "auto",
+    require_code: str = "auto",
     resume: bool = False,
     force: bool = False,
     rerun_errors: bool = True,
@@ -154,6 +156,7 @@ async def run_batch(
     engine_name = engine if isinstance(engine, str) else engine.name
     settings = BatchSettings(model=model_name, executor=executor_name, executor_options=dict(executor_options or {}),
                              max_retries=max_retries, max_steps=max_steps, limits=limits.to_json() if limits else None,
+                             tools=tools, require_code=require_code,
                              concurrency=concurrency, execution_concurrency=execution_concurrency, engine=engine_name)
     progress = progress or BatchProgress(enabled=False)
     gate = BackoffGate(base_delay_s=backoff.base_delay_s, max_delay_s=backoff.max_delay_s)
@@ -162,7 +165,7 @@ async def run_batch(
         runner_engine = _make_engine(engine, model=model, executor=executor, executor_options=executor_options,
                                      concurrency=concurrency, execution_concurrency=execution_concurrency,
                                      max_retries=max_retries, max_steps=max_steps, limits=limits, gate=gate,
-                                     backoff=backoff, progress=progress, ray_address=ray_address,
+                                     tools=tools, require_code=require_code, backoff=backoff, progress=progress, ray_address=ray_address,
                                      ray_workers=ray_workers)
     else:
         runner_engine = engine
@@ -188,19 +191,21 @@ async def run_batch(
 
 def _make_engine(name: str, *, model: Any, executor: Any, executor_options: dict[str, Any] | None, concurrency: int,
                  execution_concurrency: int, max_retries: int, max_steps: int, limits: Limits | None,
-                 gate: BackoffGate, backoff: BackoffPolicy, progress: BatchProgress, ray_address: str | None,
+                 gate: BackoffGate, tools: str, require_code: str, backoff: BackoffPolicy, progress: BatchProgress, ray_address: str | None,
                  ray_workers: int | None) -> Engine:
     if name == "local":
         return LocalEngine(model, executor, executor_options=executor_options, concurrency=concurrency,
                            execution_concurrency=execution_concurrency, max_retries=max_retries, max_steps=max_steps,
-                           limits=limits, gate=gate, max_rate_limit_retries=backoff.max_rate_limit_retries,
+                           limits=limits, gate=gate, tools=tools, require_code=require_code,
+                           max_rate_limit_retries=backoff.max_rate_limit_retries,
                            on_rate_limit=progress.rate_limited_call)
     if name == "ray":
         from .ray_engine import RayEngine
 
         return RayEngine(model, executor, executor_options=executor_options, concurrency=concurrency,
                          execution_concurrency=execution_concurrency, max_retries=max_retries, max_steps=max_steps,
-                         limits=limits, backoff=backoff, address=ray_address, workers=ray_workers)
+                         limits=limits, tools=tools, require_code=require_code, backoff=backoff,
+                         address=ray_address, workers=ray_workers)
     raise ValueError(f"unknown engine {name!r}; choose 'local' or 'ray'")
 
 

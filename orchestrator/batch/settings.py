@@ -7,7 +7,8 @@ from typing import Any
 
 # Settings that change what an item's result would be: a resume with other
 # values would mix results of two different experiments in one store.
-RESULT_SETTINGS = ("model", "executor", "executor_options", "max_retries", "max_steps", "limits")
+RESULT_SETTINGS = ("model", "executor", "executor_options", "max_retries", "max_steps", "limits", "tools",
+                   "require_code")
 
 
 @dataclass
@@ -18,6 +19,8 @@ class BatchSettings:
     max_retries: int = 5
     max_steps: int = 10
     limits: dict[str, Any] | None = None
+    tools: str = "auto"
+    require_code: str = "auto"
     # How the batch ran; free to change between sessions.
     concurrency: int = 8
     execution_concurrency: int = 8

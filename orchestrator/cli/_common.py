@@ -10,6 +10,7 @@ from executors import Limits, UnknownExecutorError, available_executors, get_exe
 from executors.base import Executor
 
 from ..models import Model, ModelError, RecordingModel, UnknownModelError, default_model, get_model
+from ..models.registry import GenerationOptions
 from . import UsageError
 from ._local import add_local_options, build_local_model
 
@@ -26,6 +27,14 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--gateway-token", help="jupyter-remote: gateway token (prefer $CODELOOP_GATEWAY_TOKEN: flags show in ps)"
     )
+    parser.add_argument("--tools", choices=("auto", "on", "off"), default="auto",
+                        help="offer the run_python tool (on), ask for fenced code (off), or follow what the model "
+                             "does (auto, the default)")
+    parser.add_argument("--require-code", choices=("auto", "always", "never"), default="auto",
+                        help="ask once for code when the model answers a task that needs computing without "
+                             "running any (auto: the prompt has files or asks to compute; default)")
+    parser.add_argument("--temperature", type=float, help="sampling temperature (local models: 0 by default)")
+    parser.add_argument("--max-tokens", type=int, help="most tokens a model reply may have")
     add_local_options(parser)
 
 
@@ -40,7 +49,9 @@ def resolve_model(args: argparse.Namespace) -> Model:
     spec = args.model or announce_default_model()
     prefix, _, arg = spec.partition(":")
     try:
-        model = build_local_model(arg, args) if prefix == "local" and arg else get_model(spec)
+        options = GenerationOptions(temperature=getattr(args, "temperature", None),
+                                    max_tokens=getattr(args, "max_tokens", None))
+        model = build_local_model(arg, args) if prefix == "local" and arg else get_model(spec, options)
     except (UnknownModelError, ValueError, FileNotFoundError, ModelError) as exc:
         raise UsageError(str(exc)) from exc
     if getattr(args, "record", None):
@@ -74,7 +85,8 @@ def orchestrator_settings(args: argparse.Namespace) -> dict:
         raise UsageError(f"--max-retries must be >= 0, got {args.max_retries}")
     if args.max_steps < 1:
         raise UsageError(f"--max-steps must be >= 1, got {args.max_steps}")
-    return {"max_retries": args.max_retries, "max_steps": args.max_steps, "limits": limits_from(args)}
+    return {"max_retries": args.max_retries, "max_steps": args.max_steps, "limits": limits_from(args),
+            "tools": getattr(args, "tools", "auto"), "require_code": getattr(args, "require_code", "auto")}
 
 
 async def close_model(model: Model) -> None:

@@ -31,6 +31,10 @@ def register(subparsers: Any) -> None:
                         help="concurrent executions (default: --concurrency)")
     parser.add_argument("--max-retries", type=int, default=None, help="failed executions fed back per item (default 5)")
     parser.add_argument("--max-steps", type=int, default=None, help="bound on executions per item (default 10)")
+    parser.add_argument("--tools", choices=("auto", "on", "off"), default=None,
+                        help="run_python tool (on), fenced code (off) or follow the model (auto, default)")
+    parser.add_argument("--require-code", choices=("auto", "always", "never"), default=None,
+                        help="ask once for code when a task needing it was answered without (default auto)")
     parser.add_argument("--timeout", type=float, default=None, help="wall-clock seconds per execution (default 30)")
     parser.add_argument("--memory-mb", type=int, default=None, help="memory limit per execution (default 2048)")
     parser.add_argument("--resume", action="store_true", help="continue the batch in RUN_DIR")
@@ -85,6 +89,8 @@ def resolve_settings(args: argparse.Namespace, stored: dict[str, Any]) -> dict[s
         "max_retries": args.max_retries if args.max_retries is not None else stored.get("max_retries", 5),
         "max_steps": args.max_steps if args.max_steps is not None else stored.get("max_steps", 10),
         "limits": limits,
+        "tools": args.tools or stored.get("tools", "auto"),
+        "require_code": args.require_code or stored.get("require_code", "auto"),
     }
 
 

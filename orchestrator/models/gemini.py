@@ -90,6 +90,7 @@ class GeminiModel:
         prices: PriceTable | None = GEMINI_PRICES,
         max_file_bytes: int = 2 * 1024 * 1024,
         temperature: float | None = None,
+        max_tokens: int | None = None,
         thinking_budget: int | None = None,
         env: Mapping[str, str] | None = None,
         seed: int | None = None,
@@ -106,6 +107,7 @@ class GeminiModel:
         self.prices = prices
         self.max_file_bytes = max_file_bytes
         self.temperature = temperature
+        self.max_tokens = max_tokens
         self.thinking_budget = thinking_budget
         self.base_url = base_url or env.get(BASE_URL_VARIABLE) or None
         self.stats = CallStats()
@@ -196,6 +198,7 @@ class GeminiModel:
         config = types.GenerateContentConfig(
             system_instruction=system or None,
             temperature=self.temperature,
+            max_output_tokens=self.max_tokens,
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
         )
         if self.thinking_budget is not None:

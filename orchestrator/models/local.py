@@ -23,6 +23,7 @@ from .base import ModelError
 from .llama_server import LlamaServer, LlamaServerError, LlamaServerSettings, LocalServers, default_threads, \
     process_servers
 from .openai_compat import OpenAIModel, ToolMode
+from ..profiles import profile_for
 from .retry import RetryPolicy
 
 Notify = Callable[[str], None]
@@ -118,6 +119,15 @@ class LocalModel:
         self.server: LlamaServer | None = None
         self._client: OpenAIModel | None = None
 
+    @property
+    def max_tokens(self) -> int:
+        return self.settings.max_tokens
+
+    @property
+    def native_tool_calls(self) -> bool | None:
+        """What the served model was seen to do with tools (None before any turn)."""
+        return self._client.native_tool_calls if self._client is not None else None
+
     def __repr__(self) -> str:
         return f"LocalModel({self.spec!r}, server={self.server!r})"
 
@@ -137,7 +147,7 @@ class LocalModel:
             self._client = OpenAIModel(
                 settings.alias, base_url=self.server.base_url, env={}, tools=self.settings.tools,
                 temperature=self.settings.temperature, max_tokens=self.settings.max_tokens,
-                extra_body=self.settings.request_body(),
+                extra_body=self.settings.request_body(), stop=profile_for(self.name).stop,
                 retry=RetryPolicy(timeout_s=self.settings.request_timeout_s))
 
     async def _model_path(self) -> Path:

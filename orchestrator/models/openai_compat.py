@@ -18,6 +18,7 @@ from typing import Any, Literal
 import openai
 from openai import AsyncOpenAI
 
+from ..toolcalls import find_text_tool_calls
 from ..types import RUN_PYTHON, CodeBlock, Conversation, Message, ModelTurn, ToolSpec, Usage
 from .base import OTHER_CALL_NOTE, ModelAuthError, ModelError, RateLimitError
 from .pricing import PriceTable
@@ -60,6 +61,7 @@ class OpenAIModel:
         seed: int | None = None,
         max_tokens: int | None = None,
         extra_body: Mapping[str, Any] | None = None,
+        stop: Sequence[str] = (),
     ) -> None:
         if tools not in ("auto", "on", "off"):
             raise ValueError(f"OpenAIModel tools must be 'auto', 'on' or 'off', got {tools!r}")
@@ -81,6 +83,11 @@ class OpenAIModel:
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.extra_body = dict(extra_body or {})  # server-specific request fields, e.g. llama.cpp's cache_prompt
+        self.stop = tuple(stop)
+        # What this model does when offered a tool, as observed: True once it
+        # fills tool_calls, False once it writes the call as text instead
+        # (the loop's tools="auto" then starts later runs with fenced code).
+        self.native_tool_calls: bool | None = None
         self.stats = CallStats()
         self._rng = random.Random(seed)
         self._client = AsyncOpenAI(base_url=self.base_url, api_key=key, max_retries=0, timeout=self.retry.timeout_s)
@@ -91,7 +98,16 @@ class OpenAIModel:
     async def generate(self, conversation: Conversation, tools: Sequence[ToolSpec] = ()) -> ModelTurn:
         turn, requests = await self._call(conversation, tools, stream=False)
         turn.usage.requests = requests
+        self._observe_tool_use(turn, tools)
         return turn
+
+    def _observe_tool_use(self, turn: ModelTurn, tools: Sequence[ToolSpec]) -> None:
+        if not tools or not self.tools_supported:
+            return
+        if any(b.source == "tool_call" for b in turn.code_blocks):
+            self.native_tool_calls = True
+        elif find_text_tool_calls(turn.text, [t.name for t in tools]):
+            self.native_tool_calls = False
 
     def _parse(self, response: Any) -> ModelTurn:
         """A completion as a turn. Runs inside the retried call: a body that
@@ -135,7 +151,9 @@ class OpenAIModel:
         ordered = [calls[i] for i in sorted(calls)]
         for i, call in enumerate(ordered):
             call["id"] = call["id"] or f"call_{i}"
-        yield self._turn("".join(text), ordered, finish_reason, usage, requests, model)
+        turn = self._turn("".join(text), ordered, finish_reason, usage, requests, model)
+        self._observe_tool_use(turn, tools)
+        yield turn
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -150,6 +168,8 @@ class OpenAIModel:
             kwargs["temperature"] = self.temperature
         if self.max_tokens is not None:
             kwargs["max_tokens"] = self.max_tokens
+        if self.stop:
+            kwargs["stop"] = list(self.stop)
         if self.extra_body:
             kwargs["extra_body"] = dict(self.extra_body)
         history_has_calls = any(m.get("tool_calls") for m in messages)

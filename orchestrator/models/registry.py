@@ -14,44 +14,47 @@ from importlib.metadata import entry_points
 from .base import Model
 
 
-def _replay(arg: str) -> Model:
+def _replay(arg: str, options: "GenerationOptions") -> Model:
     from .replay import ReplayModel
 
     return ReplayModel(arg)
 
 
-def _scripted(arg: str) -> Model:
+def _scripted(arg: str, options: "GenerationOptions") -> Model:
     from .scripted import ScriptedModel
 
     return ScriptedModel.from_file(arg)
 
 
-def _gemini(arg: str) -> Model:
+def _gemini(arg: str, options: "GenerationOptions") -> Model:
     from .gemini import GeminiModel
 
-    return GeminiModel(arg, mode="client")
+    return GeminiModel(arg, mode="client", temperature=options.temperature, max_tokens=options.max_tokens)
 
 
-def _gemini_server(arg: str) -> Model:
+def _gemini_server(arg: str, options: "GenerationOptions") -> Model:
     from .gemini import GeminiModel
 
-    return GeminiModel(arg, mode="server")
+    return GeminiModel(arg, mode="server", temperature=options.temperature, max_tokens=options.max_tokens)
 
 
-def _openai(arg: str) -> Model:
+def _openai(arg: str, options: "GenerationOptions") -> Model:
     from .openai_compat import OpenAIModel, parse_spec
 
     model, base_url = parse_spec(arg)
-    return OpenAIModel(model, base_url)
+    return OpenAIModel(model, base_url, temperature=options.temperature, max_tokens=options.max_tokens)
 
 
-def _local(arg: str) -> Model:
-    from .local import LocalModel
+def _local(arg: str, options: "GenerationOptions") -> Model:
+    from .local import LocalModel, LocalSettings
 
-    return LocalModel(arg)
+    changes = {k: v for k, v in (("temperature", options.temperature), ("max_tokens", options.max_tokens))
+               if v is not None}
+    return LocalModel(arg, LocalSettings(**changes))
 
 
-MODEL_FACTORIES: dict[str, Callable[[str], Model]] = {
+# Built-in factories take the argument and the generation options.
+MODEL_FACTORIES: dict[str, Callable[[str, "GenerationOptions"], Model]] = {
     "replay": _replay,
     "scripted": _scripted,
     "gemini": _gemini,
@@ -82,18 +85,37 @@ def available_models() -> list[str]:
     return sorted(set(MODEL_FACTORIES) | {ep.name for ep in entry_points(group="codeloop.models")})
 
 
-def get_model(spec: str) -> Model:
+@dataclass(frozen=True)
+class GenerationOptions:
+    """Sampling settings a user may set for any built-in provider (None: the
+    provider's default). Plugins receive only the argument string."""
+
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.temperature is not None and not 0 <= self.temperature <= 2:
+            raise ValueError(f"temperature must be within [0, 2], got {self.temperature}")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}")
+
+
+def get_model(spec: str, options: GenerationOptions | None = None) -> Model:
+    """The model for ``spec``, with ``options`` applied where the provider has them."""
     prefix, sep, arg = spec.partition(":")
-    factory = MODEL_FACTORIES.get(prefix)
-    if factory is None:
+    builtin = MODEL_FACTORIES.get(prefix)
+    factory = None
+    if builtin is None:
         plugin = [ep for ep in entry_points(group="codeloop.models") if ep.name == prefix]
         factory = plugin[0].load() if plugin else None
-    if factory is None:
+    if builtin is None and factory is None:
         choices = ", ".join(f"{name}:…" for name in available_models())
         raise UnknownModelError(f"unknown model {spec!r}; model strings start with one of: {choices}")
     if not sep or not arg:
         example = EXAMPLES.get(prefix, f"{prefix}:ARGUMENT")
         raise UnknownModelError(f"model {spec!r} needs an argument after the colon, e.g. {example}")
+    if builtin is not None:
+        return builtin(arg, options or GenerationOptions())
     return factory(arg)
 
 
