@@ -13,6 +13,7 @@ built on it and returns the :class:`RunResult`.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -26,11 +27,11 @@ from .budget import conversation_tokens, fit
 from .extract import extract_code, join_blocks
 from .toolcalls import find_misnamed_calls
 from .logs import get_logger
-from .models.base import Model, ModelError, StreamingModel
-from .policy import RequireCode, ToolMode, code_required, repeated_failure
+from .models.base import Model, ModelError, StreamingModel, model_trait
+from .policy import RequireCode, ToolMode, code_required, normalized, repeated_failure
 from .profiles import profile_for
 from .prompts import Prompts
-from .types import RUN_PYTHON, Attempt, Conversation, Message, ModelTurn, RunResult, RunStatus, ToolSpec, Usage
+from .types import RUN_PYTHON, Attempt, CodeBlock, Conversation, Message, ModelTurn, RunResult, RunStatus, ToolSpec, Usage
 
 # Room kept for the reply when the model does not say its output limit.
 DEFAULT_OUTPUT_TOKENS = 1024
@@ -51,6 +52,7 @@ class _RunState:
     steps: int = 0
     repeats: int = 0
     code_requested: bool = False
+    summary_requested: bool = False
     accepting_code: bool = True
     summary: str = ""
     error: str | None = None
@@ -108,12 +110,12 @@ class Orchestrator:
         self.max_retries = max_retries
         self.max_steps = max_steps
         self.limits = limits or getattr(executor, "limits", None) or Limits()
-        self.profile = profile_for(self._model_name)
+        self.profile = profile_for(model_trait(model, "profile_name") or self._model_name)
         self.prompts = prompts or self.profile.prompts()
         self.stream_text = stream_text
         self.tools = tools
         self.require_code = require_code
-        self.context_tokens = context_tokens or getattr(model, "context_length", None)
+        self.context_tokens = context_tokens or model_trait(model, "context_length")
 
     async def run(
         self,
@@ -134,7 +136,7 @@ class Orchestrator:
     def _starts_fenced(self) -> bool:
         if self.tools != "auto":
             return self.tools == "off"
-        known = getattr(self.model, "native_tool_calls", None)
+        known = model_trait(self.model, "native_tool_calls")
         if known is None:
             known = self.profile.native_tool_calls
         return known is False
@@ -230,11 +232,17 @@ class Orchestrator:
                 break
             code = join_blocks(blocks)
             last = state.attempts[-1] if state.attempts else None
-            if last is not None and last.ok and code.strip() == last.code.strip() and turn.text.strip():
-                # The model restated the code that already ran as part of its
-                # answer; running it again would only loop.
-                state.summary = turn.text
-                break
+            if last is not None and last.ok and normalized(code) == normalized(last.code):
+                # The model restated the code that already ran; running it again
+                # would only loop. An answer with words beside the code stands;
+                # a bare restatement gets one request for the answer in words.
+                if _prose(turn.text, blocks) or state.summary_requested:
+                    state.summary = turn.text
+                    break
+                state.summary_requested = True
+                conv.add(Message(role="user", text=self.prompts.summary()))
+                state.accepting_code = False
+                continue
 
             repeat = repeated_failure(code, state.attempts)
             if repeat is not None:
@@ -291,7 +299,7 @@ class Orchestrator:
         when the model failed, with ``state.error`` set)."""
         request = conv
         if self.context_tokens:
-            budget = self.context_tokens - (getattr(self.model, "max_tokens", None) or DEFAULT_OUTPUT_TOKENS)
+            budget = self.context_tokens - (model_trait(self.model, "max_tokens") or DEFAULT_OUTPUT_TOKENS)
             request = fit(conv, max(budget, 0))
         state.peak_request_tokens = max(state.peak_request_tokens, conversation_tokens(request))
         t0 = time.perf_counter()
@@ -428,3 +436,10 @@ class Orchestrator:
     @property
     def _executor_name(self) -> str:
         return getattr(self.executor, "name", type(self.executor).__name__)
+
+
+def _prose(text: str, blocks: Sequence[CodeBlock]) -> str:
+    """The words of a reply around its code (fences and their code removed)."""
+    for block in blocks:
+        text = text.replace(block.code, "")
+    return re.sub(r"```[\w-]*|~~~", "", text).strip()

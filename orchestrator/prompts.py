@@ -46,7 +46,9 @@ FENCE_INSTRUCTIONS = (
 
 FEEDBACK_OK = (
     "The code ran successfully.\n{output}\n"
-    "If this output answers the task, give the final answer in plain text; otherwise write the next program."
+    "Check this output against the task: does it answer exactly what was asked (the right items, the "
+    "right count, every part of the question)? If it does, give the final answer in plain text. "
+    "If not, write a corrected program."
 )
 FEEDBACK_FAILED = (
     "The code failed ({outcome}).\n{output}{error}\n"

@@ -116,7 +116,7 @@ def test_version():
 def test_demo_runs_offline_with_live_output():
     proc = subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", "demo", "--executor", "local",
-         "--prompts", str(EXAMPLES / "prompts.jsonl"), "--cassette", str(EXAMPLES / "cassette.jsonl")],
+         "--prompts", str(EXAMPLES / "prompts.jsonl"), "--replay", str(EXAMPLES / "cassette.jsonl")],
         capture_output=True, text=True, cwd=ROOT, timeout=120,
         env={"PATH": "/usr/bin:/bin", "HOME": str(ROOT)},
     )
@@ -125,13 +125,13 @@ def test_demo_runs_offline_with_live_output():
     assert "count=50 last=229\n  5117" in out  # live output of the primes program
     assert "── retry 1" in out  # the weather prompt fails first and is fixed
     assert "trig.png" in out
-    assert "5 prompts, 5 solved or answered, 0 failed" in out
+    assert "5 prompts: 4 solved, 1 answered_without_code." in out
 
 
 def test_demo_names_a_missing_input_file_and_its_line_before_running(tmp_path, capsys):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"id": "a", "prompt": "x"}\n{"id": "b", "prompt": "y", "files": ["gone.csv"]}\n')
-    assert main(["demo", "--prompts", str(prompts), "--cassette", str(tmp_path / "none.jsonl"),
+    assert main(["demo", "--prompts", str(prompts), "--replay", str(tmp_path / "none.jsonl"),
                  "--executor", "local"]) == 2
     err = capsys.readouterr().err
     assert f"{prompts}:2:" in err and "gone.csv" in err

@@ -27,6 +27,7 @@ class BoundedExecutor:
         if limit < 1:
             raise ValueError(f"execution concurrency must be at least 1, got {limit}")
         self.inner = inner
+        self.wrapped = inner  # the loop reads the model's traits through it
         self.name = inner.name
         self.stateful = inner.stateful
         self.limits = getattr(inner, "limits", None)  # the loop's default limits come from the executor
@@ -109,6 +110,7 @@ class GatedModel:
     def __init__(self, inner: Model, *, gate: BackoffGate, slots: asyncio.Semaphore,
                  max_rate_limit_retries: int = 8, on_rate_limit: Callable[[], None] | None = None) -> None:
         self.inner = inner
+        self.wrapped = inner  # the loop reads the model's traits through it
         self.name = inner.name
         self._gate = gate
         self._slots = slots

@@ -1,7 +1,10 @@
-"""``codeloop demo``: the example prompts, offline, with live execution.
+"""``codeloop demo``: the example prompts with a real model, executed live.
 
-The model's turns are replayed from a cassette (no key, no network); the code
-in them runs for real in the chosen executor, so every output shown is live.
+By default a local model answers (downloaded on first use, run by a
+llama.cpp server that codeloop starts and stops). ``--replay`` plays the
+model's turns back from a cassette instead (no download, a few seconds);
+either way the code runs for real in the chosen executor, so every output
+shown is live.
 """
 
 from __future__ import annotations
@@ -10,25 +13,36 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from pathlib import Path
 
 from executors import InputFile, Limits
 
 from ..loop import Orchestrator
 from ..models import ReplayModel
+from ..models.registry import DEFAULT_LOCAL_MODEL
 from ..render import EventPrinter
-from ..types import RunStatus
+from ..types import RunResult, RunStatus, Usage
 from . import EXIT_FAILED, EXIT_OK, UsageError
-from ._common import resolve_executor
+from ._common import close_model, resolve_executor, resolve_model
+from ._local import add_local_options
 
 RULE = "═" * 72
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the example prompts offline (replayed model, live execution)")
+    p = sub.add_parser("demo", help="run the example prompts with a local model (or --replay a cassette)")
     p.add_argument("--prompts", default="examples/prompts.jsonl", help="JSONL of {id, prompt, files}")
-    p.add_argument("--cassette", default="examples/cassette.jsonl", help="recorded model turns")
+    p.add_argument("--model", default=f"local:{DEFAULT_LOCAL_MODEL}",
+                   help=f"the model that answers (default local:{DEFAULT_LOCAL_MODEL}, downloaded on first use)")
+    p.add_argument("--replay", nargs="?", const="examples/cassette.jsonl", metavar="CASSETTE",
+                   help="replay recorded model turns instead (default cassette: examples/cassette.jsonl)")
+    p.add_argument("--record", metavar="PATH", help="append the model's turns to this cassette (JSONL)")
     p.add_argument("--executor", help="where the code runs (default: the default executor)")
+    p.add_argument("--temperature", type=float, help="sampling temperature (local models: 0 by default)")
+    p.add_argument("--max-tokens", type=int, help="most tokens a model reply may have")
+    p.add_argument("--tools", choices=("auto", "on", "off"), default="auto", help="tool mode (default auto)")
+    add_local_options(p)
     p.set_defaults(handler=handle)
 
 
@@ -58,27 +72,43 @@ def load_prompts(path: Path) -> list[dict]:
 
 def handle(args: argparse.Namespace) -> int:
     items = load_prompts(Path(args.prompts))
-    try:
-        model = ReplayModel(args.cassette)
-    except (FileNotFoundError, ValueError) as exc:
-        raise UsageError(str(exc)) from exc
+    if args.replay:
+        try:
+            model = ReplayModel(args.replay)
+        except (FileNotFoundError, ValueError) as exc:
+            raise UsageError(str(exc)) from exc
+    else:
+        model = resolve_model(args)
     executor = resolve_executor(args)
-    return asyncio.run(_demo(items, model, executor))
+    return asyncio.run(_demo(items, model, executor, tools=args.tools))
 
 
-async def _demo(items: list[dict], model: ReplayModel, executor) -> int:
-    orch = Orchestrator(model, executor, limits=Limits(timeout_s=30))
+async def _demo(items: list[dict], model, executor, *, tools: str = "auto") -> int:
+    orch = Orchestrator(model, executor, limits=Limits(timeout_s=30), tools=tools)
     printer = EventPrinter(sys.stdout)
-    failed = 0
+    results: list[RunResult] = []
+    started = time.perf_counter()
     try:
         for item in items:
             print(f"{RULE}\n▶ {item.get('id', '')}: {item['prompt']}\n{RULE}")
             async for event in orch.stream(item["prompt"], files=item["inputs"]):
                 printer(event)
             print()
-            failed += event.result.status is RunStatus.FAILED  # the last event is Done
+            results.append(event.result)  # the last event is Done
     finally:
+        await close_model(model)
         await executor.aclose()
-    print(f"{len(items)} prompts, {len(items) - failed} solved or answered, {failed} failed "
-          f"(model replayed from the cassette; executor: {executor.name})")
-    return EXIT_FAILED if failed else EXIT_OK
+    print(closing_line(results, model_name=model.name, executor_name=executor.name,
+                       wall_s=time.perf_counter() - started))
+    return EXIT_FAILED if any(r.status is RunStatus.FAILED for r in results) else EXIT_OK
+
+
+def closing_line(results: list[RunResult], *, model_name: str, executor_name: str, wall_s: float) -> str:
+    """One line: how the prompts ended, and the model's tokens and speed."""
+    counts = {status: sum(r.status is status for r in results) for status in RunStatus}
+    usage = sum((r.usage for r in results), Usage())
+    model_s = sum(r.model_time_s for r in results)
+    speed = f"{usage.output_tokens / model_s:.1f} generated tokens/s" if model_s > 0 else "no model time"
+    ended = ", ".join(f"{n} {status.value}" for status, n in counts.items() if n)
+    return (f"{len(results)} prompts: {ended}. Model {model_name}: {usage.input_tokens} prompt + "
+            f"{usage.output_tokens} generated tokens, {speed}; executor {executor_name}; {wall_s:.1f} s in all.")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ..types import Conversation, ModelTurn, ToolSpec
 
@@ -20,6 +20,20 @@ class Model(Protocol):
     name: str
 
     async def generate(self, conversation: Conversation, tools: Sequence[ToolSpec] = ()) -> ModelTurn: ...
+
+
+def model_trait(model: object, name: str, default: Any = None) -> Any:
+    """An optional attribute of a model (``context_length``, ``max_tokens``,
+    ``native_tool_calls``, ``profile_name``), looked up through wrappers that
+    expose the model they wrap as ``wrapped`` (recording, rate-limit gates)."""
+    seen = 0
+    while model is not None and seen < 8:
+        value = getattr(model, name, None)
+        if value is not None:
+            return value
+        model = getattr(model, "wrapped", None)
+        seen += 1
+    return default
 
 
 @runtime_checkable

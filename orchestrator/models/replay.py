@@ -17,14 +17,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..types import Conversation, ModelTurn, ToolSpec
-from .base import Model, ModelError
+from .base import Model, ModelError, model_trait
 
 
 def _key(conversation: Conversation) -> tuple[str, int]:
     return conversation.first_prompt, conversation.count("model")
 
 
-def load_cassette(path: str | Path) -> dict[tuple[str, int], ModelTurn]:
+def load_cassette(path: str | Path, meta: dict | None = None) -> dict[tuple[str, int], ModelTurn]:
+    """The cassette's turns by (first prompt, turn index). ``meta`` (if given)
+    receives the recorded model's name and context length."""
     turns: dict[tuple[str, int], ModelTurn] = {}
     p = Path(path)
     try:
@@ -37,6 +39,9 @@ def load_cassette(path: str | Path) -> dict[tuple[str, int], ModelTurn]:
         try:
             record = json.loads(line)
             turns[(record["prompt"], int(record["index"]))] = ModelTurn.from_json(record["turn"])
+            if meta is not None:
+                meta.setdefault("model", record.get("model"))
+                meta.setdefault("context_length", record.get("context_length"))
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{p}:{lineno}: not a cassette record ({exc})") from exc
     return turns
@@ -47,8 +52,13 @@ class ReplayModel:
 
     def __init__(self, path: str | Path, *, name: str | None = None) -> None:
         self.path = Path(path)
-        self.turns = load_cassette(self.path)
+        meta: dict = {}
+        self.turns = load_cassette(self.path, meta)
         self.name = name or f"replay:{self.path.name}"
+        # The loop talks to a replay as it talked to the recorded model: same
+        # prompt profile and tool mode, same context budget.
+        self.profile_name = meta.get("model")
+        self.context_length = meta.get("context_length")
         self.calls = 0
 
     @property
@@ -72,6 +82,7 @@ class RecordingModel:
 
     def __init__(self, model: Model, path: str | Path) -> None:
         self.model = model
+        self.wrapped = model  # the loop reads the model's traits through it
         self.path = Path(path)
         self.name = getattr(model, "name", type(model).__name__)
         self._lock = asyncio.Lock()
@@ -79,7 +90,10 @@ class RecordingModel:
     async def generate(self, conversation: Conversation, tools: Sequence[ToolSpec] = ()) -> ModelTurn:
         prompt, index = _key(conversation)
         turn = await self.model.generate(conversation, tools)
-        record = {"prompt": prompt, "index": index, "turn": turn.to_json()}
+        record = {"prompt": prompt, "index": index, "turn": turn.to_json(), "model": self.name}
+        context_length = model_trait(self.model, "context_length")
+        if context_length:
+            record["context_length"] = context_length
         async with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as fh:
