@@ -53,6 +53,7 @@ class _RunState:
     repeats: int = 0
     code_requested: bool = False
     summary_requested: bool = False
+    verify_requested: bool = False
     accepting_code: bool = True
     summary: str = ""
     error: str | None = None
@@ -222,6 +223,11 @@ class Orchestrator:
                 async for event in self._reject_misnamed(conv, misnamed, state, run_id, logger):
                     yield event
                 continue
+            if not blocks and self._should_verify(state):
+                state.verify_requested = True
+                conv.add(Message(role="user", text=self.prompts.verify(prompt)))
+                logger.info("run.verify_requested")
+                continue
             if not blocks:
                 if state.accepting_code and self._should_request_code(state):
                     state.code_requested = True
@@ -333,6 +339,12 @@ class Orchestrator:
     def _should_request_code(self, state: _RunState) -> bool:
         """Ask once for code when the task needs it and none has run yet."""
         return state.needs_code and not state.code_requested and not state.attempts
+
+    def _should_verify(self, state: _RunState) -> bool:
+        """Before the first answer after working code, ask once to check the
+        task's requirements against the output (profiles switch it on)."""
+        return (self.prompts.verify_request != "" and state.accepting_code and not state.verify_requested
+                and state.needs_code and bool(state.attempts) and state.attempts[-1].ok)
 
     def _retries_left(self, state: _RunState) -> int:
         # A retry is also a step, so the step bound may leave fewer retries

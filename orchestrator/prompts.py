@@ -24,9 +24,9 @@ The environment:
 - Importable modules: {libraries}, and the standard library ({standard_modules}). \
 There is no network access and nothing can be installed.
 - Limits: {timeout:g} s of wall time and {memory} of memory per run.
-- Files: input files are in the current working directory{file_list}. Files you write \
-there are returned to the user; save a file under the exact name the user asks for. \
-matplotlib figures are captured as PNG automatically (plt.show() is not needed).
+- Files: files you write in the current working directory are returned to the user; \
+save a file under the exact name the user asks for. matplotlib figures are captured \
+as PNG automatically (plt.show() is not needed).{file_list}
 
 Rules:
 - Compute every number with code; never guess or invent a result. Read input files with code.
@@ -64,6 +64,12 @@ UNKNOWN_TOOL = (
 CODE_REQUEST = (
     "You answered without running code, but this task needs its result computed{reason}. "
     "Write a Python program that computes the answer and prints it. Do not guess numbers."
+)
+VERIFY_REQUEST = (
+    "Before you answer, test your result with a second program. The task was:\n{task}\n"
+    "Write a short program that recomputes the result and prints one check for each requirement "
+    "of the task, such as the number of items (with len) when the task names a count, the first and "
+    "last items, or that a requested file exists. Then, when every check holds, give the final answer."
 )
 SUMMARY_REQUEST = (
     "Now give your final answer: a short summary in plain text of the result, "
@@ -150,11 +156,14 @@ class Prompts:
     repeated_code: str = REPEATED_CODE
     code_request: str = CODE_REQUEST
     unknown_tool: str = UNKNOWN_TOOL
+    verify_request: str = ""  # asked once before accepting an answer after working code; "" = never
     summary_request: str = SUMMARY_REQUEST
     failure_summary_request: str = FAILURE_SUMMARY_REQUEST
     libraries: Sequence[str] = DEFAULT_LIBRARIES
     standard_modules: Sequence[str] = STANDARD_MODULES
     max_output_chars: int = 4000
+    preview_lines: int = 5  # first lines of each text input file shown to the model (0: none)
+    preview_chars: int = 600
     max_traceback_chars: int = 2000
 
     def replace(self, **changes) -> "Prompts":
@@ -166,7 +175,9 @@ class Prompts:
         ``run_python`` tool; without it the text never names a tool."""
         file_list = ""
         if files:
-            file_list = ": " + ", ".join(f.name for f in files)
+            file_list = "\n- Input files, in the current working directory: " + ", ".join(f.name for f in files)
+            previews = [self.preview(f) for f in files]
+            file_list += "".join(p for p in previews if p)
         return self.system_template.format(
             how_to_run=self.tool_instructions if tools else self.fence_instructions,
             example=f"\n\n{self.fence_example.strip()}" if self.fence_example.strip() and not tools else "",
@@ -177,6 +188,19 @@ class Prompts:
             file_list=file_list,
             state_note=" whose variables persist between your code blocks" if stateful else "",
         )
+
+    def preview(self, file: InputFile) -> str:
+        """The first lines of a text input file, so the model writes code for
+        the columns and format that are really there instead of guessing."""
+        if self.preview_lines <= 0:
+            return ""
+        try:
+            text = file.data[: self.preview_chars * 2].decode("utf-8")
+        except UnicodeDecodeError:
+            return ""  # binary (an image, a PDF): the name is all the model gets
+        lines = text.splitlines()[: self.preview_lines]
+        shown = clip("\n".join(lines), self.preview_chars, keep_tail=False)
+        return f"\n  First lines of {file.name}:\n  ```\n" + "\n".join(f"  {line}" for line in shown.splitlines()) + "\n  ```"
 
     def render_output(self, result: ExecutionResult) -> str:
         parts = []
@@ -217,6 +241,9 @@ class Prompts:
         how = self.tool_instructions if tools else self.fence_instructions
         return self.unknown_tool.format(names=" or ".join(repr(n) for n in names), how_to_run=how,
                                         retries_left=retries_left)
+
+    def verify(self, task: str) -> str:
+        return self.verify_request.format(task=task)
 
     def request_code(self, files: Sequence[InputFile] = ()) -> str:
         reason = f" from the input files ({', '.join(f.name for f in files)})" if files else ""

@@ -34,6 +34,7 @@ from orchestrator.models.llama_server import (
 from orchestrator.models.local import LocalModel, LocalSettings, alias_for
 from orchestrator.types import Conversation, Message
 from tests.conftest import ROOT
+from tests.real_models import require_real_model
 
 FAKE_CHILD = str(Path(__file__).with_name("fake_llama_child.py"))
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -343,29 +344,6 @@ def test_a_child_whose_parent_is_already_gone_exits_at_once(tmp_path):
 
 
 # -- with the real model ------------------------------------------------------------------
-
-def real_model_file() -> Path:
-    """Where the model store keeps the 0.5B file (as orchestrator.models.files resolves it)."""
-    root = (Path(os.environ["CODELOOP_MODELS_DIR"]).expanduser() if os.environ.get("CODELOOP_MODELS_DIR")
-            else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "codeloop" / "models")
-    return root / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
-
-
-def require_real_model() -> Path:
-    path = real_model_file()
-    missing = []
-    if not path.is_file():
-        missing.append(f"{path} is absent (codeloop models pull qwen2.5-coder-0.5b)")
-    try:
-        import xllamacpp  # noqa: F401
-    except ImportError:
-        missing.append("xllamacpp is not installed")
-    if missing:
-        if IN_CI:
-            pytest.fail("CI must have the real model: " + "; ".join(missing))
-        pytest.skip("; ".join(missing))
-    return path
-
 
 @pytest.mark.real_model
 async def test_real_model_is_deterministic_shared_and_stopped(monkeypatch):
