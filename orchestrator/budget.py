@@ -2,8 +2,8 @@
 
 Before a request would exceed the budget, older execution outputs are
 shortened first, then older attempts' code is dropped, oldest first. The
-system text, the user's messages and the latest model turn with its feedback
-are always sent whole. The conversation itself is not changed: the request
+system text, the user's messages and the latest model turn are always sent
+whole; the latest feedback is shortened last, keeping its head and tail. The conversation itself is not changed: the request
 gets a shortened copy, and a conversation that fits is sent as it is (so the
 server's prompt cache keeps its prefix).
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 
 from .types import Conversation, Message
 
@@ -19,7 +20,8 @@ from .types import Conversation, Message
 # tokenizers of current models; erring high keeps the request under the limit.
 CHARS_PER_TOKEN = 3.0
 MESSAGE_OVERHEAD_TOKENS = 8  # role markers of the chat template
-SHORT_OUTPUT_CHARS = 300
+SHORT_OUTPUT_CHARS = 150
+LATEST_OUTPUT_CHARS = 1000  # the newest output is cut last, and less
 
 
 def estimate_tokens(text: str) -> int:
@@ -43,9 +45,12 @@ def fit(conversation: Conversation, max_tokens: int, estimate: Callable[[str], i
     if conversation_tokens(conversation, estimate) <= max_tokens:
         return conversation
     messages = list(conversation.messages)
-    shrinkable = _older(messages)
-    for shorten in (_shorten_output, _drop_code):
-        for index in shrinkable:
+    older = _older(messages)
+    latest_outputs = [i for i in range(len(messages)) if i not in older and messages[i].role == "execution"]
+    passes = ((_shorten_output, older), (_drop_code, older),
+              (partial(_shorten_output, keep=LATEST_OUTPUT_CHARS), latest_outputs))
+    for shorten, indexes in passes:
+        for index in indexes:
             smaller = shorten(messages[index])
             if smaller is None:
                 continue
@@ -62,12 +67,12 @@ def _older(messages: list[Message]) -> list[int]:
     return [i for i, m in enumerate(messages[:last_model]) if m.role in ("model", "execution")]
 
 
-def _shorten_output(message: Message) -> Message | None:
-    if message.role != "execution" or len(message.text) <= SHORT_OUTPUT_CHARS * 2:
+def _shorten_output(message: Message, keep: int = SHORT_OUTPUT_CHARS) -> Message | None:
+    if message.role != "execution" or len(message.text) <= keep * 2 + 100:
         return None
     text = message.text
-    head, tail = text[:SHORT_OUTPUT_CHARS], text[-SHORT_OUTPUT_CHARS:]
-    note = f"\n[... {len(text) - 2 * SHORT_OUTPUT_CHARS} characters of this older output omitted ...]\n"
+    head, tail = text[:keep], text[-keep:]
+    note = f"\n[... {len(text) - 2 * keep} characters of this output omitted to fit the context ...]\n"
     return replace(message, text=head + note + tail)
 
 
