@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TextIO
 
 from . import events as ev
-from .types import RunResult
+from .types import RunResult, RunStatus
 
 
 def _indent(text: str, prefix: str = "  ") -> str:
@@ -52,7 +52,13 @@ class EventPrinter:
 
 
 def render_footer(result: RunResult) -> str:
-    lines = [f"── summary ({result.status.value}) ──", _indent(result.summary or "(no summary)")]
+    # A run that failed or never ran code says so before the model's words,
+    # which may sound more certain than the run was.
+    verdict = {RunStatus.FAILED: "FAILED: no execution produced a verified result; the model's summary follows",
+               RunStatus.UNVERIFIED: "UNVERIFIED: the model answered without running code; nothing below was computed"
+               }.get(result.status)
+    lines = [f"── {verdict} ──"] if verdict else []
+    lines += [f"── summary ({result.status.value}) ──", _indent(result.summary or "(no summary)")]
     if result.error:
         lines.append(f"  error: {result.error}")
     u = result.usage

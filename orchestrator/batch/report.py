@@ -72,6 +72,7 @@ class BatchReport:
     solved: int = 0
     failed: int = 0  # reached an answer but the code never worked
     answered_without_code: int = 0
+    unverified: int = 0  # needed code, but the model answered without running any
     errors: int = 0  # could not complete (model errors); re-run on resume
     pending: int = 0  # not yet run, or interrupted
     retries_histogram: dict[int, int] = field(default_factory=dict)  # retries -> items
@@ -119,6 +120,8 @@ def summarise(store: BatchStore) -> tuple[BatchReport, list[float]]:
             report.solved += 1
         elif record.run_status == "answered_without_code":
             report.answered_without_code += 1
+        elif record.run_status == "unverified":
+            report.unverified += 1
         else:
             report.failed += 1
         histogram[record.retries or 0] += 1
@@ -189,6 +192,7 @@ def report_rows(report: BatchReport) -> list[tuple[str, str]]:
         ("solved", share(report.solved)),
         ("failed", share(report.failed)),
         ("answered without code", share(report.answered_without_code)),
+        ("unverified (needed code, ran none)", share(report.unverified)),
         ("errors (re-run on --resume)", share(report.errors)),
         ("not run yet", str(report.pending)),
         ("retries histogram (retries: items)", histogram),

@@ -3,7 +3,8 @@
 Each subcommand lives in its own module in this package and exposes
 ``register(subparsers)``, which sets ``handler=func`` on its parser; the
 handler returns the exit code.
-Exit codes: 0 solved or answered, 1 failed, 2 bad usage.
+Exit codes: 0 solved or answered, 1 failed, 2 bad usage, 3 unverified (the task
+needed code, but the model answered without running any).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pkgutil
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNVERIFIED = 0, 1, 2, 3
 
 
 class UsageError(Exception):

@@ -100,7 +100,7 @@ async def _demo(items: list[dict], model, executor, *, tools: str = "auto") -> i
         await executor.aclose()
     print(closing_line(results, model_name=model.name, executor_name=executor.name,
                        wall_s=time.perf_counter() - started))
-    return EXIT_FAILED if any(r.status is RunStatus.FAILED for r in results) else EXIT_OK
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
 
 
 def closing_line(results: list[RunResult], *, model_name: str, executor_name: str, wall_s: float) -> str:

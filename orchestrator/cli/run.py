@@ -14,7 +14,7 @@ from .. import events as ev
 from ..loop import Orchestrator
 from ..render import EventPrinter
 from ..types import RunStatus
-from . import EXIT_FAILED, EXIT_OK, UsageError
+from . import EXIT_FAILED, EXIT_OK, EXIT_UNVERIFIED, UsageError
 from ._common import add_run_options, close_model, orchestrator_settings, resolve_executor, resolve_model
 
 
@@ -81,4 +81,9 @@ async def _run(args, prompt, files, model, executor, settings) -> int:
     if args.save_artifacts:
         for artifact in result.artifacts:
             artifact.save(args.save_artifacts)
-    return EXIT_FAILED if result.status is RunStatus.FAILED else EXIT_OK
+    return exit_code(result.status)
+
+
+def exit_code(status: RunStatus) -> int:
+    """0 solved or answered without needing code, 1 failed, 3 unverified."""
+    return {RunStatus.FAILED: EXIT_FAILED, RunStatus.UNVERIFIED: EXIT_UNVERIFIED}.get(status, EXIT_OK)
