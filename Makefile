@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench install models clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
+# The model the real-model tests use (CI pulls it before `make test`).
+models: $(VENV)/.installed
+	$(BIN)/codeloop models pull qwen2.5-coder-0.5b
+
+# A real local model answers (downloaded once into the user's cache, ~1.1 GB);
+# `codeloop demo --replay` plays recorded turns instead.
 demo: $(VENV)/.installed
 	$(BIN)/codeloop demo
 
