@@ -16,7 +16,7 @@ import asyncio
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -220,8 +220,9 @@ class Orchestrator:
                 state.accepting_code = False
                 continue
             if misnamed:
-                async for event in self._reject_misnamed(conv, misnamed, state, run_id, logger):
-                    yield event
+                retry = self._reject_misnamed(conv, misnamed, state, run_id, logger)
+                if retry is not None:
+                    yield retry
                 continue
             if not blocks and self._should_verify(state):
                 state.verify_requested = True
@@ -252,8 +253,9 @@ class Orchestrator:
 
             repeat = repeated_failure(code, state.attempts)
             if repeat is not None:
-                async for event in self._reject_repeat(conv, blocks, repeat, state, run_id, logger):
-                    yield event
+                retry = self._reject_repeat(conv, blocks, repeat, state, run_id, logger)
+                if retry is not None:
+                    yield retry
                 continue
 
             state.steps += 1
@@ -289,10 +291,9 @@ class Orchestrator:
                     state.accepting_code = False
                 continue
 
-            retry = self._record_failure(conv, blocks, result, state, logger)
+            retry = self._record_failure(conv, blocks, result, state, run_id, logger)
             if retry is not None:
-                yield ev.Retry(run_id, failures=state.failures, retries_left=retry,
-                               reason=f"{result.outcome.value}: {result.error_type or ''} {result.error_message or ''}".strip())
+                yield retry
 
         result_obj = self._finish(prompt, state, run_id, started, logger)
         if result_obj.summary:
@@ -351,55 +352,60 @@ class Orchestrator:
         # than max_retries: the model is told the number it really has.
         return max(min(self.max_retries + 1 - state.failures, self.max_steps - state.steps), 0)
 
-    async def _reject_repeat(self, conv, blocks, repeat: Attempt, state: _RunState, run_id: str, logger
-                             ) -> AsyncIterator[ev.Event]:
+    def _spend_retry(self, conv: Conversation, state: _RunState, feedback: Callable[[int], Message]
+                     ) -> int | None:
+        """Count a failure and give the model its feedback (built with the
+        retries left); with none left, ask for the failure summary instead of
+        code. Returns the retries left, or None when they ran out."""
+        state.failures += 1
+        retries_left = self._retries_left(state)
+        conv.add(feedback(retries_left))
+        if retries_left > 0:
+            return retries_left
+        conv.add(Message(role="user", text=self.prompts.failure_summary(state.failures)))
+        state.accepting_code = False
+        return None
+
+    def _reject_repeat(self, conv, blocks, repeat: Attempt, state: _RunState, run_id: str, logger
+                       ) -> ev.Retry | None:
         """A program identical to one that failed is not run again; resending
         it costs a retry like a failure would."""
-        state.failures += 1
         state.repeats += 1
-        retries_left = self._retries_left(state)
         note = ExecutionResult(outcome=Outcome.FAILED, error_type="RepeatedProgram",
                                error_message=f"the same program as attempt {repeat.step}, not run again")
-        conv.add(Message(role="execution", text=self.prompts.repeated(repeat.step, repeat.result, retries_left),
-                         result=note, code_blocks=blocks))
-        logger.info("run.repeat_rejected", same_as=repeat.step, retries_left=retries_left)
-        if retries_left <= 0:
-            conv.add(Message(role="user", text=self.prompts.failure_summary(state.failures)))
-            state.accepting_code = False
-            return
-        yield ev.Retry(run_id, failures=state.failures, retries_left=retries_left,
-                       reason=f"repeated the program of attempt {repeat.step}")
+        retries_left = self._spend_retry(conv, state, lambda left: Message(
+            role="execution", text=self.prompts.repeated(repeat.step, repeat.result, left), result=note,
+            code_blocks=blocks))
+        logger.info("run.repeat_rejected", same_as=repeat.step, retries_left=retries_left or 0)
+        if retries_left is None:
+            return None
+        return ev.Retry(run_id, failures=state.failures, retries_left=retries_left,
+                        reason=f"repeated the program of attempt {repeat.step}")
 
-    async def _reject_misnamed(self, conv, names: list[str], state: _RunState, run_id: str, logger
-                               ) -> AsyncIterator[ev.Event]:
+    def _reject_misnamed(self, conv, names: list[str], state: _RunState, run_id: str, logger) -> ev.Retry | None:
         """A call to a tool that was never offered runs nothing; the model is
         told how to run code instead, and that costs a retry."""
-        state.failures += 1
         state.code_requested = True  # this is the request for code
-        retries_left = self._retries_left(state)
-        conv.add(Message(role="user", text=self.prompts.unknown_tools(names, retries_left, tools=not state.fenced)))
-        logger.info("run.unknown_tool", names=names, retries_left=retries_left)
-        if retries_left <= 0:
-            conv.add(Message(role="user", text=self.prompts.failure_summary(state.failures)))
-            state.accepting_code = False
-            return
-        yield ev.Retry(run_id, failures=state.failures, retries_left=retries_left,
-                       reason=f"called a tool that does not exist: {', '.join(names)}")
+        retries_left = self._spend_retry(conv, state, lambda left: Message(
+            role="user", text=self.prompts.unknown_tools(names, left, tools=not state.fenced)))
+        logger.info("run.unknown_tool", names=names, retries_left=retries_left or 0)
+        if retries_left is None:
+            return None
+        return ev.Retry(run_id, failures=state.failures, retries_left=retries_left,
+                        reason=f"called a tool that does not exist: {', '.join(names)}")
 
-    def _record_failure(self, conv, blocks, result: ExecutionResult, state: _RunState, logger) -> int | None:
-        """Feedback for a failed execution; the retries left, or None when
-        there are none and the failure summary was asked for."""
-        state.failures += 1
-        retries_left = self._retries_left(state)
-        conv.add(Message(role="execution", text=self.prompts.feedback(result, retries_left),
-                         result=result, code_blocks=blocks))
-        if retries_left <= 0:
+    def _record_failure(self, conv, blocks, result: ExecutionResult, state: _RunState, run_id: str, logger
+                        ) -> ev.Retry | None:
+        """Feedback for a failed execution; a Retry event, or None when no
+        retries are left and the failure summary was asked for."""
+        retries_left = self._spend_retry(conv, state, lambda left: Message(
+            role="execution", text=self.prompts.feedback(result, left), result=result, code_blocks=blocks))
+        if retries_left is None:
             logger.info("run.retries_exhausted", failures=state.failures)
-            conv.add(Message(role="user", text=self.prompts.failure_summary(state.failures)))
-            state.accepting_code = False
             return None
         logger.info("run.retry", failures=state.failures, retries_left=retries_left)
-        return retries_left
+        reason = f"{result.outcome.value}: {result.error_type or ''} {result.error_message or ''}".strip()
+        return ev.Retry(run_id, failures=state.failures, retries_left=retries_left, reason=reason)
 
     def _finish(self, prompt: str, state: _RunState, run_id: str, started: float, logger) -> RunResult:
         status = state.status()
