@@ -149,6 +149,14 @@ def render(runs: list[RealRun]) -> str:
         lines.append(f"- **{run.name}**: `{c['benchmark']}`"
                      f"{' (first ' + str(c['limit']) + ')' if c.get('limit') else ''}, model `{c['model']}`, "
                      f"cassette `{run.cassette}`")
+    for run in runs:
+        lines += ["", f"### {run.name}: each item", "",
+                  "| item | status | correct | passed at k | executions | repeats rejected | tokens | s |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for item in run.per_item:
+            k = "" if item["solved_at"] is None else str(item["solved_at"])
+            lines.append(f"| {item['id']} | {item['status']} | {'yes' if item['correct'] else 'no'} | {k} | "
+                         f"{item['executions']} | {item['repeats_rejected']} | {item['tokens']} | {item['seconds']} |")
     return "\n".join(lines) + "\n"
 
 
