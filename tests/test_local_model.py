@@ -110,7 +110,7 @@ def test_server_settings_need_enough_context_per_slot_and_round_trip():
 def test_local_settings_default_to_reproducible_sampling_and_validate():
     settings = LocalSettings()
     assert (settings.temperature, settings.seed, settings.cache_prompt) == (0.0, 0, True)
-    assert settings.request_body() == {"cache_prompt": True, "seed": 0}
+    assert settings.request_body() == {"cache_prompt": True, "seed": 0, "repeat_penalty": 1.05}
     assert LocalSettings.from_json(settings.to_json()) == settings
     for bad, message in [({"temperature": 3}, "temperature"), ({"max_tokens": 0}, "max_tokens"),
                          ({"tools": "maybe"}, "tools"), ({"parallel": 0}, "parallel"), ({"seed": -1}, "seed")]:

@@ -21,7 +21,7 @@ def add_local_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ctx-size", type=int, help="context tokens of the local server, split over its "
                        "parallel slots (default 8192)")
     group.add_argument("--threads", type=int, help="CPU threads of the local server (default: one per core "
-                       "less one, 1 to 8)")
+                       "up to 8; 1 is faster on a busy machine)")
     group.add_argument("--parallel", type=int, help="requests the local server answers at once (default 1)")
     group.add_argument("--seed", type=int, help="sampling seed of local models (default 0)")
 

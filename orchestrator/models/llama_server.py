@@ -51,12 +51,14 @@ class PortTakenError(LlamaServerError):
 
 
 def default_threads() -> int:
-    """One thread per core we may run on, less one for codeloop and the code it
-    runs, at most 8. llama.cpp's threads wait for each other at every step, so
-    one thread without a core stalls all. Measured with the 0.5B model on 2
-    cores shared with other work (load average 5): 1 thread generated 14-21
-    tokens/s and evaluated prompts at 42-63/s; 2 threads 0.2-4 and 19-41/s."""
-    return max(1, min(len(os.sched_getaffinity(0)) - 1, 8))
+    """One thread per core we may run on, at most 8. In the loop, generation
+    and execution take turns, so the cores are free while the model writes.
+    Measured with the 0.5B model on 2 idle cores (441 prompt + 200 generated
+    tokens): 2 threads 10.6 s, 1 thread 16.7 s. Under other load the picture
+    turns: llama.cpp's threads wait for each other at every step, and on 2
+    cores shared with work at load average 5, 1 thread generated 14-21 tokens/s
+    against 0.2-4 for 2; pass --threads 1 on a busy machine."""
+    return max(1, min(len(os.sched_getaffinity(0)), 8))
 
 
 def default_log_dir() -> str:

@@ -42,6 +42,9 @@ class LocalSettings:
     temperature: float = 0.0
     seed: int = 0
     max_tokens: int = 1024
+    # Qwen2.5-Coder's own generation config uses 1.05; without it, greedy
+    # decoding of the 0.5B fell into "(()) (()) ..." until max_tokens on HumanEval.
+    repeat_penalty: float = 1.05
     cache_prompt: bool = True
     tools: ToolMode = "auto"
     startup_timeout_s: float = 120.0
@@ -52,6 +55,8 @@ class LocalSettings:
             raise ValueError(f"LocalSettings.temperature must be within [0, 2], got {self.temperature}")
         if self.max_tokens < 1:
             raise ValueError(f"LocalSettings.max_tokens must be at least 1, got {self.max_tokens}")
+        if not 1.0 <= self.repeat_penalty <= 2.0:
+            raise ValueError(f"LocalSettings.repeat_penalty must be within [1, 2], got {self.repeat_penalty}")
         if self.seed < 0:
             raise ValueError(f"LocalSettings.seed must be >= 0, got {self.seed}")
         if self.tools not in ("auto", "on", "off"):
@@ -67,7 +72,7 @@ class LocalSettings:
 
     def request_body(self) -> dict[str, Any]:
         """llama.cpp's own request fields, sent with every request."""
-        return {"cache_prompt": self.cache_prompt, "seed": self.seed}
+        return {"cache_prompt": self.cache_prompt, "seed": self.seed, "repeat_penalty": self.repeat_penalty}
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
