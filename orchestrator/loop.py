@@ -12,6 +12,7 @@ built on it and returns the :class:`RunResult`.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import re
 import time
@@ -33,6 +34,8 @@ from .profiles import profile_for
 from .prompts import Prompts
 from .types import RUN_PYTHON, Attempt, CodeBlock, Conversation, Message, ModelTurn, RunResult, RunStatus, ToolSpec, Usage
 
+# finish_reason values that mean the reply hit the output limit (OpenAI, llama.cpp; Gemini).
+CUT_OFF = frozenset({"length", "MAX_TOKENS", "FinishReason.MAX_TOKENS"})
 # Room kept for the reply when the model does not say its output limit.
 DEFAULT_OUTPUT_TOKENS = 1024
 
@@ -251,6 +254,12 @@ class Orchestrator:
                 state.accepting_code = False
                 continue
 
+            if turn.finish_reason in CUT_OFF and not _parses(code):
+                retry = self._reject_truncated(conv, blocks, state, run_id, logger)
+                if retry is not None:
+                    yield retry
+                continue
+
             repeat = repeated_failure(code, state.attempts)
             if repeat is not None:
                 retry = self._reject_repeat(conv, blocks, repeat, state, run_id, logger)
@@ -394,6 +403,17 @@ class Orchestrator:
         return ev.Retry(run_id, failures=state.failures, retries_left=retries_left,
                         reason=f"called a tool that does not exist: {', '.join(names)}")
 
+    def _reject_truncated(self, conv, blocks, state: _RunState, run_id: str, logger) -> ev.Retry | None:
+        """A program cut off at the output limit cannot run; running it would
+        only report the syntax error of its missing end. It costs a retry."""
+        retries_left = self._spend_retry(conv, state, lambda left: Message(
+            role="user", text=self.prompts.truncated(left), code_blocks=blocks))
+        logger.info("run.truncated_reply", retries_left=retries_left or 0)
+        if retries_left is None:
+            return None
+        return ev.Retry(run_id, failures=state.failures, retries_left=retries_left,
+                        reason="the reply was cut off at the output limit")
+
     def _record_failure(self, conv, blocks, result: ExecutionResult, state: _RunState, run_id: str, logger
                         ) -> ev.Retry | None:
         """Feedback for a failed execution; a Retry event, or None when no
@@ -461,3 +481,11 @@ def _prose(text: str, blocks: Sequence[CodeBlock]) -> str:
     for block in blocks:
         text = text.replace(block.code, "")
     return re.sub(r"```[\w-]*|~~~", "", text).strip()
+
+
+def _parses(code: str) -> bool:
+    try:
+        ast.parse(code)
+    except (SyntaxError, ValueError, RecursionError):
+        return False
+    return True

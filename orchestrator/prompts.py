@@ -61,6 +61,11 @@ REPEATED_CODE = (
 UNKNOWN_TOOL = (
     "Nothing was run: there is no tool named {names}. {how_to_run} ({retries_left} retries left)."
 )
+TRUNCATED_REPLY = (
+    "Your reply was cut off at the output limit, so the program is incomplete and was not run. "
+    "Write a shorter, complete program: do not copy the task's text or docstrings, and stop after "
+    "the closing ``` ({retries_left} retries left)."
+)
 CODE_REQUEST = (
     "You answered without running code, but this task needs its result computed{reason}. "
     "Write a Python program that computes the answer and prints it. Do not guess numbers."
@@ -156,6 +161,7 @@ class Prompts:
     repeated_code: str = REPEATED_CODE
     code_request: str = CODE_REQUEST
     unknown_tool: str = UNKNOWN_TOOL
+    truncated_reply: str = TRUNCATED_REPLY
     verify_request: str = ""  # asked once before accepting an answer after working code; "" = never
     summary_request: str = SUMMARY_REQUEST
     failure_summary_request: str = FAILURE_SUMMARY_REQUEST
@@ -244,6 +250,9 @@ class Prompts:
 
     def verify(self, task: str) -> str:
         return self.verify_request.format(task=task)
+
+    def truncated(self, retries_left: int) -> str:
+        return self.truncated_reply.format(retries_left=retries_left)
 
     def request_code(self, files: Sequence[InputFile] = ()) -> str:
         reason = f" from the input files ({', '.join(f.name for f in files)})" if files else ""

@@ -164,3 +164,16 @@ async def test_the_loop_keeps_requests_inside_the_models_context(local_executor)
     result = await Orchestrator(model, local_executor).run("compute")
     assert len(result.attempts) == 6
     assert max(peaks) <= 4096 - 1024 and result.peak_request_tokens <= 4096 - 1024
+
+
+async def test_a_reply_cut_off_at_the_output_limit_is_not_run_and_costs_a_retry(local_executor):
+    cut = ModelTurn(text="```python\ndef f(s):\n    '''(()) (()) (()) (()) (()) (())", finish_reason="length")
+    asked = []
+
+    def script(conversation, tools):
+        asked.append(conversation.messages[-1].text)
+        return [cut, "```python\nprint(1)\n```", "1"][conversation.count("model")]
+
+    result = await Orchestrator(ScriptedModel(script), local_executor).run("compute 1")
+    assert [a.code for a in result.attempts] == ["print(1)"] and result.retries == 0
+    assert "cut off at the output limit" in asked[1] and "5 retries left" in asked[1]
