@@ -53,15 +53,16 @@ class RealRun:
     metrics: dict[str, Any]
     cassette: str  # relative to the repository root
     per_item: list[dict[str, Any]]
+    notes: str = ""  # how this run differed from today's defaults, if it did
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "config": self.config, "metrics": self.metrics, "cassette": self.cassette,
-                "per_item": self.per_item}
+                "per_item": self.per_item, "notes": self.notes}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "RealRun":
         return cls(name=data["name"], config=data["config"], metrics=data["metrics"], cassette=data["cassette"],
-                   per_item=data.get("per_item", []))
+                   per_item=data.get("per_item", []), notes=data.get("notes", ""))
 
     @property
     def model_key(self) -> str:
@@ -148,7 +149,7 @@ def render(runs: list[RealRun]) -> str:
         c = run.config
         lines.append(f"- **{run.name}**: `{c['benchmark']}`"
                      f"{' (first ' + str(c['limit']) + ')' if c.get('limit') else ''}, model `{c['model']}`, "
-                     f"cassette `{run.cassette}`")
+                     f"cassette `{run.cassette}`" + (f". {run.notes}" if run.notes else ""))
     for run in runs:
         lines += ["", f"### {run.name}: each item", "",
                   "| item | status | correct | passed at k | executions | repeats rejected | tokens | s |",
