@@ -142,7 +142,7 @@ def _close_index(lines: list[str], start: int, fence: _Fence) -> int:
     if not (fence.may_be_python and _opens_triple_quote(_body(lines[start:first], fence.indent))):
         return first
     for j in candidates:
-        if _parses(_body(lines[start:j], fence.indent)):
+        if parses(_body(lines[start:j], fence.indent)):
             return j
     return first
 
@@ -171,7 +171,8 @@ def _opens_triple_quote(code: str) -> bool:
     return False
 
 
-def _parses(code: str) -> bool:
+def parses(code: str) -> bool:
+    """Whether ``code`` is a complete Python program (it may still fail when run)."""
     return _parse(code) is not None
 
 

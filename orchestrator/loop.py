@@ -12,7 +12,6 @@ built on it and returns the :class:`RunResult`.
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import re
 import time
@@ -25,7 +24,7 @@ from executors.base import ExecutionResult, Executor, InputFile, Limits, Outcome
 
 from . import events as ev
 from .budget import conversation_tokens, fit
-from .extract import extract_code, join_blocks
+from .extract import extract_code, join_blocks, parses
 from .toolcalls import find_misnamed_calls
 from .logs import get_logger
 from .models.base import Model, ModelError, StreamingModel, model_trait
@@ -254,7 +253,7 @@ class Orchestrator:
                 state.accepting_code = False
                 continue
 
-            if turn.finish_reason in CUT_OFF and not _parses(code):
+            if turn.finish_reason in CUT_OFF and not parses(code):
                 retry = self._reject_truncated(conv, blocks, state, run_id, logger)
                 if retry is not None:
                     yield retry
@@ -481,11 +480,3 @@ def _prose(text: str, blocks: Sequence[CodeBlock]) -> str:
     for block in blocks:
         text = text.replace(block.code, "")
     return re.sub(r"```[\w-]*|~~~", "", text).strip()
-
-
-def _parses(code: str) -> bool:
-    try:
-        ast.parse(code)
-    except (SyntaxError, ValueError, RecursionError):
-        return False
-    return True

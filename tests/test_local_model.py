@@ -37,7 +37,6 @@ from tests.conftest import ROOT
 from tests.real_models import require_real_model
 
 FAKE_CHILD = str(Path(__file__).with_name("fake_llama_child.py"))
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 SECRETS = {"OPENAI_API_KEY": "sk-test-secret", "GEMINI_API_KEY": "gemini-test-secret",
            "GOOGLE_API_KEY": "google-test-secret", "HF_TOKEN": "hf-test-secret"}
 

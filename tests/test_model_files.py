@@ -8,6 +8,7 @@ fake Hub on 127.0.0.1. Every store lives in a tmp dir.
 
 from __future__ import annotations
 
+import abc
 import base64
 import hashlib
 import http.server
@@ -34,6 +35,7 @@ from orchestrator.models.catalogue import (
 from orchestrator.models.files import ModelStore, default_models_dir
 from orchestrator.models.hf_source import HfSource
 from orchestrator.models.progress import no_progress, reporter
+from tests.real_models import IN_CI
 
 VERSION = "1.2.0"
 PARTS = (b"GGUF" + bytes(range(256)) * 300, bytes(reversed(range(256))) * 200 + b"tail")
@@ -74,7 +76,7 @@ def test_entry(name: str = "tiny", prefix: str = "fakechunk-part", *, sha256: st
 test_entry.__test__ = False  # a factory, not a test
 
 
-class FakeServer:
+class FakeServer(abc.ABC):
     """A ThreadingHTTPServer on 127.0.0.1 whose handler asks ``self.respond``."""
 
     def __init__(self) -> None:
@@ -102,8 +104,9 @@ class FakeServer:
         self.server.shutdown()
         self.server.server_close()
 
+    @abc.abstractmethod
     def respond(self, handler, head: bool) -> None:
-        raise NotImplementedError
+        """Answer one GET or HEAD request (each fake server its own way)."""
 
     @staticmethod
     def send(handler, status: int, body: bytes, headers: dict[str, str], head: bool) -> None:
@@ -468,7 +471,6 @@ class FakeHub(FakeServer):
         return self.send(handler, 200, body, headers, head)
 
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 @pytest.fixture

@@ -73,7 +73,7 @@ def main(argv: list[str]) -> int:
     die_with_parent(args.parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        server = serve(args)
+        server = serve(args)  # noqa: F841 (held until os._exit below)
     except RuntimeError as exc:  # llama.cpp has logged why (e.g. "couldn't bind") on stderr
         sys.stderr.write(f"codeloop llama child: {exc}\n")
         return EXIT_SERVER_FAILED
