@@ -12,7 +12,11 @@ from executors.base import Artifact, ExecutionResult, InputFile
 @dataclass
 class Usage:
     """Token counts, in Gemini's terms. ``tool_tokens`` are the intermediate
-    (tool-use prompt) tokens; ``requests`` counts model calls."""
+    (tool-use prompt) tokens; ``requests`` counts model calls. Images sent
+    are part of ``input_tokens`` as the provider reports them.
+    ``cache_read_tokens`` and ``cache_write_tokens`` are the part of
+    ``input_tokens`` read from or written to the provider's prompt cache
+    (billed at other rates); they are not added to the total again."""
 
     input_tokens: int = 0
     output_tokens: int = 0
@@ -20,6 +24,8 @@ class Usage:
     thoughts_tokens: int = 0
     requests: int = 0
     cost_usd: float | None = None
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
     def __add__(self, other: "Usage") -> "Usage":
         cost = None
@@ -32,6 +38,8 @@ class Usage:
             thoughts_tokens=self.thoughts_tokens + other.thoughts_tokens,
             requests=self.requests + other.requests,
             cost_usd=cost,
+            cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
         )
 
     @property
@@ -147,6 +155,8 @@ class Message:
     ``user``: text (and input files on the first message). ``model``: a
     :class:`ModelTurn`. ``execution``: the result of running the code in the
     previous model turn, with ``text`` the feedback a text-only model reads.
+    ``images``: pictures the model sees with the message (input images, the
+    figures an execution drew), for models that take images.
     """
 
     role: Role
@@ -155,6 +165,7 @@ class Message:
     result: ExecutionResult | None = None
     code_blocks: list[CodeBlock] = field(default_factory=list)
     files: list[InputFile] = field(default_factory=list)
+    images: list[Artifact] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -164,6 +175,7 @@ class Message:
             "result": self.result.to_json() if self.result else None,
             "code_blocks": [b.to_json() for b in self.code_blocks],
             "files": [f.to_json() for f in self.files],
+            "images": [i.to_json() for i in self.images],
         }
 
     @classmethod
@@ -175,6 +187,7 @@ class Message:
             result=ExecutionResult.from_json(data["result"]) if data.get("result") else None,
             code_blocks=[CodeBlock.from_json(b) for b in data.get("code_blocks", [])],
             files=[InputFile.from_json(f) for f in data.get("files", [])],
+            images=[Artifact.from_json(i) for i in data.get("images", [])],
         )
 
 
