@@ -353,8 +353,10 @@ def usage_from(usage: Any, requests: int = 1) -> Usage:
     details = getattr(usage, "completion_tokens_details", None)
     reasoning = (getattr(details, "reasoning_tokens", None) or 0) if details else 0
     completion = usage.completion_tokens or 0
+    prompt_details = getattr(usage, "prompt_tokens_details", None)
+    cached = (getattr(prompt_details, "cached_tokens", None) or 0) if prompt_details else 0
     return Usage(input_tokens=usage.prompt_tokens or 0, output_tokens=max(completion - reasoning, 0),
-                 thoughts_tokens=reasoning, requests=requests)
+                 thoughts_tokens=reasoning, requests=requests, cache_read_tokens=cached)
 
 
 # -- errors ------------------------------------------------------------------------

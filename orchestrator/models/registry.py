@@ -45,6 +45,12 @@ def _openai(arg: str, options: "GenerationOptions") -> Model:
     return OpenAIModel(model, base_url, temperature=options.temperature, max_tokens=options.max_tokens)
 
 
+def _anthropic(arg: str, options: "GenerationOptions") -> Model:
+    from .anthropic import AnthropicModel
+
+    return AnthropicModel(arg, temperature=options.temperature, max_tokens=options.max_tokens)
+
+
 def _local(arg: str, options: "GenerationOptions") -> Model:
     from .local import LocalModel, LocalSettings
 
@@ -60,6 +66,7 @@ MODEL_FACTORIES: dict[str, Callable[[str, "GenerationOptions"], Model]] = {
     "gemini": _gemini,
     "gemini-server": _gemini_server,
     "openai": _openai,
+    "anthropic": _anthropic,
     "local": _local,
 }
 
@@ -69,11 +76,13 @@ EXAMPLES = {
     "gemini": "gemini:gemini-2.5-flash",
     "gemini-server": "gemini-server:gemini-2.5-flash",
     "openai": "openai:qwen2.5-coder@http://127.0.0.1:11434/v1",
+    "anthropic": "anthropic:claude-sonnet-4-5",
     "local": "local:qwen2.5-coder-1.5b or local:/path/to/model.gguf",
 }
 
 DEFAULT_GEMINI_MODEL = "gemini-2.5-flash"
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+DEFAULT_ANTHROPIC_MODEL = "claude-sonnet-4-5"
 DEFAULT_LOCAL_MODEL = "qwen2.5-coder-1.5b"
 
 
@@ -130,7 +139,8 @@ class DefaultModel:
 def default_model(env: Mapping[str, str]) -> DefaultModel:
     """Gemini when a Gemini key is set (the SDK's variables), else OpenAI when
     OPENAI_API_KEY is set (``$OPENAI_MODEL``, at ``$OPENAI_BASE_URL`` if set),
-    else the local model, which needs no key."""
+    else Claude when ANTHROPIC_API_KEY is set (``$ANTHROPIC_MODEL``), else
+    the local model, which needs no key."""
     from .gemini import KEY_VARIABLES
 
     for name in KEY_VARIABLES:
@@ -139,7 +149,10 @@ def default_model(env: Mapping[str, str]) -> DefaultModel:
     if env.get("OPENAI_API_KEY"):
         model = env.get("OPENAI_MODEL") or DEFAULT_OPENAI_MODEL
         return DefaultModel(f"openai:{model}", "no --model given; OPENAI_API_KEY is set")
-    keys = "/".join((*sorted(KEY_VARIABLES), "OPENAI_API_KEY"))
+    if env.get("ANTHROPIC_API_KEY"):
+        model = env.get("ANTHROPIC_MODEL") or DEFAULT_ANTHROPIC_MODEL
+        return DefaultModel(f"anthropic:{model}", "no --model given; ANTHROPIC_API_KEY is set")
+    keys = "/".join((*sorted(KEY_VARIABLES), "OPENAI_API_KEY", "ANTHROPIC_API_KEY"))
     return DefaultModel(f"local:{DEFAULT_LOCAL_MODEL}", f"no --model given and no {keys} set")
 
 
