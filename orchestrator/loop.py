@@ -25,6 +25,7 @@ from executors.base import ExecutionResult, Executor, InputFile, Limits, Outcome
 from . import events as ev
 from .budget import conversation_tokens, fit
 from .extract import extract_code, join_blocks, parses
+from .images import ImageSettings, input_images, with_figures
 from .toolcalls import find_misnamed_calls
 from .logs import get_logger
 from .models.base import Model, ModelError, StreamingModel, model_trait
@@ -85,6 +86,8 @@ class Orchestrator:
     once for code; a run that still ran none ends ``unverified``.
     ``context_tokens``: the model's context window (default: the model's
     ``context_length`` if it has one); older outputs are shortened to fit.
+    ``images``: which pictures a model that takes images sees (input images,
+    the figures its code drew) and their caps.
     """
 
     def __init__(
@@ -100,6 +103,7 @@ class Orchestrator:
         tools: ToolMode = "auto",
         require_code: RequireCode = "auto",
         context_tokens: int | None = None,
+        images: ImageSettings | None = None,
     ) -> None:
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
@@ -119,6 +123,8 @@ class Orchestrator:
         self.tools = tools
         self.require_code = require_code
         self.context_tokens = context_tokens or model_trait(model, "context_length")
+        self.images = images or ImageSettings()
+        self.takes_images = bool(model_trait(model, "takes_images", False))
 
     async def run(
         self,
@@ -171,9 +177,10 @@ class Orchestrator:
         new_inputs = [f for f in inputs if (f.name, f.data) not in seen]
         state = _RunState(inputs=inputs, needs_code=code_required(self.require_code, prompt, new_inputs),
                           fenced=self._starts_fenced())
+        shown = input_images(new_inputs, self.images, self.takes_images)  # an image over the cap stops here
         if not conv.system:
             conv.system = self._system(state)
-        conv.add(Message(role="user", text=prompt, files=inputs))
+        conv.add(Message(role="user", text=prompt, files=inputs, images=shown))
         session = session or run_id
         logger = get_logger().bind(run_id=run_id)
         logger.info("run.start", model=self._model_name, executor=self._executor_name, files=len(inputs))
@@ -292,8 +299,9 @@ class Orchestrator:
                 break
 
             if result.ok:
-                conv.add(Message(role="execution", text=self.prompts.feedback(result, self._retries_left(state)),
-                                 result=result, code_blocks=blocks))
+                conv.add(self._with_figures(Message(
+                    role="execution", text=self.prompts.feedback(result, self._retries_left(state)),
+                    result=result, code_blocks=blocks)))
                 if state.steps >= self.max_steps:
                     conv.add(Message(role="user", text=self.prompts.summary()))
                     state.accepting_code = False
@@ -417,8 +425,8 @@ class Orchestrator:
                         ) -> ev.Retry | None:
         """Feedback for a failed execution; a Retry event, or None when no
         retries are left and the failure summary was asked for."""
-        retries_left = self._spend_retry(conv, state, lambda left: Message(
-            role="execution", text=self.prompts.feedback(result, left), result=result, code_blocks=blocks))
+        retries_left = self._spend_retry(conv, state, lambda left: self._with_figures(Message(
+            role="execution", text=self.prompts.feedback(result, left), result=result, code_blocks=blocks)))
         if retries_left is None:
             logger.info("run.retries_exhausted", failures=state.failures)
             return None
@@ -465,6 +473,9 @@ class Orchestrator:
                 duration_s=time.perf_counter() - t0,
                 executor=self._executor_name,
             )
+
+    def _with_figures(self, feedback: Message) -> Message:
+        return with_figures(feedback, self.images, self.takes_images)
 
     @property
     def _model_name(self) -> str:

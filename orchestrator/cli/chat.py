@@ -15,7 +15,8 @@ from executors import InputFile
 from ..render import EventPrinter
 from ..session import Session, SessionFileError
 from . import EXIT_OK, UsageError
-from ._common import add_run_options, close_model, orchestrator_settings, resolve_executor, resolve_model
+from ._common import (add_image_options, add_run_options, close_model, image_settings, orchestrator_settings,
+                      resolve_executor, resolve_model)
 
 HELP = """\
 Type a message and press Enter. Commands:
@@ -35,11 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--file", action="append", default=[], metavar="PATH", help="input file (repeatable)")
     p.add_argument("--load", metavar="PATH", help="continue a saved conversation")
     add_run_options(p)
+    add_image_options(p)
     p.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
-    settings = orchestrator_settings(args)
+    settings = orchestrator_settings(args) | {"images": image_settings(args)}
     model = resolve_model(args)
     executor = resolve_executor(args)
     session = Session(model, executor, stream_text=args.stream, **settings)

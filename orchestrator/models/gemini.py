@@ -14,10 +14,10 @@ multi-turn requests.
 
 from __future__ import annotations
 
-import mimetypes
 import os
 import random
 from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import PurePath
 from typing import Any, Literal
 
 import httpx2
@@ -42,6 +42,12 @@ Mode = Literal["client", "server"]
 
 KEY_VARIABLES = ("GOOGLE_API_KEY", "GEMINI_API_KEY")  # the SDK's own order of precedence
 BASE_URL_VARIABLE = "GOOGLE_GEMINI_BASE_URL"  # the SDK's variable for another endpoint
+
+# Text types Gemini's documents accept by name; other text (.cpp, .java, .ts,
+# .json...) goes as plain text. Not guessed with mimetypes: its answer depends
+# on the machine (.ts is a Qt translation file on some, a video on others).
+INLINE_TEXT_TYPES = {".csv": "text/csv", ".xml": "text/xml", ".py": "text/x-python", ".js": "text/javascript",
+                     ".html": "text/html", ".md": "text/md", ".txt": "text/plain"}
 
 SERVER_MODE_NOTE = (
     "In this session code runs through your built-in code execution tool; there is no run_python "
@@ -362,9 +368,7 @@ def inline_file_parts(file: InputFile, *, max_file_bytes: int) -> list[types.Par
             f"input file {file.name!r} is not text nor a PNG, JPEG or WebP image: server mode sends "
             "text files and images only (use client mode for other binary files)"
         ) from None
-    mime = mimetypes.guess_type(file.name)[0] or "text/plain"
-    if not mime.startswith("text/"):  # JSON, XML, .ts (guessed as video): Gemini reads them as text
-        mime = "text/plain"
+    mime = INLINE_TEXT_TYPES.get(PurePath(file.name).suffix.lower(), "text/plain")
     return [caption, types.Part(inline_data=types.Blob(mime_type=mime, data=file.data))]
 
 
