@@ -139,3 +139,18 @@ def downscale(png: bytes, max_side: int) -> bytes | None:
     except (UnidentifiedImageError, OSError, ValueError):
         return None
 
+
+def estimate_image_tokens(data: bytes) -> int:
+    """An estimate of what an image costs in prompt tokens, for fitting a
+    request before it is sent (the usage the providers report is exact):
+    width x height / 750, Anthropic's published rule; Gemini (258 a 768 px
+    tile) and OpenAI (85 + 170 a 512 px tile) come out near it. An image that
+    cannot be read counts as a 768 px square."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError, ValueError):
+        width = height = 768
+    return width * height // 750 + 1

@@ -13,9 +13,18 @@ from PIL import Image
 from executors import InputFile, Limits, Outcome
 from executors.base import Artifact, ExecutionResult
 from orchestrator import Orchestrator, RunStatus
+from orchestrator.budget import conversation_tokens
 from orchestrator.cli import build_parser
 from orchestrator.cli._common import image_settings
-from orchestrator.images import ImageSettings, InputFileTooLarge, downscale, image_mime, input_images, pick_figures
+from orchestrator.images import (
+    ImageSettings,
+    InputFileTooLarge,
+    downscale,
+    estimate_image_tokens,
+    image_mime,
+    input_images,
+    pick_figures,
+)
 from orchestrator.models.anthropic import AnthropicModel
 from orchestrator.models.gemini import GeminiModel
 from orchestrator.models.openai_compat import OpenAIModel
@@ -23,7 +32,7 @@ from orchestrator.models.retry import RetryPolicy
 from orchestrator.testing import fake_anthropic as fa
 from orchestrator.testing import fake_gemini as fg
 from orchestrator.testing import fake_openai as fo
-from orchestrator.types import Message
+from orchestrator.types import Conversation, Message
 
 FAST = RetryPolicy(attempts=2, initial_delay_s=0.001, max_delay_s=0.002, timeout_s=5.0)
 
@@ -252,6 +261,13 @@ async def test_a_real_matplotlib_figure_reaches_the_model(local_executor):
     blocks = fake.messages(1)[2]["content"][0]["content"]
     assert [b["type"] for b in blocks] == ["text", "image"]
     assert max(size_of(base64.b64decode(blocks[1]["source"]["data"]))) <= 768
+
+
+def test_images_count_in_the_request_estimate():
+    text_only = Conversation(messages=[Message(role="user", text="look")])
+    with_image = Conversation(messages=[Message(role="user", text="look", images=[Artifact.of("f.png", FIGURE)])])
+    assert estimate_image_tokens(FIGURE) == 1600 * 1200 // 750 + 1
+    assert conversation_tokens(with_image) - conversation_tokens(text_only) == estimate_image_tokens(FIGURE)
 
 
 def test_messages_with_images_survive_a_json_round_trip():

@@ -15,8 +15,15 @@ from executors import InputFile
 from ..render import EventPrinter
 from ..session import Session, SessionFileError
 from . import EXIT_OK, UsageError
-from ._common import (add_image_options, add_run_options, close_model, image_settings, orchestrator_settings,
-                      resolve_executor, resolve_model)
+from ._common import (
+    add_image_options,
+    add_run_options,
+    close_model,
+    image_settings,
+    orchestrator_settings,
+    resolve_executor,
+    resolve_model,
+)
 
 HELP = """\
 Type a message and press Enter. Commands:
