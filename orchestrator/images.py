@@ -101,7 +101,7 @@ def with_figures(message: Message, settings: ImageSettings, takes_images: bool) 
         lines.append(f"Figures attached for you to check: {', '.join(f.name for f in shown)}.")
     if left_out:
         lines.append(f"Not attached (over the limit of {settings.max_figures} figures or "
-                     f"{settings.max_figure_bytes} bytes a turn): {', '.join(left_out)}.")
+                     f"{settings.max_figure_bytes} bytes a turn, or not a readable PNG): {', '.join(left_out)}.")
     return replace(message, text="\n".join(lines), images=shown)
 
 

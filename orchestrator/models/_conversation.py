@@ -12,7 +12,7 @@ only builds its provider's messages.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from executors.base import InputFile
 
@@ -24,7 +24,7 @@ NOT_RUN = "This call was not run."
 Call = TypeVar("Call")
 
 
-class Writer(Protocol, Generic[Call]):
+class Writer(Protocol[Call]):
     def model_turn(self, message: Message) -> Sequence[Call]:
         """Add a model turn; return its tool calls, which now await answers."""
 

@@ -48,7 +48,7 @@ def parse_content(content: types.Content) -> ModelTurn:
             waiting = []
             pending_code = None
         elif part.inline_data and (part.inline_data.mime_type or "").startswith("image/"):
-            ext = mimetypes.guess_extension(part.inline_data.mime_type) or ".bin"
+            ext = mimetypes.guess_extension(part.inline_data.mime_type or "") or ".bin"
             figures += 1
             image = Artifact.of(f"figure-{figures}{ext}", part.inline_data.data or b"", part.inline_data.mime_type)
             if executed and pending_code is None:

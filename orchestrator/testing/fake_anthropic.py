@@ -109,7 +109,7 @@ def text_message(text: str, **kwargs: Any) -> dict[str, Any]:
 
 def tool_use_message(code: str, *, call_id: str = "toolu_1", text: str = "", name: str = "run_python",
                      **kwargs: Any) -> dict[str, Any]:
-    content = [{"type": "text", "text": text}] if text else []
+    content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
     content.append({"type": "tool_use", "id": call_id, "name": name, "input": {"code": code}})
     return message(content, stop_reason="tool_use", **kwargs)
 
