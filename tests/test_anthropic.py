@@ -16,17 +16,14 @@ from orchestrator.models.pricing import ANTHROPIC_PRICES
 from orchestrator.models.registry import default_model
 from orchestrator.models.retry import RetryPolicy
 from orchestrator.testing.fake_anthropic import (
-    Disconnect,
     FakeAnthropicServer,
-    Fault,
-    Malformed,
-    Stream,
     events_of,
     overloaded,
     text_message,
     tool_use_message,
     usage,
 )
+from orchestrator.testing.fake_http import Disconnect, Fault, Malformed, Stream
 from orchestrator.types import RUN_PYTHON, CodeBlock, Conversation, Message, ModelTurn
 
 KEY = "sk-ant-api03-fake-test-key-0123456789abcdef"

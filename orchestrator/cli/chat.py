@@ -15,15 +15,8 @@ from executors import InputFile
 from ..render import EventPrinter
 from ..session import Session, SessionFileError
 from . import EXIT_OK, UsageError
-from ._common import (
-    add_image_options,
-    add_run_options,
-    close_model,
-    image_settings,
-    orchestrator_settings,
-    resolve_executor,
-    resolve_model,
-)
+from ._common import add_run_options, close_model, orchestrator_settings, resolve_executor, resolve_model
+from ._common import add_image_options, image_settings  # run and chat only: a batch has no image settings yet
 
 HELP = """\
 Type a message and press Enter. Commands:

@@ -16,15 +16,8 @@ from ..loop import Orchestrator
 from ..render import EventPrinter
 from ..types import RunStatus
 from . import EXIT_FAILED, EXIT_OK, EXIT_UNVERIFIED, UsageError
-from ._common import (
-    add_image_options,
-    add_run_options,
-    close_model,
-    image_settings,
-    orchestrator_settings,
-    resolve_executor,
-    resolve_model,
-)
+from ._common import add_run_options, close_model, orchestrator_settings, resolve_executor, resolve_model
+from ._common import add_image_options, image_settings  # run and chat only: a batch has no image settings yet
 
 
 def register(sub: argparse._SubParsersAction) -> None:

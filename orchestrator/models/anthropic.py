@@ -26,7 +26,7 @@ from ._conversation import answer_text, files_note, is_run_python, own_raw, tool
 from ._keys import ApiKey, require_key
 from .base import ModelError
 from .pricing import ANTHROPIC_PRICES, PriceTable
-from .retry import CallStats, RetryPolicy, call_with_retries, next_chunk
+from .retry import CallStats, RetryPolicy, call_with_retries, first_chunk, next_chunk
 
 KEY_VARIABLES = ("ANTHROPIC_API_KEY",)
 MISSING_KEY = ("no Anthropic API key: set ANTHROPIC_API_KEY or pass api_key=...; "
@@ -117,11 +117,7 @@ class AnthropicModel:
         kwargs = self.request(conversation, tools)
 
         async def open_stream():
-            iterator = aiter(await self._client.messages.create(**kwargs, stream=True))
-            first = await anext(iterator, None)
-            if first is None:
-                raise ValueError("the stream ended before any event arrived")
-            return iterator, first
+            return await first_chunk(await self._client.messages.create(**kwargs, stream=True))
 
         (iterator, event), requests = await call_with_retries(
             open_stream, policy=self.retry, classify=self._classify, stats=self.stats, model=self.name,
@@ -341,20 +337,11 @@ def classify_error(exc: BaseException, sdk: Any, *, key: ApiKey | None, timeout_
                    ) -> ModelError | None:
     """An ``anthropic`` exception as a ModelError (None: not an SDK error).
     429 and 529 (overloaded) are retryable; messages never contain the key."""
-    who = "Anthropic"
-    if isinstance(exc, sdk.APIStatusError):
-        headers = exc.response.headers if exc.response is not None else None
-        return _errors.status_error(who, exc.status_code, _error_message(exc), key=key, key_help=KEY_HELP,
-                                    retry_after_s=_errors.retry_after_seconds(headers))
-    if isinstance(exc, sdk.APITimeoutError):
-        return _errors.timeout_error(who, timeout_s)
-    if isinstance(exc, sdk.APIConnectionError):
-        return _errors.connection_error(who, exc.__cause__ or exc, key)
-    if isinstance(exc, (sdk.APIResponseValidationError, ValueError, TypeError, KeyError, AttributeError)):
-        return _errors.unreadable_error(who, exc, key)
-    if isinstance(exc, sdk.APIError):  # an error event inside a stream
-        return ModelError(f"{who} reported an error: {_errors.redact(str(exc), key)}", retryable=True)
-    return None
+    error = _errors.classify_stainless(exc, sdk, who="Anthropic", key=key, key_help=KEY_HELP, timeout_s=timeout_s,
+                                       message_of=_error_message)
+    if error is None and isinstance(exc, sdk.APIError):  # an error event inside a stream
+        return ModelError(f"Anthropic reported an error: {_errors.redact(str(exc), key)}", retryable=True)
+    return error
 
 
 def _error_message(exc: Any) -> str:

@@ -36,7 +36,7 @@ from ._keys import ApiKey, require_key
 from .base import ModelError
 from .gemini_response import block_reason, enum_name, merge_text_parts, parse_content, usage_from
 from .pricing import GEMINI_PRICES, PriceTable
-from .retry import CallStats, RetryPolicy, call_with_retries, next_chunk
+from .retry import CallStats, RetryPolicy, call_with_retries, first_chunk, next_chunk
 
 Mode = Literal["client", "server"]
 
@@ -151,13 +151,8 @@ class GeminiModel:
         contents, config = self.request(conversation, tools)
 
         async def open_stream():
-            stream = await self._client.aio.models.generate_content_stream(
-                model=self.model, contents=contents, config=config)
-            iterator = aiter(stream)
-            first = await anext(iterator, None)
-            if first is None:
-                raise ValueError("the stream ended before any event arrived")
-            return iterator, first
+            return await first_chunk(await self._client.aio.models.generate_content_stream(
+                model=self.model, contents=contents, config=config))
 
         (iterator, chunk), requests = await call_with_retries(
             open_stream, policy=self.retry, classify=self._classify, stats=self.stats, model=self.name,

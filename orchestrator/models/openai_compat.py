@@ -31,7 +31,7 @@ from ._conversation import answer_text, files_note, is_run_python, own_raw, tool
 from ._keys import ApiKey, find_key
 from .base import ModelError
 from .pricing import PriceTable
-from .retry import CallStats, RetryPolicy, call_with_retries, next_chunk
+from .retry import CallStats, RetryPolicy, call_with_retries, first_chunk, next_chunk
 
 ToolMode = Literal["auto", "on", "off"]
 
@@ -213,12 +213,8 @@ class OpenAIModel:
         async def once():
             if not stream:
                 return self._parse(await self._client.chat.completions.create(**kwargs))
-            iterator = aiter(await self._client.chat.completions.create(
+            return await first_chunk(await self._client.chat.completions.create(
                 **kwargs, stream=True, stream_options={"include_usage": True}))
-            first = await anext(iterator, None)
-            if first is None:
-                raise ValueError("the stream ended before any event arrived")
-            return iterator, first
 
         sent_before = self.stats.requests
         probing = self.tool_mode == "auto" and "tools" in kwargs
@@ -365,17 +361,8 @@ def classify_error(exc: BaseException, *, name: str, key: ApiKey | None, timeout
                    ) -> ModelError | None:
     """An ``openai`` exception as a ModelError (None: not an SDK error).
     Messages never contain the key."""
-    if isinstance(exc, openai.APIStatusError):
-        headers = exc.response.headers if exc.response is not None else None
-        return _errors.status_error(name, exc.status_code, _error_message(exc), key=key, key_help=KEY_HELP,
-                                    retry_after_s=_errors.retry_after_seconds(headers))
-    if isinstance(exc, openai.APITimeoutError):
-        return _errors.timeout_error(name, timeout_s)
-    if isinstance(exc, openai.APIConnectionError):
-        return _errors.connection_error(name, exc.__cause__ or exc, key)
-    if isinstance(exc, (openai.APIResponseValidationError, ValueError, TypeError, KeyError, AttributeError)):
-        return _errors.unreadable_error(name, exc, key)
-    return None
+    return _errors.classify_stainless(exc, openai, who=name, key=key, key_help=KEY_HELP, timeout_s=timeout_s,
+                                      message_of=_error_message)
 
 
 def _error_message(exc: openai.APIStatusError) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
@@ -106,6 +106,17 @@ async def call_with_retries(
                     delay_s=round(delay, 3), error=str(error))
         await sleep(delay)
     raise AssertionError("unreachable: the loop returns or raises")
+
+
+async def first_chunk(stream: AsyncIterable[T]) -> tuple[AsyncIterator[T], T]:
+    """The stream's iterator and its first chunk. Run inside the retried call,
+    so a stream that fails before its first chunk is asked for again; one
+    that ends without any is a malformed answer (retryable too)."""
+    iterator = aiter(stream)
+    first = await anext(iterator, None)
+    if first is None:
+        raise ValueError("the stream ended before any event arrived")
+    return iterator, first
 
 
 async def next_chunk(

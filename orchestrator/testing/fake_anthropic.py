@@ -17,24 +17,10 @@ import json
 import sys
 from typing import Any
 
-from .fake_http import (
-    Delay,
-    Disconnect,
-    Fault,
-    FakeModelServer,
-    Malformed,
-    RecordedRequest,
-    Reply,
-    Script,
-    Stream,
-    key_fingerprint,
-    serve_command_line,
-)
+from .fake_http import FakeModelServer, Fault, RecordedRequest, Script, key_fingerprint, serve_command_line
 
-__all__ = [
-    "FakeAnthropicServer", "Fault", "Malformed", "Disconnect", "Delay", "Stream", "RecordedRequest", "Reply",
-    "message", "text_message", "tool_use_message", "usage", "overloaded", "events_of",
-]
+# The fault types (Fault, Malformed, Disconnect, Delay, Stream) live in fake_http.
+__all__ = ["FakeAnthropicServer", "events_of", "message", "overloaded", "text_message", "tool_use_message", "usage"]
 
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                 404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 529: "overloaded_error"}
