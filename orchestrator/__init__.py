@@ -16,6 +16,7 @@ from typing import Any
 from executors import Executor, InputFile, Limits, get_executor
 
 from . import events
+from .images import ImageSettings
 from .loop import Orchestrator
 from .models import Model, ModelError, ScriptedModel, get_model
 from .prompts import Prompts
@@ -39,6 +40,7 @@ __all__ = [
     "Attempt",
     "CodeBlock",
     "Conversation",
+    "ImageSettings",
     "Limits",
     "Message",
     "Model",

@@ -58,6 +58,7 @@ async def test_tool_use_loop_solves_a_run_and_results_go_back_as_tool_result_blo
                                "input_schema": RUN_PYTHON.parameters}]
     assert first["system"] and all(m["role"] in ("user", "assistant") for m in first["messages"])
     assert first["max_tokens"] == 4096 and first["model"] == "claude-sonnet-4-5"
+    assert first["cache_control"] == {"type": "ephemeral"}  # the history is resent: cache it
     messages = fake.messages(2)
     assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant", "user"]
     assert messages[1]["content"] == [{"type": "text", "text": "Trying."},
@@ -159,6 +160,12 @@ async def test_usage_counts_cache_tokens_and_prices_them(fake):
     expected = (100 * 3.00 + 20 * 15.00 + 4000 * 0.30 + 1000 * 3.75) / 1_000_000
     assert u.cost_usd == pytest.approx(expected)
     assert ANTHROPIC_PRICES.price_for("claude-opus-4-5-20251101").input_per_mtok == 5.00
+
+
+async def test_prompt_cache_can_be_turned_off(fake):
+    fake.add(text_message("no cache"))
+    await claude(fake, prompt_cache=False).generate(ask())
+    assert "cache_control" not in fake.requests[0].body
 
 
 async def test_streamed_usage_keeps_the_cache_counts_of_message_start(fake):

@@ -56,6 +56,10 @@ class AnthropicModel:
     ``env`` is where ``ANTHROPIC_API_KEY`` (and ``ANTHROPIC_BASE_URL``) are
     looked up when not given (the process environment when None). Both are
     always passed to the SDK, so it reads no credentials of its own.
+    ``prompt_cache``: mark the conversation for Anthropic's prompt cache. The
+    loop resends the whole history with every retry, so from the second
+    request on most of the prompt is read from the cache at a tenth of the
+    price (the first write costs 1.25 times).
     """
 
     takes_images = True
@@ -73,6 +77,7 @@ class AnthropicModel:
         max_tokens: int | None = None,
         env: Mapping[str, str] | None = None,
         seed: int | None = None,
+        prompt_cache: bool = True,
     ) -> None:
         sdk = load_sdk()
         env = os.environ if env is None else env
@@ -86,6 +91,7 @@ class AnthropicModel:
         self.prices = prices
         self.temperature = temperature
         self.max_tokens = max_tokens or DEFAULT_MAX_TOKENS
+        self.prompt_cache = prompt_cache
         self.stats = CallStats()
         self._rng = random.Random(seed)
         self._client = sdk.AsyncAnthropic(api_key=self._key.value, base_url=self.base_url, max_retries=0,
@@ -148,6 +154,8 @@ class AnthropicModel:
             kwargs["system"] = conversation.system
         if self.temperature is not None:
             kwargs["temperature"] = min(self.temperature, 1.0)  # Claude's range is [0, 1]
+        if self.prompt_cache:
+            kwargs["cache_control"] = {"type": "ephemeral"}  # the API marks the last cacheable block
         history_has_calls = any(block.get("type") == "tool_use" for m in messages if m["role"] == "assistant"
                                 for block in m["content"])
         if tools:
