@@ -16,9 +16,9 @@ import urllib.error
 import urllib.request
 
 import pytest
-from mcp_types import EmbeddedResource, ImageContent, TextContent
-
+from mcp.shared.exceptions import MCPError
 from mcp_clients import ThreadedClient, http_client, start_http_server, stdio_params, stop
+from mcp_types import EmbeddedResource, ImageContent, TextContent
 
 pytest.importorskip("jupyter_client")
 
@@ -232,8 +232,6 @@ def test_bad_arguments_are_tool_errors_and_the_server_carries_on(mcp, tool, argu
 
 
 def test_an_unknown_tool_is_an_error_not_a_crash(mcp):
-    from mcp.shared.exceptions import MCPError
-
     try:
         result = mcp.call("run_rust", {"code": "fn main() {}"})
     except MCPError as exc:
@@ -244,6 +242,14 @@ def test_an_unknown_tool_is_an_error_not_a_crash(mcp):
 
 
 # -- HTTP: token, body cap, concurrency, session bound -------------------------------------
+
+
+def leaves(error: BaseException):
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from leaves(inner)
+    else:
+        yield error
 
 
 def _post(url: str, body: bytes, token: str | None) -> tuple[int, dict, bytes]:
@@ -273,8 +279,9 @@ def test_http_requires_the_bearer_token(http_server):
         assert json.loads(body)["error"]["message"] == "missing or wrong bearer token"
     status, _, _ = _post(url, INITIALIZE, TOKEN)
     assert status == 200
-    with pytest.raises(Exception):
+    with pytest.raises(BaseExceptionGroup) as refused:  # the SDK's client reports it from its task group
         ThreadedClient(lambda: http_client(url, None), connect_timeout_s=20)
+    assert any(isinstance(e, MCPError) and "missing or wrong bearer token" in str(e) for e in leaves(refused.value))
     assert not any(TOKEN in line for line in stderr_lines), "the token was logged"
 
 

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
 import pytest_asyncio
-from conftest import Target
 from mcp_types import EmbeddedResource, ImageContent, TextContent
 from test_hostile import (  # noqa: F401  (fixtures and tests run again against the MCP target)
     LIMITS,
@@ -35,9 +36,9 @@ from executors.pool import PoolExecutor
 
 pytest.importorskip("mcp")
 
-from mcp import Client  # noqa: E402
+from mcp import Client
 
-from orchestrator.mcp_server import (  # noqa: E402
+from orchestrator.mcp_server import (
     HttpSettings,
     SandboxTools,
     ToolSettings,
@@ -47,6 +48,17 @@ from orchestrator.mcp_server import (  # noqa: E402
 )
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@dataclass
+class McpTarget:
+    """The shape of ``conftest.Target``, which the imported tests read."""
+
+    label: str
+    executor: McpClientExecutor
+    guarantees: frozenset[str]
+    restricted: bool = False
+    work_root: Path | None = None
 
 
 class McpClientExecutor:
@@ -118,7 +130,7 @@ async def target():
     app = build_http_app(build_server(tools), http, token=None)
     serving = asyncio.create_task(serve_http(app, http, on_ready=ready.set_result))
     url = await asyncio.wait_for(ready, 30)
-    yield Target("mcp-pool", McpClientExecutor(url), pool.isolator.guarantees, restricted=False)
+    yield McpTarget("mcp-pool", McpClientExecutor(url), pool.isolator.guarantees)
     serving.cancel()
     await asyncio.gather(serving, return_exceptions=True)
     await tools.aclose()
