@@ -133,6 +133,12 @@ def test_written_files_come_back_as_embedded_resources(mcp):
     assert resources["out.csv"].uri.startswith("codeloop://runs/")
 
 
+def test_a_file_of_megabytes_comes_back_whole(mcp):
+    result = run(mcp, "open('big.txt', 'w').write('0123456789' * 150_000)")
+    (resource,) = [block.resource for block in result.content if isinstance(block, EmbeddedResource)]
+    assert resource.text == "0123456789" * 150_000
+
+
 def test_input_files_text_and_base64(mcp):
     files = [
         {"name": "data.csv", "content": "x\n1\n2\n3\n"},

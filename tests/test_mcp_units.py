@@ -195,3 +195,26 @@ async def test_concurrency_limit_middleware():
         assert (await first).status_code == 200
         assert app.in_flight == 0
         assert (await client.post("/", content=b"{}")).status_code == 200
+
+
+# -- the command line refuses unsafe or meaningless combinations before starting anything -----------
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["mcp", "--transport", "http", "--host", "0.0.0.0"], "set a token"),
+        (["mcp", "--token", "abc"], "--token applies to --transport http only"),
+        (["mcp", "--max-sessions", "0"], "max_sessions"),
+        (["mcp", "--timeout", "200"], "exceeds max_timeout_s"),
+        (["mcp", "--transport", "http", "--path", "mcp"], "path"),
+        (["mcp", "--session-executor", "local"], "--session-executor must be jupyter or none"),
+        (["mcp", "--executor", "nope"], "unknown executor 'nope'"),
+    ],
+)
+def test_cli_usage_errors(argv, says, capsys, monkeypatch):
+    from orchestrator.cli import EXIT_USAGE, main
+
+    monkeypatch.delenv("CODELOOP_MCP_TOKEN", raising=False)
+    assert main(argv) == EXIT_USAGE
+    assert says in capsys.readouterr().err

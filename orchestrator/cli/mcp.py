@@ -43,7 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from ..mcp_server import HttpSettings, SandboxTools, SessionSettings, ToolSettings
+    try:
+        from ..mcp_server import HttpSettings, SandboxTools, SessionSettings, ToolSettings
+    except ImportError as exc:
+        raise UsageError(f"codeloop mcp needs the mcp extra (pip install 'codeloop[mcp]'): {exc}") from exc
 
     token = args.token or os.environ.get(TOKEN_ENV) or None
     try:

@@ -5,6 +5,9 @@ From the outside in: the bearer token is checked first (401, before any body
 is read), then POSTs in flight are counted (429 with Retry-After past the
 cap), then the SDK's app caps the body (413) and guards against DNS rebinding
 on a loopback host. The token is compared in constant time and never logged.
+Each POST is answered with one JSON response rather than an SSE stream: a tool
+result is one message, and some of ours carry megabytes of files, more than
+SSE readers accept in one event by default (the SDK's client: 1 MiB).
 """
 
 from __future__ import annotations
@@ -87,6 +90,7 @@ def build_http_app(server: MCPServer, settings: HttpSettings, *, token: str | No
         max_sessions=settings.max_transport_sessions,
         session_idle_timeout=settings.transport_idle_timeout_s,
         host=settings.host,
+        json_response=True,
     )
     app = ConcurrencyLimitMiddleware(app, settings.max_concurrent_requests)
     if token:
