@@ -50,7 +50,7 @@ def test_bad_settings_name_the_field(build, says):
 
 def test_input_files_are_decoded_and_capped():
     settings = ToolSettings(max_input_bytes=10)
-    files = [FileArg(name="a.txt", content="héllo"), FileArg(name="b", content="AAE=", encoding="base64")]
+    files = [FileArg(name="a.txt", content="héllo"), FileArg(name="b", content="AA\nE=", encoding="base64")]
     decoded = decode_files(files, settings)
     assert [(f.name, f.data) for f in decoded] == [("a.txt", "héllo".encode()), ("b", b"\x00\x01")]
     with pytest.raises(ToolArgumentError, match=r"exceed 10 bytes together \(at files\[1\] 'big'\)"):

@@ -62,7 +62,7 @@ def decode_files(files: Sequence[FileArg] | None, settings: ToolSettings) -> lis
         seen.add(name)
         if f.encoding == "base64":
             try:
-                data = base64.b64decode(f.content, validate=True)
+                data = base64.b64decode("".join(f.content.split()), validate=True)  # line breaks are common
             except (binascii.Error, ValueError) as exc:
                 raise ToolArgumentError(f"files[{i}].content is not valid base64: {exc}") from None
         else:
