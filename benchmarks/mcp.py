@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import platform
 import re
 import statistics
@@ -106,7 +107,8 @@ def report(results: dict[str, object], runs: int) -> str:
         "# `codeloop mcp` latency",
         "",
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, Python {platform.python_version()}, "
-        f"{runs} timed calls per row after 3 warm-up calls; `python -m benchmarks.mcp`.",
+        f"{runs} timed calls per row after 3 warm-up calls; `python -m benchmarks.mcp`. "
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} when it ended (other work shares the machine).",
         "",
         "| call | stdio p50 / p95 (ms) | HTTP p50 / p95 (ms) |",
         "| --- | --- | --- |",
