@@ -106,9 +106,11 @@ def report(results: dict[str, object], runs: int) -> str:
     lines = [
         "# `codeloop mcp` latency",
         "",
-        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, Python {platform.python_version()}, "
-        f"{runs} timed calls per row after 3 warm-up calls; `python -m benchmarks.mcp`. "
-        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} when it ended (other work shares the machine).",
+        (
+            f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, Python {platform.python_version()}, "
+            f"{runs} timed calls per row after 3 warm-up calls; `python -m benchmarks.mcp`. {os.cpu_count()} cores, "
+            f"load average {os.getloadavg()[0]:.1f} when it ended (other work shares the machine)."
+        ),
         "",
         "| call | stdio p50 / p95 (ms) | HTTP p50 / p95 (ms) |",
         "| --- | --- | --- |",
@@ -121,8 +123,10 @@ def report(results: dict[str, object], runs: int) -> str:
     lines += [
         "",
         f"Baseline: `PoolExecutor.execute('print(1)')` called directly, p50 {p50:.1f} ms, p95 {p95:.1f} ms.",
-        f"Connecting (spawn, handshake): stdio {stdio['connect_s']:.2f} s; HTTP {http['connect_s']:.2f} s "
-        "to a server already listening.",
+        (
+            f"Connecting (spawn, handshake): stdio {stdio['connect_s']:.2f} s; HTTP {http['connect_s']:.2f} s "
+            "to a server already listening."
+        ),
         "",
     ]
     return "\n".join(lines)

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import re
 import secrets
+import signal
 import time
 import urllib.error
 import urllib.request
 
+import psutil
 import pytest
 from mcp.shared.exceptions import MCPError
 from mcp_clients import ThreadedClient, http_client, start_http_server, stdio_params, stop
@@ -331,3 +335,38 @@ def test_sessions_are_bounded(http_server):
         for name in names:
             client.call("reset_session", {"session": name})
         client.close()
+
+
+# -- stopping ----------------------------------------------------------------------------------------
+
+
+def _pool_dirs(pid: int) -> set[str]:
+    """The pool directories a server's zygotes were started in (named on their bwrap command lines)."""
+    found = set()
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            found.update(re.findall(r"(/\S*codeloop-pool-[^/\s]+)/slot-", " ".join(child.cmdline())))
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_sigterm_stops_the_server_cleanly():
+    proc, url, _ = start_http_server("--session-executor", "none")
+    try:
+        client = ThreadedClient(lambda: http_client(url))
+        try:
+            run(client, "print(1)")  # the pool is warm now
+        finally:
+            client.close()
+        children = psutil.Process(proc.pid).children(recursive=True)
+        dirs = _pool_dirs(proc.pid)
+        assert dirs, "found no pool directory to watch"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        _gone, alive = psutil.wait_procs(children, timeout=5)
+        assert not alive, f"processes outlived the server: {alive}"
+        assert not any(os.path.exists(d) for d in dirs), f"pool directories left behind: {dirs}"
+    finally:
+        if proc.poll() is None:
+            stop(proc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 
 from executors import Executor, Limits, UnknownExecutorError, available_executors, get_executor
@@ -99,21 +100,30 @@ def _build_session_executor(name: str, settings) -> tuple[Executor | None, str]:
 
 
 async def _serve(transport: str, tools, http, token: str | None) -> None:
+    """Serve until the client goes (stdio), or SIGTERM/SIGHUP; then stop the executors cleanly."""
     from ..mcp_server import build_http_app, build_server, serve_http
 
     server = build_server(tools, version=_version())
     # Warm the pool while the client connects; a first call waits for it (the pool's own start lock).
     warming = asyncio.create_task(tools.start())
     warming.add_done_callback(_report_warm_failure)
+    if transport == "stdio":
+        serving = asyncio.create_task(server.run_stdio_async())
+    else:
+        app = build_http_app(server, http, token=token)
+        auth = "bearer token required" if token else "no token"
+        serving = asyncio.create_task(serve_http(app, http, on_ready=lambda url: print(
+            f"codeloop mcp: serving on {url} ({auth})", file=sys.stderr, flush=True)))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, serving.cancel)
     try:
-        if transport == "stdio":
-            await server.run_stdio_async()
-        else:
-            app = build_http_app(server, http, token=token)
-            auth = "bearer token required" if token else "no token"
-            await serve_http(app, http, on_ready=lambda url: print(
-                f"codeloop mcp: serving on {url} ({auth})", file=sys.stderr, flush=True))
+        await serving
+    except asyncio.CancelledError:
+        pass  # a signal or Ctrl-C: the normal way to stop; clean up below
     finally:
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
         warming.cancel()
         await tools.aclose()
 

@@ -13,8 +13,9 @@ SSE readers accept in one event by default (the SDK's client: 1 MiB).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import uvicorn
 from mcp.server.mcpserver import MCPServer
@@ -98,10 +99,22 @@ def build_http_app(server: MCPServer, settings: HttpSettings, *, token: str | No
     return app
 
 
+class _UvicornServer(uvicorn.Server):
+    """Signals stay with the caller, who stops the server by cancelling ``serve_http``.
+
+    Uvicorn's own handlers would re-raise SIGTERM after its shutdown and end the
+    process before the executors' zygotes, kernels and directories are cleaned up.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 async def serve_http(app: ASGIApp, settings: HttpSettings, on_ready: Callable[[str], None] | None = None) -> None:
     """Serve until cancelled; ``on_ready`` gets the URL once the socket listens (the real port for port 0)."""
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
+    server = _UvicornServer(config)
     task = asyncio.create_task(server.serve())
     try:
         while not server.started:
