@@ -47,9 +47,22 @@ class GenerateRequest:
     max_tokens: int | None = None
 
 
+def camel_keys(value: Any) -> Any:
+    """The body with snake_case keys spelled in camelCase: Google's JSON
+    parsing accepts both (``inline_data``, ``mime_type``), and the SDK sends
+    nested fields in either."""
+    if isinstance(value, dict):
+        return {re.sub(r"_([a-z])", lambda m: m[1].upper(), k) if isinstance(k, str) else k: camel_keys(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [camel_keys(v) for v in value]
+    return value
+
+
 def parse_generate(body: Any) -> GenerateRequest:
     if not isinstance(body, dict):
         raise bad_field("", "the request body must be a JSON object")
+    body = camel_keys(body)
     unknown = sorted(set(body) - KNOWN_FIELDS)
     if unknown:
         raise bad_field(unknown[0], "unknown field (codeloop serve reads contents, systemInstruction, tools, "
@@ -68,6 +81,7 @@ def parse_count_tokens(body: Any) -> GenerateRequest:
     """``countTokens`` takes ``contents`` or a whole ``generateContentRequest``."""
     if not isinstance(body, dict):
         raise bad_field("", "the request body must be a JSON object")
+    body = camel_keys(body)
     if "generateContentRequest" in body:
         inner = body["generateContentRequest"]
         if isinstance(inner, dict):
