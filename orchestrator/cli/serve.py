@@ -102,5 +102,9 @@ def handle(args: argparse.Namespace) -> int:
           f"{'API key required' if settings.api_key else 'no API key'})", file=sys.stderr)
     for backend in backends:
         print(f"  models/{backend.alias}  ->  {backend.spec}", file=sys.stderr)
-    run_server(app, settings, log_level="warning")
+    try:
+        run_server(app, settings, log_level="warning")
+    except KeyboardInterrupt:  # Ctrl-C is how a server is stopped: uvicorn shut down cleanly first
+        pass
+    print("codeloop serve: stopped", file=sys.stderr)
     return EXIT_OK
