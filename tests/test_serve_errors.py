@@ -277,3 +277,11 @@ def test_the_server_survives_a_stream_of_bad_input(executor):
             assert generate(server, body)[0] == 400
         status, _, answer = generate(server, HELLO)
     assert status == 200 and answer["candidates"][0]["content"]["parts"] == [{"text": "still here"}]
+
+
+def test_stream_without_alt_sse_is_a_json_array(executor):
+    with serve(ScriptedModel(lambda c, t: "an answer"), executor) as server:
+        status, headers, body = request(server, "/v1beta/models/m:streamGenerateContent", HELLO)
+    assert status == 200 and headers["content-type"].startswith("application/json")
+    assert isinstance(body, list) and body[0]["candidates"][0]["content"]["parts"] == [{"text": "an answer"}]
+    assert body[-1]["candidates"][0]["finishReason"] == "STOP" and "usageMetadata" in body[-1]

@@ -22,7 +22,7 @@ from ..models.base import ModelError, StreamingModel
 from ..prompts import Prompts
 from ..types import Conversation, Message
 from .errors import ApiError, bad_field
-from .sampling import with_sampling
+from .sampling import Variant, with_sampling
 from .settings import Backend
 from .wire_in import GenerateRequest
 from .wire_out import ResponseBuilder, finish_reason, text_part, usage_metadata
@@ -46,9 +46,16 @@ def loop_prompts(base: Prompts, system: str) -> Prompts:
     return base.replace(system_template=f"{base.system_template}\n\nInstructions for this conversation:\n{escaped}")
 
 
+async def sampled(backend: Backend, request: GenerateRequest) -> Variant:
+    try:
+        return await with_sampling(backend.model, request.temperature, request.max_tokens)
+    except ModelError as exc:  # e.g. a local model whose server cannot start
+        raise ApiError(502, f"the backend model {backend.alias!r} failed: {exc}") from None
+
+
 async def run_loop(backend: Backend, request: GenerateRequest, *, run_id: str) -> AsyncIterator[Chunk]:
     """The request through codeloop's loop, as Gemini's code execution."""
-    variant = with_sampling(backend.model, request.temperature, request.max_tokens)
+    variant = await sampled(backend, request)
     settings = {k: v for k, v in backend.loop.items() if k != "prompts"}
     base = backend.loop.get("prompts") or Orchestrator(variant.model, backend.executor, **settings).prompts
     orchestrator = Orchestrator(variant.model, backend.executor, prompts=loop_prompts(base, request.system),
@@ -92,7 +99,7 @@ async def run_chat(backend: Backend, request: GenerateRequest, *, stream: bool) 
     prompt = chat_prompt(request)
     conversation = Conversation(system=request.system,
                                 messages=[*request.history, Message(role="user", text=prompt)])
-    variant = with_sampling(backend.model, request.temperature, request.max_tokens)
+    variant = await sampled(backend, request)
     model = variant.model
     turn = None
     streamed = False

@@ -29,11 +29,13 @@ class Variant:
     applied: bool = False  # False: the backend has no sampling settings to change
 
 
-def with_sampling(model: Model, temperature: float | None, max_tokens: int | None) -> Variant:
+async def with_sampling(model: Model, temperature: float | None, max_tokens: int | None) -> Variant:
     changes = {k: v for k, v in (("temperature", temperature), ("max_tokens", max_tokens)) if v is not None}
     if not changes:
         return Variant(model, applied=True)
     if isinstance(model, LocalModel):
+        # The backend holds the server, so the variant's leaving never stops it.
+        await model.start()
         local = LocalModel(model.spec, dataclasses.replace(model.settings, **changes))
         return Variant(local, close=local.aclose, applied=True)
     fields = vars(model) if hasattr(model, "__dict__") else {}
