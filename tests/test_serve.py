@@ -77,7 +77,8 @@ def kinds(parts) -> list[str]:
 
 def test_primes_seed_example_comes_back_with_code_result_and_text(executor):
     with serve(ScriptedModel(primes_script), executor) as server:
-        response = (client := sdk(server)).models.generate_content(model="scripted", contents=PRIMES, config=CODE_EXECUTION)
+        client = sdk(server)
+        response = client.models.generate_content(model="scripted", contents=PRIMES, config=CODE_EXECUTION)
 
     parts = response.candidates[0].content.parts
     assert kinds(parts) == ["text", "executable_code", "code_execution_result", "text"]
@@ -100,7 +101,8 @@ def test_primes_seed_example_comes_back_with_code_result_and_text(executor):
 
 async def test_async_client_gets_the_same_parts(executor):
     with serve(ScriptedModel(primes_script), executor) as server:
-        response = await (client := sdk(server)).aio.models.generate_content(model="scripted", contents=PRIMES,
+        client = sdk(server)
+        response = await client.aio.models.generate_content(model="scripted", contents=PRIMES,
                                                                  config=CODE_EXECUTION)
     parts = response.candidates[0].content.parts
     assert kinds(parts) == ["text", "executable_code", "code_execution_result", "text"]
@@ -109,7 +111,8 @@ async def test_async_client_gets_the_same_parts(executor):
 
 def test_stream_sends_each_part_as_it_happens(executor):
     with serve(ScriptedModel(primes_script), executor) as server:
-        chunks = list((client := sdk(server)).models.generate_content_stream(model="scripted", contents=PRIMES,
+        client = sdk(server)
+        chunks = list(client.models.generate_content_stream(model="scripted", contents=PRIMES,
                                                                  config=CODE_EXECUTION))
     per_chunk = [kinds(c.candidates[0].content.parts if c.candidates[0].content else []) for c in chunks]
     assert per_chunk[:4] == [["text"], ["executable_code"], ["code_execution_result"], ["text"]]
@@ -120,7 +123,8 @@ def test_stream_sends_each_part_as_it_happens(executor):
 
 async def test_async_stream(executor):
     with serve(ScriptedModel(primes_script), executor) as server:
-        stream = await (client := sdk(server)).aio.models.generate_content_stream(model="scripted", contents=PRIMES,
+        client = sdk(server)
+        stream = await client.aio.models.generate_content_stream(model="scripted", contents=PRIMES,
                                                                       config=CODE_EXECUTION)
         outputs = [p.code_execution_result.output async for c in stream
                    for p in (c.candidates[0].content.parts if c.candidates[0].content else [])
@@ -138,7 +142,8 @@ def test_a_failing_program_is_fixed_and_both_attempts_come_back(executor):
         return fenced("print(totl([1, 2, 3]))")
 
     with serve(ScriptedModel(fixer), executor) as server:
-        response = (client := sdk(server)).models.generate_content(model="scripted", contents="Add 1, 2 and 3 with code.",
+        client = sdk(server)
+        response = client.models.generate_content(model="scripted", contents="Add 1, 2 and 3 with code.",
                                                        config=CODE_EXECUTION)
     parts = response.candidates[0].content.parts
     assert kinds(parts) == ["text", "executable_code", "code_execution_result", "text", "executable_code",
@@ -158,7 +163,8 @@ def test_a_program_past_its_time_is_deadline_exceeded(executor):
         return fenced("import time\ntime.sleep(30)\n")
 
     with serve(ScriptedModel(sleeper), executor) as server:
-        response = (client := sdk(server)).models.generate_content(
+        client = sdk(server)
+        response = client.models.generate_content(
             model="scripted", contents="Sleep with code.",
             config=types.GenerateContentConfig(tools=[types.Tool(code_execution=types.ToolCodeExecution())]))
     results = [p.code_execution_result for p in response.candidates[0].content.parts if p.code_execution_result]
@@ -174,7 +180,8 @@ def test_figures_come_back_as_png_after_their_result(executor):
         return fenced(plot)
 
     with serve(ScriptedModel(plotter), executor) as server:
-        response = (client := sdk(server)).models.generate_content(model="scripted", contents="Plot the squares.",
+        client = sdk(server)
+        response = client.models.generate_content(model="scripted", contents="Plot the squares.",
                                                        config=CODE_EXECUTION)
     parts = response.candidates[0].content.parts
     assert kinds(parts) == ["text", "executable_code", "code_execution_result", "inline_data", "text"]
@@ -196,7 +203,8 @@ def test_csv_sent_inline_is_a_file_the_code_reads(executor):
         return fenced(f"import pandas as pd\nprint(pd.read_csv({name!r})['rain_mm'].sum())\n")
 
     with serve(ScriptedModel(analyst), executor) as server:
-        response = (client := sdk(server)).models.generate_content(
+        client = sdk(server)
+        response = client.models.generate_content(
             model="scripted", config=CODE_EXECUTION,
             contents=[types.Part.from_bytes(data=csv, mime_type="text/csv"), "What is the total rain?"])
     result = response.code_execution_result
@@ -214,7 +222,8 @@ def test_a_png_in_the_request_is_a_file_too(executor):
         return fenced(f"print(open({last.files[0].name!r}, 'rb').read()[:4])\n")
 
     with serve(ScriptedModel(reader), executor) as server:
-        response = (client := sdk(server)).models.generate_content(
+        client = sdk(server)
+        response = client.models.generate_content(
             model="scripted", config=CODE_EXECUTION,
             contents=[types.Part.from_bytes(data=png, mime_type="image/png"), "What are its first bytes?"])
     assert "PNG" in response.code_execution_result
@@ -236,7 +245,8 @@ def test_chat_sends_its_history_back_and_the_loop_continues_it(executor):
         return fenced(PRIMES_CODE)
 
     with serve(ScriptedModel(chatty), executor) as server:
-        chat = (client := sdk(server)).chats.create(model="scripted", config=CODE_EXECUTION)
+        client = sdk(server)
+        chat = client.chats.create(model="scripted", config=CODE_EXECUTION)
         first = chat.send_message(PRIMES)
         second = chat.send_message("Now do the first 100.")
         history = chat.get_history()
@@ -254,7 +264,8 @@ def test_chat_sends_its_history_back_and_the_loop_continues_it(executor):
 
 async def test_async_chat_streams(executor):
     with serve(ScriptedModel(primes_script), executor) as server:
-        chat = (client := sdk(server)).aio.chats.create(model="scripted", config=CODE_EXECUTION)
+        client = sdk(server)
+        chat = client.aio.chats.create(model="scripted", config=CODE_EXECUTION)
         texts = [c.text async for c in await chat.send_message_stream(PRIMES) if c.text]
         again = await chat.send_message("And again?")
     assert texts[-1] == "The sum of the first 50 prime numbers is 5117."
@@ -277,7 +288,8 @@ def test_history_in_raw_rest_form_with_snake_case_and_a_file_from_an_earlier_tur
         {"role": "user", "parts": [{"text": "Print it in capitals."}]},
     ]
     with serve(ScriptedModel(reuse), executor) as server:
-        response = (client := sdk(server)).models.generate_content(model="scripted", contents=contents, config=CODE_EXECUTION)
+        client = sdk(server)
+        response = client.models.generate_content(model="scripted", contents=contents, config=CODE_EXECUTION)
     assert response.code_execution_result.strip() == "HELLO"
 
 
@@ -291,7 +303,8 @@ def test_without_code_execution_it_is_a_plain_chat(executor):
         return "Paris."
 
     with serve(ScriptedModel(plain), executor) as server:
-        response = (client := sdk(server)).models.generate_content(
+        client = sdk(server)
+        response = client.models.generate_content(
             model="scripted", contents="Capital of France?",
             config=types.GenerateContentConfig(system_instruction="Answer in one word."))
     assert response.text == "Paris."
@@ -308,7 +321,8 @@ def test_system_instruction_reaches_the_loop_after_its_own_text(executor):
         return primes_script(conversation, tools)
 
     with serve(ScriptedModel(model), executor) as server:
-        (client := sdk(server)).models.generate_content(
+        client = sdk(server)
+        client.models.generate_content(
             model="scripted", contents=PRIMES,
             config=types.GenerateContentConfig(system_instruction="Always answer in French {politely}.",
                                                tools=[types.Tool(code_execution=types.ToolCodeExecution())]))
@@ -388,7 +402,8 @@ def test_a_scripted_turn_with_usage_keeps_its_counts(executor):
     turns = [ModelTurn(text=fenced("print(1)"), usage=Usage(input_tokens=100, output_tokens=10, requests=1)),
              ModelTurn(text="One.", usage=Usage(input_tokens=130, output_tokens=2, requests=1))]
     with serve(ScriptedModel(turns), executor) as server:
-        response = (client := sdk(server)).models.generate_content(model="scripted", contents="Print 1 with code.",
+        client = sdk(server)
+        response = client.models.generate_content(model="scripted", contents="Print 1 with code.",
                                                        config=CODE_EXECUTION)
     usage = response.usage_metadata
     assert (usage.prompt_token_count, usage.tool_use_prompt_token_count, usage.candidates_token_count,

@@ -17,7 +17,12 @@ from google import genai
 from google.genai import types
 
 from orchestrator.cli import UsageError, build_parser
-from orchestrator.cli.serve import build_backends, default_alias, parse_model_option, settings_from
+from orchestrator.cli.serve import (
+    build_backends,
+    default_alias,
+    parse_model_option,
+    settings_from,
+)
 from tests.conftest import ROOT
 
 PRIMES_CODE = "primes = []\nn = 2\nwhile len(primes) < 50:\n    if all(n % p for p in primes):\n" \

@@ -285,3 +285,25 @@ def test_stream_without_alt_sse_is_a_json_array(executor):
     assert status == 200 and headers["content-type"].startswith("application/json")
     assert isinstance(body, list) and body[0]["candidates"][0]["content"]["parts"] == [{"text": "an answer"}]
     assert body[-1]["candidates"][0]["finishReason"] == "STOP" and "usageMetadata" in body[-1]
+
+
+class BrokenExecutorDouble:
+    """A test double of an executor whose sandbox is broken."""
+
+    name = "broken"
+    stateful = False
+
+    async def execute(self, code, *, files=(), limits=None, session=None):
+        raise OSError("the sandbox cannot start")
+
+    async def reset(self, session=None):
+        pass
+
+    async def aclose(self):
+        pass
+
+
+def test_a_broken_executor_is_500_not_a_failed_program():
+    with serve(ScriptedModel(lambda c, t: "```python\nprint(1)\n```"), BrokenExecutorDouble()) as server:
+        body = {**HELLO, "tools": [{"codeExecution": {}}]}
+        assert_error(generate(server, body), 500, "INTERNAL", "executor failed", "the sandbox cannot start")

@@ -8,12 +8,24 @@ import pytest
 
 from executors.base import Artifact, ExecutionResult, Outcome
 from orchestrator import events as ev
+from orchestrator.prompts import Prompts
 from orchestrator.serve.errors import ApiError
 from orchestrator.serve.runs import loop_prompts
 from orchestrator.serve.wire_in import parse_count_tokens, parse_generate
-from orchestrator.serve.wire_out import ResponseBuilder, prose, result_output, result_part
-from orchestrator.prompts import Prompts
-from orchestrator.types import Attempt, CodeBlock, ModelTurn, RunResult, RunStatus, Usage
+from orchestrator.serve.wire_out import (
+    ResponseBuilder,
+    prose,
+    result_output,
+    result_part,
+)
+from orchestrator.types import (
+    Attempt,
+    CodeBlock,
+    ModelTurn,
+    RunResult,
+    RunStatus,
+    Usage,
+)
 
 
 def b64(data: bytes) -> str:

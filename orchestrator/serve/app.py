@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -77,7 +77,7 @@ class GeminiApi:
     # -- running -----------------------------------------------------------------
 
     def _chunks(self, backend: Backend, request: GenerateRequest, run_id: str, stream: bool
-                ) -> AsyncIterator[Chunk]:
+                ) -> AsyncGenerator[Chunk, None]:
         source = (run_loop(backend, request, run_id=run_id) if request.code_execution
                   else run_chat(backend, request, stream=stream))
         return bounded(source, timeout_s=self.settings.run_timeout_s, what=f"the run on {backend.alias!r}")

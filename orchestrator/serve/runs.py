@@ -3,15 +3,15 @@
 
 Both yield :class:`Chunk` s as things happen (each model answer, each piece of
 code, each result); the last chunk carries the finish reason and the usage.
-A backend failure raises :class:`ApiError` 502; :func:`bounded` cuts a run
-that outlives its time with 504.
+A backend model failure raises :class:`ApiError` 502, a broken executor 500;
+:func:`bounded` cuts a run that outlives its time with 504.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +53,7 @@ async def sampled(backend: Backend, request: GenerateRequest) -> Variant:
         raise ApiError(502, f"the backend model {backend.alias!r} failed: {exc}") from None
 
 
-async def run_loop(backend: Backend, request: GenerateRequest, *, run_id: str) -> AsyncIterator[Chunk]:
+async def run_loop(backend: Backend, request: GenerateRequest, *, run_id: str) -> AsyncGenerator[Chunk, None]:
     """The request through codeloop's loop, as Gemini's code execution."""
     variant = await sampled(backend, request)
     settings = {k: v for k, v in backend.loop.items() if k != "prompts"}
@@ -77,6 +77,8 @@ async def run_loop(backend: Backend, request: GenerateRequest, *, run_id: str) -
             await variant.close()
     if builder.model_failed:
         raise ApiError(502, f"the backend model {backend.alias!r} failed: {builder.error}")
+    if builder.executor_failed:  # this server's own sandbox broke, not the client's code
+        raise ApiError(500, f"the run on {backend.alias!r} stopped: {builder.error}")
     yield Chunk(finish=builder.finish(), usage=builder.usage())
 
 
@@ -94,7 +96,7 @@ def chat_prompt(request: GenerateRequest) -> str:
     return "\n\n".join(pieces)
 
 
-async def run_chat(backend: Backend, request: GenerateRequest, *, stream: bool) -> AsyncIterator[Chunk]:
+async def run_chat(backend: Backend, request: GenerateRequest, *, stream: bool) -> AsyncGenerator[Chunk, None]:
     """The request as a plain chat with the backend model: no tools, no code run."""
     prompt = chat_prompt(request)
     conversation = Conversation(system=request.system,
@@ -126,7 +128,7 @@ async def run_chat(backend: Backend, request: GenerateRequest, *, stream: bool) 
     yield Chunk(parts, finish=finish_reason(turn.finish_reason), usage=usage)
 
 
-async def bounded(chunks: AsyncIterator[Chunk], *, timeout_s: float, what: str) -> AsyncIterator[Chunk]:
+async def bounded(chunks: AsyncGenerator[Chunk, None], *, timeout_s: float, what: str) -> AsyncGenerator[Chunk, None]:
     """``chunks`` until ``timeout_s`` has passed since the first was asked
     for; then the run is cancelled (its execution stops) and 504 raised."""
     deadline = time.monotonic() + timeout_s

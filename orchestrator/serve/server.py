@@ -33,14 +33,16 @@ class BackgroundServer:
         with BackgroundServer(create_app(backends), ServeSettings(port=0)) as server:
             client = genai.Client(api_key="x", http_options={"base_url": server.url})
 
-    ``port=0`` picks a free port; :attr:`url` says which.
+    ``port=0`` picks a free port; :attr:`url` says which. The app's backends
+    are used from the server's thread and event loop: give it executors that
+    nothing else uses (a pool belongs to the loop that started it), and
+    ``create_app(..., close_on_exit=True)`` to close them there.
     """
 
     def __init__(self, app: Starlette, settings: ServeSettings | None = None, *, startup_timeout_s: float = 10.0
                  ) -> None:
         self.settings = settings or ServeSettings(port=0)
         self._server = uvicorn.Server(uvicorn_config(app, self.settings))
-        self._server.install_signal_handlers = lambda: None  # signals belong to the main thread
         self._thread = threading.Thread(target=self._run, name="codeloop-serve", daemon=True)
         self._startup_timeout_s = startup_timeout_s
         self._error: BaseException | None = None

@@ -46,12 +46,6 @@ class ServeSettings:
         if self.api_key is not None and not self.api_key.strip():
             raise ValueError("ServeSettings.api_key is empty: give a key or None for no key")
 
-    def to_json(self) -> dict[str, Any]:
-        """The settings without the key (for logs and reports)."""
-        return {"host": self.host, "port": self.port, "api_key": "set" if self.api_key else None,
-                "max_body_bytes": self.max_body_bytes, "max_concurrent_runs": self.max_concurrent_runs,
-                "run_timeout_s": self.run_timeout_s, "retry_after_s": self.retry_after_s}
-
 
 @dataclass
 class Backend:

@@ -9,7 +9,7 @@ SDK raises as an ``APIError``.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from starlette.responses import StreamingResponse
@@ -25,7 +25,7 @@ def dumps(body: dict[str, Any]) -> str:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
 
-async def collect(chunks: AsyncIterator[Chunk], *, model: str, response_id: str) -> dict[str, Any]:
+async def collect(chunks: AsyncGenerator[Chunk, None], *, model: str, response_id: str) -> dict[str, Any]:
     """The whole answer: every chunk's parts, the last chunk's finish and usage."""
     parts: list[dict[str, Any]] = []
     finish, usage = "STOP", None
@@ -36,8 +36,8 @@ async def collect(chunks: AsyncIterator[Chunk], *, model: str, response_id: str)
     return response_body(parts, model=model, response_id=response_id, finish=finish, usage=usage)
 
 
-async def encoded(first: Chunk, rest: AsyncIterator[Chunk], *, model: str, response_id: str, sse: bool
-                  ) -> AsyncIterator[str]:
+async def encoded(first: Chunk, rest: AsyncGenerator[Chunk, None], *, model: str, response_id: str, sse: bool
+                  ) -> AsyncGenerator[str, None]:
     """Each chunk as a response body, framed for SSE or as JSON array items."""
     def frame(body: dict[str, Any], index: int) -> str:
         if sse:
@@ -69,7 +69,7 @@ class StreamedAnswer(StreamingResponse):
     """A streaming response that gives its run slot back however it ends
     (finished, failed, or the client went away before the first byte)."""
 
-    def __init__(self, content: AsyncIterator[str], *, release: Callable[[], None], sse: bool) -> None:
+    def __init__(self, content: AsyncGenerator[str, None], *, release: Callable[[], None], sse: bool) -> None:
         media_type = "text/event-stream" if sse else "application/json"
         super().__init__(content, media_type=media_type, headers={"Cache-Control": "no-cache"})
         self._release = release

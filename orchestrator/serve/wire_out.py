@@ -114,6 +114,7 @@ class ResponseBuilder:
     last_reason: str | None = None
     awaiting_model: bool = False  # a model request had no answer yet
     model_failed: bool = False
+    executor_failed: bool = False  # the sandbox broke (not the code): the run ended there
     error: str | None = None
     parts: list[dict[str, Any]] = field(default_factory=list)
 
@@ -131,6 +132,7 @@ class ResponseBuilder:
         elif isinstance(event, ev.CodeExtracted):
             new.append(code_part(event.code))
         elif isinstance(event, ev.ExecutionFinished) and event.attempt is not None:
+            self.executor_failed = event.attempt.result.outcome is Outcome.SANDBOX_ERROR
             if event.attempt.remote:  # the backend ran it (a Gemini backend in server mode)
                 new.append(code_part(event.attempt.code))
             new.append(result_part(event.attempt.result))
