@@ -197,7 +197,7 @@ async def test_server_mode_parses_code_result_and_image(fake, local_executor):
     assert second.ok and second.result.stdout == "plotted\n" and second.code.endswith("print('plotted')")
     [figure] = result.artifacts
     assert figure.data == PNG and figure.mime_type == "image/png" and figure.name.endswith(".png")
-    assert result.summary == "I'll plot it.Here is the plot."
+    assert result.summary == "I'll plot it.\n\nHere is the plot."  # text around code stays two paragraphs
     assert result.usage.tool_tokens == 300
     assert len(fake.requests) == 1  # nothing ran locally, nothing was sent back
 

@@ -97,13 +97,14 @@ def handle(args: argparse.Namespace) -> int:
         app = create_app(backends, settings, close_on_exit=True)
     except ValueError as exc:  # e.g. two backends with one alias
         raise UsageError(str(exc)) from None
-    where = f"http://{settings.host}:{settings.port}"
-    print(f"codeloop serve: {where}/v1beta  (executor {backends[0].executor.name}; "
-          f"{'API key required' if settings.api_key else 'no API key'})", file=sys.stderr)
-    for backend in backends:
-        print(f"  models/{backend.alias}  ->  {backend.spec}", file=sys.stderr)
+    def announce(where: str) -> None:
+        print(f"codeloop serve: {where}/v1beta  (executor {backends[0].executor.name}; "
+              f"{'API key required' if settings.api_key else 'no API key'})", file=sys.stderr, flush=True)
+        for backend in backends:
+            print(f"  models/{backend.alias}  ->  {backend.spec}", file=sys.stderr, flush=True)
+
     try:
-        run_server(app, settings, log_level="warning")
+        run_server(app, settings, log_level="warning", announce=announce)
     except KeyboardInterrupt:  # Ctrl-C is how a server is stopped: uvicorn shut down cleanly first
         pass
     print("codeloop serve: stopped", file=sys.stderr)

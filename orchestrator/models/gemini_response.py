@@ -31,6 +31,7 @@ def parse_content(content: types.Content) -> ModelTurn:
     pending_code: str | None = None
     figures = 0
     waiting: list[Artifact] = []  # images seen before the result they belong to
+    previous_was_other = False
     for i, part in enumerate(content.parts or []):
         if part.function_call:
             call = part.function_call
@@ -56,7 +57,10 @@ def parse_content(content: types.Content) -> ModelTurn:
             else:
                 waiting.append(image)
         elif part.text and not part.thought:
+            if text and previous_was_other:  # text around code is separate paragraphs, not one sentence
+                text.append("\n\n")
             text.append(part.text)
+        previous_was_other = not (part.text and not part.thought)
     if pending_code is not None:
         executed.append(_remote_attempt(pending_code, None))
     if executed and waiting:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 
 import uvicorn
 from starlette.applications import Starlette
@@ -22,9 +23,23 @@ def uvicorn_config(app: Starlette, settings: ServeSettings, *, log_level: str = 
                           lifespan="on", timeout_graceful_shutdown=5)
 
 
-def run_server(app: Starlette, settings: ServeSettings, *, log_level: str = "warning") -> None:
-    """Serve until interrupted (Ctrl-C stops it cleanly)."""
-    uvicorn.Server(uvicorn_config(app, settings, log_level=log_level)).run()
+def run_server(app: Starlette, settings: ServeSettings, *, log_level: str = "warning",
+               announce: Callable[[str], None] | None = None) -> None:
+    """Serve until interrupted (Ctrl-C stops it cleanly). ``announce`` gets the
+    URL once the socket is bound, so ``port=0`` reports the port it got."""
+    _AnnouncingServer(uvicorn_config(app, settings, log_level=log_level), announce).run()
+
+
+class _AnnouncingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, announce: Callable[[str], None] | None) -> None:
+        super().__init__(config)
+        self._announce = announce
+
+    async def startup(self, sockets: list | None = None) -> None:
+        await super().startup(sockets)
+        if self._announce is not None and self.started:
+            host, port = [s for server in self.servers for s in server.sockets][0].getsockname()[:2]
+            self._announce(f"http://{host}:{port}")
 
 
 class BackgroundServer:
