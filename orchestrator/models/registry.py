@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
+from ..config import GenerationOptions
 from .base import Model
 
 
@@ -83,21 +84,6 @@ class UnknownModelError(ValueError):
 
 def available_models() -> list[str]:
     return sorted(set(MODEL_FACTORIES) | {ep.name for ep in entry_points(group="codeloop.models")})
-
-
-@dataclass(frozen=True)
-class GenerationOptions:
-    """Sampling settings a user may set for any built-in provider (None: the
-    provider's default). Plugins receive only the argument string."""
-
-    temperature: float | None = None
-    max_tokens: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.temperature is not None and not 0 <= self.temperature <= 2:
-            raise ValueError(f"temperature must be within [0, 2], got {self.temperature}")
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}")
 
 
 def get_model(spec: str, options: GenerationOptions | None = None) -> Model:
