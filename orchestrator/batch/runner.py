@@ -16,20 +16,18 @@ import functools
 import os
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from executors.base import Limits
-
+from ..config import LoopConfig
 from ..models.base import Model
 from ..types import RunResult
 from .engine import Engine, ItemOutcome, LocalEngine, spec_names
 from .inputs import BatchItem, coerce_items, load_items
-from .limits import BackoffGate
+from .limits import BackoffGate, BackoffPolicy
 from .progress import BatchProgress
 from .settings import BatchSettings
-from .store import BatchStore, StoreError
+from .store import DB_NAME, BatchStore, StoreError
 from .writer import StoreWriter
 
 LOCK_NAME = ".lock"
@@ -37,16 +35,6 @@ LOCK_NAME = ".lock"
 
 class BatchBusyError(StoreError):
     """Another process is running a batch in the same run directory."""
-
-
-@dataclass
-class BackoffPolicy:
-    """The shared rate-limit backoff: first pause, longest pause, and how many
-    429s one model call may meet before its item is recorded as an error."""
-
-    base_delay_s: float = 1.0
-    max_delay_s: float = 60.0
-    max_rate_limit_retries: int = 8
 
 
 def _load(items: Any) -> list[BatchItem] | None:
@@ -78,8 +66,8 @@ def open_batch(store: BatchStore, settings: BatchSettings, items: list[BatchItem
                resume: bool, force: bool) -> list[str]:
     """Create the batch or check a resume against it. Returns the ids of items
     a dead process left running (now pending again)."""
-    stored = store.settings()
-    if stored is None:
+    stored_json = store.settings()
+    if stored_json is None:
         if items is None:
             raise StoreError(f"{store.run_dir} holds no batch to resume; give the prompts to start one")
         store.initialise(settings.to_json(), items)
@@ -89,7 +77,7 @@ def open_batch(store: BatchStore, settings: BatchSettings, items: list[BatchItem
         raise StoreError(
             f"{store.run_dir} already holds a batch ({counts['total']} items, {counts['done']} finished); "
             "pass --resume (resume=True) to continue it, or choose another run directory")
-    problems = settings.differences(stored)
+    problems = settings.differences(BatchSettings.from_json(stored_json))
     changed: list[BatchItem] = []
     if items is not None:
         known = {item.id: item for item in store.items()}
@@ -118,15 +106,10 @@ async def run_batch(
     *,
     model: Model | str,
     run_dir: str | Path,
-    executor: Any = "local",
-    executor_options: dict[str, Any] | None = None,
+    config: LoopConfig | None = None,
+    executor: Any = None,
     concurrency: int = 8,
     execution_concurrency: int | None = None,
-    max_retries: int = 5,
-    max_steps: int = 10,
-    limits: Limits | None = None,
-    tools: str = "auto",
-    require_code: str = "auto",
     resume: bool = False,
     force: bool = False,
     rerun_errors: bool = True,
@@ -136,40 +119,46 @@ async def run_batch(
     backoff: BackoffPolicy | None = None,
     progress: BatchProgress | None = None,
     durability: str = "normal",
+    **loop_settings: Any,
 ) -> AsyncIterator[tuple[str, RunResult]]:
     """Run a batch, yielding ``(item id, RunResult)`` as each item's result is stored.
 
     ``items`` is a path (JSONL, CSV, text file or directory), an iterable of
     prompts / :class:`BatchItem` / mappings, or None to resume from the store
-    alone. ``model`` is a Model or a spec string; ``executor`` a name, an
-    Executor or a factory. ``concurrency`` is the number of items in flight
-    (so also of concurrent model calls) and ``execution_concurrency``
-    (default: the same) bounds concurrent executions.
-    Items already finished in ``run_dir`` are not run again and not yielded.
+    alone. ``model`` is a Model or a spec string. How each item runs is
+    ``config`` (a :class:`LoopConfig`) with ``loop_settings`` (its fields by
+    keyword: ``max_retries=3``, ``limits=...``) applied over it; the executor
+    is ``config.executor`` by name (the isolated default), unless ``executor``
+    gives a name, an Executor or a factory. ``concurrency`` is the number of
+    items in flight (so also of concurrent model calls) and
+    ``execution_concurrency`` (default: the same) bounds concurrent executions.
+
+    The config is stored with the batch. On ``resume`` without a ``config``,
+    the stored one is used (keyword settings still apply over it); a config
+    that differs from the stored one is refused unless ``force``, which
+    stores the new one. Items already finished are not run again and not yielded.
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
     execution_concurrency = execution_concurrency or concurrency
     backoff = backoff or BackoffPolicy()
     loaded = _load(items)  # validation first: nothing runs on bad input
-    model_name, executor_name = spec_names(model, executor)
-    engine_name = engine if isinstance(engine, str) else engine.name
-    settings = BatchSettings(model=model_name, executor=executor_name, executor_options=dict(executor_options or {}),
-                             max_retries=max_retries, max_steps=max_steps, limits=limits.to_json() if limits else None,
-                             tools=tools, require_code=require_code,
-                             concurrency=concurrency, execution_concurrency=execution_concurrency, engine=engine_name)
-    progress = progress or BatchProgress(enabled=False)
-    gate = BackoffGate(base_delay_s=backoff.base_delay_s, max_delay_s=backoff.max_delay_s)
-    # Built (not started) before the store is touched, so a bad engine setup changes nothing on disk.
-    if isinstance(engine, str):
-        runner_engine = _make_engine(engine, model=model, executor=executor, executor_options=executor_options,
-                                     concurrency=concurrency, execution_concurrency=execution_concurrency,
-                                     max_retries=max_retries, max_steps=max_steps, limits=limits, gate=gate,
-                                     tools=tools, require_code=require_code, backoff=backoff, progress=progress, ray_address=ray_address,
-                                     ray_workers=ray_workers)
-    else:
-        runner_engine = engine
     run_path = Path(run_dir)
+    base = config or (stored_config(run_path) if resume else None) or LoopConfig()
+    loop = base.with_settings(loop_settings)
+    if isinstance(executor, str):
+        loop = loop.replace(executor=executor)
+    executor_spec = loop.executor if executor is None or isinstance(executor, str) else executor
+    model_name, executor_name = spec_names(model, executor_spec)
+    loop = loop.replace(executor=executor_name)
+    engine_name = engine if isinstance(engine, str) else engine.name
+    settings = BatchSettings(model=model_name, config=loop, concurrency=concurrency,
+                             execution_concurrency=execution_concurrency, engine=engine_name)
+    progress = progress or BatchProgress(enabled=False)
+    # Built (not started) before the store is touched, so a bad engine setup changes nothing on disk.
+    runner_engine = engine if not isinstance(engine, str) else _make_engine(
+        engine, model=model, executor=executor_spec, settings=settings, backoff=backoff, progress=progress,
+        ray_address=ray_address, ray_workers=ray_workers)
     lock = _RunDirLock(run_path)
     store: BatchStore | None = None
     try:
@@ -189,23 +178,28 @@ async def run_batch(
         lock.release()
 
 
-def _make_engine(name: str, *, model: Any, executor: Any, executor_options: dict[str, Any] | None, concurrency: int,
-                 execution_concurrency: int, max_retries: int, max_steps: int, limits: Limits | None,
-                 gate: BackoffGate, tools: str, require_code: str, backoff: BackoffPolicy, progress: BatchProgress, ray_address: str | None,
-                 ray_workers: int | None) -> Engine:
+def stored_config(run_dir: Path) -> LoopConfig | None:
+    """The config a batch in ``run_dir`` was started with, if there is one."""
+    if not (run_dir / DB_NAME).exists():
+        return None
+    with BatchStore(run_dir, create=False) as store:
+        stored = store.settings()
+    return BatchSettings.from_json(stored).config if stored else None
+
+
+def _make_engine(name: str, *, model: Any, executor: Any, settings: BatchSettings, backoff: BackoffPolicy,
+                 progress: BatchProgress, ray_address: str | None, ray_workers: int | None) -> Engine:
+    sizes = {"concurrency": settings.concurrency, "execution_concurrency": settings.execution_concurrency}
     if name == "local":
-        return LocalEngine(model, executor, executor_options=executor_options, concurrency=concurrency,
-                           execution_concurrency=execution_concurrency, max_retries=max_retries, max_steps=max_steps,
-                           limits=limits, gate=gate, tools=tools, require_code=require_code,
+        gate = BackoffGate(base_delay_s=backoff.base_delay_s, max_delay_s=backoff.max_delay_s)
+        return LocalEngine(model, executor, config=settings.config, gate=gate,
                            max_rate_limit_retries=backoff.max_rate_limit_retries,
-                           on_rate_limit=progress.rate_limited_call)
+                           on_rate_limit=progress.rate_limited_call, **sizes)
     if name == "ray":
         from .ray_engine import RayEngine
 
-        return RayEngine(model, executor, executor_options=executor_options, concurrency=concurrency,
-                         execution_concurrency=execution_concurrency, max_retries=max_retries, max_steps=max_steps,
-                         limits=limits, tools=tools, require_code=require_code, backoff=backoff,
-                         address=ray_address, workers=ray_workers)
+        return RayEngine(model, executor, config=settings.config, backoff=backoff, address=ray_address,
+                         workers=ray_workers, **sizes)
     raise ValueError(f"unknown engine {name!r}; choose 'local' or 'ray'")
 
 

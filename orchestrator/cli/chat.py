@@ -15,7 +15,7 @@ from executors import InputFile
 from ..render import EventPrinter
 from ..session import Session, SessionFileError
 from . import EXIT_OK, UsageError
-from ._common import add_run_options, close_model, orchestrator_settings, resolve_executor, resolve_model
+from ._common import add_run_options, close_model, loop_config, resolve_executor, resolve_model
 
 HELP = """\
 Type a message and press Enter. Commands:
@@ -39,10 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    settings = orchestrator_settings(args)
+    config = loop_config(args)
     model = resolve_model(args)
     executor = resolve_executor(args)
-    session = Session(model, executor, stream_text=args.stream, **settings)
+    session = Session(model, executor, config=config, stream_text=args.stream)
     return asyncio.run(chat(session, sys.stdin, sys.stdout, files=args.file, load=args.load, stream=args.stream))
 
 
