@@ -20,7 +20,6 @@ from .config import GenerationOptions, LoopConfig, loop_config
 from .loop import Orchestrator
 from .models import Model, ModelError, ScriptedModel, get_model
 from .prompts import Prompts
-from .batch import run_batch, run_batch_sync
 from .session import Session, SyncSession
 from .types import (
     RUN_PYTHON,
@@ -62,6 +61,15 @@ __all__ = [
     "run_batch",
     "run_batch_sync",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The batch machinery (sqlite3, rich) is imported on first use, not by `import orchestrator`.
+    if name in ("run_batch", "run_batch_sync"):
+        from . import batch
+
+        return getattr(batch, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 async def arun(

@@ -1,5 +1,8 @@
 """codeloop bench: run a benchmark into BENCH_DIR, or compare two bench directories.
 
+(Registered as a ``codeloop.commands`` entry point, so the orchestrator's CLI
+does not import the benchmarks package that imports it.)
+
     codeloop bench humaneval --model ... -o runs/he            (HumanEval, 164 problems)
     codeloop bench gsm8k --data test.jsonl --model ... -o runs/gsm
     codeloop bench items.jsonl --model ... -o runs/custom      (prompt + answer or test)
@@ -18,8 +21,8 @@ from pathlib import Path
 
 from executors import UnknownExecutorError, available_executors
 
-from . import EXIT_FAILED, EXIT_OK, UsageError
-from ._common import add_run_options, close_model, loop_config, resolve_model
+from orchestrator.cli import EXIT_FAILED, EXIT_OK, UsageError
+from orchestrator.cli._common import add_run_options, close_model, loop_config, resolve_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,8 +56,8 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def compare(args: argparse.Namespace) -> int:
-    from benchmarks import BenchStoreError, load_bench
-    from benchmarks.report import render_comparison
+    from . import BenchStoreError, load_bench
+    from .report import render_comparison
 
     if len(args.dirs) != 2:
         raise UsageError("compare needs exactly two bench directories: codeloop bench compare DIR_A DIR_B")
@@ -70,9 +73,9 @@ def compare(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchmarks import BenchStoreError, DatasetError, Prices, ScoringError, run_benchmark
-    from benchmarks.report import summary_rows
-    from benchmarks.runner import REFERENCE_PREFIX
+    from . import BenchStoreError, DatasetError, Prices, ScoringError, run_benchmark
+    from .report import summary_rows
+    from .runner import REFERENCE_PREFIX
     from orchestrator.batch import BatchProgress, StoreError
 
     if not args.output:
