@@ -33,17 +33,22 @@ def is_executor(executor: Any) -> bool:
     return hasattr(executor, "execute") and not isinstance(executor, type)
 
 
-def spec_names(model: Any, executor: Any) -> tuple[str, str]:
-    """The names a batch records for its model and executor, whether each is given
-    as a spec string, an instance, or (the executor) a factory."""
-    model_name = model if isinstance(model, str) else getattr(model, "name", type(model).__name__)
+def model_name(model: Any) -> str:
+    """The name a batch records for a model given as a spec string or an instance."""
+    return str(model if isinstance(model, str) else getattr(model, "name", type(model).__name__))
+
+
+def executor_name(executor: Any) -> str:
+    """The name a batch records for an executor given as a name, an instance or a factory."""
     if isinstance(executor, str):
-        executor_name = executor
-    elif is_executor(executor):
-        executor_name = executor.name
-    else:
-        executor_name = getattr(executor, "name", None) or getattr(executor, "__qualname__", type(executor).__name__)
-    return str(model_name), str(executor_name)
+        return executor
+    if is_executor(executor):
+        return str(executor.name)
+    return str(getattr(executor, "name", None) or getattr(executor, "__qualname__", type(executor).__name__))
+
+
+def spec_names(model: Any, executor: Any) -> tuple[str, str]:
+    return model_name(model), executor_name(executor)
 
 
 def build_model(model: Model | str, generation: GenerationOptions | None = None) -> Model:

@@ -22,7 +22,7 @@ from typing import Any
 from ..config import LoopConfig
 from ..models.base import Model
 from ..types import RunResult
-from .engine import Engine, ItemOutcome, LocalEngine, spec_names
+from .engine import Engine, ItemOutcome, LocalEngine, executor_name, model_name
 from .inputs import BatchItem, coerce_items, load_items
 from .limits import BackoffGate, BackoffPolicy
 from .progress import BatchProgress
@@ -123,41 +123,26 @@ async def run_batch(
 ) -> AsyncIterator[tuple[str, RunResult]]:
     """Run a batch, yielding ``(item id, RunResult)`` as each item's result is stored.
 
-    ``items`` is a path (JSONL, CSV, text file or directory), an iterable of
-    prompts / :class:`BatchItem` / mappings, or None to resume from the store
-    alone. ``model`` is a Model or a spec string. How each item runs is
-    ``config`` (a :class:`LoopConfig`) with ``loop_settings`` (its fields by
-    keyword: ``max_retries=3``, ``limits=...``) applied over it; the executor
-    is ``config.executor`` by name (the isolated default), unless ``executor``
-    gives a name, an Executor or a factory. ``concurrency`` is the number of
-    items in flight (so also of concurrent model calls) and
-    ``execution_concurrency`` (default: the same) bounds concurrent executions.
-
-    The config is stored with the batch. On ``resume`` without a ``config``,
-    the stored one is used (keyword settings still apply over it); a config
-    that differs from the stored one is refused unless ``force``, which
-    stores the new one. Items already finished are not run again and not yielded.
-    """
+    ``items``: a path (JSONL, CSV, text file or directory), an iterable of prompts / :class:`BatchItem` /
+    mappings, or None to resume from the store alone. ``model``: a Model or a spec string. Each item runs
+    with ``config`` (on ``resume`` without one: the stored config) and ``loop_settings`` (LoopConfig fields
+    by keyword) over it; ``executor`` (a name, an Executor or a factory) overrides the config's executor.
+    A config unlike the stored one needs ``force``. ``concurrency``: items in flight; ``execution_concurrency``
+    (default: the same): executions. Finished items are not run again."""
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
     execution_concurrency = execution_concurrency or concurrency
-    backoff = backoff or BackoffPolicy()
-    loaded = _load(items)  # validation first: nothing runs on bad input
-    run_path = Path(run_dir)
+    loaded, run_path = _load(items), Path(run_dir)  # validation first: nothing runs on bad input
     base = config or (stored_config(run_path) if resume else None) or LoopConfig()
-    loop = base.with_settings(loop_settings)
-    if isinstance(executor, str):
-        loop = loop.replace(executor=executor)
-    executor_spec = loop.executor if executor is None or isinstance(executor, str) else executor
-    model_name, executor_name = spec_names(model, executor_spec)
-    loop = loop.replace(executor=executor_name)
-    engine_name = engine if isinstance(engine, str) else engine.name
-    settings = BatchSettings(model=model_name, config=loop, concurrency=concurrency,
-                             execution_concurrency=execution_concurrency, engine=engine_name)
+    loop, executor_spec = resolve_executor(base.with_settings(loop_settings), executor)
+    settings = BatchSettings(model=model_name(model), config=loop, concurrency=concurrency,
+                             execution_concurrency=execution_concurrency,
+                             engine=engine if isinstance(engine, str) else engine.name)
     progress = progress or BatchProgress(enabled=False)
     # Built (not started) before the store is touched, so a bad engine setup changes nothing on disk.
     runner_engine = engine if not isinstance(engine, str) else _make_engine(
-        engine, model=model, executor=executor_spec, settings=settings, backoff=backoff, progress=progress,
+        engine, model=model, executor=executor_spec, settings=settings, backoff=backoff or BackoffPolicy(),
+        progress=progress,
         ray_address=ray_address, ray_workers=ray_workers)
     lock = _RunDirLock(run_path)
     store: BatchStore | None = None
@@ -167,15 +152,24 @@ async def run_batch(
         todo = deque(store.runnable_items(rerun_errors=rerun_errors))
         counts = store.counts()
         # aclosing: if our consumer stops early, the driver's cleanup runs now, before the store closes.
-        async with contextlib.aclosing(_drive(store, runner_engine, todo, settings, progress,
-                                              already_done=counts["total"] - len(todo),
-                                              total=counts["total"])) as pairs:
+        driver = _Driver(store, runner_engine, todo, progress)
+        async with contextlib.aclosing(driver.results(settings, already_done=counts["total"] - len(todo),
+                                                      total=counts["total"])) as pairs:
             async for pair in pairs:
                 yield pair
     finally:
         if store is not None:
             store.close()
         lock.release()
+
+
+def resolve_executor(config: LoopConfig, executor: Any) -> tuple[LoopConfig, Any]:
+    """The config naming the executor that will run, and what to build it from:
+    ``executor`` (a name, an Executor or a factory) when given, else the config's name."""
+    if isinstance(executor, str):
+        config = config.replace(executor=executor)
+    spec = config.executor if executor is None or isinstance(executor, str) else executor
+    return config.replace(executor=executor_name(spec)), spec
 
 
 def stored_config(run_dir: Path) -> LoopConfig | None:
@@ -203,70 +197,77 @@ def _make_engine(name: str, *, model: Any, executor: Any, settings: BatchSetting
     raise ValueError(f"unknown engine {name!r}; choose 'local' or 'ray'")
 
 
-async def _drive(store: BatchStore, engine: Engine, todo: deque[BatchItem], settings: BatchSettings,
-                 progress: BatchProgress, *, already_done: int, total: int) -> AsyncIterator[tuple[str, RunResult]]:
-    writer = StoreWriter(store, asyncio.get_running_loop())
-    to_run = len(todo)
-    finished: asyncio.Queue[tuple[str, RunResult] | BaseException] = asyncio.Queue()
-    in_flight: set[str] = set()
-    reason = "interrupted"
-    session: int | None = None
+class _Driver:
+    """Runs the todo items on the engine from ``engine.slots`` workers and yields
+    each ``(id, result)`` once its result is committed to the store."""
 
-    def report_failure(future: asyncio.Future[Any]) -> None:
+    def __init__(self, store: BatchStore, engine: Engine, todo: deque[BatchItem], progress: BatchProgress) -> None:
+        self.store, self.engine, self.todo, self.progress = store, engine, todo, progress
+        self.writer = StoreWriter(store, asyncio.get_running_loop())
+        self.finished: asyncio.Queue[tuple[str, RunResult] | BaseException] = asyncio.Queue()
+        self.in_flight: set[str] = set()
+        self.session: int | None = None
+
+    def report_failure(self, future: asyncio.Future[Any]) -> None:
         if not future.cancelled() and future.exception() is not None:
-            finished.put_nowait(future.exception())
+            self.finished.put_nowait(future.exception())
 
-    def committed(item_id: str, outcome: ItemOutcome, future: asyncio.Future[Any]) -> None:
+    def committed(self, item_id: str, outcome: ItemOutcome, future: asyncio.Future[Any]) -> None:
         if future.cancelled():
             return
         if future.exception() is not None:
-            finished.put_nowait(future.exception())
+            self.finished.put_nowait(future.exception())
             return
-        in_flight.discard(item_id)
-        progress.item_finished(future.result(), outcome.result, outcome.rate_limited)
-        finished.put_nowait((item_id, outcome.result))
+        self.in_flight.discard(item_id)
+        self.progress.item_finished(future.result(), outcome.result, outcome.rate_limited)
+        self.finished.put_nowait((item_id, outcome.result))
 
-    async def worker() -> None:
+    async def worker(self) -> None:
         # A worker never waits for the store: the writer applies changes in submission order
         # (``running`` before the result), and an item counts as finished, and is yielded, only
         # once its result is committed. A slow fsync then delays results, not model calls.
+        store, writer = self.store, self.writer
         try:
-            while todo:
-                item = todo.popleft()
-                in_flight.add(item.id)
-                writer.submit(store.mark_running, item.id, session).add_done_callback(report_failure)
-                outcome = await engine.run(item)
+            while self.todo:
+                item = self.todo.popleft()
+                self.in_flight.add(item.id)
+                writer.submit(store.mark_running, item.id, self.session).add_done_callback(self.report_failure)
+                outcome = await self.engine.run(item)
                 writer.submit(store.finish, item.id, outcome.result, rate_limited=outcome.rate_limited
-                              ).add_done_callback(functools.partial(committed, item.id, outcome))
+                              ).add_done_callback(functools.partial(self.committed, item.id, outcome))
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # an engine failure stops the batch, loudly
-            finished.put_nowait(exc)
+            self.finished.put_nowait(exc)
 
-    workers: list[asyncio.Task[None]] = []
-    progress.start(total=total, already_done=already_done)
-    try:
-        session = await writer.submit(store.begin_session, settings.to_json())
-        await engine.start()
-        workers = [asyncio.create_task(worker()) for _ in range(min(engine.slots, to_run))]
-        for _ in range(to_run):
-            got = await finished.get()
-            if isinstance(got, BaseException):
-                reason = f"failed: {type(got).__name__}: {got}"
-                raise got
-            yield got
-        reason = "completed"
-    finally:
-        for task in workers:
-            task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
-        # Queued after any finish() a cancelled worker had submitted, so an item whose
-        # result was committed is not marked interrupted (mark_interrupted skips it).
-        ended = writer.submit(_end_session, store, session, sorted(in_flight), reason)
-        writer.close()
-        progress.stop()
-        await engine.aclose()
-        await ended  # resolved by now; raises if the session could not be closed
+    async def results(self, settings: BatchSettings, *, already_done: int,
+                      total: int) -> AsyncIterator[tuple[str, RunResult]]:
+        to_run = len(self.todo)
+        reason = "interrupted"
+        workers: list[asyncio.Task[None]] = []
+        self.progress.start(total=total, already_done=already_done)
+        try:
+            self.session = await self.writer.submit(self.store.begin_session, settings.to_json())
+            await self.engine.start()
+            workers = [asyncio.create_task(self.worker()) for _ in range(min(self.engine.slots, to_run))]
+            for _ in range(to_run):
+                got = await self.finished.get()
+                if isinstance(got, BaseException):
+                    reason = f"failed: {type(got).__name__}: {got}"
+                    raise got
+                yield got
+            reason = "completed"
+        finally:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            # Queued after any finish() a cancelled worker had submitted, so an item whose
+            # result was committed is not marked interrupted (mark_interrupted skips it).
+            ended = self.writer.submit(_end_session, self.store, self.session, sorted(self.in_flight), reason)
+            self.writer.close()
+            self.progress.stop()
+            await self.engine.aclose()
+            await ended  # resolved by now; raises if the session could not be closed
 
 
 def _end_session(store: BatchStore, session: int | None, in_flight: list[str], reason: str) -> None:
