@@ -200,3 +200,24 @@ async def test_prompts_reach_a_benchmark_and_are_recorded(tmp_path: Path, local_
     assert result.metrics.items == 1
     assert any(text.startswith("CUSTOM FEEDBACK") for text in seen)
     assert LoopConfig.from_json(result.config["loop_config"]).prompts == CUSTOM
+
+
+def test_a_cli_resume_keeps_the_stored_config_and_refuses_a_differing_flag(tmp_path: Path, capsys):
+    from orchestrator.batch import run_batch_sync
+    from orchestrator.cli import main
+
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps(["```python\nprint(42)\n```", "It is 42."]))
+    run_dir = tmp_path / "run"
+    config = LoopConfig(prompts=CUSTOM, max_retries=2, executor="local")
+    run_batch_sync([{"id": "a", "prompt": "6*7?"}], model=f"scripted:{script}", run_dir=run_dir, config=config)
+    more = tmp_path / "more.jsonl"
+    more.write_text(json.dumps({"id": "b", "prompt": "7*6?"}) + "\n")
+    # Flags left out (the prompts cannot even be given on the command line) take the stored values.
+    assert main(["batch", str(more), "-o", str(run_dir), "--resume", "--no-progress"]) == 0
+    with BatchStore(run_dir, create=False) as store:
+        assert LoopConfig.from_json(store.settings()["config"]) == config
+        assert store.counts()["done"] == 2
+    capsys.readouterr()
+    assert main(["batch", "-o", str(run_dir), "--resume", "--max-retries", "4", "--no-progress"]) == 2
+    assert "max_retries: stored 2, now 4" in capsys.readouterr().err
