@@ -17,6 +17,7 @@ from executors import Executor, InputFile, Limits, get_executor
 
 from . import events
 from .config import GenerationOptions, LoopConfig, loop_config
+from .images import ImageSettings
 from .loop import Orchestrator
 from .models import Model, ModelError, ScriptedModel, get_model
 from .prompts import Prompts
@@ -40,6 +41,7 @@ __all__ = [
     "CodeBlock",
     "Conversation",
     "GenerationOptions",
+    "ImageSettings",
     "Limits",
     "LoopConfig",
     "Message",

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 
+from .images import estimate_image_tokens
 from .types import Conversation, Message
 
 # Code and tracebacks run at about 3 characters a token with the BPE
@@ -32,6 +33,7 @@ def conversation_tokens(conversation: Conversation, estimate: Callable[[str], in
     total = estimate(conversation.system) + MESSAGE_OVERHEAD_TOKENS
     for message in conversation.messages:
         total += estimate(message.text) + MESSAGE_OVERHEAD_TOKENS
+        total += sum(estimate_image_tokens(image.data) for image in message.images)
         if message.turn is not None:
             total += sum(estimate(b.code) for b in message.turn.code_blocks if b.source == "tool_call")
     return total

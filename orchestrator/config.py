@@ -17,6 +17,7 @@ from executors import jsondata
 from executors.base import Limits
 from executors.registry import DEFAULT_EXECUTOR
 
+from .images import ImageSettings
 from .policy import RequireCode, ToolMode, code_required
 from .prompts import Prompts
 
@@ -57,7 +58,8 @@ class LoopConfig:
     ``context_tokens``: the model's context window (None: the model's own).
     ``executor``/``executor_options``: where code runs when the executor is
     given by name (the default is the isolated one). ``generation``: sampling
-    options for models built from a spec string.
+    options for models built from a spec string. ``images``: which pictures a
+    model that takes images sees (input images, the figures its code drew).
     """
 
     max_retries: int = 5
@@ -70,6 +72,7 @@ class LoopConfig:
     executor: str = DEFAULT_EXECUTOR
     executor_options: Mapping[str, Any] = field(default_factory=dict)
     generation: GenerationOptions = field(default_factory=GenerationOptions)
+    images: ImageSettings = field(default_factory=ImageSettings)
 
     def __post_init__(self) -> None:
         if self.max_retries < 0:
@@ -83,7 +86,8 @@ class LoopConfig:
             raise ValueError(f"context_tokens must be positive, got {self.context_tokens}")
         if not isinstance(self.executor, str) or not self.executor:
             raise ValueError(f"executor must be an executor's name, got {self.executor!r}")
-        for name, kind in (("limits", Limits), ("prompts", Prompts), ("generation", GenerationOptions)):
+        for name, kind in (("limits", Limits), ("prompts", Prompts), ("generation", GenerationOptions),
+                           ("images", ImageSettings)):
             value = getattr(self, name)
             if value is not None and not isinstance(value, kind):
                 raise TypeError(f"{name} must be a {kind.__name__}, got {type(value).__name__}")
@@ -108,7 +112,8 @@ class LoopConfig:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "LoopConfig":
         return jsondata.from_json(cls, data, limits=Limits.from_json, prompts=Prompts.from_json,
-                                  generation=GenerationOptions.from_json, executor_options=dict)
+                                  generation=GenerationOptions.from_json, images=ImageSettings.from_json,
+                                  executor_options=dict)
 
     def differences(self, other: "LoopConfig") -> list[str]:
         """How this config differs from ``other`` (the stored one), a line per

@@ -31,6 +31,7 @@ from . import events as ev
 from .budget import conversation_tokens, fit
 from .config import LoopConfig, loop_config
 from .extract import extract_code, join_blocks
+from .images import ImageSettings, input_images, with_figures
 from .logs import get_logger
 from .models.base import Model, ModelError, StreamingModel, model_trait
 from .policy import Action, Decision, Progress, Reply, Rules, code_required, decide_execution, decide_reply
@@ -84,6 +85,8 @@ class Orchestrator:
     The orchestrator holds no per-run state, so one instance can serve many
     concurrent runs. ``stream_text`` streams the model's text as
     :class:`events.TextDelta` events (how a run is shown, not what it does).
+    A model that takes images (its ``takes_images`` trait) sees input images
+    and the figures its code drew, as ``config.images`` says.
     """
 
     def __init__(self, model: Model, executor: Executor, *, config: LoopConfig | None = None,
@@ -96,6 +99,7 @@ class Orchestrator:
         self.profile = profile_for(model_trait(model, "profile_name") or self._model_name)
         self.prompts = self.config.prompts or self.profile.prompts()
         self.context_tokens = self.config.context_tokens or model_trait(model, "context_length")
+        self.takes_images = bool(model_trait(model, "takes_images", False))
         self.rules = Rules(max_retries=self.config.max_retries, max_steps=self.config.max_steps,
                            verify=self.prompts.verify_request != "")
 
@@ -114,6 +118,10 @@ class Orchestrator:
     @property
     def require_code(self) -> str:
         return self.config.require_code
+
+    @property
+    def images(self) -> ImageSettings:
+        return self.config.images
 
     async def run(self, prompt: str, *, files: Sequence[str | Path | InputFile] = (),
                   conversation: Conversation | None = None, session: str | None = None,
@@ -154,11 +162,12 @@ class Orchestrator:
         seen = {(f.name, f.data) for m in conv.messages for f in m.files}
         new_inputs = [f for f in inputs if (f.name, f.data) not in seen]
         progress = Progress(needs_code=code_required(self.config.require_code, prompt, new_inputs))
+        shown = input_images(new_inputs, self.config.images, self.takes_images)  # an image over the cap stops here
         run = _Run(run_id=run_id, prompt=prompt, conv=conv, inputs=inputs, session=session or run_id,
                    logger=get_logger().bind(run_id=run_id), progress=progress, fenced=self._starts_fenced())
         if not conv.system:
             conv.system = self._system(run)
-        conv.add(Message(role="user", text=prompt, files=inputs))
+        conv.add(Message(role="user", text=prompt, files=inputs, images=shown))
         run.logger.info("run.start", model=self._model_name, executor=self._executor_name, files=len(inputs))
         return run
 
@@ -280,8 +289,8 @@ class Orchestrator:
         decision = decide_execution(run.progress.with_attempt(attempt), result, self.rules)
         run.progress = decision.progress
         if result.ok:
-            run.conv.add(Message(role="execution", text=self.prompts.feedback(result, decision.retries_left),
-                                 result=result, code_blocks=blocks))
+            run.conv.add(self._with_figures(Message(role="execution", result=result, code_blocks=blocks,
+                                                    text=self.prompts.feedback(result, decision.retries_left))))
         retry = self._carry_out(run, decision, blocks=blocks, result=result)
         if retry is not None:
             yield retry
@@ -332,8 +341,8 @@ class Orchestrator:
                        result: ExecutionResult | None) -> Message:
         left = decision.retries_left
         if decision.fault == "failed" and result is not None:
-            return Message(role="execution", text=self.prompts.feedback(result, left), result=result,
-                           code_blocks=blocks)
+            return self._with_figures(Message(role="execution", text=self.prompts.feedback(result, left),
+                                              result=result, code_blocks=blocks))
         if decision.fault == "repeated" and decision.same_as is not None:
             same = decision.same_as
             note = ExecutionResult(outcome=Outcome.FAILED, error_type="RepeatedProgram",
@@ -384,6 +393,10 @@ class Orchestrator:
             return ExecutionResult(outcome=Outcome.SANDBOX_ERROR, error_type=type(exc).__name__,
                                    error_message=str(exc), duration_s=time.perf_counter() - t0,
                                    executor=self._executor_name)
+
+    def _with_figures(self, feedback: Message) -> Message:
+        """The figures the code drew, attached for a model that takes images (the rest named in the text)."""
+        return with_figures(feedback, self.config.images, self.takes_images)
 
     @property
     def _model_name(self) -> str:

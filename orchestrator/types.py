@@ -13,7 +13,11 @@ from executors.base import Artifact, ExecutionResult, InputFile
 @dataclass
 class Usage:
     """Token counts, in Gemini's terms. ``tool_tokens`` are the intermediate
-    (tool-use prompt) tokens; ``requests`` counts model calls."""
+    (tool-use prompt) tokens; ``requests`` counts model calls. Images sent
+    are part of ``input_tokens`` as the provider reports them.
+    ``cache_read_tokens`` and ``cache_write_tokens`` are the part of
+    ``input_tokens`` read from or written to the provider's prompt cache
+    (billed at other rates); they are not added to the total again."""
 
     input_tokens: int = 0
     output_tokens: int = 0
@@ -21,6 +25,8 @@ class Usage:
     thoughts_tokens: int = 0
     requests: int = 0
     cost_usd: float | None = None
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
     def __add__(self, other: "Usage") -> "Usage":
         cost = None
@@ -33,6 +39,8 @@ class Usage:
             thoughts_tokens=self.thoughts_tokens + other.thoughts_tokens,
             requests=self.requests + other.requests,
             cost_usd=cost,
+            cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
         )
 
     @property
@@ -122,6 +130,8 @@ class Message:
     ``user``: text (and input files on the first message). ``model``: a
     :class:`ModelTurn`. ``execution``: the result of running the code in the
     previous model turn, with ``text`` the feedback a text-only model reads.
+    ``images``: pictures the model sees with the message (input images, the
+    figures an execution drew), for models that take images.
     """
 
     role: Role
@@ -130,6 +140,7 @@ class Message:
     result: ExecutionResult | None = None
     code_blocks: list[CodeBlock] = field(default_factory=list)
     files: list[InputFile] = field(default_factory=list)
+    images: list[Artifact] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return jsondata.to_json(self)
@@ -138,7 +149,8 @@ class Message:
     def from_json(cls, data: dict[str, Any]) -> "Message":
         return jsondata.from_json(cls, data, turn=ModelTurn.from_json, result=ExecutionResult.from_json,
                                   code_blocks=jsondata.list_of(CodeBlock.from_json),
-                                  files=jsondata.list_of(InputFile.from_json))
+                                  files=jsondata.list_of(InputFile.from_json),
+                                  images=jsondata.list_of(Artifact.from_json))
 
 
 @dataclass

@@ -76,7 +76,7 @@ def test_no_model_and_no_key_uses_the_local_model_and_says_why(tmp_path, capsys,
     from orchestrator.models import registry
     from orchestrator.models.local import LocalModel
 
-    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY"):
+    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
         monkeypatch.delenv(name, raising=False)
     weights = tmp_path / "default.gguf"  # a file that is never loaded: the server starts on the first request
     weights.write_bytes(b"GGUF")
@@ -84,7 +84,7 @@ def test_no_model_and_no_key_uses_the_local_model_and_says_why(tmp_path, capsys,
     model = resolve_model(build_parser().parse_args(["run", "q", "--ctx-size", "4096", "--seed", "7"]))
     err = capsys.readouterr().err
     assert err == (f"codeloop: using local:{weights} (no --model given and no "
-                   "GEMINI_API_KEY/GOOGLE_API_KEY/OPENAI_API_KEY set)\n")
+                   "GEMINI_API_KEY/GOOGLE_API_KEY/OPENAI_API_KEY/ANTHROPIC_API_KEY set)\n")
     assert isinstance(model, LocalModel) and model.server is None
     assert (model.settings.n_ctx, model.settings.seed, model.context_length) == (4096, 7, 4096)
 

@@ -44,7 +44,7 @@ def test_the_cli_imports_the_benchmarks_only_through_the_entry_point():
 
 @pytest.mark.parametrize(("group", "names"), [
     ("codeloop.executors", {"local", "sandbox", "pool", "restricted", "jupyter", "jupyter-remote"}),
-    ("codeloop.models", {"replay", "scripted", "gemini", "gemini-server", "openai", "local"}),
+    ("codeloop.models", {"replay", "scripted", "gemini", "gemini-server", "openai", "anthropic", "local"}),
     ("codeloop.commands", {"bench"}),
 ])
 def test_the_built_ins_are_listed_once_in_pyproject_and_each_loads(group, names):

@@ -8,7 +8,7 @@ import pytest
 
 from orchestrator import Orchestrator, RunStatus, events
 from orchestrator.models import ModelAuthError, ModelError, RateLimitError, get_model
-from orchestrator.models.openai_compat import OpenAIModel, parse_spec, to_messages
+from orchestrator.models.openai_compat import OpenAIModel, ToolSupport, parse_spec, to_messages
 from orchestrator.models.retry import RetryPolicy
 from orchestrator.testing.fake_openai import (
     Delay,
@@ -61,6 +61,8 @@ async def test_fenced_code_without_tool_support_falls_back_once(local_executor):
 
     assert result.status is RunStatus.SOLVED and result.attempts[0].result.stdout == "9\n"
     assert not model.tools_supported and result.usage.requests == 3
+    assert model.tool_support is ToolSupport.REFUSED
+    assert (model.stats.requests, model.stats.declined, model.stats.failures) == (3, 1, 0)  # the probe, counted as such
     # The refused request, then the same request without tools, then no tools again.
     assert ["tools" in r.body for r in fake.requests] == [True, False, False]
     assert fake.messages(2)[-1]["role"] == "user"  # execution feedback as user text
@@ -72,6 +74,7 @@ async def test_tools_on_does_not_fall_back(fake):
     with pytest.raises(ModelError, match="does not support tools"):
         await model.generate(Conversation(messages=[Message(role="user", text="x")]), [RUN_PYTHON])
     assert len(fake.requests) == 1
+    assert model.tool_support is ToolSupport.OFFERED and (model.stats.failures, model.stats.declined) == (1, 0)
 
 
 async def test_summary_request_sets_tool_choice_none(fake, local_executor):

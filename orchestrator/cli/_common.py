@@ -9,6 +9,7 @@ import sys
 from executors import DEFAULT_EXECUTOR, Limits, UnknownExecutorError, available_executors, get_executor
 from executors.base import Executor
 
+from ..images import ImageSettings
 from ..models import Model, ModelError, RecordingModel, UnknownModelError, default_model, get_model
 from ..config import GenerationOptions, LoopConfig
 from . import UsageError
@@ -70,6 +71,22 @@ def resolve_executor(args: argparse.Namespace) -> Executor:
         return get_executor(args.executor, **options)
     except (UnknownExecutorError, ValueError) as exc:  # ValueError: e.g. no gateway URL
         raise UsageError(str(exc)) from exc
+
+
+def add_image_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--see-figures", choices=("auto", "on", "off"), default="auto",
+                        help="show the figures the code drew to the model with its feedback (auto: when the "
+                             "model takes images; default)")
+    parser.add_argument("--max-image-bytes", type=int, default=ImageSettings.max_input_image_bytes,
+                        help="largest input image shown to a model, in bytes; a larger one is an error "
+                             f"(default {ImageSettings.max_input_image_bytes})")
+
+
+def image_settings(args: argparse.Namespace) -> ImageSettings:
+    try:
+        return ImageSettings(see_figures=args.see_figures, max_input_image_bytes=args.max_image_bytes)
+    except ValueError as exc:
+        raise UsageError(str(exc).replace("ImageSettings.max_input_image_bytes", "--max-image-bytes")) from None
 
 
 def limits_from(args: argparse.Namespace) -> Limits:

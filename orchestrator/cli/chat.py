@@ -16,6 +16,7 @@ from ..render import EventPrinter
 from ..session import Session, SessionFileError
 from . import EXIT_OK, UsageError
 from ._common import add_run_options, close_model, loop_config, resolve_executor, resolve_model
+from ._common import add_image_options, image_settings  # run and chat: a batch sets images in its LoopConfig
 
 HELP = """\
 Type a message and press Enter. Commands:
@@ -35,11 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--file", action="append", default=[], metavar="PATH", help="input file (repeatable)")
     p.add_argument("--load", metavar="PATH", help="continue a saved conversation")
     add_run_options(p)
+    add_image_options(p)
     p.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
-    config = loop_config(args)
+    config = loop_config(args).replace(images=image_settings(args))
     model = resolve_model(args)
     executor = resolve_executor(args)
     session = Session(model, executor, config=config, stream_text=args.stream)

@@ -11,11 +11,13 @@ from pathlib import Path
 from executors import InputFile
 
 from .. import events as ev
+from ..images import InputFileTooLarge
 from ..loop import Orchestrator
 from ..render import EventPrinter
 from ..types import RunStatus
 from . import EXIT_FAILED, EXIT_OK, EXIT_UNVERIFIED, UsageError
 from ._common import add_run_options, close_model, loop_config, resolve_executor, resolve_model
+from ._common import add_image_options, image_settings  # run and chat: a batch sets images in its LoopConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stream", action="store_true", help="stream the model's text as it arrives")
     p.add_argument("--save-artifacts", metavar="DIR", help="write files the code produced into DIR")
     add_run_options(p)
+    add_image_options(p)
     p.set_defaults(handler=handle)
 
 
@@ -57,7 +60,7 @@ def read_files(paths: list[str]) -> list[InputFile]:
 def handle(args: argparse.Namespace) -> int:
     prompt = read_prompt(args)
     files = read_files(args.file)
-    config = loop_config(args)
+    config = loop_config(args).replace(images=image_settings(args))
     model = resolve_model(args)
     executor = resolve_executor(args)
     return asyncio.run(_run(args, prompt, files, model, executor, config))
@@ -73,6 +76,8 @@ async def _run(args, prompt, files, model, executor, config) -> int:
                 printer(event)
             if isinstance(event, ev.Done):
                 result = event.result
+    except InputFileTooLarge as exc:  # before any model call: a usage error, not a failed run
+        raise UsageError(str(exc)) from None
     finally:
         await executor.aclose()
         await close_model(model)

@@ -57,6 +57,13 @@ def openai(arg: str, options: GenerationOptions) -> Model:
     return OpenAIModel(model, base_url, temperature=options.temperature, max_tokens=options.max_tokens)
 
 
+@example("anthropic:claude-sonnet-4-5")
+def anthropic(arg: str, options: GenerationOptions) -> Model:
+    from .anthropic import AnthropicModel
+
+    return AnthropicModel(arg, temperature=options.temperature, max_tokens=options.max_tokens)
+
+
 @example("local:qwen2.5-coder-1.5b or local:/path/to/model.gguf")
 def local(arg: str, options: GenerationOptions) -> Model:
     from .local import LocalModel, LocalSettings

@@ -14,11 +14,10 @@ multi-turn requests.
 
 from __future__ import annotations
 
-import mimetypes
 import os
 import random
-import re
 from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import PurePath
 from typing import Any, Literal
 
 import httpx2
@@ -27,25 +26,29 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from executors.base import Artifact, ExecutionResult, InputFile, Outcome
+from executors.base import InputFile
 
-from ..types import RUN_PYTHON, Attempt, CodeBlock, Conversation, Message, ModelTurn, ToolSpec, Usage
-from .base import OTHER_CALL_NOTE, ModelAuthError, ModelError, RateLimitError
+from ..images import image_mime
+from ..types import RUN_PYTHON, Conversation, Message, ModelTurn, ToolSpec
+from . import _errors
+from ._conversation import answer_text, files_note, is_run_python, own_raw, tool_calls_of, turn_text, walk
+from ._keys import ApiKey, require_key
+from .base import ModelError
+from .gemini_response import block_reason, enum_name, merge_text_parts, parse_content, usage_from
 from .pricing import GEMINI_PRICES, PriceTable
-from .retry import RETRYABLE_STATUSES, CallStats, RetryPolicy, call_with_retries, next_chunk
+from .retry import CallStats, RetryPolicy, call_with_retries, first_chunk, next_chunk
 
 Mode = Literal["client", "server"]
 
 KEY_VARIABLES = ("GOOGLE_API_KEY", "GEMINI_API_KEY")  # the SDK's own order of precedence
 BASE_URL_VARIABLE = "GOOGLE_GEMINI_BASE_URL"  # the SDK's variable for another endpoint
 
-SERVER_OUTCOMES = {
-    "OUTCOME_OK": Outcome.OK,
-    "OUTCOME_FAILED": Outcome.FAILED,
-    "OUTCOME_DEADLINE_EXCEEDED": Outcome.DEADLINE_EXCEEDED,
-}
+# Text types Gemini's documents accept by name; other text (.cpp, .java, .ts,
+# .json...) goes as plain text. Not guessed with mimetypes: its answer depends
+# on the machine (.ts is a Qt translation file on some, a video on others).
+INLINE_TEXT_TYPES = {".csv": "text/csv", ".xml": "text/xml", ".py": "text/x-python", ".js": "text/javascript",
+                     ".html": "text/html", ".md": "text/md", ".txt": "text/plain"}
 
-EXECUTOR_NAME = "gemini-server"
 SERVER_MODE_NOTE = (
     "In this session code runs through your built-in code execution tool; there is no run_python "
     "function to call."
@@ -57,17 +60,9 @@ class MalformedFunctionCall(Exception):
     wrote a call the API could not parse. Asking again usually works."""
 
 
-def find_api_key(api_key: str | None, env: Mapping[str, str]) -> tuple[str, str]:
-    """The key and where it came from (for messages: never the key itself)."""
-    if api_key:
-        return api_key, "the api_key argument"
-    for name in KEY_VARIABLES:
-        if env.get(name):
-            return env[name], name
-    raise ModelAuthError(
-        "no Gemini API key: set GEMINI_API_KEY (or GOOGLE_API_KEY) or pass api_key=...; "
-        "get one at https://aistudio.google.com/apikey"
-    )
+MISSING_KEY = ("no Gemini API key: set GEMINI_API_KEY (or GOOGLE_API_KEY) or pass api_key=...; "
+               "get one at https://aistudio.google.com/apikey")
+KEY_HELP = "check GEMINI_API_KEY / GOOGLE_API_KEY"
 
 
 class GeminiModel:
@@ -75,8 +70,11 @@ class GeminiModel:
 
     ``retry`` sets attempts, backoff and the per-request timeout;
     ``prices`` estimates cost (None for no estimate); ``max_file_bytes``
-    bounds each input file sent inline in server mode.
+    bounds each input file sent inline in server mode. Gemini takes images:
+    input images and figures go inline in both modes.
     """
+
+    takes_images = True
 
     def __init__(
         self,
@@ -98,8 +96,8 @@ class GeminiModel:
         if mode not in ("client", "server"):
             raise ValueError(f"GeminiModel mode must be 'client' or 'server', got {mode!r}")
         env = os.environ if env is None else env
-        key, self.key_source = find_api_key(api_key, env)
-        self._secret = key
+        self._key: ApiKey = require_key(api_key, env, KEY_VARIABLES, missing=MISSING_KEY)
+        self.key_source = self._key.source
         self.model = model
         self.mode: Mode = mode
         self.name = f"{'gemini-server' if mode == 'server' else 'gemini'}:{model}"
@@ -114,7 +112,7 @@ class GeminiModel:
         self._rng = random.Random(seed)
         timeout_ms = int(self.retry.timeout_s * 1000) if self.retry.timeout_s else None
         self._client = genai.Client(
-            api_key=key,
+            api_key=self._key.value,
             vertexai=False,
             http_options=types.HttpOptions(base_url=self.base_url, api_version=api_version, timeout=timeout_ms),
         )
@@ -131,7 +129,7 @@ class GeminiModel:
             response = await self._client.aio.models.generate_content(
                 model=self.model, contents=contents, config=config)
             candidate = response.candidates[0] if response.candidates else None
-            if (candidate and _enum_name(candidate.finish_reason) == "MALFORMED_FUNCTION_CALL"
+            if (candidate and enum_name(candidate.finish_reason) == "MALFORMED_FUNCTION_CALL"
                     and not (candidate.content and candidate.content.parts)):
                 raise MalformedFunctionCall(candidate.finish_message or "")
             return response
@@ -140,7 +138,7 @@ class GeminiModel:
             once, policy=self.retry, classify=self._classify, stats=self.stats, model=self.name, rng=self._rng,
         )
         if not response.candidates:
-            raise ModelError(f"Gemini returned no answer ({_block_reason(response)})")
+            raise ModelError(f"Gemini returned no answer ({block_reason(response)})")
         candidate = response.candidates[0]
         return self._turn(candidate.content, candidate.finish_reason, response.usage_metadata, requests,
                           response.model_version)
@@ -153,13 +151,8 @@ class GeminiModel:
         contents, config = self.request(conversation, tools)
 
         async def open_stream():
-            stream = await self._client.aio.models.generate_content_stream(
-                model=self.model, contents=contents, config=config)
-            iterator = aiter(stream)
-            first = await anext(iterator, None)
-            if first is None:
-                raise ValueError("the stream ended before any event arrived")
-            return iterator, first
+            return await first_chunk(await self._client.aio.models.generate_content_stream(
+                model=self.model, contents=contents, config=config))
 
         (iterator, chunk), requests = await call_with_retries(
             open_stream, policy=self.retry, classify=self._classify, stats=self.stats, model=self.name,
@@ -226,13 +219,12 @@ class GeminiModel:
             usage.cost_usd = self.prices.cost(self.model, usage)
         turn = parse_content(content)
         turn.usage = usage
-        turn.finish_reason = _enum_name(finish_reason)
+        turn.finish_reason = enum_name(finish_reason)
         turn.model = model_version or self.model
         return turn
 
     def _classify(self, exc: BaseException) -> ModelError | None:
-        return classify_error(exc, provider="Gemini", key_hint=self.key_source, secret=self._secret,
-                              timeout_s=self.retry.timeout_s)
+        return classify_error(exc, provider="Gemini", key=self._key, timeout_s=self.retry.timeout_s)
 
 
 # -- conversation -> contents --------------------------------------------------
@@ -250,252 +242,135 @@ def to_contents(conversation: Conversation, *, mode: Mode = "client", max_file_b
 
     Model turns are replayed from ``raw`` when they have it. An execution
     message answers the previous turn's function calls (one response per
-    call, matched by id and name) or, after fenced code, is user text.
-    Consecutive entries of one role are merged into one ``Content``.
+    call, matched by id and name) or, after fenced code, is user text; the
+    figures it carries follow as inline images. Consecutive entries of one
+    role are merged into one ``Content``.
     """
-    contents: list[types.Content] = []
-    pending_calls: list[types.FunctionCall] = []
-    sent_files: set[tuple[str, bytes]] = set()  # a chat resends its files with each message
+    writer = _ContentsWriter(mode, max_file_bytes)
+    walk(conversation, writer)
+    return writer.contents
 
-    def add(role: str, parts: list[types.Part]) -> None:
+
+class _ContentsWriter:
+    def __init__(self, mode: Mode, max_file_bytes: int) -> None:
+        self.mode = mode
+        self.max_file_bytes = max_file_bytes
+        self.contents: list[types.Content] = []
+
+    def add(self, role: str, parts: list[types.Part]) -> None:
         if not parts:
             return
-        if contents and contents[-1].role == role:
-            contents[-1].parts = list(contents[-1].parts or []) + parts
+        if self.contents and self.contents[-1].role == role:
+            self.contents[-1].parts = list(self.contents[-1].parts or []) + parts
         else:
-            contents.append(types.Content(role=role, parts=parts))
+            self.contents.append(types.Content(role=role, parts=parts))
 
-    for index, message in enumerate(conversation.messages):
-        if message.role == "model":
-            if pending_calls:  # calls the loop never answered: say so, or Gemini rejects the history
-                add("user", _unanswered(pending_calls))
-            content = model_content(message)
-            pending_calls = [p.function_call for p in content.parts or [] if p.function_call]
-            add("model", list(content.parts or []))
-        elif message.role == "execution":
-            if pending_calls:
-                add("user", function_responses(pending_calls, message))
-                pending_calls = []
-            else:
-                add("user", [types.Part(text=message.text)])
-        elif message.role == "user":
-            if pending_calls:
-                add("user", _unanswered(pending_calls))
-                pending_calls = []
-            new_files = [f for f in message.files if (f.name, f.data) not in sent_files]
-            sent_files.update((f.name, f.data) for f in message.files)
-            fresh = Message(role="user", text=message.text, files=new_files)
-            add("user", user_parts(fresh, mode=mode, max_file_bytes=max_file_bytes))
-        else:
-            raise ValueError(f"conversation message {index} has unknown role {message.role!r}")
-    return contents
+    def model_turn(self, message: Message) -> list[types.FunctionCall]:
+        content = model_content(message)
+        self.add("model", list(content.parts or []))
+        return [p.function_call for p in content.parts or [] if p.function_call]
+
+    def answer_calls(self, calls: Sequence[types.FunctionCall], execution: Message | None) -> None:
+        self.add("user", function_responses(calls, execution) + image_parts(execution))
+
+    def execution_text(self, execution: Message) -> None:
+        self.add("user", [types.Part(text=execution.text)] + image_parts(execution))
+
+    def user(self, message: Message, new_files: list[InputFile]) -> None:
+        self.add("user", user_parts(message, new_files, mode=self.mode, max_file_bytes=self.max_file_bytes))
 
 
 def model_content(message: Message) -> types.Content:
     """Gemini's own content for a model turn: from ``raw`` when it holds one
     (sent back exactly), otherwise rebuilt from text and tool-call blocks
     (turns from another model, or replayed without raw)."""
-    turn = message.turn
-    raw = turn.raw if turn else None
-    if isinstance(raw, dict) and raw.get("provider") == "gemini":
+    raw = own_raw(message, "gemini")
+    if raw is not None:
         try:
             return types.Content.model_validate(raw["content"])
         except (KeyError, pydantic.ValidationError) as exc:
             raise ModelError(f"a model turn's raw Gemini content is invalid: {exc}") from None
-    text = turn.text if turn else message.text
+    text = turn_text(message)
     parts = [types.Part(text=text)] if text else []
-    for block in (turn.code_blocks if turn else []):
-        if block.source == "tool_call":
-            parts.append(types.Part(function_call=types.FunctionCall(
-                id=block.call_id, name="run_python", args={"code": block.code})))
+    for block in tool_calls_of(message):
+        parts.append(types.Part(function_call=types.FunctionCall(
+            id=block.call_id, name=RUN_PYTHON.name, args={"code": block.code})))
     if not parts:
         parts = [types.Part(text="(no answer)")]
     return types.Content(role="model", parts=parts)
 
 
-def function_responses(calls: Sequence[types.FunctionCall], message: Message) -> list[types.Part]:
-    """One response per call. The loop runs a turn's code together, so the
-    first call carries the result and the others point to it."""
-    ok = message.result.ok if message.result else True
-    outcome = message.result.outcome.value if message.result else None
-    first: dict[str, Any] = {"output": message.text} if ok else {"error": message.text}
-    if outcome:
-        first["outcome"] = outcome
+def function_responses(calls: Sequence[types.FunctionCall], execution: Message | None) -> list[types.Part]:
+    """One response per call: the first carries the result (output, or error
+    with the outcome), the others point to it."""
+    result = execution.result if execution else None
     parts = []
     for i, call in enumerate(calls):
-        if call.name != "run_python":
+        text = answer_text(i, execution)
+        if execution is None:
+            response = {"error": "this call was not run"}
+        elif not is_run_python(call.name or ""):
             response = {"error": f"there is no tool named {call.name!r}; use run_python(code)"}
+        elif i == 0 and result is not None and not result.ok:
+            response = {"error": text, "outcome": result.outcome.value}
         else:
-            response = first if i == 0 else {"output": OTHER_CALL_NOTE}
+            response = {"output": text}
+            if i == 0 and result is not None:
+                response["outcome"] = result.outcome.value
         parts.append(types.Part(function_response=types.FunctionResponse(id=call.id, name=call.name,
                                                                          response=response)))
     return parts
 
 
-def _unanswered(calls: Sequence[types.FunctionCall]) -> list[types.Part]:
-    return [types.Part(function_response=types.FunctionResponse(
-        id=call.id, name=call.name, response={"error": "this call was not run"})) for call in calls]
+def image_parts(message: Message | None) -> list[types.Part]:
+    """A message's images (input images, figures) as inline data."""
+    return [types.Part(inline_data=types.Blob(mime_type=image.mime_type, data=image.data))
+            for image in (message.images if message else [])]
 
 
-def user_parts(message: Message, *, mode: Mode, max_file_bytes: int) -> list[types.Part]:
+def user_parts(message: Message, new_files: Sequence[InputFile], *, mode: Mode, max_file_bytes: int
+               ) -> list[types.Part]:
+    """Client mode: the text, a note naming the files (the executor has
+    them) and the images the loop attached. Server mode: every new file
+    inline, since the code runs on Google's side."""
     parts = [types.Part(text=message.text)] if message.text else []
-    if not message.files:
+    if mode == "server":
+        for f in new_files:
+            parts += inline_file_parts(f, max_file_bytes=max_file_bytes)
         return parts
-    if mode == "client":
-        # The executor gets the files; the model only needs to know they exist.
-        listing = ", ".join(f"{f.name} ({len(f.data)} bytes)" for f in message.files)
-        return parts + [types.Part(text=f"Input files in the working directory: {listing}.")]
-    for f in message.files:
-        parts += inline_file_parts(f, max_file_bytes=max_file_bytes)
-    return parts
+    if new_files:
+        parts.append(types.Part(text=files_note(new_files)))
+    return parts + image_parts(message)
 
 
 def inline_file_parts(file: InputFile, *, max_file_bytes: int) -> list[types.Part]:
-    """A file for Gemini's server-side code execution: a caption and the bytes
-    inline. Only text files (CSV, plain text, JSON...) are accepted."""
+    """A file for Gemini's server-side code execution: a caption and the
+    bytes inline. PNG and JPEG go as images; the rest must be text (CSV,
+    XML, source code...)."""
     if len(file.data) > max_file_bytes:
         raise ModelError(
             f"input file {file.name!r} is {len(file.data)} bytes, over the server-mode limit of "
             f"{max_file_bytes} bytes (raise GeminiModel(max_file_bytes=...) or use client mode)"
         )
-    mime = mimetypes.guess_type(file.name)[0] or "text/plain"
-    if mime in ("application/json", "application/xml"):
-        mime = "text/plain"
+    caption = types.Part(text=f"File {file.name}:")
+    image = image_mime(file.name)
+    if image is not None:
+        return [caption, types.Part(inline_data=types.Blob(mime_type=image, data=file.data))]
     try:
         file.data.decode("utf-8")
     except UnicodeDecodeError:
         raise ModelError(
-            f"input file {file.name!r} is not text: server mode sends CSV and text files only "
-            "(use client mode for binary files)"
+            f"input file {file.name!r} is not text nor a PNG, JPEG or WebP image: server mode sends "
+            "text files and images only (use client mode for other binary files)"
         ) from None
-    if not mime.startswith("text/"):
-        mime = "text/plain"
-    return [types.Part(text=f"File {file.name}:"),
-            types.Part(inline_data=types.Blob(mime_type=mime, data=file.data))]
-
-
-# -- response -> turn ---------------------------------------------------------
-
-def parse_content(content: types.Content) -> ModelTurn:
-    """The text, code blocks, server-side attempts and raw content of a turn."""
-    text: list[str] = []
-    blocks: list[CodeBlock] = []
-    executed: list[Attempt] = []
-    pending_code: str | None = None
-    figures = 0
-    waiting: list[Artifact] = []  # images seen before the result they belong to
-    for i, part in enumerate(content.parts or []):
-        if part.function_call:
-            call = part.function_call
-            code = (call.args or {}).get("code")
-            if call.name == "run_python" and isinstance(code, str):
-                blocks.append(CodeBlock(code=code, source="tool_call", call_id=call.id or f"call-{i}"))
-        elif part.executable_code:
-            if pending_code is not None:
-                executed.append(_remote_attempt(pending_code, None))
-            pending_code = part.executable_code.code or ""
-            blocks.append(CodeBlock(code=pending_code, source="server"))
-        elif part.code_execution_result:
-            executed.append(_remote_attempt(pending_code or "", part.code_execution_result))
-            executed[-1].result.artifacts += waiting
-            waiting = []
-            pending_code = None
-        elif part.inline_data and (part.inline_data.mime_type or "").startswith("image/"):
-            ext = mimetypes.guess_extension(part.inline_data.mime_type) or ".bin"
-            figures += 1
-            image = Artifact.of(f"figure-{figures}{ext}", part.inline_data.data or b"", part.inline_data.mime_type)
-            if executed and pending_code is None:
-                executed[-1].result.artifacts.append(image)
-            else:
-                waiting.append(image)
-        elif part.text and not part.thought:
-            text.append(part.text)
-    if pending_code is not None:
-        executed.append(_remote_attempt(pending_code, None))
-    if executed and waiting:
-        executed[-1].result.artifacts += waiting
-    return ModelTurn(
-        text="".join(text),
-        code_blocks=blocks,
-        raw={"provider": "gemini", "content": content.model_dump(mode="json", exclude_none=True)},
-        executed=executed,
-    )
-
-
-_ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning|Iteration)): ?(.*)$")
-
-
-def _remote_attempt(code: str, result: types.CodeExecutionResult | None) -> Attempt:
-    if result is None:
-        execution = ExecutionResult(outcome=Outcome.FAILED, error_message="Gemini returned no result for this code",
-                                    executor=EXECUTOR_NAME, isolation="remote")
-        return Attempt(code=code, result=execution, remote=True)
-    outcome = SERVER_OUTCOMES.get(_enum_name(result.outcome) or "", Outcome.FAILED)
-    output = result.output or ""
-    execution = ExecutionResult(outcome=outcome, executor=EXECUTOR_NAME, isolation="remote")
-    if outcome is Outcome.FAILED:
-        execution.stderr = output
-        last = next((line for line in reversed(output.strip().splitlines()) if line.strip()), "")
-        match = _ERROR_LINE.match(last.strip())
-        execution.error_type = match[1] if match else None
-        execution.error_message = match[2] if match else (last.strip() or "the code failed")
-        if "Traceback" in output:
-            execution.traceback = output
-    else:
-        execution.stdout = output
-        if outcome is Outcome.DEADLINE_EXCEEDED:
-            execution.error_message = "the code ran past Gemini's execution time limit"
-    return Attempt(code=code, result=execution, remote=True)
-
-
-def usage_from(meta: Any, requests: int = 1) -> Usage:
-    if meta is None:
-        return Usage(requests=requests)
-    return Usage(
-        input_tokens=meta.prompt_token_count or 0,
-        output_tokens=meta.candidates_token_count or 0,
-        tool_tokens=meta.tool_use_prompt_token_count or 0,
-        thoughts_tokens=meta.thoughts_token_count or 0,
-        requests=requests,
-    )
-
-
-def merge_text_parts(parts: Sequence[types.Part]) -> list[types.Part]:
-    """Join the text pieces a stream delivers into whole parts. Parts with a
-    thought signature or anything besides text are kept exactly as sent."""
-    merged: list[types.Part] = []
-    for part in parts:
-        plain = _plain_text(part)
-        if plain and merged and _plain_text(merged[-1]) and bool(merged[-1].thought) == bool(part.thought):
-            merged[-1] = merged[-1].model_copy(update={"text": (merged[-1].text or "") + (part.text or "")})
-        else:
-            merged.append(part)
-    return merged
-
-
-def _plain_text(part: types.Part) -> bool:
-    fields = part.model_dump(exclude_none=True)
-    return part.text is not None and set(fields) <= {"text", "thought"}
-
-
-def _enum_name(value: Any) -> str | None:
-    if value is None:
-        return None
-    return getattr(value, "value", None) or str(value)
-
-
-def _block_reason(response: types.GenerateContentResponse) -> str:
-    feedback = response.prompt_feedback
-    if feedback and feedback.block_reason:
-        detail = f": {feedback.block_reason_message}" if feedback.block_reason_message else ""
-        return f"prompt blocked, {_enum_name(feedback.block_reason)}{detail}"
-    return "no candidates in the response"
+    mime = INLINE_TEXT_TYPES.get(PurePath(file.name).suffix.lower(), "text/plain")
+    return [caption, types.Part(inline_data=types.Blob(mime_type=mime, data=file.data))]
 
 
 # -- errors ---------------------------------------------------------------------
 
-def classify_error(exc: BaseException, *, provider: str, key_hint: str, secret: str,
-                   timeout_s: float | None) -> ModelError | None:
+def classify_error(exc: BaseException, *, provider: str, key: ApiKey | None, timeout_s: float | None
+                   ) -> ModelError | None:
     """A google-genai exception as a ModelError (None: not an SDK error, a bug
     to surface as is). Messages never contain the key."""
     if isinstance(exc, MalformedFunctionCall):
@@ -503,24 +378,16 @@ def classify_error(exc: BaseException, *, provider: str, key_hint: str, secret: 
                           retryable=True)
     if isinstance(exc, genai_errors.APIError):
         code = exc.code or 0
-        message = redact(f"{exc.status or ''} {exc.message or exc}".strip(), secret)
-        if code in (401, 403) or (code == 400 and _is_key_rejection(exc)):
-            return ModelAuthError(
-                f"{provider} rejected the API key from {key_hint} (HTTP {code}: {message}); "
-                f"check GEMINI_API_KEY / GOOGLE_API_KEY", status_code=code)
-        if code == 429:
-            return RateLimitError(f"{provider} rate limit (HTTP 429: {message})", retry_after_s=_retry_after(exc))
-        return ModelError(f"{provider} request failed (HTTP {code}: {message})", status_code=code,
-                          retryable=code in RETRYABLE_STATUSES)
+        return _errors.status_error(
+            provider, code, f"{exc.status or ''} {exc.message or exc}".strip(), key=key, key_help=KEY_HELP,
+            auth=code == 400 and _is_key_rejection(exc), retry_after_s=_retry_after(exc))
     if isinstance(exc, httpx2.TimeoutException):
-        return ModelError(f"{provider} request timed out after {timeout_s}s", status_code=408, retryable=True)
+        return _errors.timeout_error(provider, timeout_s)
     if isinstance(exc, httpx2.TransportError):
-        return ModelError(f"could not reach {provider}: {redact(str(exc), secret) or type(exc).__name__}",
-                          retryable=True)
+        return _errors.connection_error(provider, exc, key)
     if isinstance(exc, (ValueError, TypeError, KeyError, AttributeError)):
         # The SDK raises these while decoding a body that is not a valid response.
-        return ModelError(f"{provider} sent a response that could not be read: "
-                          f"{type(exc).__name__}: {redact(str(exc), secret)[:300]}", retryable=True)
+        return _errors.unreadable_error(provider, exc, key)
     return None
 
 
@@ -530,14 +397,10 @@ def _is_key_rejection(exc: genai_errors.APIError) -> bool:
 
 
 def _retry_after(exc: genai_errors.APIError) -> float | None:
-    headers = getattr(exc.response, "headers", None) or {}
-    value = headers.get("retry-after") if hasattr(headers, "get") else None
-    if value:
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    # Gemini puts the wait in a RetryInfo detail: {"retryDelay": "27s"}.
+    """The Retry-After header, else the RetryInfo detail Gemini puts the wait in: {"retryDelay": "27s"}."""
+    header = _errors.retry_after_seconds(getattr(exc.response, "headers", None))
+    if header is not None:
+        return header
     details = (exc.details or {}).get("error", {}).get("details", []) if isinstance(exc.details, dict) else []
     for detail in details if isinstance(details, list) else []:
         delay = detail.get("retryDelay") if isinstance(detail, dict) else None
@@ -547,7 +410,3 @@ def _retry_after(exc: genai_errors.APIError) -> float | None:
             except ValueError:
                 pass
     return None
-
-
-def redact(text: str, secret: str) -> str:
-    return text.replace(secret, "***") if secret else text

@@ -108,6 +108,8 @@ class LocalModel:
     llama.cpp server. ``spec`` is a catalogue name, ``hf:OWNER/REPO/FILE.gguf``
     or a path; names and ``hf:`` files are fetched on first use."""
 
+    takes_images = False  # the catalogue's coder models read text only
+
     def __init__(self, spec: str, settings: LocalSettings | None = None, *, servers: LocalServers | None = None,
                  env: Mapping[str, str] | None = None, notify: Notify | None = None) -> None:
         if not spec:

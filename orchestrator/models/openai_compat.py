@@ -5,10 +5,14 @@ The model is offered ``run_python`` by function calling; tool calls become code
 blocks with their call ids, and results go back as ``tool`` messages. Servers
 or models without tool support (a 400 that mentions tools) are detected once
 and then asked plainly: the loop extracts fenced code from the text.
+Images (input images, figures) go as ``image_url`` data URLs to servers that
+take them.
 """
 
 from __future__ import annotations
 
+import base64
+import enum
 import json
 import os
 import random
@@ -18,16 +22,34 @@ from typing import Any, Literal
 import openai
 from openai import AsyncOpenAI
 
+from executors.base import Artifact, InputFile
+
 from ..toolcalls import find_text_tool_calls
 from ..types import RUN_PYTHON, CodeBlock, Conversation, Message, ModelTurn, ToolSpec, Usage
-from .base import OTHER_CALL_NOTE, ModelAuthError, ModelError, RateLimitError
+from . import _errors
+from ._conversation import answer_text, files_note, is_run_python, own_raw, tool_calls_of, turn_text, walk
+from ._keys import ApiKey, find_key
+from .base import ModelError
 from .pricing import PriceTable
-from .retry import RETRYABLE_STATUSES, CallStats, RetryPolicy, call_with_retries, next_chunk
+from .retry import CallStats, RetryPolicy, call_with_retries, first_chunk, next_chunk
 
 ToolMode = Literal["auto", "on", "off"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 NO_KEY = "no-key"  # local servers ignore the key, but the SDK wants one
+KEY_VARIABLES = ("OPENAI_API_KEY",)
+KEY_HELP = "set OPENAI_API_KEY"
+FIGURES_NOTE = "The images above, from the code that ran:"
+
+
+class ToolSupport(str, enum.Enum):
+    """Whether requests offer ``run_python``: ``offered``; ``refused`` once
+    the server said it has no function calling (``tools="auto"`` only; it
+    is then asked for fenced code); ``off`` when the user said so."""
+
+    OFFERED = "offered"
+    REFUSED = "refused"
+    OFF = "off"
 
 
 def parse_spec(arg: str) -> tuple[str, str | None]:
@@ -45,7 +67,8 @@ def parse_spec(arg: str) -> tuple[str, str | None]:
 class OpenAIModel:
     """``tools="auto"`` offers function calling and falls back to fenced code
     when the server refuses tools; ``"on"`` never falls back; ``"off"`` never
-    offers tools."""
+    offers tools. ``images``: whether the model takes images (default: yes
+    at OpenAI itself, no elsewhere, since most local servers do not)."""
 
     def __init__(
         self,
@@ -62,22 +85,19 @@ class OpenAIModel:
         max_tokens: int | None = None,
         extra_body: Mapping[str, Any] | None = None,
         stop: Sequence[str] = (),
+        images: bool | None = None,
     ) -> None:
         if tools not in ("auto", "on", "off"):
             raise ValueError(f"OpenAIModel tools must be 'auto', 'on' or 'off', got {tools!r}")
         env = os.environ if env is None else env
         self.model = model
         self.base_url = base_url or env.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
-        if api_key:
-            key, self.key_source = api_key, "the api_key argument"
-        elif env.get("OPENAI_API_KEY"):
-            key, self.key_source = env["OPENAI_API_KEY"], "OPENAI_API_KEY"
-        else:
-            key, self.key_source = NO_KEY, "no key (OPENAI_API_KEY is not set)"
-        self._secret = key if key != NO_KEY else ""
+        self._key: ApiKey | None = find_key(api_key, env, KEY_VARIABLES)
+        self.key_source = self._key.source if self._key else "no key (OPENAI_API_KEY is not set)"
         self.name = f"openai:{model}@{self.base_url}"
         self.tool_mode: ToolMode = tools
-        self.tools_supported = tools != "off"
+        self.tool_support = ToolSupport.OFF if tools == "off" else ToolSupport.OFFERED
+        self.takes_images = images if images is not None else self.base_url.rstrip("/") == DEFAULT_BASE_URL
         self.retry = retry or RetryPolicy()
         self.prices = prices
         self.temperature = temperature
@@ -90,7 +110,12 @@ class OpenAIModel:
         self.native_tool_calls: bool | None = None
         self.stats = CallStats()
         self._rng = random.Random(seed)
-        self._client = AsyncOpenAI(base_url=self.base_url, api_key=key, max_retries=0, timeout=self.retry.timeout_s)
+        self._client = AsyncOpenAI(base_url=self.base_url, api_key=self._key.value if self._key else NO_KEY,
+                                   max_retries=0, timeout=self.retry.timeout_s)
+
+    @property
+    def tools_supported(self) -> bool:
+        return self.tool_support is ToolSupport.OFFERED
 
     def __repr__(self) -> str:
         return f"OpenAIModel(model={self.model!r}, base_url={self.base_url!r}, key from {self.key_source})"
@@ -188,34 +213,31 @@ class OpenAIModel:
         async def once():
             if not stream:
                 return self._parse(await self._client.chat.completions.create(**kwargs))
-            iterator = aiter(await self._client.chat.completions.create(
+            return await first_chunk(await self._client.chat.completions.create(
                 **kwargs, stream=True, stream_options={"include_usage": True}))
-            first = await anext(iterator, None)
-            if first is None:
-                raise ValueError("the stream ended before any event arrived")
-            return iterator, first
 
         sent_before = self.stats.requests
+        probing = self.tool_mode == "auto" and "tools" in kwargs
         try:
             return await call_with_retries(once, policy=self.retry, classify=self._classify, stats=self.stats,
-                                           model=self.name, rng=self._rng)
+                                           model=self.name, rng=self._rng,
+                                           declined=_refuses_tools if probing else None)
         except ModelError as exc:
-            if not (self.tool_mode == "auto" and "tools" in kwargs and _refuses_tools(exc)):
+            if not (probing and _refuses_tools(exc)):
                 raise
-            # The server (or this model) has no function calling: ask for fenced code
-            # from now on. The refusal was a probe, not a failed call.
-            self.tools_supported = False
-            self.stats.failures -= 1
-            kwargs = self.request(conversation, tools)
-            result, _ = await call_with_retries(once, policy=self.retry, classify=self._classify,
-                                                stats=self.stats, model=self.name, rng=self._rng)
-            return result, self.stats.requests - sent_before
+        # The server (or this model) has no function calling: ask for fenced
+        # code from now on. The refusal is counted as declined, not failed.
+        self.tool_support = ToolSupport.REFUSED
+        kwargs = self.request(conversation, tools)
+        result, _ = await call_with_retries(once, policy=self.retry, classify=self._classify,
+                                            stats=self.stats, model=self.name, rng=self._rng)
+        return result, self.stats.requests - sent_before
 
     def _turn(self, text: str, calls: list[dict[str, Any]], finish_reason: Any, usage: Any, requests: int,
               model: str | None) -> ModelTurn:
         blocks = []
         for call in calls:
-            if call["function"]["name"] != RUN_PYTHON.name:
+            if not is_run_python(call["function"]["name"]):
                 continue
             code = _code_argument(call["function"]["arguments"])
             if code is not None:
@@ -230,8 +252,7 @@ class OpenAIModel:
                          model=model or self.model, raw={"provider": "openai", "message": raw_message})
 
     def _classify(self, exc: BaseException) -> ModelError | None:
-        return classify_error(exc, name=self.name, key_hint=self.key_source, secret=self._secret,
-                              timeout_s=self.retry.timeout_s)
+        return classify_error(exc, name=self.name, key=self._key, timeout_s=self.retry.timeout_s)
 
 
 # -- conversation -> messages ----------------------------------------------------
@@ -240,63 +261,67 @@ def to_messages(conversation: Conversation) -> list[dict[str, Any]]:
     """Chat messages for a conversation. Tool calls are answered by ``tool``
     messages (the first call carries the output, the others point to it);
     consecutive user texts are joined, since some chat templates insist on
-    alternating roles."""
-    messages: list[dict[str, Any]] = []
+    alternating roles. Images go in user content as ``image_url`` parts."""
+    writer = _MessagesWriter()
     if conversation.system:
-        messages.append({"role": "system", "content": conversation.system})
-    pending: list[dict[str, Any]] = []
-    sent_files: set[tuple[str, bytes]] = set()  # a chat resends its files with each message
+        writer.messages.append({"role": "system", "content": conversation.system})
+    walk(conversation, writer)
+    return writer.messages
 
-    def add_user(text: str) -> None:
-        if messages and messages[-1]["role"] == "user" and isinstance(messages[-1]["content"], str):
-            messages[-1]["content"] += "\n\n" + text
+
+class _MessagesWriter:
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    def add_user(self, text: str, images: Sequence[Artifact] = ()) -> None:
+        content: str | list[dict[str, Any]] = text
+        if images:
+            content = ([{"type": "text", "text": text}] if text else []) + [image_part(i) for i in images]
+        last = self.messages[-1] if self.messages else None
+        if last is None or last["role"] != "user":
+            self.messages.append({"role": "user", "content": content})
+        elif isinstance(last["content"], str) and isinstance(content, str):
+            last["content"] += "\n\n" + content
         else:
-            messages.append({"role": "user", "content": text})
+            last["content"] = _as_parts(last["content"]) + _as_parts(content)
 
-    def answer(calls: list[dict[str, Any]], text: str) -> None:
+    def model_turn(self, message: Message) -> list[dict[str, Any]]:
+        assistant = assistant_message(message)
+        self.messages.append(assistant)
+        return list(assistant.get("tool_calls") or [])
+
+    def answer_calls(self, calls: Sequence[dict[str, Any]], execution: Message | None) -> None:
         for i, call in enumerate(calls):
-            content = text if i == 0 else OTHER_CALL_NOTE
-            messages.append({"role": "tool", "tool_call_id": call["id"], "content": content})
+            self.messages.append({"role": "tool", "tool_call_id": call["id"], "content": answer_text(i, execution)})
+        if execution is not None and execution.images:  # tool messages hold text only
+            self.add_user(FIGURES_NOTE, execution.images)
 
-    for index, message in enumerate(conversation.messages):
-        if message.role == "model":
-            if pending:
-                answer(pending, "This call was not run.")
-            assistant = assistant_message(message)
-            pending = list(assistant.get("tool_calls") or [])
-            messages.append(assistant)
-        elif message.role == "execution":
-            if pending:
-                answer(pending, message.text)
-                pending = []
-            else:
-                add_user(message.text)
-        elif message.role == "user":
-            if pending:
-                answer(pending, "This call was not run.")
-                pending = []
-            text = message.text
-            new_files = [f for f in message.files if (f.name, f.data) not in sent_files]
-            sent_files.update((f.name, f.data) for f in message.files)
-            if new_files:
-                listing = ", ".join(f"{f.name} ({len(f.data)} bytes)" for f in new_files)
-                text = f"{text}\n\nInput files in the working directory: {listing}."
-            add_user(text)
-        else:
-            raise ValueError(f"conversation message {index} has unknown role {message.role!r}")
-    return messages
+    def execution_text(self, execution: Message) -> None:
+        self.add_user(execution.text, execution.images)
+
+    def user(self, message: Message, new_files: list[InputFile]) -> None:
+        text = f"{message.text}\n\n{files_note(new_files)}" if new_files else message.text
+        self.add_user(text, message.images)
+
+
+def image_part(image: Artifact) -> dict[str, Any]:
+    data = base64.b64encode(image.data).decode("ascii")
+    return {"type": "image_url", "image_url": {"url": f"data:{image.mime_type};base64,{data}"}}
+
+
+def _as_parts(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return content if isinstance(content, list) else [{"type": "text", "text": content}]
 
 
 def assistant_message(message: Message) -> dict[str, Any]:
-    turn = message.turn
-    raw = turn.raw if turn else None
-    if isinstance(raw, dict) and raw.get("provider") == "openai" and isinstance(raw.get("message"), dict):
+    raw = own_raw(message, "openai")
+    if raw is not None and isinstance(raw.get("message"), dict):
         return dict(raw["message"])
-    text = turn.text if turn else message.text
+    text = turn_text(message)
     out: dict[str, Any] = {"role": "assistant", "content": text or None}
     calls = [{"id": b.call_id, "type": "function",
               "function": {"name": RUN_PYTHON.name, "arguments": json.dumps({"code": b.code})}}
-             for b in (turn.code_blocks if turn else []) if b.source == "tool_call" and b.call_id]
+             for b in tool_calls_of(message) if b.call_id]
     if calls:
         out["tool_calls"] = calls
     if out["content"] is None and not calls:
@@ -324,39 +349,20 @@ def usage_from(usage: Any, requests: int = 1) -> Usage:
     details = getattr(usage, "completion_tokens_details", None)
     reasoning = (getattr(details, "reasoning_tokens", None) or 0) if details else 0
     completion = usage.completion_tokens or 0
+    prompt_details = getattr(usage, "prompt_tokens_details", None)
+    cached = (getattr(prompt_details, "cached_tokens", None) or 0) if prompt_details else 0
     return Usage(input_tokens=usage.prompt_tokens or 0, output_tokens=max(completion - reasoning, 0),
-                 thoughts_tokens=reasoning, requests=requests)
+                 thoughts_tokens=reasoning, requests=requests, cache_read_tokens=cached)
 
 
 # -- errors ------------------------------------------------------------------------
 
-def classify_error(exc: BaseException, *, name: str, key_hint: str, secret: str, timeout_s: float | None
+def classify_error(exc: BaseException, *, name: str, key: ApiKey | None, timeout_s: float | None
                    ) -> ModelError | None:
     """An ``openai`` exception as a ModelError (None: not an SDK error).
     Messages never contain the key."""
-
-    def clean(text: str) -> str:
-        return text.replace(secret, "***") if secret else text
-
-    if isinstance(exc, openai.APIStatusError):
-        code = exc.status_code
-        message = clean(_error_message(exc))
-        if code in (401, 403):
-            return ModelAuthError(f"{name} rejected the API key ({key_hint}; HTTP {code}: {message}); "
-                                  "set OPENAI_API_KEY", status_code=code)
-        if code == 429:
-            return RateLimitError(f"{name} rate limit (HTTP 429: {message})", retry_after_s=_retry_after(exc))
-        return ModelError(f"{name} request failed (HTTP {code}: {message})", status_code=code,
-                          retryable=code in RETRYABLE_STATUSES)
-    if isinstance(exc, openai.APITimeoutError):
-        return ModelError(f"{name} request timed out after {timeout_s}s", status_code=408, retryable=True)
-    if isinstance(exc, openai.APIConnectionError):
-        cause = exc.__cause__ or exc
-        return ModelError(f"could not reach {name}: {clean(str(cause)) or type(cause).__name__}", retryable=True)
-    if isinstance(exc, (openai.APIResponseValidationError, ValueError, TypeError, KeyError, AttributeError)):
-        return ModelError(f"{name} sent a response that could not be read: "
-                          f"{type(exc).__name__}: {clean(str(exc))[:300]}", retryable=True)
-    return None
+    return _errors.classify_stainless(exc, openai, who=name, key=key, key_help=KEY_HELP, timeout_s=timeout_s,
+                                      message_of=_error_message)
 
 
 def _error_message(exc: openai.APIStatusError) -> str:
@@ -368,14 +374,6 @@ def _error_message(exc: openai.APIStatusError) -> str:
         if isinstance(inner, str):
             return inner
     return str(exc.message)
-
-
-def _retry_after(exc: openai.APIStatusError) -> float | None:
-    value = exc.response.headers.get("retry-after") if exc.response is not None else None
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
 
 
 def _refuses_tools(exc: ModelError) -> bool:

@@ -94,6 +94,7 @@ def get_model(spec: str, options: GenerationOptions | None = None, *, registry: 
 
 DEFAULT_GEMINI_MODEL = "gemini-2.5-flash"
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+DEFAULT_ANTHROPIC_MODEL = "claude-sonnet-4-5"
 DEFAULT_LOCAL_MODEL = "qwen2.5-coder-1.5b"
 
 
@@ -108,7 +109,8 @@ class DefaultModel:
 def default_model(env: Mapping[str, str]) -> DefaultModel:
     """Gemini when a Gemini key is set (the SDK's variables), else OpenAI when
     OPENAI_API_KEY is set (``$OPENAI_MODEL``, at ``$OPENAI_BASE_URL`` if set),
-    else the local model, which needs no key."""
+    else Claude when ANTHROPIC_API_KEY is set (``$ANTHROPIC_MODEL``), else
+    the local model, which needs no key."""
     from .gemini import KEY_VARIABLES
 
     for name in KEY_VARIABLES:
@@ -117,7 +119,10 @@ def default_model(env: Mapping[str, str]) -> DefaultModel:
     if env.get("OPENAI_API_KEY"):
         model = env.get("OPENAI_MODEL") or DEFAULT_OPENAI_MODEL
         return DefaultModel(f"openai:{model}", "no --model given; OPENAI_API_KEY is set")
-    keys = "/".join((*sorted(KEY_VARIABLES), "OPENAI_API_KEY"))
+    if env.get("ANTHROPIC_API_KEY"):
+        model = env.get("ANTHROPIC_MODEL") or DEFAULT_ANTHROPIC_MODEL
+        return DefaultModel(f"anthropic:{model}", "no --model given; ANTHROPIC_API_KEY is set")
+    keys = "/".join((*sorted(KEY_VARIABLES), "OPENAI_API_KEY", "ANTHROPIC_API_KEY"))
     return DefaultModel(f"local:{DEFAULT_LOCAL_MODEL}", f"no --model given and no {keys} set")
 
 

@@ -1,5 +1,5 @@
-"""Retries for model calls: exponential backoff with jitter, shared by the
-Gemini and OpenAI-compatible models.
+"""Retries for model calls: exponential backoff with jitter, shared by every
+provider.
 
 We retry ourselves instead of through each SDK's retry options so that both
 providers behave the same, retries are counted and logged, a ``Retry-After``
@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 from ..logs import get_logger
 from .base import ModelError, RateLimitError
-
-RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 T = TypeVar("T")
 
@@ -60,6 +58,7 @@ class CallStats:
     requests: int = 0  # HTTP requests sent, retries included
     retries: int = 0
     failures: int = 0  # calls that ended in an error after retries
+    declined: int = 0  # calls the server refused as unsupported, sent again in another form (tools off)
 
 
 async def call_with_retries(
@@ -71,12 +70,15 @@ async def call_with_retries(
     model: str,
     rng: random.Random | None = None,
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    declined: Callable[[ModelError], bool] | None = None,
 ) -> tuple[T, int]:
     """Run ``call`` until it succeeds, retrying errors that ``classify`` marks
     retryable. Returns the result and the number of requests it took.
     Raises the classified :class:`ModelError`, not the SDK's own exception,
     which may hold the request and its key header. Exceptions ``classify``
-    does not know (None) are bugs and propagate unchanged."""
+    does not know (None) are bugs and propagate unchanged. Errors for which
+    ``declined`` is true are the caller's cue to send the call another way:
+    raised all the same, but counted as declined, not failed."""
     rng = rng or random.Random()
     for attempt in range(1, policy.attempts + 1):
         stats.requests += 1
@@ -89,7 +91,10 @@ async def call_with_retries(
             if error is None:
                 raise
         if not error.retryable or attempt == policy.attempts:
-            stats.failures += 1
+            if declined is not None and declined(error):
+                stats.declined += 1
+            else:
+                stats.failures += 1
             if error.retryable:
                 error.args = (f"{error.args[0]} (gave up after {attempt} attempts)",)
             raise error from None
@@ -101,6 +106,17 @@ async def call_with_retries(
                     delay_s=round(delay, 3), error=str(error))
         await sleep(delay)
     raise AssertionError("unreachable: the loop returns or raises")
+
+
+async def first_chunk(stream: AsyncIterable[T]) -> tuple[AsyncIterator[T], T]:
+    """The stream's iterator and its first chunk. Run inside the retried call,
+    so a stream that fails before its first chunk is asked for again; one
+    that ends without any is a malformed answer (retryable too)."""
+    iterator = aiter(stream)
+    first = await anext(iterator, None)
+    if first is None:
+        raise ValueError("the stream ended before any event arrived")
+    return iterator, first
 
 
 async def next_chunk(

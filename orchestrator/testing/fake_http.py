@@ -86,7 +86,7 @@ def key_fingerprint(key: str) -> str:
 ScriptFunction = Callable[[RecordedRequest], Reply]
 Script = Union[Sequence[Reply], ScriptFunction]
 
-_SECRET_HEADERS = {"authorization", "x-goog-api-key", "api-key"}
+_SECRET_HEADERS = {"authorization", "x-goog-api-key", "api-key", "x-api-key"}
 
 
 class FakeModelServer(abc.ABC):
