@@ -19,6 +19,7 @@ from orchestrator.batch.engine import ItemOutcome
 from orchestrator.batch.ray_engine import BatchWorker
 from orchestrator.batch.limits import BackoffPolicy
 from orchestrator.config import GenerationOptions, LoopConfig
+from orchestrator.images import ImageSettings
 from orchestrator.prompts import Prompts
 from orchestrator.types import RunResult, RunStatus
 
@@ -29,7 +30,8 @@ CUSTOM = Prompts().replace(feedback_ok="CUSTOM FEEDBACK {output}", summary_reque
 def test_round_trips_through_json_with_prompts_limits_and_generation_options():
     config = LoopConfig(max_retries=2, max_steps=3, limits=Limits(timeout_s=4.0), prompts=CUSTOM, tools="off",
                         require_code="always", context_tokens=4096, executor="local",
-                        executor_options={"workers": 2}, generation=GenerationOptions(temperature=0.2))
+                        executor_options={"workers": 2}, generation=GenerationOptions(temperature=0.2),
+                        images=ImageSettings(see_figures="off", max_figures=1))
     data = json.loads(json.dumps(config.to_json()))
     assert LoopConfig.from_json(data) == config
     assert LoopConfig.from_json(data).prompts.libraries == ("numpy",)
