@@ -389,3 +389,8 @@ class JupyterExecutor(KernelExecutorBase):
         """The pid of a session's kernel launcher, or None without a live kernel."""
         sess = self._sessions.get(session or DEFAULT_SESSION)
         return sess.handle.pid if sess is not None else None
+
+    def work_dir(self, session: str | None = None) -> Path | None:
+        """A live session's working directory (its inputs and the files its code wrote), or None."""
+        sess = self._sessions.get(session or DEFAULT_SESSION)
+        return sess.handle.work if sess is not None else None
