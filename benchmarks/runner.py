@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from executors.base import Executor, Limits
-from executors.registry import DEFAULT_EXECUTOR, available_executors, get_executor
-from orchestrator.batch import BatchItem, BatchProgress, BatchStore, StoreError, run_batch
+from executors.registry import available_executors, get_executor
+from orchestrator.batch import BatchItem, BatchProgress, BatchStore, StoreError, run_batch, stored_config
 from orchestrator.batch.engine import spec_names
+from orchestrator.config import LoopConfig
 from orchestrator.extract import extract_code, join_blocks
 from orchestrator.models.base import Model
 from orchestrator.types import RunResult
@@ -164,16 +165,11 @@ async def run_benchmark(
     *,
     model: Model | str,
     bench_dir: str | Path,
-    executor: Any = DEFAULT_EXECUTOR,
-    executor_options: dict[str, Any] | None = None,
+    config: LoopConfig | None = None,
+    executor: Any = None,
     data: str | Path | None = None,
     limit: int | None = None,
-    max_retries: int = 5,
-    max_steps: int = 10,
     concurrency: int = 4,
-    limits: Limits | None = None,
-    tools: str = "auto",
-    require_code: str = "auto",
     resume: bool = False,
     force: bool = False,
     scoring_executor: str | Executor | None = None,
@@ -181,12 +177,16 @@ async def run_benchmark(
     prices: Prices | None = None,
     progress: BatchProgress | None = None,
     on_scored: Callable[[ScoredRun], None] | None = None,
+    **loop_settings: Any,
 ) -> BenchResult:
     """Run ``benchmark`` (``humaneval``, ``gsm8k``, a JSONL path, or a list of
     :class:`BenchItem`) with ``model`` and write BENCH_DIR's store and report.
 
     ``model`` is a Model, a model spec string, or ``reference:NAME`` (a
-    reference test double, see :mod:`benchmarks.reference_models`).
+    reference test double, see :mod:`benchmarks.reference_models`). How each
+    item runs is ``config`` (a :class:`LoopConfig`; on ``resume`` without one,
+    the stored one) with ``loop_settings`` (its fields by keyword) over it;
+    ``executor`` (a name, an Executor or a factory) overrides its executor.
     ``scoring_executor`` runs the hidden tests (default: the sandbox when
     installed, else local). With ``resume`` the items already finished keep
     their results and scores; the rest run.
@@ -203,8 +203,13 @@ async def run_benchmark(
         scoring_name = scoring_executor or default_scoring_executor()
     else:
         scoring_name = scoring_executor.name
-    model_name, executor_name = spec_names(resolved, executor)
-    config = {
+    loop = (config or (stored_config(bench_path) if resume else None) or LoopConfig()).with_settings(loop_settings)
+    if isinstance(executor, str):
+        loop = loop.replace(executor=executor)
+    executor_spec = loop.executor if executor is None or isinstance(executor, str) else executor
+    model_name, executor_name = spec_names(resolved, executor_spec)
+    max_retries = loop.max_retries
+    bench_config = {
         "benchmark": name,
         "data": str(Path(data).resolve()) if data else None,
         "limit": limit,
@@ -213,11 +218,12 @@ async def run_benchmark(
         "executor": executor_name,
         "scoring_executor": scoring_name,
         "max_retries": max_retries,
-        "max_steps": max_steps,
-        "tools": tools,
-        "require_code": require_code,
+        "max_steps": loop.max_steps,
+        "tools": loop.tools,
+        "require_code": loop.require_code,
         "max_k": max(MAX_K, max_retries),
         "prices": [prices.input_per_mtok, prices.output_per_mtok] if prices else None,
+        "loop_config": loop.to_json(),
     }
     by_id = {item.id: item for item in items}
     batch_items = [BatchItem(id=i.id, prompt=i.prompt, files=list(i.files),
@@ -226,8 +232,8 @@ async def run_benchmark(
 
     with ScoreStore(bench_path) as scores:
         stored = scores.config()
-        _check_resume(stored, config, bench_path, resume, force)
-        scores.set_config(config)
+        _check_resume(stored, bench_config, bench_path, resume, force)
+        scores.set_config(bench_config)
         if scoring_executor is None or isinstance(scoring_executor, str):
             scorer, owns_scorer = get_executor(scoring_name), True
         else:
@@ -244,9 +250,8 @@ async def run_benchmark(
         tasks: list[asyncio.Task[None]] = []
         try:
             async for item_id, result in run_batch(
-                batch_items, model=resolved, run_dir=bench_path, executor=executor,
-                executor_options=executor_options, concurrency=concurrency, max_retries=max_retries,
-                max_steps=max_steps, limits=limits, tools=tools, require_code=require_code, resume=resume, force=force, progress=progress,
+                batch_items, model=resolved, run_dir=bench_path, config=loop, executor=executor_spec,
+                concurrency=concurrency, resume=resume, force=force, progress=progress,
             ):
                 tasks.append(asyncio.create_task(score_and_save(item_id, result)))
             await asyncio.gather(*tasks)

@@ -15,12 +15,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from orchestrator.batch.migrations import Migration, MigrationError, migrate
 from orchestrator.batch.store import DB_NAME, BatchStore
 
 from .metrics import ScoredRun
 from .scoring import Score
 
-SCHEMA = """
+INITIAL_SCHEMA = """
 CREATE TABLE IF NOT EXISTS bench (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     config TEXT NOT NULL,
@@ -34,10 +35,26 @@ CREATE TABLE IF NOT EXISTS bench_scores (
     got TEXT,
     detail TEXT NOT NULL,
     scoring_time_s REAL NOT NULL,
-    scored REAL NOT NULL,
-    solved_at INTEGER
+    scored REAL NOT NULL
 );
 """
+
+
+def m001_initial(db: sqlite3.Connection) -> None:
+    for statement in INITIAL_SCHEMA.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def m002_solved_at(db: sqlite3.Connection) -> None:
+    """Per-attempt scoring: the attempt an item was first solved at. Scores stored before it read
+    NULL there, so those items are off the refinement curve (scored again in a new BENCH_DIR)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(bench_scores)")}
+    if "solved_at" not in columns:  # stores made before migrations were recorded may have it already
+        db.execute("ALTER TABLE bench_scores ADD COLUMN solved_at INTEGER")
+
+
+BENCH_MIGRATIONS: list[Migration] = [("001_initial", m001_initial), ("002_solved_at", m002_solved_at)]
 
 
 class BenchStoreError(RuntimeError):
@@ -60,8 +77,11 @@ class ScoreStore:
         # Scores are saved on the event loop, one commit each: no fsync per commit (as the batch store's
         # default). A crash still cannot corrupt them, and a score lost to power loss is redone on resume.
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
-        self._add_solved_at()
+        try:
+            migrate(self._db, "bench", BENCH_MIGRATIONS, path=self.path)
+        except MigrationError as exc:
+            self._db.close()
+            raise BenchStoreError(str(exc)) from exc
 
     def close(self) -> None:
         self._db.close()
@@ -71,13 +91,6 @@ class ScoreStore:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-    def _add_solved_at(self) -> None:
-        """Stores made before per-attempt scoring lack ``solved_at``: add it. Their scores
-        read NULL there, so those items are off the refinement curve (scored again in a new BENCH_DIR)."""
-        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(bench_scores)")}
-        if "solved_at" not in columns:
-            self._db.execute("ALTER TABLE bench_scores ADD COLUMN solved_at INTEGER")
 
     def config(self) -> dict[str, Any] | None:
         row = self._db.execute("SELECT config FROM bench WHERE id = 1").fetchone()

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from . import jsondata
+
 
 class Outcome(str, enum.Enum):
     OK = "OK"
@@ -66,7 +68,7 @@ class Limits:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Limits":
-        return cls(**data)
+        return jsondata.from_json(cls, data)
 
 
 @dataclass(frozen=True)
@@ -104,12 +106,7 @@ class Artifact:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Artifact":
-        return cls(
-            name=data["name"],
-            data=base64.b64decode(data.get("data_b64", "")),
-            mime_type=data.get("mime_type", "application/octet-stream"),
-            truncated=data.get("truncated", False),
-        )
+        return jsondata.from_json(cls, {"data": data.get("data_b64", ""), **data}, data=base64.b64decode)
 
 
 @dataclass(frozen=True)
@@ -132,7 +129,8 @@ class InputFile:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "InputFile":
-        return cls(name=data["name"], data=base64.b64decode(data["data_b64"]))
+        renamed = {"data": data["data_b64"]} if "data_b64" in data else {}
+        return jsondata.from_json(cls, {**data, **renamed}, data=base64.b64decode)
 
 
 def as_input_files(files: Sequence[str | Path | InputFile]) -> list[InputFile]:
@@ -180,12 +178,8 @@ class ExecutionResult:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "ExecutionResult":
-        known = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in known}
-        kwargs["outcome"] = Outcome(data["outcome"])
-        kwargs["artifacts"] = [Artifact.from_json(a) for a in data.get("artifacts", [])]
-        kwargs["results"] = list(data.get("results", []))
-        return cls(**kwargs)
+        return jsondata.from_json(cls, data, outcome=Outcome, artifacts=jsondata.list_of(Artifact.from_json),
+                                  results=list)
 
 
 @runtime_checkable

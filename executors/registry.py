@@ -1,53 +1,39 @@
-"""Executors by name: the built-in ones plus any registered under the
-``codeloop.executors`` entry point group by third-party packages."""
+"""Executors by name: every executor, built in or a third party's, is an entry
+point of the ``codeloop.executors`` group (codeloop's own are listed once, in
+its pyproject.toml; see :mod:`executors.plugins`)."""
 
 from __future__ import annotations
 
-import importlib
-from importlib.metadata import entry_points
-from typing import Any, Callable
+import functools
+from typing import Any
 
 from .base import Executor
+from .plugins import PluginTable
 
-# name -> "module:attribute", imported lazily so a missing optional extra only
-# matters when that executor is asked for.
-BUILTIN: dict[str, str] = {
-    "local": "executors.local:LocalExecutor",
-    "sandbox": "executors.sandbox:SandboxExecutor",
-    "pool": "executors.pool:PoolExecutor",
-    "restricted": "executors.restricted:RestrictedExecutor",
-    "jupyter": "executors.jupyter:JupyterExecutor",
-    "jupyter-remote": "executors.jupyter_remote:JupyterRemoteExecutor",
-}
-
+GROUP = "codeloop.executors"
+# The default everywhere (run, batches, the bench, the CLI): the isolated one.
 DEFAULT_EXECUTOR = "sandbox"
-
-
-def _load(target: str) -> Callable[..., Executor]:
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
-def available_executors() -> list[str]:
-    names = set(BUILTIN)
-    names.update(ep.name for ep in entry_points(group="codeloop.executors"))
-    return sorted(names)
 
 
 class UnknownExecutorError(ValueError):
     pass
 
 
-def get_executor(name: str | None = None, **options: Any) -> Executor:
-    """Build an executor by name; unknown names list the valid ones."""
+@functools.cache
+def default_executors() -> PluginTable:
+    """The installed (and checked-out) executors, looked up once per process."""
+    return PluginTable.discover(GROUP)
+
+
+def available_executors(table: PluginTable | None = None) -> list[str]:
+    return (table or default_executors()).names()
+
+
+def get_executor(name: str | None = None, *, table: PluginTable | None = None, **options: Any) -> Executor:
+    """Build an executor by name (default: :data:`DEFAULT_EXECUTOR`) from
+    ``table`` (default: the installed ones); unknown names list the valid ones."""
+    table = table or default_executors()
     name = name or DEFAULT_EXECUTOR
-    if name in BUILTIN:
-        factory = _load(BUILTIN[name])
-    else:
-        matches = [ep for ep in entry_points(group="codeloop.executors") if ep.name == name]
-        if not matches:
-            raise UnknownExecutorError(
-                f"unknown executor {name!r}; choose one of: {', '.join(available_executors())}"
-            )
-        factory = matches[0].load()
-    return factory(**options)
+    if name not in table:
+        raise UnknownExecutorError(f"unknown executor {name!r}; choose one of: {', '.join(table.names())}")
+    return table.load(name)(**options)

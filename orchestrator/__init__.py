@@ -16,11 +16,11 @@ from typing import Any
 from executors import Executor, InputFile, Limits, get_executor
 
 from . import events
+from .config import GenerationOptions, LoopConfig, loop_config
 from .images import ImageSettings
 from .loop import Orchestrator
 from .models import Model, ModelError, ScriptedModel, get_model
 from .prompts import Prompts
-from .batch import run_batch, run_batch_sync
 from .session import Session, SyncSession
 from .types import (
     RUN_PYTHON,
@@ -40,8 +40,10 @@ __all__ = [
     "Attempt",
     "CodeBlock",
     "Conversation",
+    "GenerationOptions",
     "ImageSettings",
     "Limits",
+    "LoopConfig",
     "Message",
     "Model",
     "ModelError",
@@ -63,22 +65,34 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:
+    # The batch machinery (sqlite3, rich) is imported on first use, not by `import orchestrator`.
+    if name in ("run_batch", "run_batch_sync"):
+        from . import batch
+
+        return getattr(batch, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 async def arun(
     prompt: str,
     *,
     model: Model | str,
     executor: Executor | str | None = None,
     files: Sequence[str | Path | InputFile] = (),
+    config: LoopConfig | None = None,
     **settings: Any,
 ) -> RunResult:
     """Run one prompt. ``model`` and ``executor`` may be objects or names
-    (``"replay:cassette.jsonl"``, ``"sandbox"``); an executor built here is
-    closed here. ``settings`` go to :class:`Orchestrator`."""
-    model_obj = get_model(model) if isinstance(model, str) else model
-    owned = not hasattr(executor, "execute")
-    executor_obj = get_executor(executor) if owned else executor
+    (``"replay:cassette.jsonl"``, ``"sandbox"``; default: the config's
+    executor, the isolated one); an executor built here is closed here.
+    ``config`` and ``settings`` (its fields by keyword) go to :class:`Orchestrator`."""
+    loop = loop_config(config, settings)
+    model_obj = get_model(model, loop.generation) if isinstance(model, str) else model
+    owned = executor is None or isinstance(executor, str)
+    executor_obj = get_executor(executor or loop.executor, **dict(loop.executor_options)) if owned else executor
     try:
-        return await Orchestrator(model_obj, executor_obj, **settings).run(prompt, files=files)
+        return await Orchestrator(model_obj, executor_obj, config=loop).run(prompt, files=files)
     finally:
         if owned:
             await executor_obj.aclose()
@@ -90,7 +104,8 @@ def run(
     model: Model | str,
     executor: Executor | str | None = None,
     files: Sequence[str | Path | InputFile] = (),
+    config: LoopConfig | None = None,
     **settings: Any,
 ) -> RunResult:
     """Synchronous :func:`arun`, for scripts and notebooks without a running loop."""
-    return asyncio.run(arun(prompt, model=model, executor=executor, files=files, **settings))
+    return asyncio.run(arun(prompt, model=model, executor=executor, files=files, config=config, **settings))

@@ -16,7 +16,8 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
-import structlog
+# structlog is imported where it is used: importing it imports rich (for its
+# tracebacks), and `import orchestrator` stays light until something logs.
 
 # Shapes of common API keys, redacted even when we were never told the value.
 KEY_PATTERNS = re.compile(
@@ -72,6 +73,8 @@ def configure_logging(
     Secret values from ``secrets`` and from secret-named variables of ``env``
     (the process environment by default) are redacted from every event.
     """
+    import structlog
+
     env = os.environ if env is None else env
     redactor = Redactor([*secrets, *secrets_from_env(env)])
     numeric = logging.getLevelName(level.upper())
@@ -98,6 +101,8 @@ def get_logger(name: str = "codeloop") -> Any:
     """The library's logger: as configured by the application when it has
     configured structlog, otherwise warnings and errors only, on stderr, so
     that importing codeloop never floods a user's stdout."""
+    import structlog
+
     if structlog.is_configured():
         return structlog.get_logger(name)
     return _quiet_logger()
@@ -107,6 +112,8 @@ def get_logger(name: str = "codeloop") -> Any:
 def _quiet_logger() -> Any:
     # Built once: scanning the environment for secrets on every run cost more
     # than the rest of the loop's own work.
+    import structlog
+
     return structlog.wrap_logger(
         _StderrLogger(),
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),

@@ -6,6 +6,10 @@ costs one retry. After the first attempt plus ``max_retries`` retries have all
 failed, the loop stops asking for code and asks for a final summary that says
 what failed. Successful steps are bounded by ``max_steps``.
 
+What to do after each reply and each execution is decided by the pure
+functions of :mod:`orchestrator.policy`; this module carries the decisions out
+in small steps: ask the model, run the code, finish.
+
 :meth:`Orchestrator.stream` yields typed events; :meth:`Orchestrator.run` is
 built on it and returns the :class:`RunResult`.
 """
@@ -16,22 +20,23 @@ import asyncio
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from executors.base import ExecutionResult, Executor, InputFile, Limits, Outcome, as_input_files
 
 from . import events as ev
 from .budget import conversation_tokens, fit
-from .extract import extract_code, join_blocks, parses
+from .config import LoopConfig, loop_config
+from .extract import extract_code, join_blocks
 from .images import ImageSettings, input_images, with_figures
-from .toolcalls import find_misnamed_calls
 from .logs import get_logger
 from .models.base import Model, ModelError, StreamingModel, model_trait
-from .policy import RequireCode, ToolMode, code_required, normalized, repeated_failure
+from .policy import Action, Decision, Progress, Reply, Rules, code_required, decide_execution, decide_reply
 from .profiles import profile_for
-from .prompts import Prompts
+from .toolcalls import find_misnamed_calls
 from .types import RUN_PYTHON, Attempt, CodeBlock, Conversation, Message, ModelTurn, RunResult, RunStatus, ToolSpec, Usage
 
 # finish_reason values that mean the reply hit the output limit (OpenAI, llama.cpp; Gemini).
@@ -41,100 +46,86 @@ DEFAULT_OUTPUT_TOKENS = 1024
 
 
 @dataclass
-class _RunState:
-    """What one run has done so far; the orchestrator itself holds none of it."""
+class _Run:
+    """One run in flight: its conversation, the policy's view of its progress,
+    and what it has spent. The orchestrator itself holds none of it."""
 
+    run_id: str
+    prompt: str
+    conv: Conversation
     inputs: list[InputFile]
-    needs_code: bool
+    session: str
+    logger: Any
+    progress: Progress
     fenced: bool  # code comes as fenced blocks (or calls written as text), not tool calls
-    attempts: list[Attempt] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
     usage: Usage = field(default_factory=Usage)
     model_time: float = 0.0
     execution_time: float = 0.0
-    failures: int = 0
-    steps: int = 0
-    repeats: int = 0
-    code_requested: bool = False
-    summary_requested: bool = False
-    verify_requested: bool = False
-    accepting_code: bool = True
-    summary: str = ""
-    error: str | None = None
     peak_request_tokens: int = 0
     last_elapsed: float = 0.0  # of the latest model request
+    summary: str = ""
+    error: str | None = None
+    done: bool = False
 
     def status(self) -> RunStatus:
+        attempts = self.progress.attempts
         if self.error is not None:
             return RunStatus.FAILED
-        if not self.attempts:
-            return RunStatus.UNVERIFIED if self.needs_code else RunStatus.ANSWERED_WITHOUT_CODE
-        return RunStatus.SOLVED if self.attempts[-1].ok else RunStatus.FAILED
+        if not attempts:
+            return RunStatus.UNVERIFIED if self.progress.needs_code else RunStatus.ANSWERED_WITHOUT_CODE
+        return RunStatus.SOLVED if attempts[-1].ok else RunStatus.FAILED
 
 
 class Orchestrator:
     """Runs prompts through ``model`` and ``executor``.
 
-    Settings are passed in here and nowhere else; the orchestrator holds no
-    per-run state, so one instance can serve many concurrent runs.
-
-    ``tools``: ``"on"`` offers the ``run_python`` tool, ``"off"`` asks for
-    fenced code, ``"auto"`` offers the tool unless the model is known to write
-    its calls as text, and falls back to fenced code for the rest of a run
-    once a turn does. ``require_code``: when a prompt needs computing
-    (``"auto"``: it has files or asks to compute, count or plot; or
-    ``"always"``) and the model answers without running code, it is asked
-    once for code; a run that still ran none ends ``unverified``.
-    ``context_tokens``: the model's context window (default: the model's
-    ``context_length`` if it has one); older outputs are shortened to fit.
-    ``images``: which pictures a model that takes images sees (input images,
-    the figures its code drew) and their caps.
+    Settings come as one :class:`~orchestrator.config.LoopConfig` (``config=``)
+    or as its fields by keyword (``max_retries=3``), applied over ``config``.
+    The orchestrator holds no per-run state, so one instance can serve many
+    concurrent runs. ``stream_text`` streams the model's text as
+    :class:`events.TextDelta` events (how a run is shown, not what it does).
+    A model that takes images (its ``takes_images`` trait) sees input images
+    and the figures its code drew, as ``config.images`` says.
     """
 
-    def __init__(
-        self,
-        model: Model,
-        executor: Executor,
-        *,
-        max_retries: int = 5,
-        max_steps: int = 10,
-        limits: Limits | None = None,
-        prompts: Prompts | None = None,
-        stream_text: bool = False,
-        tools: ToolMode = "auto",
-        require_code: RequireCode = "auto",
-        context_tokens: int | None = None,
-        images: ImageSettings | None = None,
-    ) -> None:
-        if max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
-        if tools not in ("auto", "on", "off"):
-            raise ValueError(f"tools must be 'auto', 'on' or 'off', got {tools!r}")
-        code_required(require_code, "")  # validates the value
+    def __init__(self, model: Model, executor: Executor, *, config: LoopConfig | None = None,
+                 stream_text: bool = False, **settings: Any) -> None:
+        self.config = loop_config(config, settings)
         self.model = model
         self.executor = executor
-        self.max_retries = max_retries
-        self.max_steps = max_steps
-        self.limits = limits or getattr(executor, "limits", None) or Limits()
-        self.profile = profile_for(model_trait(model, "profile_name") or self._model_name)
-        self.prompts = prompts or self.profile.prompts()
         self.stream_text = stream_text
-        self.tools = tools
-        self.require_code = require_code
-        self.context_tokens = context_tokens or model_trait(model, "context_length")
-        self.images = images or ImageSettings()
+        self.limits = self.config.limits or getattr(executor, "limits", None) or Limits()
+        self.profile = profile_for(model_trait(model, "profile_name") or self._model_name)
+        self.prompts = self.config.prompts or self.profile.prompts()
+        self.context_tokens = self.config.context_tokens or model_trait(model, "context_length")
         self.takes_images = bool(model_trait(model, "takes_images", False))
+        self.rules = Rules(max_retries=self.config.max_retries, max_steps=self.config.max_steps,
+                           verify=self.prompts.verify_request != "")
 
-    async def run(
-        self,
-        prompt: str,
-        *,
-        files: Sequence[str | Path | InputFile] = (),
-        conversation: Conversation | None = None,
-        session: str | None = None,
-        run_id: str | None = None,
-    ) -> RunResult:
+    @property
+    def max_retries(self) -> int:
+        return self.config.max_retries
+
+    @property
+    def max_steps(self) -> int:
+        return self.config.max_steps
+
+    @property
+    def tools(self) -> str:
+        return self.config.tools
+
+    @property
+    def require_code(self) -> str:
+        return self.config.require_code
+
+    @property
+    def images(self) -> ImageSettings:
+        return self.config.images
+
+    async def run(self, prompt: str, *, files: Sequence[str | Path | InputFile] = (),
+                  conversation: Conversation | None = None, session: str | None = None,
+                  run_id: str | None = None) -> RunResult:
         result: RunResult | None = None
         async for event in self.stream(prompt, files=files, conversation=conversation, session=session, run_id=run_id):
             if isinstance(event, ev.Done):
@@ -142,196 +133,89 @@ class Orchestrator:
         assert result is not None  # stream always ends with Done
         return result
 
-    def _starts_fenced(self) -> bool:
-        if self.tools != "auto":
-            return self.tools == "off"
-        known = model_trait(self.model, "native_tool_calls")
-        if known is None:
-            known = self.profile.native_tool_calls
-        return known is False
-
-    def _system(self, state: _RunState) -> str:
-        stateful = getattr(self.executor, "stateful", False)
-        return self.prompts.system(self.limits, state.inputs, stateful=stateful, tools=not state.fenced)
-
-    async def stream(
-        self,
-        prompt: str,
-        *,
-        files: Sequence[str | Path | InputFile] = (),
-        conversation: Conversation | None = None,
-        session: str | None = None,
-        run_id: str | None = None,
-    ) -> AsyncIterator[ev.Event]:
+    async def stream(self, prompt: str, *, files: Sequence[str | Path | InputFile] = (),
+                     conversation: Conversation | None = None, session: str | None = None,
+                     run_id: str | None = None) -> AsyncIterator[ev.Event]:
         """Run one prompt, yielding events; the last one is :class:`events.Done`.
 
         ``conversation`` continues an earlier exchange (chat sessions); it is
         extended in place. ``session`` names executor state (defaults to the
         run id, so stateful executors keep variables across the run's steps).
         """
+        run = self._start(prompt, files, conversation, session, run_id)
+        while not run.done:
+            async for event in self._step(run):
+                yield event
+        result = self._finish(run)
+        if result.summary:
+            yield ev.Summary(run.run_id, text=result.summary)
+        yield ev.Done(run.run_id, result=result)
+
+    # -- the steps of a run ---------------------------------------------------
+
+    def _start(self, prompt: str, files: Sequence[str | Path | InputFile], conversation: Conversation | None,
+               session: str | None, run_id: str | None) -> _Run:
         run_id = run_id or uuid.uuid4().hex[:12]
         inputs = as_input_files(files)
         conv = conversation if conversation is not None else Conversation()
         # In a chat, files sent with earlier messages do not make a follow-up need code.
         seen = {(f.name, f.data) for m in conv.messages for f in m.files}
         new_inputs = [f for f in inputs if (f.name, f.data) not in seen]
-        state = _RunState(inputs=inputs, needs_code=code_required(self.require_code, prompt, new_inputs),
-                          fenced=self._starts_fenced())
-        shown = input_images(new_inputs, self.images, self.takes_images)  # an image over the cap stops here
+        progress = Progress(needs_code=code_required(self.config.require_code, prompt, new_inputs))
+        shown = input_images(new_inputs, self.config.images, self.takes_images)  # an image over the cap stops here
+        run = _Run(run_id=run_id, prompt=prompt, conv=conv, inputs=inputs, session=session or run_id,
+                   logger=get_logger().bind(run_id=run_id), progress=progress, fenced=self._starts_fenced())
         if not conv.system:
-            conv.system = self._system(state)
+            conv.system = self._system(run)
         conv.add(Message(role="user", text=prompt, files=inputs, images=shown))
-        session = session or run_id
-        logger = get_logger().bind(run_id=run_id)
-        logger.info("run.start", model=self._model_name, executor=self._executor_name, files=len(inputs))
-        started = time.perf_counter()
+        run.logger.info("run.start", model=self._model_name, executor=self._executor_name, files=len(inputs))
+        return run
 
-        while True:
-            tools: tuple[ToolSpec, ...] = (RUN_PYTHON,) if state.accepting_code and not state.fenced else ()
-            yield ev.ModelRequest(run_id, step=state.steps, tools=state.accepting_code)
-            turn = None
-            async for item in self._ask(conv, tools, state, run_id, logger):
-                if isinstance(item, ModelTurn):
-                    turn = item
-                else:
-                    yield item
-            if turn is None:
-                break  # the model failed; state.error says why
+    async def _step(self, run: _Run) -> AsyncIterator[ev.Event]:
+        """One model request and what follows from the reply."""
+        accepting = run.progress.accepting_code
+        yield ev.ModelRequest(run.run_id, step=run.progress.steps, tools=accepting)
+        tools: tuple[ToolSpec, ...] = (RUN_PYTHON,) if accepting and not run.fenced else ()
+        turn = None
+        async for item in self._ask(run, tools):
+            if isinstance(item, ModelTurn):
+                turn = item
+            else:
+                yield item
+        if turn is None:
+            run.done = True  # the model failed; run.error says why
+            return
+        if turn.executed:
+            for event in self._take_remote_attempts(run, turn):
+                yield event
+            return
+        blocks = self._read_reply(run, turn)
+        yield ev.ModelResponse(run.run_id, turn=turn, duration_s=run.last_elapsed)
+        decision = decide_reply(run.progress, self._reply_facts(run, turn, blocks), self.rules)
+        run.progress = decision.progress
+        if decision.action is Action.RUN:
+            async for event in self._run_code(run, blocks):
+                yield event
+            return
+        retry = self._carry_out(run, decision, turn=turn, blocks=blocks)
+        if retry is not None:
+            yield retry
 
-            if turn.executed:
-                # The provider ran the code itself (Gemini's server-side tool),
-                # retrying on its own; its attempts are ours to record.
-                conv.add(Message(role="model", text=turn.text, turn=turn))
-                yield ev.ModelResponse(run_id, turn=turn, duration_s=state.last_elapsed)
-                for attempt in turn.executed:
-                    state.steps += 1
-                    attempt.step = state.steps
-                    attempt.remote = True
-                    state.attempts.append(attempt)
-                    state.execution_time += attempt.result.duration_s
-                    yield ev.ExecutionFinished(run_id, step=state.steps, attempt=attempt)
-                state.summary = turn.text
-                break
-
-            # With tools withdrawn (the summary request) nothing the model writes runs.
-            blocks = (list(turn.code_blocks) or extract_code(turn.text, (RUN_PYTHON.name,))) if state.accepting_code else []
-            conv.add(Message(role="model", text=turn.text, turn=turn, code_blocks=blocks))
-            yield ev.ModelResponse(run_id, turn=turn, duration_s=state.last_elapsed)
-            if any(b.source == "text_tool_call" for b in blocks) and not state.fenced and self.tools == "auto":
-                # The model writes its calls as text: ask for fenced code from now on.
-                state.fenced = True
-                conv.system = self._system(state)
-                logger.info("run.tools_off", reason="the model wrote its tool call as text")
-            misnamed = find_misnamed_calls(turn.text, (RUN_PYTHON.name,)) if state.accepting_code and not blocks else []
-            if misnamed and state.attempts and state.attempts[-1].ok:
-                # The program already ran; what is missing is the answer in words.
-                conv.add(Message(role="user", text=self.prompts.summary()))
-                state.accepting_code = False
-                continue
-            if misnamed:
-                retry = self._reject_misnamed(conv, misnamed, state, run_id, logger)
-                if retry is not None:
-                    yield retry
-                continue
-            if not blocks and self._should_verify(state):
-                state.verify_requested = True
-                conv.add(Message(role="user", text=self.prompts.verify(prompt)))
-                logger.info("run.verify_requested")
-                continue
-            if not blocks:
-                if state.accepting_code and self._should_request_code(state):
-                    state.code_requested = True
-                    conv.add(Message(role="user", text=self.prompts.request_code(state.inputs)))
-                    logger.info("run.code_requested")
-                    continue
-                state.summary = turn.text
-                break
-            code = join_blocks(blocks)
-            last = state.attempts[-1] if state.attempts else None
-            if last is not None and last.ok and normalized(code) == normalized(last.code):
-                # The model restated the code that already ran; running it again
-                # would only loop. An answer with words beside the code stands;
-                # a bare restatement gets one request for the answer in words.
-                if _prose(turn.text, blocks) or state.summary_requested:
-                    state.summary = turn.text
-                    break
-                state.summary_requested = True
-                conv.add(Message(role="user", text=self.prompts.summary()))
-                state.accepting_code = False
-                continue
-
-            if turn.finish_reason in CUT_OFF and not parses(code):
-                retry = self._reject_truncated(conv, blocks, state, run_id, logger)
-                if retry is not None:
-                    yield retry
-                continue
-
-            repeat = repeated_failure(code, state.attempts)
-            if repeat is not None:
-                retry = self._reject_repeat(conv, blocks, repeat, state, run_id, logger)
-                if retry is not None:
-                    yield retry
-                continue
-
-            state.steps += 1
-            yield ev.CodeExtracted(run_id, step=state.steps, code=code, blocks=blocks)
-            yield ev.ExecutionStarted(run_id, step=state.steps, code=code)
-            result = await self._execute(code, inputs, session)
-            state.execution_time += result.duration_s
-            attempt = Attempt(code=code, result=result, step=state.steps)
-            state.attempts.append(attempt)
-            logger.info(
-                "execution.finished",
-                step=state.steps,
-                outcome=result.outcome.value,
-                duration_ms=round(result.duration_s * 1000, 1),
-                error_type=result.error_type,
-            )
-            yield ev.ExecutionFinished(run_id, step=state.steps, attempt=attempt)
-
-            if result.outcome is Outcome.SANDBOX_ERROR:
-                # The executor broke, not the code: new code cannot fix a wrong
-                # token or a dead sandbox, so the run ends with the error
-                # recorded (a batch marks it for --resume) instead of spending
-                # the model's retries on it.
-                state.error = f"executor failed: {result.error_type or 'SandboxError'}: {result.error_message or ''}".rstrip(": ")
-                logger.warning("executor.failed", step=state.steps, error=state.error)
-                break
-
-            if result.ok:
-                conv.add(self._with_figures(Message(
-                    role="execution", text=self.prompts.feedback(result, self._retries_left(state)),
-                    result=result, code_blocks=blocks)))
-                if state.steps >= self.max_steps:
-                    conv.add(Message(role="user", text=self.prompts.summary()))
-                    state.accepting_code = False
-                continue
-
-            retry = self._record_failure(conv, blocks, result, state, run_id, logger)
-            if retry is not None:
-                yield retry
-
-        result_obj = self._finish(prompt, state, run_id, started, logger)
-        if result_obj.summary:
-            yield ev.Summary(run_id, text=result_obj.summary)
-        yield ev.Done(run_id, result=result_obj)
-
-    async def _ask(self, conv: Conversation, tools: tuple[ToolSpec, ...], state: _RunState, run_id: str, logger
-                   ) -> AsyncIterator[ev.Event | ModelTurn]:
+    async def _ask(self, run: _Run, tools: tuple[ToolSpec, ...]) -> AsyncIterator[ev.Event | ModelTurn]:
         """One model request: text deltas as events, then the turn (nothing
-        when the model failed, with ``state.error`` set)."""
-        request = conv
+        when the model failed, with ``run.error`` set)."""
+        request = run.conv
         if self.context_tokens:
             budget = self.context_tokens - (model_trait(self.model, "max_tokens") or DEFAULT_OUTPUT_TOKENS)
-            request = fit(conv, max(budget, 0))
-        state.peak_request_tokens = max(state.peak_request_tokens, conversation_tokens(request))
+            request = fit(run.conv, max(budget, 0))
+        run.peak_request_tokens = max(run.peak_request_tokens, conversation_tokens(request))
         t0 = time.perf_counter()
         turn: ModelTurn | None = None
         try:
             if self.stream_text and isinstance(self.model, StreamingModel):
                 async for piece in self.model.generate_stream(request, tools):
                     if isinstance(piece, str):
-                        yield ev.TextDelta(run_id, text=piece)
+                        yield ev.TextDelta(run.run_id, text=piece)
                     else:
                         turn = piece
                 if turn is None:
@@ -339,123 +223,163 @@ class Orchestrator:
             else:
                 turn = await self.model.generate(request, tools)
         except ModelError as exc:
-            state.model_time += time.perf_counter() - t0
-            state.error = f"{type(exc).__name__}: {exc}"
-            logger.warning("model.error", step=state.steps, error=state.error, status_code=exc.status_code)
+            run.model_time += time.perf_counter() - t0
+            run.error = f"{type(exc).__name__}: {exc}"
+            run.logger.warning("model.error", step=run.progress.steps, error=run.error, status_code=exc.status_code)
             return
-        elapsed = time.perf_counter() - t0
-        state.last_elapsed = elapsed
-        state.model_time += elapsed
+        yield self._account(run, turn, time.perf_counter() - t0)
+
+    def _account(self, run: _Run, turn: ModelTurn, elapsed: float) -> ModelTurn:
+        """Count a reply's time and tokens. A provider that did not count the
+        request gets it counted on a copy: the provider's turn is left as it made it."""
+        run.last_elapsed = elapsed
+        run.model_time += elapsed
         if turn.usage.requests == 0:
-            turn.usage.requests = 1
-        state.usage = state.usage + turn.usage
-        logger.info("model.response", step=state.steps, duration_ms=round(elapsed * 1000, 1),
-                    tokens=turn.usage.total_tokens, finish_reason=turn.finish_reason)
-        yield turn
+            turn = replace(turn, usage=replace(turn.usage, requests=1))
+        run.usage = run.usage + turn.usage
+        run.logger.info("model.response", step=run.progress.steps, duration_ms=round(elapsed * 1000, 1),
+                        tokens=turn.usage.total_tokens, finish_reason=turn.finish_reason)
+        return turn
 
-    def _should_request_code(self, state: _RunState) -> bool:
-        """Ask once for code when the task needs it and none has run yet."""
-        return state.needs_code and not state.code_requested and not state.attempts
+    def _take_remote_attempts(self, run: _Run, turn: ModelTurn) -> Iterator[ev.Event]:
+        """The provider ran the code itself (Gemini's server-side tool),
+        retrying on its own; its attempts are recorded and its text is the answer."""
+        run.conv.add(Message(role="model", text=turn.text, turn=turn))
+        yield ev.ModelResponse(run.run_id, turn=turn, duration_s=run.last_elapsed)
+        for executed in turn.executed:
+            step = run.progress.steps + 1
+            attempt = replace(executed, step=step, remote=True)
+            run.progress = replace(run.progress.with_attempt(attempt), steps=step)
+            run.execution_time += attempt.result.duration_s
+            yield ev.ExecutionFinished(run.run_id, step=step, attempt=attempt)
+        run.summary = turn.text
+        run.done = True
 
-    def _should_verify(self, state: _RunState) -> bool:
-        """Before the first answer after working code, ask once to check the
-        task's requirements against the output (profiles switch it on)."""
-        return (self.prompts.verify_request != "" and state.accepting_code and not state.verify_requested
-                and state.needs_code and bool(state.attempts) and state.attempts[-1].ok)
+    def _read_reply(self, run: _Run, turn: ModelTurn) -> list[CodeBlock]:
+        """The reply's code blocks (none once code is no longer accepted: nothing
+        the model writes then runs), with the reply added to the conversation."""
+        blocks: list[CodeBlock] = []
+        if run.progress.accepting_code:
+            blocks = list(turn.code_blocks) or extract_code(turn.text, (RUN_PYTHON.name,))
+        run.conv.add(Message(role="model", text=turn.text, turn=turn, code_blocks=blocks))
+        if any(b.source == "text_tool_call" for b in blocks) and not run.fenced and self.config.tools == "auto":
+            # The model writes its calls as text: ask for fenced code from now on.
+            run.fenced = True
+            run.conv.system = self._system(run)
+            run.logger.info("run.tools_off", reason="the model wrote its tool call as text")
+        return blocks
 
-    def _retries_left(self, state: _RunState) -> int:
-        # A retry is also a step, so the step bound may leave fewer retries
-        # than max_retries: the model is told the number it really has.
-        return max(min(self.max_retries + 1 - state.failures, self.max_steps - state.steps), 0)
+    def _reply_facts(self, run: _Run, turn: ModelTurn, blocks: list[CodeBlock]) -> Reply:
+        if not blocks:
+            misnamed = find_misnamed_calls(turn.text, (RUN_PYTHON.name,)) if run.progress.accepting_code else []
+            return Reply(misnamed=tuple(misnamed))
+        return Reply(code=join_blocks(blocks), prose=bool(_prose(turn.text, blocks)),
+                     cut_off=turn.finish_reason in CUT_OFF)
 
-    def _spend_retry(self, conv: Conversation, state: _RunState, feedback: Callable[[int], Message]
-                     ) -> int | None:
-        """Count a failure and give the model its feedback (built with the
-        retries left); with none left, ask for the failure summary instead of
-        code. Returns the retries left, or None when they ran out."""
-        state.failures += 1
-        retries_left = self._retries_left(state)
-        conv.add(feedback(retries_left))
-        if retries_left > 0:
-            return retries_left
-        conv.add(Message(role="user", text=self.prompts.failure_summary(state.failures)))
-        state.accepting_code = False
+    async def _run_code(self, run: _Run, blocks: list[CodeBlock]) -> AsyncIterator[ev.Event]:
+        step, code = run.progress.steps, join_blocks(blocks)
+        yield ev.CodeExtracted(run.run_id, step=step, code=code, blocks=blocks)
+        yield ev.ExecutionStarted(run.run_id, step=step, code=code)
+        result = await self._execute(code, run.inputs, run.session)
+        run.execution_time += result.duration_s
+        attempt = Attempt(code=code, result=result, step=step)
+        run.logger.info("execution.finished", step=step, outcome=result.outcome.value,
+                        duration_ms=round(result.duration_s * 1000, 1), error_type=result.error_type)
+        yield ev.ExecutionFinished(run.run_id, step=step, attempt=attempt)
+        decision = decide_execution(run.progress.with_attempt(attempt), result, self.rules)
+        run.progress = decision.progress
+        if result.ok:
+            run.conv.add(self._with_figures(Message(role="execution", result=result, code_blocks=blocks,
+                                                    text=self.prompts.feedback(result, decision.retries_left))))
+        retry = self._carry_out(run, decision, blocks=blocks, result=result)
+        if retry is not None:
+            yield retry
+
+    def _carry_out(self, run: _Run, decision: Decision, *, turn: ModelTurn | None = None,
+                   blocks: list[CodeBlock], result: ExecutionResult | None = None) -> ev.Retry | None:
+        """Do what the policy decided (other than running code); a Retry event when one is due."""
+        action, conv = decision.action, run.conv
+        if action is Action.ANSWER:
+            run.summary, run.done = (turn.text if turn else ""), True
+        elif action is Action.STOP:
+            run.error, run.done = decision.reason, True
+            run.logger.warning("executor.failed", step=run.progress.steps, error=run.error)
+        elif action is Action.ASK_ANSWER:
+            conv.add(Message(role="user", text=self.prompts.summary()))
+        elif action is Action.REQUEST_VERIFY:
+            conv.add(Message(role="user", text=self.prompts.verify(run.prompt)))
+            run.logger.info("run.verify_requested")
+        elif action is Action.REQUEST_CODE:
+            conv.add(Message(role="user", text=self.prompts.request_code(run.inputs)))
+            run.logger.info("run.code_requested")
+        elif action in (Action.RETRY, Action.GIVE_UP):
+            return self._feed_back_fault(run, decision, blocks, result)
         return None
 
-    def _reject_repeat(self, conv, blocks, repeat: Attempt, state: _RunState, run_id: str, logger
-                       ) -> ev.Retry | None:
-        """A program identical to one that failed is not run again; resending
-        it costs a retry like a failure would."""
-        state.repeats += 1
-        note = ExecutionResult(outcome=Outcome.FAILED, error_type="RepeatedProgram",
-                               error_message=f"the same program as attempt {repeat.step}, not run again")
-        retries_left = self._spend_retry(conv, state, lambda left: Message(
-            role="execution", text=self.prompts.repeated(repeat.step, repeat.result, left), result=note,
-            code_blocks=blocks))
-        logger.info("run.repeat_rejected", same_as=repeat.step, retries_left=retries_left or 0)
-        if retries_left is None:
+    def _feed_back_fault(self, run: _Run, decision: Decision, blocks: list[CodeBlock],
+                         result: ExecutionResult | None) -> ev.Retry | None:
+        """A failed or rejected program costs a retry: the model is told why and
+        how many it has left; with none left, it is asked for the failure summary."""
+        run.conv.add(self._fault_message(run, decision, blocks, result))
+        left, failures = decision.retries_left, decision.progress.failures
+        if decision.fault == "failed" and decision.action is Action.GIVE_UP:
+            run.logger.info("run.retries_exhausted", failures=failures)
+        elif decision.fault == "failed":
+            run.logger.info("run.retry", failures=failures, retries_left=left)
+        elif decision.fault == "repeated":
+            run.logger.info("run.repeat_rejected", same_as=decision.same_as.step, retries_left=left)
+        elif decision.fault == "misnamed":
+            run.logger.info("run.unknown_tool", names=list(decision.misnamed), retries_left=left)
+        else:
+            run.logger.info("run.truncated_reply", retries_left=left)
+        if decision.action is Action.GIVE_UP:
+            run.conv.add(Message(role="user", text=self.prompts.failure_summary(failures)))
             return None
-        return ev.Retry(run_id, failures=state.failures, retries_left=retries_left,
-                        reason=f"repeated the program of attempt {repeat.step}")
+        return ev.Retry(run.run_id, failures=failures, retries_left=left, reason=decision.reason)
 
-    def _reject_misnamed(self, conv, names: list[str], state: _RunState, run_id: str, logger) -> ev.Retry | None:
-        """A call to a tool that was never offered runs nothing; the model is
-        told how to run code instead, and that costs a retry."""
-        state.code_requested = True  # this is the request for code
-        retries_left = self._spend_retry(conv, state, lambda left: Message(
-            role="user", text=self.prompts.unknown_tools(names, left, tools=not state.fenced)))
-        logger.info("run.unknown_tool", names=names, retries_left=retries_left or 0)
-        if retries_left is None:
-            return None
-        return ev.Retry(run_id, failures=state.failures, retries_left=retries_left,
-                        reason=f"called a tool that does not exist: {', '.join(names)}")
+    def _fault_message(self, run: _Run, decision: Decision, blocks: list[CodeBlock],
+                       result: ExecutionResult | None) -> Message:
+        left = decision.retries_left
+        if decision.fault == "failed" and result is not None:
+            return self._with_figures(Message(role="execution", text=self.prompts.feedback(result, left),
+                                              result=result, code_blocks=blocks))
+        if decision.fault == "repeated" and decision.same_as is not None:
+            same = decision.same_as
+            note = ExecutionResult(outcome=Outcome.FAILED, error_type="RepeatedProgram",
+                                   error_message=f"the same program as attempt {same.step}, not run again")
+            return Message(role="execution", text=self.prompts.repeated(same.step, same.result, left), result=note,
+                           code_blocks=blocks)
+        if decision.fault == "truncated":
+            return Message(role="user", text=self.prompts.truncated(left), code_blocks=blocks)
+        return Message(role="user", text=self.prompts.unknown_tools(list(decision.misnamed), left,
+                                                                    tools=not run.fenced))
 
-    def _reject_truncated(self, conv, blocks, state: _RunState, run_id: str, logger) -> ev.Retry | None:
-        """A program cut off at the output limit cannot run; running it would
-        only report the syntax error of its missing end. It costs a retry."""
-        retries_left = self._spend_retry(conv, state, lambda left: Message(
-            role="user", text=self.prompts.truncated(left), code_blocks=blocks))
-        logger.info("run.truncated_reply", retries_left=retries_left or 0)
-        if retries_left is None:
-            return None
-        return ev.Retry(run_id, failures=state.failures, retries_left=retries_left,
-                        reason="the reply was cut off at the output limit")
-
-    def _record_failure(self, conv, blocks, result: ExecutionResult, state: _RunState, run_id: str, logger
-                        ) -> ev.Retry | None:
-        """Feedback for a failed execution; a Retry event, or None when no
-        retries are left and the failure summary was asked for."""
-        retries_left = self._spend_retry(conv, state, lambda left: self._with_figures(Message(
-            role="execution", text=self.prompts.feedback(result, left), result=result, code_blocks=blocks)))
-        if retries_left is None:
-            logger.info("run.retries_exhausted", failures=state.failures)
-            return None
-        logger.info("run.retry", failures=state.failures, retries_left=retries_left)
-        reason = f"{result.outcome.value}: {result.error_type or ''} {result.error_message or ''}".strip()
-        return ev.Retry(run_id, failures=state.failures, retries_left=retries_left, reason=reason)
-
-    def _finish(self, prompt: str, state: _RunState, run_id: str, started: float, logger) -> RunResult:
-        status = state.status()
+    def _finish(self, run: _Run) -> RunResult:
+        status, progress = run.status(), run.progress
         result = RunResult(
-            prompt=prompt,
-            summary=state.summary.strip(),
-            status=status,
-            attempts=state.attempts,
-            usage=state.usage,
-            wall_time_s=time.perf_counter() - started,
-            model_time_s=state.model_time,
-            execution_time_s=state.execution_time,
-            run_id=run_id,
-            model=self._model_name,
-            executor=self._executor_name,
-            error=state.error,
-            repeats_rejected=state.repeats,
-            code_requested=state.code_requested,
-            peak_request_tokens=state.peak_request_tokens,
+            prompt=run.prompt, summary=run.summary.strip(), status=status, attempts=list(progress.attempts),
+            usage=run.usage, wall_time_s=time.perf_counter() - run.started, model_time_s=run.model_time,
+            execution_time_s=run.execution_time, run_id=run.run_id, model=self._model_name,
+            executor=self._executor_name, error=run.error, repeats_rejected=progress.repeats,
+            code_requested=progress.code_requested, peak_request_tokens=run.peak_request_tokens,
         )
-        logger.info("run.done", status=status.value, attempts=len(state.attempts), tokens=state.usage.total_tokens,
-                    duration_ms=round(result.wall_time_s * 1000, 1))
+        run.logger.info("run.done", status=status.value, attempts=len(progress.attempts),
+                        tokens=run.usage.total_tokens, duration_ms=round(result.wall_time_s * 1000, 1))
         return result
+
+    # -- helpers ------------------------------------------------------------
+
+    def _starts_fenced(self) -> bool:
+        if self.config.tools != "auto":
+            return self.config.tools == "off"
+        known = model_trait(self.model, "native_tool_calls")
+        if known is None:
+            known = self.profile.native_tool_calls
+        return known is False
+
+    def _system(self, run: _Run) -> str:
+        stateful = getattr(self.executor, "stateful", False)
+        return self.prompts.system(self.limits, run.inputs, stateful=stateful, tools=not run.fenced)
 
     async def _execute(self, code: str, files: list[InputFile], session: str) -> ExecutionResult:
         """Run code; whatever the executor does, the loop gets a result back."""
@@ -466,16 +390,13 @@ class Orchestrator:
             raise
         except Exception as exc:  # the executor broke: report it, never crash the run
             get_logger().error("executor.error", error=f"{type(exc).__name__}: {exc}")
-            return ExecutionResult(
-                outcome=Outcome.SANDBOX_ERROR,
-                error_type=type(exc).__name__,
-                error_message=str(exc),
-                duration_s=time.perf_counter() - t0,
-                executor=self._executor_name,
-            )
+            return ExecutionResult(outcome=Outcome.SANDBOX_ERROR, error_type=type(exc).__name__,
+                                   error_message=str(exc), duration_s=time.perf_counter() - t0,
+                                   executor=self._executor_name)
 
     def _with_figures(self, feedback: Message) -> Message:
-        return with_figures(feedback, self.images, self.takes_images)
+        """The figures the code drew, attached for a model that takes images (the rest named in the text)."""
+        return with_figures(feedback, self.config.images, self.takes_images)
 
     @property
     def _model_name(self) -> str:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
+from executors import jsondata
 from executors.base import ExecutionResult, InputFile, Limits
 
 # Importable module names only: a line such as "the Python standard library"
@@ -174,6 +176,14 @@ class Prompts:
 
     def replace(self, **changes) -> "Prompts":
         return replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        """The texts and numbers (a subclass's overridden methods are code, not data: not kept)."""
+        return jsondata.to_json(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Prompts":
+        return jsondata.from_json(cls, data, libraries=tuple, standard_modules=tuple)
 
     def system(self, limits: Limits, files: Sequence[InputFile] = (), stateful: bool = False,
                tools: bool = True) -> str:

@@ -33,7 +33,8 @@ class SessionFileError(ValueError):
 
 
 class Session:
-    """``settings`` go to :class:`Orchestrator` (max_retries, limits, prompts...)."""
+    """``config`` (a :class:`~orchestrator.config.LoopConfig`) and ``settings``
+    (its fields by keyword, or ``stream_text``) go to :class:`Orchestrator`."""
 
     def __init__(self, model: Model, executor: Executor, *, session_id: str | None = None, **settings: Any) -> None:
         self.model = model

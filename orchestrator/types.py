@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from executors import jsondata
 from executors.base import Artifact, ExecutionResult, InputFile
 
 
@@ -47,12 +48,11 @@ class Usage:
         return self.input_tokens + self.output_tokens + self.tool_tokens + self.thoughts_tokens
 
     def to_json(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return jsondata.to_json(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Usage":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return jsondata.from_json(cls, data)
 
 
 CodeSource = Literal["fence", "tool_call", "text_tool_call", "server"]
@@ -66,16 +66,11 @@ class CodeBlock:
     call_id: str | None = None  # the tool call this block came from, if any
 
     def to_json(self) -> dict[str, Any]:
-        return {"code": self.code, "language": self.language, "source": self.source, "call_id": self.call_id}
+        return jsondata.to_json(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "CodeBlock":
-        return cls(
-            code=data["code"],
-            language=data.get("language", "python"),
-            source=data.get("source", "fence"),
-            call_id=data.get("call_id"),
-        )
+        return jsondata.from_json(cls, data)
 
 
 @dataclass
@@ -92,16 +87,11 @@ class Attempt:
         return self.result.ok
 
     def to_json(self) -> dict[str, Any]:
-        return {"code": self.code, "result": self.result.to_json(), "step": self.step, "remote": self.remote}
+        return jsondata.to_json(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Attempt":
-        return cls(
-            code=data["code"],
-            result=ExecutionResult.from_json(data["result"]),
-            step=data.get("step", 0),
-            remote=data.get("remote", False),
-        )
+        return jsondata.from_json(cls, data, result=ExecutionResult.from_json)
 
 
 @dataclass
@@ -122,27 +112,12 @@ class ModelTurn:
     executed: list[Attempt] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "text": self.text,
-            "code_blocks": [b.to_json() for b in self.code_blocks],
-            "usage": self.usage.to_json(),
-            "finish_reason": self.finish_reason,
-            "model": self.model,
-            "raw": self.raw,
-            "executed": [a.to_json() for a in self.executed],
-        }
+        return {**jsondata.to_json(self), "raw": self.raw}  # raw is the provider's JSON already
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "ModelTurn":
-        return cls(
-            text=data.get("text", ""),
-            code_blocks=[CodeBlock.from_json(b) for b in data.get("code_blocks", [])],
-            usage=Usage.from_json(data.get("usage", {})),
-            finish_reason=data.get("finish_reason"),
-            model=data.get("model"),
-            raw=data.get("raw"),
-            executed=[Attempt.from_json(a) for a in data.get("executed", [])],
-        )
+        return jsondata.from_json(cls, data, code_blocks=jsondata.list_of(CodeBlock.from_json),
+                                  usage=Usage.from_json, executed=jsondata.list_of(Attempt.from_json))
 
 
 Role = Literal["user", "model", "execution"]
@@ -168,27 +143,14 @@ class Message:
     images: list[Artifact] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "role": self.role,
-            "text": self.text,
-            "turn": self.turn.to_json() if self.turn else None,
-            "result": self.result.to_json() if self.result else None,
-            "code_blocks": [b.to_json() for b in self.code_blocks],
-            "files": [f.to_json() for f in self.files],
-            "images": [i.to_json() for i in self.images],
-        }
+        return jsondata.to_json(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Message":
-        return cls(
-            role=data["role"],
-            text=data.get("text", ""),
-            turn=ModelTurn.from_json(data["turn"]) if data.get("turn") else None,
-            result=ExecutionResult.from_json(data["result"]) if data.get("result") else None,
-            code_blocks=[CodeBlock.from_json(b) for b in data.get("code_blocks", [])],
-            files=[InputFile.from_json(f) for f in data.get("files", [])],
-            images=[Artifact.from_json(i) for i in data.get("images", [])],
-        )
+        return jsondata.from_json(cls, data, turn=ModelTurn.from_json, result=ExecutionResult.from_json,
+                                  code_blocks=jsondata.list_of(CodeBlock.from_json),
+                                  files=jsondata.list_of(InputFile.from_json),
+                                  images=jsondata.list_of(Artifact.from_json))
 
 
 @dataclass
@@ -216,11 +178,11 @@ class Conversation:
         return sum(1 for m in self.messages if m.role == role)
 
     def to_json(self) -> dict[str, Any]:
-        return {"system": self.system, "messages": [m.to_json() for m in self.messages]}
+        return jsondata.to_json(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Conversation":
-        return cls(system=data.get("system", ""), messages=[Message.from_json(m) for m in data.get("messages", [])])
+        return jsondata.from_json(cls, data, messages=jsondata.list_of(Message.from_json))
 
 
 @dataclass(frozen=True)
@@ -297,40 +259,10 @@ class RunResult:
         return self.status in (RunStatus.SOLVED, RunStatus.ANSWERED_WITHOUT_CODE)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "prompt": self.prompt,
-            "summary": self.summary,
-            "status": self.status.value,
-            "attempts": [a.to_json() for a in self.attempts],
-            "usage": self.usage.to_json(),
-            "wall_time_s": self.wall_time_s,
-            "model_time_s": self.model_time_s,
-            "execution_time_s": self.execution_time_s,
-            "model": self.model,
-            "executor": self.executor,
-            "error": self.error,
-            "repeats_rejected": self.repeats_rejected,
-            "code_requested": self.code_requested,
-            "peak_request_tokens": self.peak_request_tokens,
-        }
+        return jsondata.to_json(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "RunResult":
-        return cls(
-            prompt=data["prompt"],
-            summary=data.get("summary", ""),
-            status=RunStatus(data["status"]),
-            attempts=[Attempt.from_json(a) for a in data.get("attempts", [])],
-            usage=Usage.from_json(data.get("usage", {})),
-            wall_time_s=data.get("wall_time_s", 0.0),
-            model_time_s=data.get("model_time_s", 0.0),
-            execution_time_s=data.get("execution_time_s", 0.0),
-            run_id=data.get("run_id", ""),
-            model=data.get("model", ""),
-            executor=data.get("executor", ""),
-            error=data.get("error"),
-            repeats_rejected=data.get("repeats_rejected", 0),
-            code_requested=data.get("code_requested", False),
-            peak_request_tokens=data.get("peak_request_tokens", 0),
-        )
+        # Results stored before the summary was kept had none.
+        return jsondata.from_json(cls, {"summary": "", **data}, status=RunStatus, attempts=jsondata.list_of(Attempt.from_json),
+                                  usage=Usage.from_json)

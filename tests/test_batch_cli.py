@@ -105,7 +105,7 @@ def test_resume_with_other_settings_is_refused_unless_forced(tmp_path: Path, bat
     assert main(["batch", "-o", str(run_dir), "--resume", "--no-progress"]) == 0
     assert main(base + ["--resume", "--max-retries", "3", "--force"]) == 0
     with BatchStore(run_dir) as store:
-        assert store.settings()["max_retries"] == 3
+        assert store.settings()["config"]["max_retries"] == 3
         assert [s["end_reason"] for s in store.sessions()] == ["completed"] * 3
 
 

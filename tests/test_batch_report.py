@@ -9,6 +9,7 @@ from pathlib import Path
 
 from executors.base import Artifact, ExecutionResult, Outcome
 from orchestrator.batch import BatchItem, BatchSettings, BatchStore
+from orchestrator.config import LoopConfig
 from orchestrator.batch.report import BatchReport, export, percentile, summarise, write_plots
 from orchestrator.types import Attempt, RunResult, RunStatus, Usage
 
@@ -34,7 +35,7 @@ def test_summary_counts_outcomes_retries_tokens_cost_and_latency(tmp_path: Path)
         "d": RunResult(prompt="d", summary="", status=RunStatus.FAILED, error="ModelError: 500", wall_time_s=0.5),
     }
     with BatchStore(tmp_path) as store:
-        store.initialise(BatchSettings(model="m", executor="e").to_json(),
+        store.initialise(BatchSettings(model="m", config=LoopConfig(executor="e")).to_json(),
                          [BatchItem(id=i, prompt=i) for i in [*runs, "e"]])
         session = store.begin_session({})
         for item_id, result in runs.items():
@@ -60,7 +61,7 @@ def test_summary_counts_outcomes_retries_tokens_cost_and_latency(tmp_path: Path)
 
 def test_a_batch_with_nothing_finished_still_reports_and_plots(tmp_path: Path) -> None:
     with BatchStore(tmp_path) as store:
-        store.initialise(BatchSettings(model="m", executor="e").to_json(), [BatchItem(id="a", prompt="a")])
+        store.initialise(BatchSettings(model="m", config=LoopConfig(executor="e")).to_json(), [BatchItem(id="a", prompt="a")])
         report, latencies = summarise(store)
     assert (report.total, report.pending, report.finished, report.latency_p50_s) == (1, 1, 0, None)
     assert all(p.exists() for p in write_plots(report, latencies, tmp_path))
@@ -71,7 +72,7 @@ def test_csv_export_reads_no_artifact_files(tmp_path: Path) -> None:
     result = RunResult(prompt="p", summary="done", status=RunStatus.SOLVED,
                        attempts=[Attempt(code="print(1)", result=ExecutionResult(outcome=Outcome.OK, artifacts=[png]))])
     with BatchStore(tmp_path) as store:
-        store.initialise(BatchSettings(model="m", executor="e").to_json(), [BatchItem(id="a", prompt="p")])
+        store.initialise(BatchSettings(model="m", config=LoopConfig(executor="e")).to_json(), [BatchItem(id="a", prompt="p")])
         store.mark_running("a", store.begin_session({}))
         store.finish("a", result)
         (tmp_path / "artifacts" / "a" / "plot.png").unlink()  # the CSV row must not need it

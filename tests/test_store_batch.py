@@ -10,6 +10,7 @@ import pytest
 from executors.base import Artifact, ExecutionResult, Outcome
 from orchestrator.batch import BatchItem, BatchSettings, BatchStore, StoreError
 from orchestrator.batch.runner import open_batch
+from orchestrator.config import LoopConfig
 from orchestrator.types import Attempt, RunResult, RunStatus, Usage
 
 
@@ -30,7 +31,7 @@ def items(n: int) -> list[BatchItem]:
     return [BatchItem(id=f"i{k}", prompt=f"prompt {k}", source=f"items[{k}]") for k in range(n)]
 
 
-SETTINGS = BatchSettings(model="scripted", executor="local")
+SETTINGS = BatchSettings(model="scripted", config=LoopConfig(executor="local"))
 
 
 def test_finish_round_trips_the_result_with_artifact_bytes_from_files(tmp_path: Path) -> None:
@@ -118,7 +119,7 @@ def test_open_batch_refuses_an_existing_batch_without_resume(tmp_path: Path) -> 
 def test_resume_refuses_different_settings_unless_forced(tmp_path: Path) -> None:
     with BatchStore(tmp_path) as store:
         open_batch(store, SETTINGS, items(2), resume=False, force=False)
-        other = BatchSettings(model="other", executor="local", max_retries=2, concurrency=99)
+        other = BatchSettings(model="other", config=LoopConfig(executor="local", max_retries=2), concurrency=99)
         with pytest.raises(StoreError) as info:
             open_batch(store, other, items(2), resume=True, force=False)
         message = str(info.value)

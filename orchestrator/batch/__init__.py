@@ -3,9 +3,9 @@ concurrent execution with a shared rate-limit backoff, resume, reports, and
 optional scale-out on Ray."""
 
 from .inputs import BatchInputError, BatchItem, InputProblem, coerce_items, load_items
-from .limits import BackoffGate, BoundedExecutor, GatedModel, RateLimitExhausted
+from .limits import BackoffGate, BackoffPolicy, BoundedExecutor, GatedModel, RateLimitExhausted
 from .progress import BatchProgress
-from .runner import BackoffPolicy, BatchBusyError, run_batch, run_batch_sync
+from .runner import BatchBusyError, run_batch, run_batch_sync, stored_config
 from .settings import BatchSettings
 from .store import BatchStore, ItemRecord, StoreError
 
@@ -28,4 +28,5 @@ __all__ = [
     "load_items",
     "run_batch",
     "run_batch_sync",
+    "stored_config",
 ]

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from executors.base import Executor, InputFile, Limits, as_input_files
+from executors.base import Executor, InputFile, as_input_files
 
+from ..config import GenerationOptions, LoopConfig
 from ..loop import Orchestrator
 from ..models.base import Model
 from ..types import RunResult, RunStatus
 from .inputs import BatchItem
 from .limits import BackoffGate, BoundedExecutor, GatedModel
+
 
 @dataclass
 class ItemOutcome:
@@ -26,35 +28,45 @@ class ItemOutcome:
     rate_limited: int = 0  # 429s this item's model calls met (and waited out)
 
 
-def spec_names(model: Any, executor: Any) -> tuple[str, str]:
-    """The names a batch records for its model and executor, whether each is given
-    as a spec string, an instance, or (the executor) a factory."""
-    model_name = model if isinstance(model, str) else getattr(model, "name", type(model).__name__)
+def is_executor(executor: Any) -> bool:
+    """An executor instance, as opposed to a name or a factory (an executor class is a factory)."""
+    return hasattr(executor, "execute") and not isinstance(executor, type)
+
+
+def model_name(model: Any) -> str:
+    """The name a batch records for a model given as a spec string or an instance."""
+    return str(model if isinstance(model, str) else getattr(model, "name", type(model).__name__))
+
+
+def executor_name(executor: Any) -> str:
+    """The name a batch records for an executor given as a name, an instance or a factory."""
     if isinstance(executor, str):
-        executor_name = executor
-    elif hasattr(executor, "execute"):
-        executor_name = executor.name
-    else:
-        executor_name = getattr(executor, "name", None) or getattr(executor, "__qualname__", type(executor).__name__)
-    return str(model_name), str(executor_name)
+        return executor
+    if is_executor(executor):
+        return str(executor.name)
+    return str(getattr(executor, "name", None) or getattr(executor, "__qualname__", type(executor).__name__))
 
 
-def build_model(model: Model | str) -> Model:
+def spec_names(model: Any, executor: Any) -> tuple[str, str]:
+    return model_name(model), executor_name(executor)
+
+
+def build_model(model: Model | str, generation: GenerationOptions | None = None) -> Model:
     if isinstance(model, str):
         from ..models.registry import get_model
 
-        return get_model(model)
+        return get_model(model, generation)
     return model
 
 
-def build_executor(executor: Any, options: dict[str, Any] | None = None) -> tuple[Executor, bool]:
+def build_executor(executor: Any, options: Mapping[str, Any] | None = None) -> tuple[Executor, bool]:
     """An executor from a name, an instance or a factory; the flag says
     whether the batch owns it (and so closes it)."""
     if isinstance(executor, str):
         from executors.registry import get_executor
 
-        return get_executor(executor, **(options or {})), True
-    if hasattr(executor, "execute"):
+        return get_executor(executor, **dict(options or {})), True
+    if is_executor(executor):
         return executor, False
     if callable(executor):
         return executor(), True
@@ -72,18 +84,14 @@ class ItemRunner:
     """Runs items through the orchestrator loop with shared model-call slots,
     a shared rate-limit backoff and a bounded executor."""
 
-    def __init__(self, model: Model, executor: Executor, *, concurrency: int, execution_concurrency: int,
-                 max_retries: int, max_steps: int, limits: Limits | None, gate: BackoffGate,
-                 tools: str = "auto", require_code: str = "auto", max_rate_limit_retries: int = 8, on_rate_limit: Callable[[], None] | None = None) -> None:
+    def __init__(self, model: Model, executor: Executor, *, config: LoopConfig, concurrency: int,
+                 execution_concurrency: int, gate: BackoffGate, max_rate_limit_retries: int = 8,
+                 on_rate_limit: Callable[[], None] | None = None) -> None:
         self.model = model
         self.executor = BoundedExecutor(executor, execution_concurrency)
         self.model_slots = asyncio.Semaphore(concurrency)
         self.gate = gate
-        self.max_retries = max_retries
-        self.max_steps = max_steps
-        self.tools = tools
-        self.require_code = require_code
-        self.limits = limits
+        self.config = config
         self.max_rate_limit_retries = max_rate_limit_retries
         self.on_rate_limit = on_rate_limit
 
@@ -94,9 +102,7 @@ class ItemRunner:
         started = time.perf_counter()
         try:
             files = as_input_files(item.files) if files is None else files
-            orchestrator = Orchestrator(gated, self.executor, max_retries=self.max_retries,
-                                        max_steps=self.max_steps, limits=self.limits, tools=self.tools,
-                                        require_code=self.require_code)
+            orchestrator = Orchestrator(gated, self.executor, config=self.config)
             result = await orchestrator.run(item.prompt, files=files, run_id=item.id)
         except asyncio.CancelledError:
             raise
@@ -124,32 +130,28 @@ class LocalEngine:
 
     name = "local"
 
-    def __init__(self, model: Model | str, executor: Any, *, executor_options: dict[str, Any] | None = None,
-                 concurrency: int, execution_concurrency: int, max_retries: int, max_steps: int,
-                 limits: Limits | None, gate: BackoffGate, tools: str = "auto", require_code: str = "auto",
-                 max_rate_limit_retries: int = 8,
+    def __init__(self, model: Model | str, executor: Any, *, config: LoopConfig, concurrency: int,
+                 execution_concurrency: int, gate: BackoffGate, max_rate_limit_retries: int = 8,
                  on_rate_limit: Callable[[], None] | None = None) -> None:
         self._model_spec = model
-        self._executor_spec = executor
-        self._executor_options = executor_options
+        self._executor_spec = executor  # a name, an Executor or a factory
+        self._config = config
         self._owns_executor = False
         self._executor: Executor | None = None
         # Items in flight: exactly ``concurrency``, as the option says. (It was concurrency +
         # execution_concurrency, so --concurrency 1 kept two items going: a second item's model
         # call overlapped the first one's execution.)
         self.slots = concurrency
-        self._kwargs = dict(concurrency=concurrency, execution_concurrency=execution_concurrency,
-                            max_retries=max_retries, max_steps=max_steps, limits=limits, gate=gate,
-                            tools=tools, require_code=require_code,
-                            max_rate_limit_retries=max_rate_limit_retries, on_rate_limit=on_rate_limit)
+        self._kwargs = dict(config=config, concurrency=concurrency, execution_concurrency=execution_concurrency,
+                            gate=gate, max_rate_limit_retries=max_rate_limit_retries, on_rate_limit=on_rate_limit)
         self._runner: ItemRunner | None = None
         self._owned_model: Model | None = None
 
     async def start(self) -> None:
-        model = build_model(self._model_spec)
+        model = build_model(self._model_spec, self._config.generation)
         if isinstance(self._model_spec, str):
             self._owned_model = model  # built here from its name, so closed here (a local server stops)
-        self._executor, self._owns_executor = build_executor(self._executor_spec, self._executor_options)
+        self._executor, self._owns_executor = build_executor(self._executor_spec, self._config.executor_options)
         self._runner = ItemRunner(model, self._executor, **self._kwargs)
 
     async def run(self, item: BatchItem) -> ItemOutcome:

@@ -13,7 +13,10 @@ import asyncio
 import random
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
+from executors import jsondata
 from executors.base import ExecutionResult, Executor, InputFile, Limits
 
 from ..models.base import Model, RateLimitError
@@ -43,6 +46,23 @@ class BoundedExecutor:
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+@dataclass(frozen=True)
+class BackoffPolicy:
+    """The shared rate-limit backoff: first pause, longest pause, and how many
+    429s one model call may meet before its item is recorded as an error."""
+
+    base_delay_s: float = 1.0
+    max_delay_s: float = 60.0
+    max_rate_limit_retries: int = 8
+
+    def to_json(self) -> dict[str, Any]:
+        return jsondata.to_json(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "BackoffPolicy":
+        return jsondata.from_json(cls, data)
 
 
 class BackoffGate:

@@ -16,12 +16,13 @@ import math
 import time
 from typing import Any
 
-from executors.base import InputFile, Limits, as_input_files
+from executors.base import InputFile, as_input_files
 
+from ..config import LoopConfig
 from ..types import RunResult
-from .engine import ItemOutcome, ItemRunner, build_executor, build_model, failed_result, spec_names
+from .engine import ItemOutcome, ItemRunner, build_executor, build_model, failed_result, is_executor, spec_names
 from .inputs import BatchItem
-from .limits import BackoffGate
+from .limits import BackoffGate, BackoffPolicy
 
 
 class RayUnavailableError(ImportError):
@@ -77,18 +78,19 @@ class ClusterGate(BackoffGate):
 
 
 class BatchWorker:
-    """One Ray actor: its own model, executor and item runner."""
+    """One Ray actor: its own model, executor and item runner. The loop's
+    config and the backoff policy arrive as their JSON (plain data crosses
+    machines whatever Ray's pickling does with classes)."""
 
-    def __init__(self, model: Any, executor: Any, executor_options: dict[str, Any] | None, settings: dict[str, Any],
-                 gate: Any) -> None:
-        self._executor, self._owns_executor = build_executor(executor, executor_options)
-        gate_view = ClusterGate(gate, base_delay_s=settings["base_delay_s"], max_delay_s=settings["max_delay_s"])
-        limits = Limits.from_json(settings["limits"]) if settings["limits"] else None
-        self._runner = ItemRunner(build_model(model), self._executor, concurrency=settings["concurrency"],
-                                  execution_concurrency=settings["execution_concurrency"],
-                                  max_retries=settings["max_retries"], max_steps=settings["max_steps"], limits=limits,
-                                  gate=gate_view, tools=settings["tools"], require_code=settings["require_code"],
-                                  max_rate_limit_retries=settings["max_rate_limit_retries"])
+    def __init__(self, model: Any, executor: Any, config: dict[str, Any], backoff: dict[str, Any], gate: Any, *,
+                 concurrency: int, execution_concurrency: int) -> None:
+        loop_config = LoopConfig.from_json(config)
+        policy = BackoffPolicy.from_json(backoff)
+        self._executor, self._owns_executor = build_executor(executor, loop_config.executor_options)
+        gate_view = ClusterGate(gate, base_delay_s=policy.base_delay_s, max_delay_s=policy.max_delay_s)
+        self._runner = ItemRunner(build_model(model, loop_config.generation), self._executor, config=loop_config,
+                                  concurrency=concurrency, execution_concurrency=execution_concurrency,
+                                  gate=gate_view, max_rate_limit_retries=policy.max_rate_limit_retries)
 
     async def run(self, item: dict[str, Any], files: list[dict[str, Any]]) -> dict[str, Any]:
         outcome = await self._runner.run(BatchItem.from_json(item), [InputFile.from_json(f) for f in files])
@@ -102,25 +104,21 @@ class BatchWorker:
 class RayEngine:
     name = "ray"
 
-    def __init__(self, model: Any, executor: Any, *, executor_options: dict[str, Any] | None, concurrency: int,
-                 execution_concurrency: int, max_retries: int, max_steps: int, limits: Limits | None,
-                 backoff: Any, tools: str = "auto", require_code: str = "auto", address: str | None = None, workers: int | None = None) -> None:
+    def __init__(self, model: Any, executor: Any, *, config: LoopConfig, concurrency: int,
+                 execution_concurrency: int, backoff: BackoffPolicy, address: str | None = None,
+                 workers: int | None = None) -> None:
         _ray()  # fail now, before the store is touched, if Ray is not installed
-        if hasattr(executor, "execute"):
+        if is_executor(executor):
             raise TypeError("the ray engine builds an executor in each worker: pass the executor by name "
                             "(with executor_options) or as a picklable factory, not an instance")
         self._model = model
         self._executor = executor
-        self._executor_options = executor_options
+        self._config = config
+        self._backoff = backoff
         self._address = address
         self._workers_wanted = workers
         self._concurrency = concurrency
         self._execution_concurrency = execution_concurrency
-        self._settings = {"max_retries": max_retries, "max_steps": max_steps, "tools": tools,
-                          "require_code": require_code,
-                          "limits": limits.to_json() if limits else None,
-                          "base_delay_s": backoff.base_delay_s, "max_delay_s": backoff.max_delay_s,
-                          "max_rate_limit_retries": backoff.max_rate_limit_retries}
         self.slots = concurrency  # items in flight across all workers, as in the local engine
         self._actors: list[Any] = []
         self._load: list[int] = []
@@ -136,16 +134,14 @@ class RayEngine:
         count = min(count, self.slots)
         per_actor = {"concurrency": math.ceil(self._concurrency / count),
                      "execution_concurrency": math.ceil(self._execution_concurrency / count)}
-        settings = {**self._settings, **per_actor}
-        self._gate = ray.remote(num_cpus=0)(GateState).remote(self._settings["base_delay_s"],
-                                                            self._settings["max_delay_s"])
+        self._gate = ray.remote(num_cpus=0)(GateState).remote(self._backoff.base_delay_s, self._backoff.max_delay_s)
         # num_cpus=0: workers mostly wait on the model, so they need no CPU reservation;
         # SPREAD places them across the cluster's nodes instead of packing one.
         actor_class = ray.remote(num_cpus=0, scheduling_strategy="SPREAD")(BatchWorker)
         model = ray.put(self._model) if not isinstance(self._model, str) else self._model
         self._actors = [
             actor_class.options(max_concurrency=per_actor["concurrency"])
-            .remote(model, self._executor, self._executor_options, settings, self._gate)
+            .remote(model, self._executor, self._config.to_json(), self._backoff.to_json(), self._gate, **per_actor)
             for _ in range(count)
         ]
         self._load = [0] * count

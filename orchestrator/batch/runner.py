@@ -16,20 +16,18 @@ import functools
 import os
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from executors.base import Limits
-
+from ..config import LoopConfig
 from ..models.base import Model
 from ..types import RunResult
-from .engine import Engine, ItemOutcome, LocalEngine, spec_names
+from .engine import Engine, ItemOutcome, LocalEngine, executor_name, model_name
 from .inputs import BatchItem, coerce_items, load_items
-from .limits import BackoffGate
+from .limits import BackoffGate, BackoffPolicy
 from .progress import BatchProgress
 from .settings import BatchSettings
-from .store import BatchStore, StoreError
+from .store import DB_NAME, BatchStore, StoreError
 from .writer import StoreWriter
 
 LOCK_NAME = ".lock"
@@ -37,16 +35,6 @@ LOCK_NAME = ".lock"
 
 class BatchBusyError(StoreError):
     """Another process is running a batch in the same run directory."""
-
-
-@dataclass
-class BackoffPolicy:
-    """The shared rate-limit backoff: first pause, longest pause, and how many
-    429s one model call may meet before its item is recorded as an error."""
-
-    base_delay_s: float = 1.0
-    max_delay_s: float = 60.0
-    max_rate_limit_retries: int = 8
 
 
 def _load(items: Any) -> list[BatchItem] | None:
@@ -78,8 +66,8 @@ def open_batch(store: BatchStore, settings: BatchSettings, items: list[BatchItem
                resume: bool, force: bool) -> list[str]:
     """Create the batch or check a resume against it. Returns the ids of items
     a dead process left running (now pending again)."""
-    stored = store.settings()
-    if stored is None:
+    stored_json = store.settings()
+    if stored_json is None:
         if items is None:
             raise StoreError(f"{store.run_dir} holds no batch to resume; give the prompts to start one")
         store.initialise(settings.to_json(), items)
@@ -89,7 +77,7 @@ def open_batch(store: BatchStore, settings: BatchSettings, items: list[BatchItem
         raise StoreError(
             f"{store.run_dir} already holds a batch ({counts['total']} items, {counts['done']} finished); "
             "pass --resume (resume=True) to continue it, or choose another run directory")
-    problems = settings.differences(stored)
+    problems = settings.differences(BatchSettings.from_json(stored_json))
     changed: list[BatchItem] = []
     if items is not None:
         known = {item.id: item for item in store.items()}
@@ -118,15 +106,10 @@ async def run_batch(
     *,
     model: Model | str,
     run_dir: str | Path,
-    executor: Any = "local",
-    executor_options: dict[str, Any] | None = None,
+    config: LoopConfig | None = None,
+    executor: Any = None,
     concurrency: int = 8,
     execution_concurrency: int | None = None,
-    max_retries: int = 5,
-    max_steps: int = 10,
-    limits: Limits | None = None,
-    tools: str = "auto",
-    require_code: str = "auto",
     resume: bool = False,
     force: bool = False,
     rerun_errors: bool = True,
@@ -136,40 +119,31 @@ async def run_batch(
     backoff: BackoffPolicy | None = None,
     progress: BatchProgress | None = None,
     durability: str = "normal",
+    **loop_settings: Any,
 ) -> AsyncIterator[tuple[str, RunResult]]:
     """Run a batch, yielding ``(item id, RunResult)`` as each item's result is stored.
 
-    ``items`` is a path (JSONL, CSV, text file or directory), an iterable of
-    prompts / :class:`BatchItem` / mappings, or None to resume from the store
-    alone. ``model`` is a Model or a spec string; ``executor`` a name, an
-    Executor or a factory. ``concurrency`` is the number of items in flight
-    (so also of concurrent model calls) and ``execution_concurrency``
-    (default: the same) bounds concurrent executions.
-    Items already finished in ``run_dir`` are not run again and not yielded.
-    """
+    ``items``: a path (JSONL, CSV, text file or directory), an iterable of prompts / :class:`BatchItem` /
+    mappings, or None to resume from the store alone. ``model``: a Model or a spec string. Each item runs
+    with ``config`` (on ``resume`` without one: the stored config) and ``loop_settings`` (LoopConfig fields
+    by keyword) over it; ``executor`` (a name, an Executor or a factory) overrides the config's executor.
+    A config unlike the stored one needs ``force``. ``concurrency``: items in flight; ``execution_concurrency``
+    (default: the same): executions. Finished items are not run again."""
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
     execution_concurrency = execution_concurrency or concurrency
-    backoff = backoff or BackoffPolicy()
-    loaded = _load(items)  # validation first: nothing runs on bad input
-    model_name, executor_name = spec_names(model, executor)
-    engine_name = engine if isinstance(engine, str) else engine.name
-    settings = BatchSettings(model=model_name, executor=executor_name, executor_options=dict(executor_options or {}),
-                             max_retries=max_retries, max_steps=max_steps, limits=limits.to_json() if limits else None,
-                             tools=tools, require_code=require_code,
-                             concurrency=concurrency, execution_concurrency=execution_concurrency, engine=engine_name)
+    loaded, run_path = _load(items), Path(run_dir)  # validation first: nothing runs on bad input
+    base = config or (stored_config(run_path) if resume else None) or LoopConfig()
+    loop, executor_spec = resolve_executor(base.with_settings(loop_settings), executor)
+    settings = BatchSettings(model=model_name(model), config=loop, concurrency=concurrency,
+                             execution_concurrency=execution_concurrency,
+                             engine=engine if isinstance(engine, str) else engine.name)
     progress = progress or BatchProgress(enabled=False)
-    gate = BackoffGate(base_delay_s=backoff.base_delay_s, max_delay_s=backoff.max_delay_s)
     # Built (not started) before the store is touched, so a bad engine setup changes nothing on disk.
-    if isinstance(engine, str):
-        runner_engine = _make_engine(engine, model=model, executor=executor, executor_options=executor_options,
-                                     concurrency=concurrency, execution_concurrency=execution_concurrency,
-                                     max_retries=max_retries, max_steps=max_steps, limits=limits, gate=gate,
-                                     tools=tools, require_code=require_code, backoff=backoff, progress=progress, ray_address=ray_address,
-                                     ray_workers=ray_workers)
-    else:
-        runner_engine = engine
-    run_path = Path(run_dir)
+    runner_engine = engine if not isinstance(engine, str) else _make_engine(
+        engine, model=model, executor=executor_spec, settings=settings, backoff=backoff or BackoffPolicy(),
+        progress=progress,
+        ray_address=ray_address, ray_workers=ray_workers)
     lock = _RunDirLock(run_path)
     store: BatchStore | None = None
     try:
@@ -178,9 +152,9 @@ async def run_batch(
         todo = deque(store.runnable_items(rerun_errors=rerun_errors))
         counts = store.counts()
         # aclosing: if our consumer stops early, the driver's cleanup runs now, before the store closes.
-        async with contextlib.aclosing(_drive(store, runner_engine, todo, settings, progress,
-                                              already_done=counts["total"] - len(todo),
-                                              total=counts["total"])) as pairs:
+        driver = _Driver(store, runner_engine, todo, progress)
+        async with contextlib.aclosing(driver.results(settings, already_done=counts["total"] - len(todo),
+                                                      total=counts["total"])) as pairs:
             async for pair in pairs:
                 yield pair
     finally:
@@ -189,90 +163,111 @@ async def run_batch(
         lock.release()
 
 
-def _make_engine(name: str, *, model: Any, executor: Any, executor_options: dict[str, Any] | None, concurrency: int,
-                 execution_concurrency: int, max_retries: int, max_steps: int, limits: Limits | None,
-                 gate: BackoffGate, tools: str, require_code: str, backoff: BackoffPolicy, progress: BatchProgress, ray_address: str | None,
-                 ray_workers: int | None) -> Engine:
+def resolve_executor(config: LoopConfig, executor: Any) -> tuple[LoopConfig, Any]:
+    """The config naming the executor that will run, and what to build it from:
+    ``executor`` (a name, an Executor or a factory) when given, else the config's name."""
+    if isinstance(executor, str):
+        config = config.replace(executor=executor)
+    spec = config.executor if executor is None or isinstance(executor, str) else executor
+    return config.replace(executor=executor_name(spec)), spec
+
+
+def stored_config(run_dir: Path) -> LoopConfig | None:
+    """The config a batch in ``run_dir`` was started with, if there is one."""
+    if not (run_dir / DB_NAME).exists():
+        return None
+    with BatchStore(run_dir, create=False) as store:
+        stored = store.settings()
+    return BatchSettings.from_json(stored).config if stored else None
+
+
+def _make_engine(name: str, *, model: Any, executor: Any, settings: BatchSettings, backoff: BackoffPolicy,
+                 progress: BatchProgress, ray_address: str | None, ray_workers: int | None) -> Engine:
+    sizes = {"concurrency": settings.concurrency, "execution_concurrency": settings.execution_concurrency}
     if name == "local":
-        return LocalEngine(model, executor, executor_options=executor_options, concurrency=concurrency,
-                           execution_concurrency=execution_concurrency, max_retries=max_retries, max_steps=max_steps,
-                           limits=limits, gate=gate, tools=tools, require_code=require_code,
+        gate = BackoffGate(base_delay_s=backoff.base_delay_s, max_delay_s=backoff.max_delay_s)
+        return LocalEngine(model, executor, config=settings.config, gate=gate,
                            max_rate_limit_retries=backoff.max_rate_limit_retries,
-                           on_rate_limit=progress.rate_limited_call)
+                           on_rate_limit=progress.rate_limited_call, **sizes)
     if name == "ray":
         from .ray_engine import RayEngine
 
-        return RayEngine(model, executor, executor_options=executor_options, concurrency=concurrency,
-                         execution_concurrency=execution_concurrency, max_retries=max_retries, max_steps=max_steps,
-                         limits=limits, tools=tools, require_code=require_code, backoff=backoff,
-                         address=ray_address, workers=ray_workers)
+        return RayEngine(model, executor, config=settings.config, backoff=backoff, address=ray_address,
+                         workers=ray_workers, **sizes)
     raise ValueError(f"unknown engine {name!r}; choose 'local' or 'ray'")
 
 
-async def _drive(store: BatchStore, engine: Engine, todo: deque[BatchItem], settings: BatchSettings,
-                 progress: BatchProgress, *, already_done: int, total: int) -> AsyncIterator[tuple[str, RunResult]]:
-    writer = StoreWriter(store, asyncio.get_running_loop())
-    to_run = len(todo)
-    finished: asyncio.Queue[tuple[str, RunResult] | BaseException] = asyncio.Queue()
-    in_flight: set[str] = set()
-    reason = "interrupted"
-    session: int | None = None
+class _Driver:
+    """Runs the todo items on the engine from ``engine.slots`` workers and yields
+    each ``(id, result)`` once its result is committed to the store."""
 
-    def report_failure(future: asyncio.Future[Any]) -> None:
+    def __init__(self, store: BatchStore, engine: Engine, todo: deque[BatchItem], progress: BatchProgress) -> None:
+        self.store, self.engine, self.todo, self.progress = store, engine, todo, progress
+        self.writer = StoreWriter(store, asyncio.get_running_loop())
+        self.finished: asyncio.Queue[tuple[str, RunResult] | BaseException] = asyncio.Queue()
+        self.in_flight: set[str] = set()
+        self.session: int | None = None
+
+    def report_failure(self, future: asyncio.Future[Any]) -> None:
         if not future.cancelled() and future.exception() is not None:
-            finished.put_nowait(future.exception())
+            self.finished.put_nowait(future.exception())
 
-    def committed(item_id: str, outcome: ItemOutcome, future: asyncio.Future[Any]) -> None:
+    def committed(self, item_id: str, outcome: ItemOutcome, future: asyncio.Future[Any]) -> None:
         if future.cancelled():
             return
         if future.exception() is not None:
-            finished.put_nowait(future.exception())
+            self.finished.put_nowait(future.exception())
             return
-        in_flight.discard(item_id)
-        progress.item_finished(future.result(), outcome.result, outcome.rate_limited)
-        finished.put_nowait((item_id, outcome.result))
+        self.in_flight.discard(item_id)
+        self.progress.item_finished(future.result(), outcome.result, outcome.rate_limited)
+        self.finished.put_nowait((item_id, outcome.result))
 
-    async def worker() -> None:
+    async def worker(self) -> None:
         # A worker never waits for the store: the writer applies changes in submission order
         # (``running`` before the result), and an item counts as finished, and is yielded, only
         # once its result is committed. A slow fsync then delays results, not model calls.
+        store, writer = self.store, self.writer
         try:
-            while todo:
-                item = todo.popleft()
-                in_flight.add(item.id)
-                writer.submit(store.mark_running, item.id, session).add_done_callback(report_failure)
-                outcome = await engine.run(item)
+            while self.todo:
+                item = self.todo.popleft()
+                self.in_flight.add(item.id)
+                writer.submit(store.mark_running, item.id, self.session).add_done_callback(self.report_failure)
+                outcome = await self.engine.run(item)
                 writer.submit(store.finish, item.id, outcome.result, rate_limited=outcome.rate_limited
-                              ).add_done_callback(functools.partial(committed, item.id, outcome))
+                              ).add_done_callback(functools.partial(self.committed, item.id, outcome))
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # an engine failure stops the batch, loudly
-            finished.put_nowait(exc)
+            self.finished.put_nowait(exc)
 
-    workers: list[asyncio.Task[None]] = []
-    progress.start(total=total, already_done=already_done)
-    try:
-        session = await writer.submit(store.begin_session, settings.to_json())
-        await engine.start()
-        workers = [asyncio.create_task(worker()) for _ in range(min(engine.slots, to_run))]
-        for _ in range(to_run):
-            got = await finished.get()
-            if isinstance(got, BaseException):
-                reason = f"failed: {type(got).__name__}: {got}"
-                raise got
-            yield got
-        reason = "completed"
-    finally:
-        for task in workers:
-            task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
-        # Queued after any finish() a cancelled worker had submitted, so an item whose
-        # result was committed is not marked interrupted (mark_interrupted skips it).
-        ended = writer.submit(_end_session, store, session, sorted(in_flight), reason)
-        writer.close()
-        progress.stop()
-        await engine.aclose()
-        await ended  # resolved by now; raises if the session could not be closed
+    async def results(self, settings: BatchSettings, *, already_done: int,
+                      total: int) -> AsyncIterator[tuple[str, RunResult]]:
+        to_run = len(self.todo)
+        reason = "interrupted"
+        workers: list[asyncio.Task[None]] = []
+        self.progress.start(total=total, already_done=already_done)
+        try:
+            self.session = await self.writer.submit(self.store.begin_session, settings.to_json())
+            await self.engine.start()
+            workers = [asyncio.create_task(self.worker()) for _ in range(min(self.engine.slots, to_run))]
+            for _ in range(to_run):
+                got = await self.finished.get()
+                if isinstance(got, BaseException):
+                    reason = f"failed: {type(got).__name__}: {got}"
+                    raise got
+                yield got
+            reason = "completed"
+        finally:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            # Queued after any finish() a cancelled worker had submitted, so an item whose
+            # result was committed is not marked interrupted (mark_interrupted skips it).
+            ended = self.writer.submit(_end_session, self.store, self.session, sorted(self.in_flight), reason)
+            self.writer.close()
+            self.progress.stop()
+            await self.engine.aclose()
+            await ended  # resolved by now; raises if the session could not be closed
 
 
 def _end_session(store: BatchStore, session: int | None, in_flight: list[str], reason: str) -> None:

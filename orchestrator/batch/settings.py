@@ -2,40 +2,35 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
-# Settings that change what an item's result would be: a resume with other
-# values would mix results of two different experiments in one store.
-RESULT_SETTINGS = ("model", "executor", "executor_options", "max_retries", "max_steps", "limits", "tools",
-                   "require_code")
+from executors import jsondata
+
+from ..config import LoopConfig
 
 
-@dataclass
+@dataclass(frozen=True)
 class BatchSettings:
+    """The model and the :class:`LoopConfig` decide what an item's result is:
+    a resume with other values would mix two experiments in one store, so
+    they must match (or be forced). The rest says how the batch ran and is
+    free to change between sessions."""
+
     model: str
-    executor: str
-    executor_options: dict[str, Any] = field(default_factory=dict)
-    max_retries: int = 5
-    max_steps: int = 10
-    limits: dict[str, Any] | None = None
-    tools: str = "auto"
-    require_code: str = "auto"
-    # How the batch ran; free to change between sessions.
+    config: LoopConfig = field(default_factory=LoopConfig)
     concurrency: int = 8
     execution_concurrency: int = 8
     engine: str = "local"
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return jsondata.to_json(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "BatchSettings":
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return jsondata.from_json(cls, data, config=LoopConfig.from_json)
 
-    def differences(self, stored: dict[str, Any]) -> list[str]:
+    def differences(self, stored: "BatchSettings") -> list[str]:
         """Human-readable differences in the result-affecting settings."""
-        now = self.to_json()
-        return [f"{key}: stored {stored.get(key)!r}, now {now[key]!r}"
-                for key in RESULT_SETTINGS if stored.get(key) != now[key]]
+        model = [f"model: stored {stored.model!r}, now {self.model!r}"] if stored.model != self.model else []
+        return model + self.config.differences(stored.config)

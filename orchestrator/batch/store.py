@@ -28,90 +28,16 @@ from executors.base import Artifact
 
 from ..types import RunResult, RunStatus
 from .inputs import BatchItem
+from .migrations import BATCH_MIGRATIONS, MigrationError, migrate
 
 DB_NAME = "runs.db"
 ARTIFACTS_DIR = "artifacts"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = len(BATCH_MIGRATIONS)  # recorded in the batch row, for people reading the file
 # Per-stream cap for the attempts table (the result JSON keeps the executor's own capped output).
 ATTEMPT_OUTPUT_CAP = 16 * 1024
 
 PENDING, RUNNING, DONE, ERROR = "pending", "running", "done", "error"
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS batch (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    schema_version INTEGER NOT NULL,
-    settings TEXT NOT NULL,
-    created REAL NOT NULL,
-    updated REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS sessions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    settings TEXT NOT NULL,
-    started REAL NOT NULL,
-    ended REAL,
-    end_reason TEXT
-);
-CREATE TABLE IF NOT EXISTS items (
-    seq INTEGER NOT NULL,
-    id TEXT PRIMARY KEY,
-    prompt TEXT NOT NULL,
-    files TEXT NOT NULL,
-    metadata TEXT NOT NULL,
-    source TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'done', 'error')),
-    run_status TEXT,
-    error TEXT,
-    result TEXT,
-    starts INTEGER NOT NULL DEFAULT 0,
-    interruptions INTEGER NOT NULL DEFAULT 0,
-    rate_limited INTEGER NOT NULL DEFAULT 0,
-    session INTEGER,
-    started REAL,
-    finished REAL,
-    wall_time_s REAL,
-    model_time_s REAL,
-    execution_time_s REAL,
-    executions INTEGER,
-    retries INTEGER,
-    input_tokens INTEGER,
-    output_tokens INTEGER,
-    total_tokens INTEGER,
-    requests INTEGER,
-    cost_usd REAL
-);
-CREATE INDEX IF NOT EXISTS items_by_status ON items (status, seq);
-CREATE TABLE IF NOT EXISTS attempts (
-    item_id TEXT NOT NULL REFERENCES items (id),
-    idx INTEGER NOT NULL,
-    step INTEGER NOT NULL,
-    remote INTEGER NOT NULL,
-    code TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    stdout TEXT NOT NULL,
-    stderr TEXT NOT NULL,
-    stdout_truncated INTEGER NOT NULL,
-    stderr_truncated INTEGER NOT NULL,
-    error_type TEXT,
-    error_message TEXT,
-    exit_code INTEGER,
-    duration_s REAL,
-    cpu_time_s REAL,
-    peak_memory_bytes INTEGER,
-    PRIMARY KEY (item_id, idx)
-);
-CREATE TABLE IF NOT EXISTS artifacts (
-    item_id TEXT NOT NULL REFERENCES items (id),
-    attempt_idx INTEGER NOT NULL,
-    idx INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    mime_type TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    truncated INTEGER NOT NULL,
-    path TEXT NOT NULL,
-    PRIMARY KEY (item_id, attempt_idx, idx)
-);
-"""
 
 
 class StoreError(RuntimeError):
@@ -202,13 +128,11 @@ class BatchStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={durability.upper()}")
         self._db.execute("PRAGMA foreign_keys=ON")
-        with self._transaction():
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    self._db.execute(statement)
-        row = self._db.execute("SELECT schema_version FROM batch WHERE id = 1").fetchone()
-        if row is not None and row["schema_version"] != SCHEMA_VERSION:
-            raise StoreError(f"{self.path} has schema version {row['schema_version']}, this codeloop reads {SCHEMA_VERSION}")
+        try:
+            migrate(self._db, "batch", BATCH_MIGRATIONS, path=self.path)
+        except MigrationError as exc:
+            self._db.close()
+            raise StoreError(str(exc)) from exc
 
     # -- plumbing -----------------------------------------------------------
 

@@ -14,6 +14,9 @@ import importlib
 import pkgutil
 import sys
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from executors.plugins import PluginTable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNVERIFIED = 0, 1, 2, 3
 
@@ -29,7 +32,12 @@ def _version() -> str:
         return "unknown"
 
 
-def build_parser() -> argparse.ArgumentParser:
+COMMANDS_GROUP = "codeloop.commands"
+
+
+def build_parser(commands: PluginTable | None = None) -> argparse.ArgumentParser:
+    """The parser with this package's subcommands and those registered under
+    ``codeloop.commands`` (``commands``: default, the installed ones)."""
     parser = argparse.ArgumentParser(
         prog="codeloop",
         description="Generate code with a model, run it in a sandbox, feed errors back, summarise.",
@@ -43,7 +51,27 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module = importlib.import_module(f"{__name__}.{info.name}")
         module.register(sub)
+    table = commands or PluginTable.discover(COMMANDS_GROUP)
+    for name in table.names():
+        try:
+            register = table.load(name)
+        except ImportError as exc:  # a plugin (or an extra) that is not installed: say so when it is used
+            _unavailable(sub, name, exc)
+            continue
+        register(sub)
     return parser
+
+
+def _unavailable(sub: Any, name: str, exc: ImportError) -> None:
+    reason = f"the {name!r} command cannot be loaded: {exc}"
+
+    def refuse(args: argparse.Namespace) -> int:
+        raise UsageError(reason)
+
+    # No option prefix: whatever follows the name is taken, so the reason is shown, not a parse error.
+    parser = sub.add_parser(name, help=f"(unavailable: {exc})", add_help=False, prefix_chars="\0")
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    parser.set_defaults(handler=refuse)
 
 
 def main(argv: list[str] | None = None) -> int:

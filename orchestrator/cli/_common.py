@@ -6,12 +6,12 @@ import argparse
 import os
 import sys
 
-from executors import Limits, UnknownExecutorError, available_executors, get_executor
+from executors import DEFAULT_EXECUTOR, Limits, UnknownExecutorError, available_executors, get_executor
 from executors.base import Executor
 
 from ..images import ImageSettings
 from ..models import Model, ModelError, RecordingModel, UnknownModelError, default_model, get_model
-from ..models.registry import GenerationOptions
+from ..config import GenerationOptions, LoopConfig
 from . import UsageError
 from ._local import add_local_options, build_local_model
 
@@ -97,13 +97,22 @@ def limits_from(args: argparse.Namespace) -> Limits:
     return Limits(timeout_s=args.timeout, memory_bytes=args.memory_mb * 1024**2)
 
 
-def orchestrator_settings(args: argparse.Namespace) -> dict:
+def loop_config(args: argparse.Namespace) -> LoopConfig:
+    """The run's :class:`LoopConfig` from the options of :func:`add_run_options`.
+    Executor options given as flags (the gateway's URL and token) stay out of
+    it: the config may be stored, a token must not be."""
     if args.max_retries < 0:
         raise UsageError(f"--max-retries must be >= 0, got {args.max_retries}")
     if args.max_steps < 1:
         raise UsageError(f"--max-steps must be >= 1, got {args.max_steps}")
-    return {"max_retries": args.max_retries, "max_steps": args.max_steps, "limits": limits_from(args),
-            "tools": getattr(args, "tools", "auto"), "require_code": getattr(args, "require_code", "auto")}
+    try:
+        generation = GenerationOptions(temperature=getattr(args, "temperature", None),
+                                       max_tokens=getattr(args, "max_tokens", None))
+        return LoopConfig(max_retries=args.max_retries, max_steps=args.max_steps, limits=limits_from(args),
+                          tools=getattr(args, "tools", "auto"), require_code=getattr(args, "require_code", "auto"),
+                          executor=args.executor or DEFAULT_EXECUTOR, generation=generation)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 async def close_model(model: Model) -> None:

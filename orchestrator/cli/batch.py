@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..config import LoopConfig
 from . import EXIT_FAILED, EXIT_OK, UsageError
 
 
@@ -23,7 +24,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("prompts", nargs="?", help="prompts file or directory (optional with --resume)")
     parser.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="run directory for the store")
     parser.add_argument("--model", help="model string, e.g. gemini:gemini-2.5-flash (on --resume: the stored one)")
-    parser.add_argument("--executor", help="executor name (default: the registry's default; on --resume: the stored one)")
+    parser.add_argument("--executor", help="executor name (default: sandbox, the isolated one; on --resume: the stored one)")
     parser.add_argument("--executor-option", action="append", default=[], metavar="KEY=VALUE",
                         help="executor constructor option; VALUE is parsed as JSON when it can be (repeatable)")
     parser.add_argument("--concurrency", type=int, default=8, help="items in flight, so also model calls (default 8)")
@@ -38,7 +39,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--timeout", type=float, default=None, help="wall-clock seconds per execution (default 30)")
     parser.add_argument("--memory-mb", type=int, default=None, help="memory limit per execution (default 2048)")
     parser.add_argument("--resume", action="store_true", help="continue the batch in RUN_DIR")
-    parser.add_argument("--force", action="store_true", help="with --resume: accept settings that differ from the stored ones")
+    parser.add_argument("--force", action="store_true",
+                        help="with --resume: run with the settings given where they differ from the stored ones "
+                             "(without it such a resume is refused; settings not given are the stored ones)")
     parser.add_argument("--engine", choices=("local", "ray"), default="local", help="where items run (default local)")
     parser.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")
     parser.add_argument("--ray-workers", type=int, default=None, help="Ray actors to spread items over")
@@ -61,43 +64,48 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
     return options
 
 
-def resolve_settings(args: argparse.Namespace, stored: dict[str, Any]) -> dict[str, Any]:
-    """Command-line settings, falling back to the stored batch's on --resume, then to the defaults."""
-    from executors import DEFAULT_EXECUTOR, Limits
+def resolve_config(args: argparse.Namespace, stored: LoopConfig | None) -> LoopConfig:
+    """The batch's LoopConfig: on --resume the stored one, with the flags given
+    applied over it (run_batch then refuses values that differ from the stored
+    ones unless --force); for a new batch the defaults with the flags."""
+    from executors import Limits
 
-    from ..models import UnknownModelError, get_model
-    from ._common import announce_default_model
-
-    model = args.model or stored.get("model") or announce_default_model()
-    try:
-        get_model(model)  # a bad model string is a usage error now, not an error per item later
-    except (UnknownModelError, ValueError, FileNotFoundError) as exc:
-        raise UsageError(str(exc)) from exc
-    stored_limits = Limits.from_json(stored["limits"]) if stored.get("limits") else Limits()
     if args.timeout is not None and args.timeout <= 0:
         raise UsageError(f"--timeout must be positive, got {args.timeout}")
     if args.memory_mb is not None and args.memory_mb <= 0:
         raise UsageError(f"--memory-mb must be positive, got {args.memory_mb}")
-    limits = stored_limits.replace(
-        **({"timeout_s": args.timeout} if args.timeout is not None else {}),
-        **({"memory_bytes": args.memory_mb * 1024**2} if args.memory_mb is not None else {}))
-    return {
-        "model": model,
-        "executor": args.executor or stored.get("executor") or DEFAULT_EXECUTOR,
-        "executor_options": (parse_options(args.executor_option) if args.executor_option or not stored
-                             else stored.get("executor_options", {})),
-        "max_retries": args.max_retries if args.max_retries is not None else stored.get("max_retries", 5),
-        "max_steps": args.max_steps if args.max_steps is not None else stored.get("max_steps", 10),
-        "limits": limits,
-        "tools": args.tools or stored.get("tools", "auto"),
-        "require_code": args.require_code or stored.get("require_code", "auto"),
-    }
+    base = stored or LoopConfig()
+    changes: dict[str, Any] = {name: getattr(args, name) for name in ("executor", "max_retries", "max_steps",
+                                                                       "tools", "require_code")
+                               if getattr(args, name) is not None}
+    if args.executor_option:
+        changes["executor_options"] = parse_options(args.executor_option)
+    limit_changes = {**({"timeout_s": args.timeout} if args.timeout is not None else {}),
+                     **({"memory_bytes": args.memory_mb * 1024**2} if args.memory_mb is not None else {})}
+    if limit_changes:
+        changes["limits"] = (base.limits or Limits()).replace(**limit_changes)
+    try:
+        return base.with_settings(changes)
+    except ValueError as exc:  # e.g. --max-retries -1
+        raise UsageError(str(exc)) from exc
+
+
+def resolve_model_spec(args: argparse.Namespace, stored_model: str | None) -> str:
+    from ..models import UnknownModelError, get_model
+    from ._common import announce_default_model
+
+    model = args.model or stored_model or announce_default_model()
+    try:
+        get_model(model)  # a bad model string is a usage error now, not an error per item later
+    except (UnknownModelError, ValueError, FileNotFoundError) as exc:
+        raise UsageError(str(exc)) from exc
+    return model
 
 
 def run(args: argparse.Namespace) -> int:
     from executors import UnknownExecutorError
 
-    from ..batch import BatchInputError, BatchProgress, StoreError, run_batch
+    from ..batch import BatchInputError, BatchProgress, BatchSettings, StoreError, run_batch
     from ..batch.ray_engine import RayUnavailableError
     from ..batch.store import DB_NAME, BatchStore
 
@@ -105,11 +113,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give a prompts file or directory (or --resume an existing RUN_DIR)")
     if args.concurrency < 1 or (args.execution_concurrency is not None and args.execution_concurrency < 1):
         raise UsageError("--concurrency and --execution-concurrency must be at least 1")
-    stored: dict[str, Any] = {}
+    stored = None
     if args.resume and (Path(args.output) / DB_NAME).exists():
         with BatchStore(args.output, create=False) as store:
-            stored = store.settings() or {}
-    settings = resolve_settings(args, stored)
+            data = store.settings()
+        stored = BatchSettings.from_json(data) if data else None
+    model = resolve_model_spec(args, stored.model if stored else None)
+    config = resolve_config(args, stored.config if stored else None)
     progress = BatchProgress(enabled=False if args.no_progress else None)
 
     async def drive() -> None:
@@ -117,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
                                  execution_concurrency=args.execution_concurrency, resume=args.resume,
                                  force=args.force, engine=args.engine, ray_address=args.ray_address,
                                  ray_workers=args.ray_workers, progress=progress, durability=args.durability,
-                                 **settings):
+                                 model=model, config=config):
             pass
 
     try:

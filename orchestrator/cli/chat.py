@@ -15,8 +15,8 @@ from executors import InputFile
 from ..render import EventPrinter
 from ..session import Session, SessionFileError
 from . import EXIT_OK, UsageError
-from ._common import add_run_options, close_model, orchestrator_settings, resolve_executor, resolve_model
-from ._common import add_image_options, image_settings  # run and chat only: a batch has no image settings yet
+from ._common import add_run_options, close_model, loop_config, resolve_executor, resolve_model
+from ._common import add_image_options, image_settings  # run and chat: a batch sets images in its LoopConfig
 
 HELP = """\
 Type a message and press Enter. Commands:
@@ -41,10 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    settings = orchestrator_settings(args) | {"images": image_settings(args)}
+    config = loop_config(args).replace(images=image_settings(args))
     model = resolve_model(args)
     executor = resolve_executor(args)
-    session = Session(model, executor, stream_text=args.stream, **settings)
+    session = Session(model, executor, config=config, stream_text=args.stream)
     return asyncio.run(chat(session, sys.stdin, sys.stdout, files=args.file, load=args.load, stream=args.stream))
 
 

@@ -16,8 +16,8 @@ from ..loop import Orchestrator
 from ..render import EventPrinter
 from ..types import RunStatus
 from . import EXIT_FAILED, EXIT_OK, EXIT_UNVERIFIED, UsageError
-from ._common import add_run_options, close_model, orchestrator_settings, resolve_executor, resolve_model
-from ._common import add_image_options, image_settings  # run and chat only: a batch has no image settings yet
+from ._common import add_run_options, close_model, loop_config, resolve_executor, resolve_model
+from ._common import add_image_options, image_settings  # run and chat: a batch sets images in its LoopConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,14 +60,14 @@ def read_files(paths: list[str]) -> list[InputFile]:
 def handle(args: argparse.Namespace) -> int:
     prompt = read_prompt(args)
     files = read_files(args.file)
-    settings = orchestrator_settings(args) | {"images": image_settings(args)}
+    config = loop_config(args).replace(images=image_settings(args))
     model = resolve_model(args)
     executor = resolve_executor(args)
-    return asyncio.run(_run(args, prompt, files, model, executor, settings))
+    return asyncio.run(_run(args, prompt, files, model, executor, config))
 
 
-async def _run(args, prompt, files, model, executor, settings) -> int:
-    orch = Orchestrator(model, executor, stream_text=args.stream, **settings)
+async def _run(args, prompt, files, model, executor, config) -> int:
+    orch = Orchestrator(model, executor, config=config, stream_text=args.stream)
     printer = None if args.json else EventPrinter(sys.stdout, stream_text=args.stream)
     result = None
     try:

@@ -2,8 +2,8 @@
 
 from .base import Model, ModelAuthError, ModelError, RateLimitError, StreamingModel
 from .registry import (
-    MODEL_FACTORIES,
     DefaultModel,
+    ModelRegistry,
     UnknownModelError,
     available_models,
     default_model,
@@ -14,11 +14,11 @@ from .replay import RecordingModel, ReplayModel
 from .scripted import ScriptedModel
 
 __all__ = [
-    "MODEL_FACTORIES",
     "DefaultModel",
     "Model",
     "ModelAuthError",
     "ModelError",
+    "ModelRegistry",
     "RateLimitError",
     "RecordingModel",
     "ReplayModel",

@@ -1,131 +1,101 @@
 """Models by spec string: ``PREFIX:ARGUMENT``.
 
-Built in: ``replay:CASSETTE.jsonl``, ``scripted:SCRIPT.json``; providers add
-theirs to :data:`MODEL_FACTORIES`; third parties register a factory taking the
-argument string under the ``codeloop.models`` entry point group.
+Every prefix, built in or a third party's, is an entry point of the
+``codeloop.models`` group naming a factory (codeloop's own are listed once,
+in its pyproject.toml, and live in :mod:`orchestrator.models.builtin`). A
+factory takes the argument string, and the :class:`GenerationOptions` too
+when it accepts a second parameter. A :class:`ModelRegistry` is a value:
+build one from other entry points (or add factories to a copy) and pass it
+where models are looked up; nothing global is changed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from importlib.metadata import entry_points
+import functools
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint
+from typing import Any
 
+from executors.plugins import PluginTable
+
+from ..config import GenerationOptions
 from .base import Model
 
-
-def _replay(arg: str, options: "GenerationOptions") -> Model:
-    from .replay import ReplayModel
-
-    return ReplayModel(arg)
-
-
-def _scripted(arg: str, options: "GenerationOptions") -> Model:
-    from .scripted import ScriptedModel
-
-    return ScriptedModel.from_file(arg)
-
-
-def _gemini(arg: str, options: "GenerationOptions") -> Model:
-    from .gemini import GeminiModel
-
-    return GeminiModel(arg, mode="client", temperature=options.temperature, max_tokens=options.max_tokens)
-
-
-def _gemini_server(arg: str, options: "GenerationOptions") -> Model:
-    from .gemini import GeminiModel
-
-    return GeminiModel(arg, mode="server", temperature=options.temperature, max_tokens=options.max_tokens)
-
-
-def _openai(arg: str, options: "GenerationOptions") -> Model:
-    from .openai_compat import OpenAIModel, parse_spec
-
-    model, base_url = parse_spec(arg)
-    return OpenAIModel(model, base_url, temperature=options.temperature, max_tokens=options.max_tokens)
-
-
-def _anthropic(arg: str, options: "GenerationOptions") -> Model:
-    from .anthropic import AnthropicModel
-
-    return AnthropicModel(arg, temperature=options.temperature, max_tokens=options.max_tokens)
-
-
-def _local(arg: str, options: "GenerationOptions") -> Model:
-    from .local import LocalModel, LocalSettings
-
-    changes = {k: v for k, v in (("temperature", options.temperature), ("max_tokens", options.max_tokens))
-               if v is not None}
-    return LocalModel(arg, LocalSettings(**changes))
-
-
-# Built-in factories take the argument and the generation options.
-MODEL_FACTORIES: dict[str, Callable[[str, "GenerationOptions"], Model]] = {
-    "replay": _replay,
-    "scripted": _scripted,
-    "gemini": _gemini,
-    "gemini-server": _gemini_server,
-    "openai": _openai,
-    "anthropic": _anthropic,
-    "local": _local,
-}
-
-EXAMPLES = {
-    "replay": "replay:examples/cassette.jsonl",
-    "scripted": "scripted:script.json",
-    "gemini": "gemini:gemini-2.5-flash",
-    "gemini-server": "gemini-server:gemini-2.5-flash",
-    "openai": "openai:qwen2.5-coder@http://127.0.0.1:11434/v1",
-    "anthropic": "anthropic:claude-sonnet-4-5",
-    "local": "local:qwen2.5-coder-1.5b or local:/path/to/model.gguf",
-}
-
-DEFAULT_GEMINI_MODEL = "gemini-2.5-flash"
-DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
-DEFAULT_ANTHROPIC_MODEL = "claude-sonnet-4-5"
-DEFAULT_LOCAL_MODEL = "qwen2.5-coder-1.5b"
+GROUP = "codeloop.models"
 
 
 class UnknownModelError(ValueError):
     pass
 
 
-def available_models() -> list[str]:
-    return sorted(set(MODEL_FACTORIES) | {ep.name for ep in entry_points(group="codeloop.models")})
-
-
 @dataclass(frozen=True)
-class GenerationOptions:
-    """Sampling settings a user may set for any built-in provider (None: the
-    provider's default). Plugins receive only the argument string."""
+class ModelRegistry:
+    """Model factories by prefix: entry points, plus factories given directly."""
 
-    temperature: float | None = None
-    max_tokens: int | None = None
+    table: PluginTable = field(default_factory=lambda: PluginTable.discover(GROUP))
+    factories: Mapping[str, Callable[..., Model]] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        if self.temperature is not None and not 0 <= self.temperature <= 2:
-            raise ValueError(f"temperature must be within [0, 2], got {self.temperature}")
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}")
+    @classmethod
+    def of(cls, entry_points: Iterable[EntryPoint] = (), **factories: Callable[..., Model]) -> "ModelRegistry":
+        """A registry of exactly these entry points and factories (no installed metadata)."""
+        return cls(PluginTable.of(GROUP, entry_points), dict(factories))
+
+    def with_factory(self, prefix: str, factory: Callable[..., Model]) -> "ModelRegistry":
+        return ModelRegistry(self.table, {**self.factories, prefix: factory})
+
+    def prefixes(self) -> list[str]:
+        return sorted(set(self.table.names()) | set(self.factories))
+
+    def factory(self, prefix: str) -> Callable[..., Model] | None:
+        if prefix in self.factories:
+            return self.factories[prefix]
+        return self.table.load(prefix) if prefix in self.table else None
+
+    def get(self, spec: str, options: GenerationOptions | None = None) -> Model:
+        """The model for ``spec``, with ``options`` applied where the provider has them."""
+        prefix, sep, arg = spec.partition(":")
+        factory = self.factory(prefix)
+        if factory is None:
+            choices = ", ".join(f"{name}:…" for name in self.prefixes())
+            raise UnknownModelError(f"unknown model {spec!r}; model strings start with one of: {choices}")
+        if not sep or not arg:
+            example = getattr(factory, "example", f"{prefix}:ARGUMENT")
+            raise UnknownModelError(f"model {spec!r} needs an argument after the colon, e.g. {example}")
+        if _takes_options(factory):
+            return factory(arg, options or GenerationOptions())
+        return factory(arg)
 
 
-def get_model(spec: str, options: GenerationOptions | None = None) -> Model:
-    """The model for ``spec``, with ``options`` applied where the provider has them."""
-    prefix, sep, arg = spec.partition(":")
-    builtin = MODEL_FACTORIES.get(prefix)
-    factory = None
-    if builtin is None:
-        plugin = [ep for ep in entry_points(group="codeloop.models") if ep.name == prefix]
-        factory = plugin[0].load() if plugin else None
-    if builtin is None and factory is None:
-        choices = ", ".join(f"{name}:…" for name in available_models())
-        raise UnknownModelError(f"unknown model {spec!r}; model strings start with one of: {choices}")
-    if not sep or not arg:
-        example = EXAMPLES.get(prefix, f"{prefix}:ARGUMENT")
-        raise UnknownModelError(f"model {spec!r} needs an argument after the colon, e.g. {example}")
-    if builtin is not None:
-        return builtin(arg, options or GenerationOptions())
-    return factory(arg)
+def _takes_options(factory: Callable[..., Any]) -> bool:
+    try:
+        parameters = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):  # a builtin or C callable: the plugin contract is one argument
+        return False
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in parameters)
+
+
+@functools.cache
+def default_registry() -> ModelRegistry:
+    """The installed (and checked-out) providers, looked up once per process."""
+    return ModelRegistry()
+
+
+def available_models(registry: ModelRegistry | None = None) -> list[str]:
+    return (registry or default_registry()).prefixes()
+
+
+def get_model(spec: str, options: GenerationOptions | None = None, *, registry: ModelRegistry | None = None) -> Model:
+    """The model for ``spec`` from ``registry`` (default: the installed providers)."""
+    return (registry or default_registry()).get(spec, options)
+
+
+DEFAULT_GEMINI_MODEL = "gemini-2.5-flash"
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+DEFAULT_ANTHROPIC_MODEL = "claude-sonnet-4-5"
+DEFAULT_LOCAL_MODEL = "qwen2.5-coder-1.5b"
 
 
 @dataclass(frozen=True)

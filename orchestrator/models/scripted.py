@@ -10,6 +10,7 @@ import asyncio
 import inspect
 import json
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from ..types import Conversation, ModelTurn, ToolSpec, Usage
@@ -72,11 +73,12 @@ class ScriptedModel:
             if index >= len(self.script):
                 raise ModelError(f"scripted model has no turn {index} (the script has {len(self.script)})")
             item = self.script[index]
-        if isinstance(item, ModelTurn):
-            turn = ModelTurn.from_json(item.to_json())  # a copy: the loop may annotate it
-            if turn.usage.requests == 0:
-                turn.usage = estimate_usage(conversation, turn.text)
-        else:
-            turn = ModelTurn(text=str(item), usage=estimate_usage(conversation, str(item)), finish_reason="STOP")
-        turn.model = turn.model or self.name
-        return turn
+        if not isinstance(item, ModelTurn):
+            return ModelTurn(text=str(item), usage=estimate_usage(conversation, str(item)), finish_reason="STOP",
+                             model=self.name)
+        # The loop never changes a turn, so the script's own turn is returned as it is; what the
+        # script left out (usage, the model's name) is filled in on a new turn, not on the script's.
+        if item.usage.requests == 0 or not item.model:
+            usage = estimate_usage(conversation, item.text) if item.usage.requests == 0 else item.usage
+            return replace(item, usage=usage, model=item.model or self.name)
+        return item

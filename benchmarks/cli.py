@@ -1,5 +1,8 @@
 """codeloop bench: run a benchmark into BENCH_DIR, or compare two bench directories.
 
+(Registered as a ``codeloop.commands`` entry point, so the orchestrator's CLI
+does not import the benchmarks package that imports it.)
+
     codeloop bench humaneval --model ... -o runs/he            (HumanEval, 164 problems)
     codeloop bench gsm8k --data test.jsonl --model ... -o runs/gsm
     codeloop bench items.jsonl --model ... -o runs/custom      (prompt + answer or test)
@@ -16,10 +19,10 @@ import asyncio
 import sys
 from pathlib import Path
 
-from executors import DEFAULT_EXECUTOR, UnknownExecutorError, available_executors
+from executors import UnknownExecutorError, available_executors
 
-from . import EXIT_FAILED, EXIT_OK, UsageError
-from ._common import add_run_options, close_model, orchestrator_settings, resolve_model
+from orchestrator.cli import EXIT_FAILED, EXIT_OK, UsageError
+from orchestrator.cli._common import add_run_options, close_model, loop_config, resolve_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,8 +56,8 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def compare(args: argparse.Namespace) -> int:
-    from benchmarks import BenchStoreError, load_bench
-    from benchmarks.report import render_comparison
+    from . import BenchStoreError, load_bench
+    from .report import render_comparison
 
     if len(args.dirs) != 2:
         raise UsageError("compare needs exactly two bench directories: codeloop bench compare DIR_A DIR_B")
@@ -70,9 +73,9 @@ def compare(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchmarks import BenchStoreError, DatasetError, Prices, ScoringError, run_benchmark
-    from benchmarks.report import summary_rows
-    from benchmarks.runner import REFERENCE_PREFIX
+    from . import BenchStoreError, DatasetError, Prices, ScoringError, run_benchmark
+    from .report import summary_rows
+    from .runner import REFERENCE_PREFIX
     from orchestrator.batch import BatchProgress, StoreError
 
     if not args.output:
@@ -83,11 +86,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--concurrency must be at least 1, got {args.concurrency}")
     if (args.price_input is None) != (args.price_output is None):
         raise UsageError("give both --price-input and --price-output, or neither")
-    executor = args.executor or DEFAULT_EXECUTOR
-    for name in filter(None, (executor, args.scoring_executor)):
+    config = loop_config(args)
+    for name in filter(None, (config.executor, args.scoring_executor)):
         if name not in available_executors():
             raise UsageError(f"unknown executor {name!r}; choose one of: {', '.join(available_executors())}")
-    settings = orchestrator_settings(args)
     if args.model and args.model.startswith(REFERENCE_PREFIX):
         if args.record:
             raise UsageError("--record records a real model's turns; reference models are scripted already")
@@ -100,9 +102,9 @@ def run(args: argparse.Namespace) -> int:
     async def bench():
         try:
             return await run_benchmark(
-                args.target, model=model, bench_dir=args.output, executor=executor, data=args.data,
+                args.target, model=model, bench_dir=args.output, config=config, data=args.data,
                 limit=args.limit, concurrency=args.concurrency, resume=args.resume, force=args.force,
-                scoring_executor=args.scoring_executor, prices=prices, progress=progress, **settings,
+                scoring_executor=args.scoring_executor, prices=prices, progress=progress,
             )
         finally:
             if not isinstance(model, str):
