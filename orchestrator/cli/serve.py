@@ -9,8 +9,9 @@ import os
 import re
 import sys
 
+from ..config import LoopConfig
 from . import EXIT_OK, UsageError
-from ._common import add_run_options, orchestrator_settings, resolve_executor, resolve_model
+from ._common import add_run_options, loop_config, resolve_executor, resolve_model
 
 KEY_VARIABLE = "CODELOOP_SERVE_API_KEY"
 
@@ -71,7 +72,7 @@ FLAGS = {"port": "--port", "max_concurrent_runs": "--max-concurrent", "max_body_
          "run_timeout_s": "--run-timeout", "api_key": f"--api-key / ${KEY_VARIABLE}"}
 
 
-def build_backends(args: argparse.Namespace, loop_settings: dict):
+def build_backends(args: argparse.Namespace, loop_settings: LoopConfig):
     from ..serve import Backend
 
     executor = resolve_executor(args)
@@ -91,7 +92,7 @@ def handle(args: argparse.Namespace) -> int:
     from ..serve import create_app, run_server
 
     settings = settings_from(args, dict(os.environ))
-    loop_settings = orchestrator_settings(args)
+    loop_settings = loop_config(args)
     backends = build_backends(args, loop_settings)
     try:
         app = create_app(backends, settings, close_on_exit=True)

@@ -56,10 +56,9 @@ async def sampled(backend: Backend, request: GenerateRequest) -> Variant:
 async def run_loop(backend: Backend, request: GenerateRequest, *, run_id: str) -> AsyncGenerator[Chunk, None]:
     """The request through codeloop's loop, as Gemini's code execution."""
     variant = await sampled(backend, request)
-    settings = {k: v for k, v in backend.loop.items() if k != "prompts"}
-    base = backend.loop.get("prompts") or Orchestrator(variant.model, backend.executor, **settings).prompts
-    orchestrator = Orchestrator(variant.model, backend.executor, prompts=loop_prompts(base, request.system),
-                                **settings)
+    base = Orchestrator(variant.model, backend.executor, config=backend.loop).prompts
+    config = backend.loop.replace(prompts=loop_prompts(base, request.system))
+    orchestrator = Orchestrator(variant.model, backend.executor, config=config)
     conversation = Conversation(messages=list(request.history))
     builder = ResponseBuilder()
     try:

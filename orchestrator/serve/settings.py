@@ -7,12 +7,11 @@ environment (the CLI does, once).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from executors.base import Executor
 
+from ..config import LoopConfig
 from ..models.base import Model
 
 # Gemini model ids are words with dots and dashes; aliases share the URL segment.
@@ -49,13 +48,13 @@ class ServeSettings:
 
 @dataclass
 class Backend:
-    """A model clients reach as ``models/{alias}``. ``loop`` holds the
-    Orchestrator settings of its runs (max_retries, limits, tools...)."""
+    """A model clients reach as ``models/{alias}``. ``loop`` is the
+    :class:`LoopConfig` of its runs (max_retries, limits, tools...)."""
 
     alias: str
     model: Model
     executor: Executor
-    loop: Mapping[str, Any] = field(default_factory=dict)
+    loop: LoopConfig = field(default_factory=LoopConfig)
 
     def __post_init__(self) -> None:
         if not ALIAS_PATTERN.match(self.alias):
