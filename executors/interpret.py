@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import signal as signal_module
 
-from .harness import decode_report
+from .inside.harness import decode_report
 from .base import Artifact, ExecutionResult, Limits, Outcome
 from .process import ProcessOutcome
 

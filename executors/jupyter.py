@@ -46,7 +46,7 @@ from .kernel_common import (
 from .sandbox import build_font_cache, sandbox_env
 from .workspace import changed_files, safe_input_name, scan_dir
 
-LAUNCHER = str(Path(__file__).with_name("kernel_launch.py"))
+LAUNCHER = str(Path(__file__).parent / "inside" / "kernel_launch.py")
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 
 # ``python -m ipykernel_launcher``, plus: die with the parent. Set here, inside the

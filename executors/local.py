@@ -19,7 +19,7 @@ from .interpret import interpret
 from .process import run_process
 from .workspace import Workspace
 
-HARNESS = str(Path(__file__).with_name("harness.py"))
+HARNESS = str(Path(__file__).parent / "inside" / "harness.py")
 
 
 def child_env(workdir: str | Path, extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -45,12 +45,12 @@ from .local import child_env
 from .process import PipeCollector, ProcessOutcome, kill_tree
 from .sandbox import UID_BLOCKS_SPAN, UID_BLOCKS_START
 from .pool_workspace import SlotWorkspace
-from .zygote import FAST_FORK_ENV, MAX_MESSAGE, decode, encode
+from .inside.zygote import FAST_FORK_ENV, MAX_MESSAGE, decode, encode
 
 HERE = Path(__file__).resolve().parent
-ZYGOTE = str(HERE / "zygote.py")
-HARNESS = str(HERE / "harness.py")
-RESTRICTED_POLICY = str(HERE / "restricted_policy.py")
+ZYGOTE = str(HERE / "inside" / "zygote.py")
+HARNESS = str(HERE / "inside" / "harness.py")
+RESTRICTED_POLICY = str(HERE / "inside" / "restricted_policy.py")
 
 CONTROL_FD_MIN = 100
 THP_SETTINGS = "/sys/kernel/mm/transparent_hugepage"

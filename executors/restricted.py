@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from .base import ExecutionResult, InputFile, Isolation, Limits
 from .pool import PoolExecutor, PoolSettings
-from .restricted_policy import ALLOWED_MODULES
+from .inside.restricted_policy import ALLOWED_MODULES
 
 
 class RestrictedExecutor:

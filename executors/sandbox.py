@@ -23,14 +23,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .base import ExecutionResult, InputFile, Isolation, Limits, Outcome
-from .harness import decode_report
+from .inside.harness import decode_report
 from .interpret import interpret
 from .local import child_env
 from .isolation import SANDBOX_ROOT, SANDBOX_WORK, Isolator, IsolationUnavailable, Mount, SandboxCommand
 from .process import ProcessOutcome, run_process
 from .workspace import Workspace
 
-HARNESS = str(Path(__file__).with_name("harness.py"))
+HARNESS = str(Path(__file__).parent / "inside" / "harness.py")
 UID_BLOCKS_START = 1 << 30  # per-child user ids: 2**30 .. 2**31, unused by accounts and subuid maps
 UID_BLOCKS_SPAN = 1 << 30
 PRIVATE_MPL_DIR = "/tmp/matplotlib"  # in the child's private /tmp (bwrap and unshare levels)

@@ -118,7 +118,7 @@ async def test_a_figure_the_code_saved_is_not_captured_twice(local_executor):
 
 
 def test_report_is_length_prefixed_and_damage_is_detected():
-    from executors.harness import decode_report, encode_report
+    from executors.inside.harness import decode_report, encode_report
 
     raw = encode_report({"exit_code": 0, "error_type": None})
     assert decode_report(raw) == {"exit_code": 0, "error_type": None}
