@@ -2,7 +2,7 @@
 
 This file is run as a script (``python harness.py CONFIG_JSON``) inside the
 child process, so it imports nothing from codeloop and only the standard
-library at start-up. It can also be imported by a pre-warmed zygote, which
+library at start-up; run so, it forks under ``init.py`` first. It can also be imported by a pre-warmed zygote, which
 calls :func:`run_in_child` after forking.
 
 What it does, in order: apply resource limits, reseed random state, make
@@ -270,14 +270,32 @@ def main(argv: list[str]) -> int:
     return run_in_child(config, code, int(config["result_fd"]))
 
 
-if __name__ == "__main__":
-    # Drop the harness's own directory from the import path: the user's code
-    # must not import codeloop's modules by accident.
-    if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-        sys.path.pop(0)
-    status = main(sys.argv)
+def load_sibling(name: str, alias: str):
+    """Import one of the files beside this one by path, under ``alias`` (not on the code's path)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(alias, os.path.join(os.path.dirname(os.path.abspath(__file__)), name))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[alias] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def main_and_flush(argv: list[str]) -> int:
+    status = main(argv)
     try:
         sys.stdout.flush()
         sys.stderr.flush()
     finally:
         os._exit(status)
+
+
+if __name__ == "__main__":
+    # Drop the harness's own directory from the import path: the user's code
+    # must not import codeloop's modules by accident.
+    if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+        sys.path.pop(0)
+    # The code runs in a child of a minimal init, never as a PID namespace's first process.
+    load_sibling("init.py", "codeloop_init").run(
+        lambda: main_and_flush(sys.argv), die_with_parent=bool(json.loads(sys.argv[1]).get("die_with_parent"))
+    )
