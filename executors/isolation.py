@@ -53,6 +53,9 @@ HOST_FILES = "host_files"  # nothing of the host is visible but read-only system
 HOST_SECRETS = "host_secrets"  # host files the sandbox user may not read or write stay so (it is not you)
 PROCESS_LIMIT = "process_limit"  # RLIMIT_NPROC is enforced (the child is not uid 0)
 
+# The scratch directories a PRIVATE_TMP level replaces with its own empty tmpfs.
+PRIVATE_TMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
+
 # System paths the interpreter and common libraries need, mounted read-only.
 SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # Only the pieces of /etc that loaders and libraries read; never passwd/shadow.
@@ -414,7 +417,7 @@ class Isolator:
         interpreter under /root) are opened first and bound back by descriptor.
         """
         q = shlex.quote
-        private = [d for d in ("/tmp", "/var/tmp", "/dev/shm") if os.path.isdir(d)]
+        private = [d for d in PRIVATE_TMP_DIRS if os.path.isdir(d)]
         hidden = list(private)
         if drop:  # the sandbox user could not pass through e.g. /root: cover it, re-expose what we need
             hidden += _closed_ancestors(self._interpreter_paths())

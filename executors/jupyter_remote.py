@@ -35,14 +35,8 @@ import websockets
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from .base import Artifact, InputFile, Isolation, Limits
-from .kernel_common import (
-    DEFAULT_SESSION,
-    KernelDied,
-    KernelExecutorBase,
-    KernelHandle,
-    KernelStartError,
-    is_kernel_gone_status,
-)
+from .kernel_common import DEFAULT_SESSION, KernelExecutorBase
+from .kernel_messages import KernelDied, KernelHandle, KernelStartError, is_kernel_gone_status
 from .workspace import safe_input_name
 
 # Helper cells leave their JSON report here; it comes back as a user expression
@@ -463,8 +457,8 @@ class JupyterRemoteExecutor(KernelExecutorBase):
         return f"JupyterRemoteExecutor({self.gateway_url!r})"
 
     @property
-    def isolation_level(self) -> str:
-        return Isolation.KERNEL.value
+    def isolation(self) -> Isolation:
+        return Isolation.KERNEL
 
     # -- REST --------------------------------------------------------------------------
 
