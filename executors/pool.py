@@ -268,6 +268,13 @@ class PoolExecutor(BaseExecutor):
         """Host PIDs of the running zygote processes (their isolation wrappers)."""
         return [s.zygote.proc.pid for s in self._all_slots if s.zygote is not None and s.zygote.proc]
 
+    async def settled(self) -> None:
+        """Wait until every zygote being started in the background (a recycled zygote's
+        successor, a replacement for a dead one) is ready or has failed."""
+        pending = [*self._background, *(s.replacement for s in self._all_slots if s.replacement is not None)]
+        if pending:
+            await asyncio.wait(pending)
+
     def needs_preload(self, code: str) -> bool:
         """Whether the code needs a zygote with the libraries preloaded (see :mod:`pool_routing`)."""
         return needs_preload(code, self._preload_roots)
