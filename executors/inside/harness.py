@@ -95,7 +95,7 @@ def _figure_saver():
 def _patch_pyplot(plt, save_open_figures) -> None:
     """``plt.show()`` saves figures instead of blocking; figures the code saved
     itself are not captured a second time."""
-    from matplotlib.figure import Figure
+    Figure = sys.modules["matplotlib.figure"].Figure  # imported by pyplot; the harness itself imports no library
 
     plt.show = lambda *args, **kwargs: save_open_figures()
     original = Figure.savefig
