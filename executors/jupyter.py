@@ -249,6 +249,8 @@ class JupyterExecutor(KernelExecutorBase):
     as for the ``sandbox`` executor. ``strict`` refuses to run without a real
     boundary. A kernel's memory, file-size and open-file limits are those of
     the execution that started it (``limits`` by default) and last for its life.
+    The other options (``limits``, ``max_kernels``, ``idle_timeout_s``,
+    ``interrupt_grace_s``, ``startup_timeout_s``) are :class:`KernelExecutorBase`'s.
     """
 
     name = "jupyter"
@@ -256,23 +258,13 @@ class JupyterExecutor(KernelExecutorBase):
     def __init__(
         self,
         *,
-        limits: Limits | None = None,
-        max_kernels: int = 4,
-        idle_timeout_s: float = 600.0,
-        interrupt_grace_s: float = 2.0,
-        startup_timeout_s: float = 60.0,
         isolation: Isolator | Isolation | str | None = None,
         strict: bool = False,
         extra_env: dict[str, str] | None = None,
         base_dir: str | None = None,
+        **kernel_options: Any,
     ) -> None:
-        super().__init__(
-            limits=limits,
-            max_kernels=max_kernels,
-            idle_timeout_s=idle_timeout_s,
-            interrupt_grace_s=interrupt_grace_s,
-            startup_timeout_s=startup_timeout_s,
-        )
+        super().__init__(**kernel_options)
         self.isolator = isolation if isinstance(isolation, Isolator) else Isolator(level_request=isolation, strict=strict)
         self.extra_env = dict(extra_env or {})
         self.base_dir = base_dir

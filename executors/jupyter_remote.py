@@ -339,6 +339,8 @@ class JupyterRemoteExecutor(KernelExecutorBase):
 
     ``gateway_url`` and ``token`` default to the ``CODELOOP_GATEWAY_URL`` and
     ``CODELOOP_GATEWAY_TOKEN`` environment variables (read here, at the edge).
+    The other options (``limits``, ``max_kernels``, ``idle_timeout_s``,
+    ``interrupt_grace_s``, ``startup_timeout_s``) are :class:`KernelExecutorBase`'s.
     """
 
     name = "jupyter-remote"
@@ -349,20 +351,10 @@ class JupyterRemoteExecutor(KernelExecutorBase):
         *,
         token: str | None = None,
         kernel_name: str | None = None,
-        limits: Limits | None = None,
-        max_kernels: int = 4,
-        idle_timeout_s: float = 600.0,
-        interrupt_grace_s: float = 2.0,
-        startup_timeout_s: float = 60.0,
         request_timeout_s: float = 30.0,
+        **kernel_options: Any,
     ) -> None:
-        super().__init__(
-            limits=limits,
-            max_kernels=max_kernels,
-            idle_timeout_s=idle_timeout_s,
-            interrupt_grace_s=interrupt_grace_s,
-            startup_timeout_s=startup_timeout_s,
-        )
+        super().__init__(**kernel_options)
         url = gateway_url or _env("CODELOOP_GATEWAY_URL")
         if not url:
             raise ValueError("jupyter-remote needs a gateway URL: pass gateway_url (CLI: --gateway-url) or set CODELOOP_GATEWAY_URL")
