@@ -17,8 +17,11 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Callable
-from typing import NoReturn
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importing typing would cost every run milliseconds
+    from collections.abc import Callable
+    from typing import NoReturn
 
 # Signals someone outside may send to stop or poke the run; the child gets them instead.
 FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
@@ -31,6 +34,7 @@ def run(child: Callable[[], int], *, die_with_parent: bool = False) -> NoReturn:
     ``die_with_parent``: the child is killed when this init dies (a fork does not
     inherit the parent-death signal the wrapper set; no PID namespace does it here).
     """
+    _undumpable()
     pid = os.fork()
     if pid == 0:
         status = CHILD_LOST
@@ -45,11 +49,19 @@ def run(child: Callable[[], int], *, die_with_parent: bool = False) -> NoReturn:
     exit_like(reap_until(pid))
 
 
+def _undumpable() -> None:
+    """The code runs as our user: without this it could ptrace-attach to its init (the
+    fork inherits it, as the pool's children inherit their zygote's; an exec resets it)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
+
+
 def _die_with_parent() -> None:
     import ctypes
 
     parent = os.getppid()
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG (ctypes is loaded)
     if os.getppid() != parent:  # the init died before the setting took effect
         os._exit(CHILD_LOST)
 
