@@ -11,6 +11,7 @@ can check what the loop asked for without a subprocess::
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -70,8 +71,8 @@ class FunctionExecutor(BaseExecutor):
 
 
 def returning(result: ExecutionResult) -> Handler:
-    """A handler that answers every execution with ``result``."""
-    return lambda code, files, limits: result
+    """A handler that answers every execution with a copy of ``result`` (callers may change theirs)."""
+    return lambda code, files, limits: copy.deepcopy(result)
 
 
 __all__ = ["Call", "FunctionExecutor", "Handler", "returning"]

@@ -123,8 +123,10 @@ async def test_function_executor_lets_handler_errors_through_and_checks_what_it_
         await FunctionExecutor(broken).execute("x")
     with pytest.raises(TypeError, match="returned str, not an ExecutionResult"):
         await FunctionExecutor(lambda c, f, l: "OK").execute("x")
-    canned = ExecutionResult(outcome=Outcome.FAILED)
-    assert (await FunctionExecutor(returning(canned)).execute("x")) is canned
+    canned = ExecutionResult(outcome=Outcome.FAILED, stdout="same")
+    double = FunctionExecutor(returning(canned))
+    first, second = await double.execute("x"), await double.execute("y")
+    assert first.stdout == second.stdout == "same" and first is not second
 
 
 def test_every_built_in_executor_is_a_base_executor():
