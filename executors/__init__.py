@@ -2,6 +2,7 @@
 
 from .base import (
     Artifact,
+    BaseExecutor,
     ExecutionResult,
     Executor,
     InputFile,
@@ -15,6 +16,7 @@ from .registry import DEFAULT_EXECUTOR, UnknownExecutorError, available_executor
 
 __all__ = [
     "Artifact",
+    "BaseExecutor",
     "DEFAULT_EXECUTOR",
     "ExecutionResult",
     "Executor",

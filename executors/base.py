@@ -8,13 +8,14 @@ outcomes a local sandbox can observe that Gemini's server hides from us.
 
 from __future__ import annotations
 
+import abc
 import base64
 import enum
 import mimetypes
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 from . import jsondata
 
@@ -33,15 +34,25 @@ class Outcome(str, enum.Enum):
         return self is Outcome.OK
 
 
-class Isolation(str, enum.Enum):
-    """How strongly an execution was isolated, strongest first."""
+class Isolation(enum.StrEnum):
+    """How strongly an execution was isolated: the one vocabulary every executor reports.
+
+    A ``StrEnum``, so a member compares equal to (and serialises as) its value:
+    results stored as plain strings load back as members.
+    """
 
     BWRAP = "bwrap"  # bubblewrap: all namespaces, read-only system, private /tmp
     UNSHARE = "unshare"  # user+net+pid namespaces via unshare(1), plus rlimits
     RLIMITS = "rlimits"  # resource limits only: no real boundary
     RESTRICTED = "restricted"  # RestrictedPython policy inside a process sandbox
-    KERNEL = "kernel"  # a Jupyter kernel
-    NONE = "none"  # trusted code in a plain subprocess
+    KERNEL = "kernel"  # a Jupyter kernel on a gateway: the gateway host's isolation
+    REMOTE = "remote"  # the model provider's own servers (Gemini's code execution)
+    NONE = "none"  # trusted code in a plain subprocess, or no code ran
+
+    @classmethod
+    def _missing_(cls, value: object) -> "Isolation | None":
+        # Older jupyter results said "undetected" when the kernel never started: no code ran.
+        return cls.NONE if value == "undetected" else None
 
 
 @dataclass(frozen=True)
@@ -154,9 +165,22 @@ class ExecutionResult:
     stdout_truncated: bool = False
     stderr_truncated: bool = False
     executor: str = ""
-    isolation: str = Isolation.NONE.value
+    isolation: Isolation = Isolation.NONE
     # Values of trailing expressions, as a REPL shows them (stateful executors).
     results: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.isolation = Isolation(self.isolation)  # a stored or hand-written string becomes a member
+
+    @classmethod
+    def sandbox_error(
+        cls, message: str, *, executor: str, isolation: Isolation, error_type: str = "SandboxError", **fields: Any
+    ) -> "ExecutionResult":
+        """The executor itself broke (or refused), not the code: the one way such a result is made."""
+        return cls(
+            outcome=Outcome.SANDBOX_ERROR, error_type=error_type, error_message=message,
+            executor=executor, isolation=isolation, **fields,
+        )
 
     @property
     def ok(self) -> bool:
@@ -173,13 +197,14 @@ class ExecutionResult:
     def to_json(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["outcome"] = self.outcome.value
+        data["isolation"] = self.isolation.value
         data["artifacts"] = [a.to_json() for a in self.artifacts]
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "ExecutionResult":
-        return jsondata.from_json(cls, data, outcome=Outcome, artifacts=jsondata.list_of(Artifact.from_json),
-                                  results=list)
+        return jsondata.from_json(cls, data, outcome=Outcome, isolation=lambda v: Isolation(v or Isolation.NONE),
+                                  artifacts=jsondata.list_of(Artifact.from_json), results=list)
 
 
 @runtime_checkable
@@ -189,6 +214,7 @@ class Executor(Protocol):
     ``session`` names a conversation: stateful executors (Jupyter) keep
     variables per session; stateless ones ignore it. Implementations must be
     safe to call concurrently and must never let the code harm the caller.
+    :class:`BaseExecutor` implements this; third-party executors may too.
     """
 
     name: str
@@ -208,3 +234,61 @@ class Executor(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class BaseExecutor(abc.ABC):
+    """The executor contract, written once: limits, ``execute``, life cycle, error results.
+
+    Subclasses implement :meth:`_run`, which always receives resolved limits
+    (the call's, else the executor's). ``start`` does any slow set-up ahead of
+    the first run (detecting the isolation level, starting processes);
+    ``async with`` starts and closes. ``isolation`` is the level runs get:
+    ``None`` until it is known (isolating executors detect it in ``start``).
+    """
+
+    name: str = "executor"
+    stateful: bool = False
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+
+    @property
+    def isolation(self) -> Isolation | None:
+        return Isolation.NONE
+
+    async def execute(
+        self,
+        code: str,
+        *,
+        files: Sequence[InputFile] = (),
+        limits: Limits | None = None,
+        session: str | None = None,
+    ) -> ExecutionResult:
+        return await self._run(code, files=files, limits=limits or self.limits, session=session)
+
+    @abc.abstractmethod
+    async def _run(
+        self, code: str, *, files: Sequence[InputFile], limits: Limits, session: str | None
+    ) -> ExecutionResult:
+        """Run ``code`` under ``limits`` (already resolved) and report."""
+
+    def error_result(self, message: str, *, error_type: str = "SandboxError", **fields: Any) -> ExecutionResult:
+        """A SANDBOX_ERROR result from this executor (its name, its isolation as far as known)."""
+        fields.setdefault("isolation", self.isolation or Isolation.NONE)
+        return ExecutionResult.sandbox_error(message, executor=self.name, error_type=error_type, **fields)
+
+    async def start(self) -> None:
+        return None
+
+    async def reset(self, session: str | None = None) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import signal as signal_module
 
-from .harness import decode_report
-from .base import Artifact, ExecutionResult, Limits, Outcome
+from .inside.harness import decode_report
+from .base import Artifact, ExecutionResult, Isolation, Limits, Outcome
 from .process import ProcessOutcome
 
 MEMORY_ERRORS = {"MemoryError"}
@@ -21,55 +21,17 @@ def interpret(
     *,
     limits: Limits,
     executor: str,
-    isolation: str,
+    isolation: Isolation,
     artifacts: list[Artifact],
     baseline_memory_bytes: int = 0,
 ) -> ExecutionResult:
     if proc.spawn_error:
-        return ExecutionResult(
-            outcome=Outcome.SANDBOX_ERROR,
-            error_type="SandboxError",
-            error_message=f"could not start the child: {proc.spawn_error}",
-            executor=executor,
-            isolation=isolation,
+        return ExecutionResult.sandbox_error(
+            f"could not start the child: {proc.spawn_error}", executor=executor, isolation=isolation
         )
     # Missing, cut short or forged reports are ignored: trust only what we saw.
     report = decode_report(proc.report) or {}
-    error_type = report.get("error_type")
-    error_message = report.get("error_message")
-    tb = report.get("traceback")
-
-    if proc.timed_out:
-        outcome = Outcome.DEADLINE_EXCEEDED
-        error_type = error_type or "TimeoutError"
-        error_message = f"execution exceeded the {limits.timeout_s:g} s deadline and was stopped"
-    elif proc.output_exceeded:
-        outcome = Outcome.OUTPUT_LIMIT
-        error_type = "OutputLimitExceeded"
-        error_message = f"output exceeded {limits.output_hard_bytes} bytes and the run was stopped"
-    elif error_type in MEMORY_ERRORS or report.get("memory_error") is True:
-        outcome = Outcome.MEMORY_EXCEEDED
-    elif proc.signal is not None:
-        name = _signal_name(proc.signal)
-        if proc.signal == signal_module.SIGXCPU:
-            outcome = Outcome.DEADLINE_EXCEEDED
-            error_type, error_message = "TimeoutError", "CPU time limit exceeded"
-        elif proc.signal == signal_module.SIGXFSZ:
-            outcome = Outcome.FAILED
-            error_type, error_message = "OSError", f"file size limit ({limits.file_bytes} bytes) exceeded"
-        else:
-            outcome = Outcome.KILLED
-            error_type = error_type or "Killed"
-            error_message = error_message or f"the process was killed by {name}"
-    elif error_type or (proc.returncode not in (0, None)):
-        outcome = Outcome.FAILED
-        if not error_type:
-            error_type = "ExitError"
-            error_message = f"the process exited with status {proc.returncode}"
-    else:
-        # Also exit 0 without a report: the code cut the harness short (os._exit(0)).
-        outcome = Outcome.OK
-
+    outcome, error_type, error_message = _outcome(proc, report, limits)
     peak = proc.peak_memory_bytes
     if peak is not None and baseline_memory_bytes:
         peak = max(0, peak - baseline_memory_bytes)
@@ -88,7 +50,7 @@ def interpret(
         stderr=proc.stderr.text(),
         error_type=error_type,
         error_message=error_message,
-        traceback=tb,
+        traceback=report.get("traceback"),
         exit_code=proc.returncode,
         signal=proc.signal,
         duration_s=proc.duration_s,
@@ -100,6 +62,36 @@ def interpret(
         executor=executor,
         isolation=isolation,
     )
+
+
+def _outcome(proc: ProcessOutcome, report: dict, limits: Limits) -> tuple[Outcome, str | None, str | None]:
+    """The outcome from what the parent observed, in order of precedence: deadline, flood,
+    memory error, signal, exit status; with the error type and message to report."""
+    error_type, error_message = report.get("error_type"), report.get("error_message")
+    if proc.timed_out:
+        return Outcome.DEADLINE_EXCEEDED, error_type or "TimeoutError", (
+            f"execution exceeded the {limits.timeout_s:g} s deadline and was stopped"
+        )
+    if proc.output_exceeded:
+        return Outcome.OUTPUT_LIMIT, "OutputLimitExceeded", (
+            f"output exceeded {limits.output_hard_bytes} bytes and the run was stopped"
+        )
+    if error_type in MEMORY_ERRORS or report.get("memory_error") is True:
+        return Outcome.MEMORY_EXCEEDED, error_type, error_message
+    if proc.signal is not None:
+        if proc.signal == signal_module.SIGXCPU:
+            return Outcome.DEADLINE_EXCEEDED, "TimeoutError", "CPU time limit exceeded"
+        if proc.signal == signal_module.SIGXFSZ:
+            return Outcome.FAILED, "OSError", f"file size limit ({limits.file_bytes} bytes) exceeded"
+        return Outcome.KILLED, error_type or "Killed", (
+            error_message or f"the process was killed by {_signal_name(proc.signal)}"
+        )
+    if error_type or proc.returncode not in (0, None):
+        if not error_type:
+            return Outcome.FAILED, "ExitError", f"the process exited with status {proc.returncode}"
+        return Outcome.FAILED, error_type, error_message
+    # Also exit 0 without a report: the code cut the harness short (os._exit(0)).
+    return Outcome.OK, error_type, error_message
 
 
 def _signal_name(sig: int) -> str:

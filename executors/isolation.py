@@ -33,6 +33,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,9 @@ PRIVATE_TMP = "private_tmp"  # /tmp, /var/tmp, /dev/shm are private
 HOST_FILES = "host_files"  # nothing of the host is visible but read-only system dirs and the mounts
 HOST_SECRETS = "host_secrets"  # host files the sandbox user may not read or write stay so (it is not you)
 PROCESS_LIMIT = "process_limit"  # RLIMIT_NPROC is enforced (the child is not uid 0)
+
+# The scratch directories a PRIVATE_TMP level replaces with its own empty tmpfs.
+PRIVATE_TMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
 
 # System paths the interpreter and common libraries need, mounted read-only.
 SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
@@ -140,6 +144,7 @@ class Isolator:
     _drop_user: bool = field(default=False, init=False, repr=False)
     _expected_prefixes: bytes | None = field(default=None, init=False, repr=False)
     _interpreter_dirs: list[str] | None = field(default=None, init=False, repr=False)
+    _detect_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.level_request is not None:
@@ -153,10 +158,19 @@ class Isolator:
     # -- detection -------------------------------------------------------
 
     @property
-    def level(self) -> Isolation:
-        """The level in use; probes on first access (blocking, ~0.1 s per candidate)."""
+    def detected(self) -> Isolation | None:
+        """The level in use once :meth:`detect` ran, else None. Never probes."""
+        return self._level
+
+    def detect(self) -> Isolation:
+        """The level in use, probed once (blocking, ~0.1 s per candidate; run it off the event loop).
+
+        Raises :class:`IsolationUnavailable` (every time) when no acceptable level works.
+        """
         if self._level is None:
-            self._level = self._detect()
+            with self._detect_lock:
+                if self._level is None:
+                    self._level = self._detect()
         return self._level
 
     def _detect(self) -> Isolation:
@@ -227,13 +241,13 @@ class Isolator:
     @property
     def runs_as_root(self) -> bool:
         """True when the child keeps user id 0 (only possible at the rlimits level)."""
-        self.level
+        self.detect()
         return os.geteuid() == 0 and not self._drop_user
 
     @property
     def guarantees(self) -> frozenset[str]:
         """What this level promises (the constants above); detected on first access."""
-        level = self.level
+        level = self.detect()
         # Dropped from root to uid 65534, host files are guarded by their permissions;
         # as an ordinary user the child is you (or "root" mapped to you) and can use your files.
         secrets = {HOST_SECRETS} if os.geteuid() == 0 and self._drop_user else set()
@@ -252,12 +266,12 @@ class Isolator:
             os.chown(directory, uid, uid)
 
     def _drop_user_effective(self) -> bool:
-        self.level
+        self.detect()
         return self._drop_user
 
     def view(self, work_dir: str | Path, mounts: Sequence[Mount] = ()) -> SandboxView:
         """Where the work dir and each mount will appear in the child, before wrapping."""
-        return self._view(self.level, str(work_dir), tuple(mounts))
+        return self._view(self.detect(), str(work_dir), tuple(mounts))
 
     def _view(self, level: Isolation, work_dir: str, mounts: tuple[Mount, ...], chdir: bool = True) -> SandboxView:
         if level is Isolation.BWRAP:
@@ -287,7 +301,7 @@ class Isolator:
         the child drops to when we are root (default 65534): give concurrent
         children different ones and each gets its own ``RLIMIT_NPROC`` count.
         """
-        level = self.level
+        level = self.detect()
         return self._build(
             level, self._drop_user, list(argv), work_dir=str(work_dir), mounts=tuple(mounts), env=dict(env),
             as_pid_1=as_pid_1, uid=uid,
@@ -403,7 +417,7 @@ class Isolator:
         interpreter under /root) are opened first and bound back by descriptor.
         """
         q = shlex.quote
-        private = [d for d in ("/tmp", "/var/tmp", "/dev/shm") if os.path.isdir(d)]
+        private = [d for d in PRIVATE_TMP_DIRS if os.path.isdir(d)]
         hidden = list(private)
         if drop:  # the sandbox user could not pass through e.g. /root: cover it, re-expose what we need
             hidden += _closed_ancestors(self._interpreter_paths())

@@ -34,28 +34,26 @@ from typing import Any
 import psutil
 from jupyter_client.manager import AsyncKernelManager
 
+from ._shared import INSIDE, build_font_cache, detect_isolation, sandbox_env
 from .base import Artifact, InputFile, Isolation, Limits
 from .isolation import SANDBOX_ROOT, Isolator, IsolationUnavailable, Mount
-from .kernel_common import (
-    DEFAULT_SESSION,
-    KernelDied,
-    KernelExecutorBase,
-    KernelHandle,
-    KernelStartError,
-)
-from .sandbox import build_font_cache, sandbox_env
+from .kernel_common import DEFAULT_SESSION, KernelExecutorBase
+from .kernel_messages import KernelDied, KernelHandle, KernelStartError
 from .workspace import changed_files, safe_input_name, scan_dir
 
-LAUNCHER = str(Path(__file__).with_name("kernel_launch.py"))
+LAUNCHER = str(INSIDE / "kernel_launch.py")
+INIT = str(INSIDE / "init.py")
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 
 # ``python -m ipykernel_launcher``, plus: die with the parent. Set here, inside the
 # sandbox, because dropping to the sandbox user clears an inherited setting and
-# a PID namespace hides the parent from ipykernel's own parent poller.
+# a PID namespace hides the parent from ipykernel's own parent poller (which,
+# under the init at the unshare level, would take PID 1 for a dead parent).
 KERNEL_MAIN = (
-    "import ctypes, signal, sys\n"
+    "import ctypes, os, signal, sys\n"
     "if sys.platform.startswith('linux'):\n"
     "    ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG\n"
+    "os.environ.pop('JPY_PARENT_PID', None)\n"
     "if sys.path and sys.path[0] == '':\n"
     "    del sys.path[0]\n"
     "from ipykernel import kernelapp\n"
@@ -251,6 +249,8 @@ class JupyterExecutor(KernelExecutorBase):
     as for the ``sandbox`` executor. ``strict`` refuses to run without a real
     boundary. A kernel's memory, file-size and open-file limits are those of
     the execution that started it (``limits`` by default) and last for its life.
+    The other options (``limits``, ``max_kernels``, ``idle_timeout_s``,
+    ``interrupt_grace_s``, ``startup_timeout_s``) are :class:`KernelExecutorBase`'s.
     """
 
     name = "jupyter"
@@ -258,42 +258,33 @@ class JupyterExecutor(KernelExecutorBase):
     def __init__(
         self,
         *,
-        limits: Limits | None = None,
-        max_kernels: int = 4,
-        idle_timeout_s: float = 600.0,
-        interrupt_grace_s: float = 2.0,
-        startup_timeout_s: float = 60.0,
         isolation: Isolator | Isolation | str | None = None,
         strict: bool = False,
         extra_env: dict[str, str] | None = None,
         base_dir: str | None = None,
+        **kernel_options: Any,
     ) -> None:
-        super().__init__(
-            limits=limits,
-            max_kernels=max_kernels,
-            idle_timeout_s=idle_timeout_s,
-            interrupt_grace_s=interrupt_grace_s,
-            startup_timeout_s=startup_timeout_s,
-        )
+        super().__init__(**kernel_options)
         self.isolator = isolation if isinstance(isolation, Isolator) else Isolator(level_request=isolation, strict=strict)
         self.extra_env = dict(extra_env or {})
         self.base_dir = base_dir
-        self._level: Isolation | None = None
         self._mpl_seed: Path | None = None
         self._mpl_lock = asyncio.Lock()
 
     @property
-    def isolation_level(self) -> str:
-        return self._level.value if self._level else "undetected"
+    def isolation(self) -> Isolation | None:
+        """The level kernels run at, once detected (``start()`` or the first run); never probes."""
+        return self.isolator.detected
 
     async def level(self) -> Isolation:
         """Detect the isolation level once (it runs probe processes), off the event loop."""
-        if self._level is None:
-            try:
-                self._level = await asyncio.to_thread(lambda: self.isolator.level)
-            except IsolationUnavailable as exc:
-                raise KernelStartError(str(exc)) from exc
-        return self._level
+        try:
+            return await detect_isolation(self.isolator)
+        except IsolationUnavailable as exc:
+            raise KernelStartError(str(exc)) from exc
+
+    async def start(self) -> None:
+        await self.level()
 
     @staticmethod
     def kernel_limits(limits: Limits) -> str:
@@ -321,7 +312,11 @@ class JupyterExecutor(KernelExecutorBase):
             for path in (root, work, home, conn, conn / "kernel.json"):
                 self.isolator.prepare(path)  # the kernel may run as another user
             # conn/ keeps its host path inside: the connection file names the sockets by it.
-            mounts = [Mount(str(conn), str(conn), writable=True), Mount(str(home), f"{SANDBOX_ROOT}/home", writable=True)]
+            mounts = [
+                Mount(str(conn), str(conn), writable=True),
+                Mount(str(home), f"{SANDBOX_ROOT}/home", writable=True),
+                Mount(str(INSIDE), f"{SANDBOX_ROOT}/inside"),
+            ]
             view = self.isolator.view(work, mounts)
             inside_home = view.inside(home)
             env = {
@@ -333,7 +328,10 @@ class JupyterExecutor(KernelExecutorBase):
                 "PYDEVD_DISABLE_FILE_VALIDATION": "1",
                 **self.extra_env,
             }
-            kernel = [self.isolator.python, "-s", "-c", KERNEL_MAIN, "-f", str(conn / "kernel.json")]
+            # Under a minimal init: a kernel that is a PID namespace's first process would drop
+            # the signals the code sends itself (os.kill(os.getpid(), signal.SIGSEGV)).
+            python = self.isolator.python
+            kernel = [python, "-s", view.inside(INIT), python, "-s", "-c", KERNEL_MAIN, "-f", str(conn / "kernel.json")]
             cmd = self.isolator.wrap(kernel, work_dir=work, mounts=mounts, env=env)
             # Limits are set before the sandbox starts and are inherited through it.
             full = [self.isolator.python, "-s", LAUNCHER, self.kernel_limits(limits), *cmd.argv]

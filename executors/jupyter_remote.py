@@ -34,16 +34,11 @@ from typing import Any
 import websockets
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
+from ._shared import INSIDE
 from .base import Artifact, InputFile, Isolation, Limits
-from .kernel_common import (
-    DEFAULT_SESSION,
-    KernelDied,
-    KernelExecutorBase,
-    KernelHandle,
-    KernelStartError,
-    is_kernel_gone_status,
-)
-from .workspace import safe_input_name
+from .kernel_common import DEFAULT_SESSION, KernelExecutorBase
+from .kernel_messages import KernelDied, KernelHandle, KernelStartError, is_kernel_gone_status
+from .workspace import artifact_of, safe_input_name
 
 # Helper cells leave their JSON report here; it comes back as a user expression
 # in the execute_reply (shell channel), which the gateway's IOPub data-rate
@@ -59,97 +54,20 @@ class GatewayAuthError(GatewayError):
     """The gateway refused the token."""
 
 
-# Helper cells run silently in the kernel. They keep their bookkeeping in a
-# module of their own so the user's namespace only ever sees the names deleted
-# at the end of each cell. Each leaves its report in ``state.out``.
-_SETUP = r'''
-def __codeloop_setup(path):
-    import json, os, sys, tempfile, types
-    if path is None:
-        path = tempfile.mkdtemp(prefix="codeloop-kernel-")
-    os.makedirs(path, exist_ok=True)
-    os.chdir(path)
-    state = sys.modules.setdefault("codeloop_kernel_state", types.ModuleType("codeloop_kernel_state"))
-    def scan():
-        found = {}
-        for base, dirs, names in os.walk("."):
-            for n in names:
-                p = os.path.join(base, n)
-                try:
-                    st = os.lstat(p)
-                except OSError:
-                    continue
-                if os.path.isfile(p) and not os.path.islink(p):
-                    found[os.path.relpath(p, ".").replace(os.sep, "/")] = (st.st_size, st.st_mtime_ns)
-        return found
-    state.scan = scan
-    state.root = path
-    state.snap = scan()
-    state.out = json.dumps({"cwd": path})
-__codeloop_setup(%(path)r)
-del __codeloop_setup
-'''
-
-_UPLOAD = r'''
-def __codeloop_upload(files):
-    import base64, json, os, sys
-    state = sys.modules["codeloop_kernel_state"]
-    os.chdir(state.root)
-    for name, data in files:
-        if os.path.exists(name):
-            os.remove(name)
-        with open(name, "wb") as fh:
-            fh.write(base64.b64decode(data))
-    state.snap = state.scan()
-    state.out = json.dumps({"uploaded": len(files)})
-__codeloop_upload(%(files)r)
-del __codeloop_upload
-'''
-
-_COLLECT = r'''
-def __codeloop_collect(max_count, max_bytes, max_total):
-    import base64, json, os, sys
-    state = sys.modules["codeloop_kernel_state"]
-    here = os.getcwd()
-    os.chdir(state.root)
-    try:
-        now = state.scan()
-        out, total = [], 0
-        for name in sorted(now):
-            if state.snap.get(name) == now[name]:
-                continue
-            if len(out) >= max_count:
-                break
-            size = now[name][0]
-            if size > max_bytes or total + size > max_total:
-                out.append({"name": name, "truncated": True})
-                continue
-            try:
-                with open(name, "rb") as fh:
-                    data = fh.read()
-            except OSError:
-                continue
-            total += len(data)
-            out.append({"name": name, "data": base64.b64encode(data).decode("ascii")})
-        state.snap = now
-    finally:
-        os.chdir(here)
-    state.out = json.dumps({"files": out})
-__codeloop_collect(%(count)d, %(size)d, %(total)d)
-del __codeloop_collect
-'''
-
-
-_CLEANUP = r'''
-def __codeloop_cleanup():
-    import json, os, shutil, sys
-    state = sys.modules["codeloop_kernel_state"]
-    os.chdir("/")
-    shutil.rmtree(state.root, ignore_errors=True)
-    state.out = json.dumps({"removed": state.root})
-__codeloop_cleanup()
-del __codeloop_cleanup
-'''
+# Helper cells run silently in the kernel. The first sends over the source of
+# inside/kernel_files.py and runs it into a module of its own, so the user's
+# namespace never sees its names; the others call its functions, and each
+# leaves its report in the module's ``out``.
+KERNEL_FILES_SOURCE = (INSIDE / "kernel_files.py").read_text(encoding="utf-8")
+_STATE = "__import__('sys').modules['codeloop_kernel_state']"
+_SETUP = (
+    "exec(compile(%(source)r, 'codeloop_kernel_files.py', 'exec'), __import__('sys').modules.setdefault("
+    "'codeloop_kernel_state', __import__('types').ModuleType('codeloop_kernel_state')).__dict__)\n"
+    + _STATE + ".setup(%(path)r)\n"
+)
+_UPLOAD = _STATE + ".upload(%(files)r)\n"
+_COLLECT = _STATE + ".collect(%(count)d, %(size)d, %(total)d)\n"
+_CLEANUP = _STATE + ".cleanup()\n"
 
 
 def _env(name: str) -> str | None:
@@ -383,7 +301,7 @@ class RemoteKernel(KernelHandle):
         return json.loads(ast.literal_eval(text))  # text/plain is the repr of the JSON string
 
     async def _setup(self) -> None:
-        report = await self._helper(_SETUP % {"path": self.cwd})
+        report = await self._helper(_SETUP % {"source": KERNEL_FILES_SOURCE, "path": self.cwd})
         self.cwd = report["cwd"]
         self._setup_done = True
 
@@ -410,13 +328,10 @@ class RemoteKernel(KernelHandle):
                 "total": limits.artifacts_total_bytes,
             }
         )
-        artifacts = []
-        for item in report["files"]:
-            if item.get("truncated"):
-                artifacts.append(Artifact(name=item["name"], data=b"", truncated=True, mime_type=Artifact.of(item["name"], b"").mime_type))
-            else:
-                artifacts.append(Artifact.of(item["name"], base64.b64decode(item["data"])))
-        return artifacts
+        return [
+            artifact_of(item["name"], None if item.get("truncated") else base64.b64decode(item["data"]))
+            for item in report["files"]
+        ]
 
 
 class JupyterRemoteExecutor(KernelExecutorBase):
@@ -424,6 +339,8 @@ class JupyterRemoteExecutor(KernelExecutorBase):
 
     ``gateway_url`` and ``token`` default to the ``CODELOOP_GATEWAY_URL`` and
     ``CODELOOP_GATEWAY_TOKEN`` environment variables (read here, at the edge).
+    The other options (``limits``, ``max_kernels``, ``idle_timeout_s``,
+    ``interrupt_grace_s``, ``startup_timeout_s``) are :class:`KernelExecutorBase`'s.
     """
 
     name = "jupyter-remote"
@@ -434,20 +351,10 @@ class JupyterRemoteExecutor(KernelExecutorBase):
         *,
         token: str | None = None,
         kernel_name: str | None = None,
-        limits: Limits | None = None,
-        max_kernels: int = 4,
-        idle_timeout_s: float = 600.0,
-        interrupt_grace_s: float = 2.0,
-        startup_timeout_s: float = 60.0,
         request_timeout_s: float = 30.0,
+        **kernel_options: Any,
     ) -> None:
-        super().__init__(
-            limits=limits,
-            max_kernels=max_kernels,
-            idle_timeout_s=idle_timeout_s,
-            interrupt_grace_s=interrupt_grace_s,
-            startup_timeout_s=startup_timeout_s,
-        )
+        super().__init__(**kernel_options)
         url = gateway_url or _env("CODELOOP_GATEWAY_URL")
         if not url:
             raise ValueError("jupyter-remote needs a gateway URL: pass gateway_url (CLI: --gateway-url) or set CODELOOP_GATEWAY_URL")
@@ -463,8 +370,8 @@ class JupyterRemoteExecutor(KernelExecutorBase):
         return f"JupyterRemoteExecutor({self.gateway_url!r})"
 
     @property
-    def isolation_level(self) -> str:
-        return Isolation.KERNEL.value
+    def isolation(self) -> Isolation:
+        return Isolation.KERNEL
 
     # -- REST --------------------------------------------------------------------------
 

@@ -1,239 +1,24 @@
-"""What the local and remote Jupyter executors share.
+"""One kernel per session: what the local and remote Jupyter executors share.
 
-A kernel speaks the Jupyter messaging protocol whichever way it is reached
-(ZeroMQ for a local kernel, a WebSocket through a Kernel Gateway), so the
-parts that do not care about the transport live here:
-
-* :class:`CellCollector` turns IOPub messages into an :class:`ExecutionResult`
-  (streams, ``execute_result``/``display_data`` text, PNG images, errors);
-* :func:`run_cell` drives one execution against a deadline: interrupt first,
-  and report when the kernel would not stop so the caller can restart it;
-* :class:`KernelExecutorBase` keeps one kernel per session with an LRU bound,
-  an idle shutdown and a finalizer, so no kernel outlives its executor.
+:class:`KernelExecutorBase` keeps one kernel per session with an LRU bound,
+an idle shutdown and a finalizer, so no kernel outlives its executor; the
+messages of each execution are handled by :mod:`executors.kernel_messages`.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
-import base64
 import collections
-import re
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-from .base import Artifact, ExecutionResult, InputFile, Limits, Outcome
-from .process import StreamCapture
+from .base import Artifact, BaseExecutor, ExecutionResult, InputFile, Limits, Outcome
+from .kernel_messages import CellCollector, CellRun, KernelDied, KernelHandle, KernelStartError, run_cell
 
 DEFAULT_SESSION = "default"
-
-_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
-
-
-def strip_ansi(text: str) -> str:
-    """IPython colours its tracebacks; models and logs want plain text."""
-    return _ANSI.sub("", text)
-
-
-class KernelDied(Exception):
-    """The kernel process went away while we were waiting for it."""
-
-
-class KernelStartError(Exception):
-    """A kernel could not be started or reached; the message says why."""
-
-
-@dataclass
-class CellCollector:
-    """Accumulates the IOPub messages of one execution."""
-
-    limits: Limits
-    figure_counter: Callable[[], int]
-    stdout: StreamCapture = field(init=False)
-    stderr: StreamCapture = field(init=False)
-    results: list[str] = field(default_factory=list)
-    artifacts: list[Artifact] = field(default_factory=list)
-    error_type: str | None = None
-    error_message: str | None = None
-    traceback: str | None = None
-    idle: bool = False
-    _artifact_bytes: int = 0
-
-    def __post_init__(self) -> None:
-        self.stdout = StreamCapture(self.limits.output_bytes)
-        self.stderr = StreamCapture(self.limits.output_bytes)
-
-    @property
-    def output_total(self) -> int:
-        return self.stdout.total + self.stderr.total
-
-    @property
-    def flooded(self) -> bool:
-        return self.output_total > self.limits.output_hard_bytes
-
-    def feed(self, msg_type: str, content: dict[str, Any]) -> None:
-        if msg_type == "stream":
-            target = self.stderr if content.get("name") == "stderr" else self.stdout
-            target.feed(str(content.get("text", "")).encode("utf-8"))
-        elif msg_type in ("execute_result", "display_data"):
-            self._feed_display(content.get("data") or {}, is_result=msg_type == "execute_result")
-        elif msg_type == "error":
-            self.error_type = str(content.get("ename") or "Error")
-            self.error_message = str(content.get("evalue") or "")[:2000]
-            lines = content.get("traceback") or []
-            self.traceback = strip_ansi("\n".join(str(line) for line in lines))
-        elif msg_type == "status" and content.get("execution_state") == "idle":
-            self.idle = True
-
-    def _feed_display(self, data: dict[str, Any], *, is_result: bool) -> None:
-        png = data.get("image/png")
-        if png:
-            raw = base64.b64decode(png)
-            name = f"figure_{self.figure_counter()}.png"
-            too_big = (
-                len(raw) > self.limits.artifact_bytes
-                or self._artifact_bytes + len(raw) > self.limits.artifacts_total_bytes
-            )
-            if len(self.artifacts) < self.limits.max_artifacts:
-                if too_big:
-                    self.artifacts.append(Artifact(name=name, data=b"", mime_type="image/png", truncated=True))
-                else:
-                    self._artifact_bytes += len(raw)
-                    self.artifacts.append(Artifact(name=name, data=raw, mime_type="image/png"))
-            return  # the text/plain of a figure is only "<Figure size ...>"
-        text = data.get("text/plain")
-        if text is not None and (is_result or text):
-            self.results.append(strip_ansi(str(text))[: self.limits.output_bytes])
-
-    def result(self, outcome: Outcome, *, duration_s: float, executor: str, isolation: str) -> ExecutionResult:
-        return ExecutionResult(
-            outcome=outcome,
-            stdout=self.stdout.text(),
-            stderr=self.stderr.text(),
-            error_type=self.error_type,
-            error_message=self.error_message,
-            traceback=self.traceback,
-            duration_s=duration_s,
-            artifacts=list(self.artifacts),
-            stdout_truncated=self.stdout.truncated,
-            stderr_truncated=self.stderr.truncated,
-            executor=executor,
-            isolation=isolation,
-            results=list(self.results),
-        )
-
-
-class KernelHandle(abc.ABC):
-    """One live kernel as the executors need it, whatever the transport."""
-
-    @abc.abstractmethod
-    async def send_execute(self, code: str) -> str:
-        """Send an execute_request; return its msg_id."""
-
-    @abc.abstractmethod
-    async def next_iopub(self, timeout: float) -> dict[str, Any] | None:
-        """The next IOPub message, None after ``timeout``; raises KernelDied."""
-
-    @abc.abstractmethod
-    async def interrupt(self) -> None: ...
-
-    @abc.abstractmethod
-    async def restart(self) -> None:
-        """A fresh interpreter in the same working directory; state is lost."""
-
-    @abc.abstractmethod
-    async def shutdown(self) -> None: ...
-
-    @abc.abstractmethod
-    async def upload(self, files: Sequence[InputFile]) -> None: ...
-
-    @abc.abstractmethod
-    async def collect_files(self, limits: Limits) -> list[Artifact]:
-        """Files written or changed in the working directory since last asked."""
-
-    @abc.abstractmethod
-    async def attach(self) -> None:
-        """(Re)connect the client side to the running event loop."""
-
-
-@dataclass
-class CellRun:
-    collector: CellCollector
-    ended: str  # "idle", "deadline", "unresponsive", "dead", "flood"
-    detail: str = ""
-
-
-async def run_cell(
-    handle: KernelHandle,
-    code: str,
-    collector: CellCollector,
-    *,
-    timeout_s: float,
-    interrupt_grace_s: float,
-) -> CellRun:
-    """Execute ``code`` and gather its output until the kernel is idle again.
-
-    On the deadline (or an output flood) the kernel is interrupted; if it is
-    not idle within ``interrupt_grace_s`` the run ends as "unresponsive" and
-    the caller restarts the kernel.
-    """
-    loop = asyncio.get_running_loop()
-    try:
-        msg_id = await handle.send_execute(code)
-    except KernelDied as exc:
-        return CellRun(collector, "dead", str(exc))
-    deadline = loop.time() + timeout_s
-    ended = "deadline"
-    try:
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            msg = await handle.next_iopub(remaining)
-            if msg is None:
-                continue
-            if _parent_id(msg) != msg_id:
-                continue
-            collector.feed(msg["header"]["msg_type"], msg.get("content") or {})
-            if collector.idle:
-                return CellRun(collector, "idle")
-            if collector.flooded:
-                ended = "flood"
-                break
-        # Deadline or flood: ask the kernel to stop, keep what it already said.
-        keep_error = (collector.error_type, collector.error_message, collector.traceback)
-        await handle.interrupt()
-        grace_end = loop.time() + interrupt_grace_s
-        while loop.time() < grace_end:
-            msg = await handle.next_iopub(grace_end - loop.time())
-            if msg is None or _parent_id(msg) != msg_id:
-                continue
-            msg_type = msg["header"]["msg_type"]
-            if msg_type == "status":
-                collector.feed(msg_type, msg.get("content") or {})
-                if collector.idle:
-                    collector.error_type, collector.error_message, collector.traceback = keep_error
-                    return CellRun(collector, ended)
-            elif msg_type != "error" and not collector.flooded:
-                collector.feed(msg_type, msg.get("content") or {})
-        collector.error_type, collector.error_message, collector.traceback = keep_error
-        return CellRun(collector, "unresponsive", ended)
-    except KernelDied as exc:
-        return CellRun(collector, "dead", str(exc))
-
-
-def _parent_id(msg: dict[str, Any]) -> str | None:
-    return (msg.get("parent_header") or {}).get("msg_id")
-
-
-def is_kernel_gone_status(msg: dict[str, Any]) -> bool:
-    """Servers announce a lost kernel with a status message that has no parent."""
-    return msg.get("header", {}).get("msg_type") == "status" and (msg.get("content") or {}).get(
-        "execution_state"
-    ) in ("restarting", "dead", "autorestarting")
 
 
 @dataclass
@@ -249,7 +34,7 @@ class _Session:
         return self.figures
 
 
-class KernelExecutorBase(abc.ABC):
+class KernelExecutorBase(BaseExecutor):
     """One kernel per session id; at most ``max_kernels`` alive at once.
 
     The least recently used idle kernel is shut down to make room, kernels idle
@@ -271,7 +56,7 @@ class KernelExecutorBase(abc.ABC):
     ) -> None:
         if max_kernels < 1:
             raise ValueError(f"max_kernels must be at least 1, got {max_kernels}")
-        self.limits = limits or Limits()
+        super().__init__(limits)
         self.max_kernels = max_kernels
         self.idle_timeout_s = idle_timeout_s
         self.interrupt_grace_s = interrupt_grace_s
@@ -295,23 +80,13 @@ class KernelExecutorBase(abc.ABC):
         kernel keeps their memory and file limits for its whole life.
         """
 
-    @property
-    @abc.abstractmethod
-    def isolation_level(self) -> str: ...
-
     # -- the Executor protocol ----------------------------------------------------
 
-    async def execute(
-        self,
-        code: str,
-        *,
-        files: Sequence[InputFile] = (),
-        limits: Limits | None = None,
-        session: str | None = None,
+    async def _run(
+        self, code: str, *, files: Sequence[InputFile], limits: Limits, session: str | None
     ) -> ExecutionResult:
         if self._closed:
             raise RuntimeError(f"the {self.name} executor is closed")
-        limits = limits or self.limits
         key = session or DEFAULT_SESSION
         start = time.perf_counter()
         self._bind_loop()
@@ -499,21 +274,14 @@ class KernelExecutorBase(abc.ABC):
             outcome,
             duration_s=time.perf_counter() - start,
             executor=self.name,
-            isolation=self.isolation_level,
+            isolation=self.isolation,
         )
         if notice:
             result.stderr = f"[codeloop: {notice}; earlier variables are gone]\n" + result.stderr
         return result
 
     def _sandbox_error(self, exc: Exception, start: float) -> ExecutionResult:
-        return ExecutionResult(
-            outcome=Outcome.SANDBOX_ERROR,
-            error_type=type(exc).__name__,
-            error_message=str(exc),
-            duration_s=time.perf_counter() - start,
-            executor=self.name,
-            isolation=self.isolation_level,
-        )
+        return self.error_result(str(exc), error_type=type(exc).__name__, duration_s=time.perf_counter() - start)
 
 
 async def _sweep_forever(ref: "weakref.ref[KernelExecutorBase]", period: float) -> None:

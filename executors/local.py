@@ -12,66 +12,33 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from .base import ExecutionResult, InputFile, Isolation, Limits, Outcome
+from ._shared import HARNESS, child_env
+from .base import BaseExecutor, ExecutionResult, InputFile, Isolation, Limits
 from .interpret import interpret
 from .process import run_process
 from .workspace import Workspace
 
-HARNESS = str(Path(__file__).with_name("harness.py"))
 
-
-def child_env(workdir: str | Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The whole environment a child sees: nothing inherited, nothing secret."""
-    env = {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "HOME": str(workdir),
-        "TMPDIR": str(workdir),
-        "LANG": "C.UTF-8",
-        "PYTHONIOENCODING": "utf-8",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONHASHSEED": "random",
-        "MPLBACKEND": "Agg",
-        "OPENBLAS_NUM_THREADS": "1",
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-    }
-    if extra:
-        env.update(extra)
-    return env
-
-
-class LocalExecutor:
+class LocalExecutor(BaseExecutor):
     """Plain subprocess per run. Fast to set up, but the code can do anything you can."""
 
     name = "local"
-    stateful = False
-    isolation = Isolation.NONE
 
     def __init__(self, limits: Limits | None = None, max_concurrency: int = 8, python: str | None = None) -> None:
-        self.limits = limits or Limits()
+        super().__init__(limits)
         self.python = python or sys.executable
         self._slots = asyncio.Semaphore(max_concurrency)
 
-    async def execute(
-        self,
-        code: str,
-        *,
-        files: Sequence[InputFile] = (),
-        limits: Limits | None = None,
-        session: str | None = None,
+    async def _run(
+        self, code: str, *, files: Sequence[InputFile], limits: Limits, session: str | None
     ) -> ExecutionResult:
-        limits = limits or self.limits
         async with self._slots:
             with Workspace(prefix="codeloop-local-") as ws:
                 try:
                     ws.add_inputs(files)
                 except ValueError as exc:  # a bad input file name: reported like the sandbox executor does
-                    return ExecutionResult(
-                        outcome=Outcome.SANDBOX_ERROR, error_type="ValueError", error_message=str(exc),
-                        executor=self.name, isolation=self.isolation.value,
-                    )
+                    return self.error_result(str(exc), error_type="ValueError")
                 ws.write_code(code)
                 # Outside the code's cwd, so matplotlib's cache never comes back as artifacts.
                 mpl = ws.root / "mpl"
@@ -91,10 +58,4 @@ class LocalExecutor:
                     hard_bytes=limits.output_hard_bytes,
                 )
                 artifacts = ws.collect_artifacts(limits)
-        return interpret(proc, limits=limits, executor=self.name, isolation=self.isolation.value, artifacts=artifacts)
-
-    async def reset(self, session: str | None = None) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
+        return interpret(proc, limits=limits, executor=self.name, isolation=Isolation.NONE, artifacts=artifacts)

@@ -152,25 +152,13 @@ async def run_process(
     report_fd_placeholder: str = "{REPORT_FD}",
 ) -> ProcessOutcome:
     """Spawn ``argv``; ``{REPORT_FD}`` in any argument becomes the report descriptor."""
-    loop = asyncio.get_running_loop()
     report_r = report_w = -1
     if with_report_fd:
         report_r, report_w = os.pipe()
         argv = [a.replace(report_fd_placeholder, str(report_w)) for a in argv]
     start = time.perf_counter()
     try:
-        proc = subprocess.Popen(
-            list(argv),
-            cwd=cwd,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            pass_fds=(report_w,) if with_report_fd else (),
-            start_new_session=True,
-            preexec_fn=preexec_fn,
-            close_fds=True,
-        )
+        proc = _spawn(argv, cwd=cwd, env=env, pass_fds=(report_w,) if with_report_fd else (), preexec_fn=preexec_fn)
     except OSError as exc:
         for fd in (report_r, report_w):
             if fd >= 0:
@@ -180,25 +168,66 @@ async def run_process(
                               spawn_error=str(exc))
     if with_report_fd:
         os.close(report_w)
-
-    exited = asyncio.Event()
     pipes = PipeCollector(
         proc.stdout.fileno(), proc.stderr.fileno(), report_r if with_report_fd else None,
         keep_bytes=keep_bytes, hard_bytes=hard_bytes,
     )
-    out, err, flood = pipes.stdout, pipes.stderr, pipes.flood
+    try:
+        rusage, timed_out, exceeded = await _supervise(proc, pipes, timeout_s)
+    finally:
+        pipes.stop()
+        kill_tree(proc.pid)
+        for stream in (proc.stdout, proc.stderr):
+            stream.close()
+        if with_report_fd:
+            os.close(report_r)
+        _reap_if_cancelled(proc)
+    sig = -proc.returncode if proc.returncode < 0 else None
+    return ProcessOutcome(
+        returncode=None if sig else proc.returncode,
+        signal=sig,
+        stdout=pipes.stdout,
+        stderr=pipes.stderr,
+        report=bytes(pipes.report),
+        duration_s=time.perf_counter() - start,
+        cpu_time_s=rusage.ru_utime + rusage.ru_stime,
+        peak_memory_bytes=rusage.ru_maxrss * 1024,
+        timed_out=timed_out,
+        output_exceeded=exceeded,
+    )
 
+
+def _spawn(argv: Sequence[str], *, cwd: str, env: Mapping[str, str], pass_fds: tuple[int, ...],
+           preexec_fn: Callable[[], None] | None) -> subprocess.Popen:
+    """Start the child in a session of its own (so its whole group can be killed), piped."""
+    return subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        pass_fds=pass_fds,
+        start_new_session=True,
+        preexec_fn=preexec_fn,
+        close_fds=True,
+    )
+
+
+async def _supervise(proc: subprocess.Popen, pipes: PipeCollector, timeout_s: float):
+    """Wait for the exit, a flood or the deadline (killing the tree for the last two),
+    drain the pipes and reap: ``(rusage, timed_out, output_exceeded)``."""
+    loop = asyncio.get_running_loop()
+    exited = asyncio.Event()
     pidfd = os.pidfd_open(proc.pid)
     loop.add_reader(pidfd, exited.set)
-
-    timed_out = False
-    exceeded = False
+    timed_out = exceeded = False
     try:
-        waiters = [asyncio.ensure_future(e.wait()) for e in (exited, flood)]
-        done, pending = await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        waiters = [asyncio.ensure_future(e.wait()) for e in (exited, pipes.flood)]
+        _done, pending = await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
         for w in pending:
             w.cancel()
-        if flood.is_set():
+        if pipes.flood.is_set():
             exceeded = True
             kill_tree(proc.pid)
         elif not exited.is_set():
@@ -215,29 +244,14 @@ async def run_process(
     finally:
         loop.remove_reader(pidfd)
         os.close(pidfd)
-        pipes.stop()
-        kill_tree(proc.pid)
-        for stream in (proc.stdout, proc.stderr):
-            stream.close()
-        if with_report_fd:
-            os.close(report_r)
-        if proc.returncode is None:  # cancelled: reap so no zombie is left
-            try:
-                os.waitpid(proc.pid, 0)
-                proc.returncode = -9
-            except ChildProcessError:
-                pass
-    duration = time.perf_counter() - start
-    sig = -proc.returncode if proc.returncode < 0 else None
-    return ProcessOutcome(
-        returncode=None if sig else proc.returncode,
-        signal=sig,
-        stdout=out,
-        stderr=err,
-        report=bytes(pipes.report),
-        duration_s=duration,
-        cpu_time_s=rusage.ru_utime + rusage.ru_stime,
-        peak_memory_bytes=rusage.ru_maxrss * 1024,
-        timed_out=timed_out,
-        output_exceeded=exceeded,
-    )
+    return rusage, timed_out, exceeded
+
+
+def _reap_if_cancelled(proc: subprocess.Popen) -> None:
+    """A cancelled run was never waited for: reap it so no zombie is left."""
+    if proc.returncode is None:
+        try:
+            os.waitpid(proc.pid, 0)
+            proc.returncode = -9
+        except ChildProcessError:
+            pass

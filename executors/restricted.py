@@ -16,17 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .base import ExecutionResult, InputFile, Isolation, Limits
+from .base import BaseExecutor, ExecutionResult, InputFile, Isolation, Limits
+from .inside.restricted_policy import ALLOWED_MODULES
 from .pool import PoolExecutor, PoolSettings
-from .restricted_policy import ALLOWED_MODULES
 
 
-class RestrictedExecutor:
+class RestrictedExecutor(BaseExecutor):
     """RestrictedPython in a pool child. Pass ``pool=`` to share zygotes with a ``pool`` executor."""
 
     name = "restricted"
-    stateful = False
-    isolation = Isolation.RESTRICTED
     allowed_modules = tuple(sorted(ALLOWED_MODULES))
 
     def __init__(
@@ -43,7 +41,11 @@ class RestrictedExecutor:
         self.pool = pool or PoolExecutor(limits=limits, settings=settings, mode="restricted", **setting_overrides)
         if not self.pool.settings.restricted_policy:
             raise ValueError("the shared pool was started with restricted_policy=False")
-        self.limits = limits or self.pool.limits
+        super().__init__(limits or self.pool.limits)
+
+    @property
+    def isolation(self) -> Isolation:
+        return Isolation.RESTRICTED
 
     @property
     def isolator(self):
@@ -53,26 +55,11 @@ class RestrictedExecutor:
     async def start(self) -> None:
         await self.pool.start()
 
-    async def execute(
-        self,
-        code: str,
-        *,
-        files: Sequence[InputFile] = (),
-        limits: Limits | None = None,
-        session: str | None = None,
+    async def _run(
+        self, code: str, *, files: Sequence[InputFile], limits: Limits, session: str | None
     ) -> ExecutionResult:
-        return await self.pool.execute(code, files=files, limits=limits or self.limits, mode="restricted")
-
-    async def reset(self, session: str | None = None) -> None:
-        return None
+        return await self.pool.run_in_mode(code, files=files, limits=limits, mode="restricted")
 
     async def aclose(self) -> None:
         if self._owns_pool:
             await self.pool.aclose()
-
-    async def __aenter__(self) -> "RestrictedExecutor":
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.aclose()

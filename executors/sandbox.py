@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import tempfile
@@ -22,17 +21,14 @@ import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
-from .base import ExecutionResult, InputFile, Isolation, Limits, Outcome
-from .harness import decode_report
+from ._shared import HARNESS, INSIDE, build_font_cache, detect_isolation, mentions_matplotlib, sandbox_env, uid_block
+from .base import BaseExecutor, ExecutionResult, InputFile, Isolation, Limits
+from .inside.harness import decode_report
 from .interpret import interpret
-from .local import child_env
 from .isolation import SANDBOX_ROOT, SANDBOX_WORK, Isolator, IsolationUnavailable, Mount, SandboxCommand
 from .process import ProcessOutcome, run_process
 from .workspace import Workspace
 
-HARNESS = str(Path(__file__).with_name("harness.py"))
-UID_BLOCKS_START = 1 << 30  # per-child user ids: 2**30 .. 2**31, unused by accounts and subuid maps
-UID_BLOCKS_SPAN = 1 << 30
 PRIVATE_MPL_DIR = "/tmp/matplotlib"  # in the child's private /tmp (bwrap and unshare levels)
 
 
@@ -63,31 +59,19 @@ def interpreter_sys_path(python: str) -> list[str] | None:
     return [p for p in paths if isinstance(p, str) and os.path.isabs(p) and os.path.isdir(p)]
 
 
-def mentions_matplotlib(code: str) -> bool:
-    """Cheap guess that code plots; it only decides whether a prebuilt font cache is offered."""
-    return "matplotlib" in code or "plt." in code or ".plot(" in code
-
-
-def sandbox_env(home: str) -> dict[str, str]:
-    """The whole environment the child sees: an allow list, nothing inherited."""
-    # There is no /etc/passwd inside bwrap: getpass.getuser() reads USER/LOGNAME first.
-    return child_env(home, {"USER": "sandbox", "LOGNAME": "sandbox", "TMPDIR": "/tmp"})
-
-
-class SandboxExecutor:
+class SandboxExecutor(BaseExecutor):
     """A fresh, isolated interpreter per execution.
 
     ``isolation`` forces a level (``"bwrap"``, ``"unshare"``, ``"rlimits"``)
     or takes a ready :class:`Isolator`; by default the strongest available
-    is detected on first use. ``strict`` refuses to run (SANDBOX_ERROR)
-    without a real boundary. ``max_concurrency`` bounds simultaneous
-    children; ``work_root`` is where per-execution workspaces are made (the
-    temp dir by default); they are removed in the background after each run
-    (``drain()`` waits for that, ``aclose()`` does too).
+    is detected by ``start()`` or the first run. ``strict`` refuses to run
+    (SANDBOX_ERROR) without a real boundary. ``max_concurrency`` bounds
+    simultaneous children; ``work_root`` is where per-execution workspaces
+    are made (the temp dir by default); they are removed in the background
+    after each run (``drain()`` waits for that, ``aclose()`` does too).
     """
 
     name = "sandbox"
-    stateful = False
 
     def __init__(
         self,
@@ -100,7 +84,7 @@ class SandboxExecutor:
     ) -> None:
         if max_concurrency < 1:
             raise ValueError(f"SandboxExecutor: max_concurrency must be at least 1, got {max_concurrency}")
-        self.limits = limits or Limits()
+        super().__init__(limits)
         self.work_root = work_root  # parent of the per-execution workspaces (default: the temp dir)
         if isinstance(isolation, Isolator):
             self.isolator = isolation
@@ -108,55 +92,36 @@ class SandboxExecutor:
             kwargs = {"python": python} if python else {}
             self.isolator = Isolator(level_request=isolation, strict=strict, **kwargs)
         self._slots = asyncio.Semaphore(max_concurrency)
-        # One user id per running child (used when we drop root): concurrent children then do
-        # not share an RLIMIT_NPROC count, so one fork bomb cannot stop its neighbours forking.
-        # A random block, far above ordinary and container-mapped ids, keeps executors apart.
-        base = UID_BLOCKS_START + secrets.randbelow(max(1, UID_BLOCKS_SPAN // max_concurrency)) * max_concurrency
-        self._free_uids = list(range(base, base + max_concurrency))
-        self._detect_lock = asyncio.Lock()
-        self._level: Isolation | None = None
+        self._free_uids = uid_block(max_concurrency)  # one user id per running child (when we drop root)
         self._mpl_seed: Path | None = None  # a font cache built once, copied into each run
         self._mpl_lock = asyncio.Lock()
         self._cleanups: set[asyncio.Future] = set()
         self._sys_path: list[str] | None = None  # the interpreter's sys.path after site, found once
+        self._sys_path_found = False
 
     @property
-    def isolation(self) -> str:
-        """The isolation level in use (detected on first access)."""
-        return self.isolator.level.value
+    def isolation(self) -> Isolation | None:
+        """The level runs get, once detected (``start()`` or the first run); never probes."""
+        return self.isolator.detected
 
     async def level(self) -> Isolation:
-        """Detect the isolation level once, off the event loop."""
-        if self._level is None:
-            async with self._detect_lock:
-                if self._level is None:
-                    self._level = await asyncio.to_thread(self._detect)
-        return self._level
-
-    def _detect(self) -> Isolation:
-        level = self.isolator.level
-        self._sys_path = interpreter_sys_path(self.isolator.python)
+        """Detect the isolation level once, off the event loop (raises IsolationUnavailable)."""
+        level = await detect_isolation(self.isolator)
+        if not self._sys_path_found:
+            self._sys_path = await asyncio.to_thread(interpreter_sys_path, self.isolator.python)
+            self._sys_path_found = True
         return level
 
-    async def execute(
-        self,
-        code: str,
-        *,
-        files: Sequence[InputFile] = (),
-        limits: Limits | None = None,
-        session: str | None = None,
+    async def start(self) -> None:
+        await self.level()
+
+    async def _run(
+        self, code: str, *, files: Sequence[InputFile], limits: Limits, session: str | None
     ) -> ExecutionResult:
-        limits = limits or self.limits
         try:
             level = await self.level()
         except IsolationUnavailable as exc:
-            return ExecutionResult(
-                outcome=Outcome.SANDBOX_ERROR,
-                error_type="SandboxError",
-                error_message=str(exc),
-                executor=self.name,
-                isolation=(self.isolator.level_request or Isolation.NONE).value,
-            )
+            return self.error_result(str(exc), isolation=self.isolator.level_request or Isolation.NONE)
         plots = mentions_matplotlib(code)
         if plots:
             await self._seed_matplotlib()
@@ -167,30 +132,26 @@ class SandboxExecutor:
                 try:
                     ws.add_inputs(files)
                 except ValueError as exc:
-                    return ExecutionResult(
-                        outcome=Outcome.SANDBOX_ERROR, error_type="ValueError", error_message=str(exc),
-                        executor=self.name, isolation=level.value,
-                    )
+                    return self.error_result(str(exc), error_type="ValueError")
                 ws.write_code(code)
                 # A font-cache dir costs a mkdir and an rmdir; only plotting code (or a level without
                 # a private /tmp, where the cache must not land in the host's /tmp) gets one.
                 cmd = self._command(ws, files, limits, mpl_dir=plots or level is Isolation.RLIMITS, uid=uid)
                 proc = await run_process(
-                    cmd.argv,
-                    cwd=cmd.cwd,
-                    env=cmd.env,
-                    timeout_s=limits.timeout_s,
-                    keep_bytes=limits.output_bytes,
-                    hard_bytes=limits.output_hard_bytes,
+                    cmd.argv, cwd=cmd.cwd, env=cmd.env, timeout_s=limits.timeout_s,
+                    keep_bytes=limits.output_bytes, hard_bytes=limits.output_hard_bytes,
                 )
                 artifacts = ws.collect_artifacts(limits)
             finally:
                 self._free_uids.append(uid)
                 self._clean_up_later(ws)
-        if level is Isolation.BWRAP:
-            signal_from_bwrap_status(proc)
+        return self._result(proc, level, limits, artifacts)
+
+    def _result(self, proc: ProcessOutcome, level: Isolation, limits: Limits, artifacts: list) -> ExecutionResult:
+        if level is not Isolation.RLIMITS:
+            signal_from_wrapper_status(proc)
         return with_reported_usage(
-            interpret(proc, limits=limits, executor=self.name, isolation=level.value, artifacts=artifacts),
+            interpret(proc, limits=limits, executor=self.name, isolation=level, artifacts=artifacts),
             proc.report,
             kernel_sees_child=level is Isolation.RLIMITS,  # else a wrapper may die before reaping it
         )
@@ -202,7 +163,7 @@ class SandboxExecutor:
             self.isolator.prepare(directory, uid)
         mounts = [
             Mount(str(ws.code_path), f"{SANDBOX_ROOT}/main.py"),
-            Mount(HARNESS, f"{SANDBOX_ROOT}/harness.py"),
+            Mount(str(INSIDE), f"{SANDBOX_ROOT}/inside"),  # the harness and its init
         ]
         mpl = ws.root / "mpl"
         if mpl_dir:
@@ -223,6 +184,8 @@ class SandboxExecutor:
             "result_fd": "{REPORT_FD}",
             "limits": limits.to_json(),
             "reseed": False,
+            # No PID namespace at the rlimits level kills the code when its wrapper dies.
+            "die_with_parent": self.isolator.detect() is Isolation.RLIMITS,
         }
         env = {**sandbox_env(home=view.work_dir), "MPLCONFIGDIR": view.inside(mpl) if mpl_dir else PRIVATE_MPL_DIR}
         argv = [self.isolator.python, "-u", "-X", "utf8", "-s"]
@@ -259,32 +222,11 @@ class SandboxExecutor:
         while self._cleanups:
             await asyncio.gather(*list(self._cleanups), return_exceptions=True)
 
-    async def reset(self, session: str | None = None) -> None:
-        return None
-
     async def aclose(self) -> None:
         await self.drain()
         if self._mpl_seed is not None:
             shutil.rmtree(self._mpl_seed, ignore_errors=True)
             self._mpl_seed = None
-
-
-async def build_font_cache(isolator: Isolator, seed: Path) -> bool:
-    """Import matplotlib's font manager in a sandboxed run with no user code, so its font
-    cache lands in ``seed``; True if a cache was written there."""
-    isolator.prepare(seed)
-    mounts = [Mount(str(seed), f"{SANDBOX_ROOT}/mpl", writable=True)]
-    view = isolator.view(seed, mounts)
-    cmd = isolator.wrap(
-        [isolator.python, "-s", "-c", "import matplotlib.font_manager"],
-        work_dir=seed,
-        mounts=mounts,
-        env={**sandbox_env(home="/tmp"), "MPLCONFIGDIR": view.inside(seed)},
-    )
-    proc = await run_process(
-        cmd.argv, cwd=cmd.cwd, env=cmd.env, timeout_s=60, keep_bytes=4096, hard_bytes=65536, with_report_fd=False
-    )
-    return proc.returncode == 0 and any(seed.glob("fontlist-*.json"))
 
 
 def with_reported_usage(result: ExecutionResult, report: bytes, *, kernel_sees_child: bool) -> ExecutionResult:
@@ -311,8 +253,9 @@ def with_reported_usage(result: ExecutionResult, report: bytes, *, kernel_sees_c
     return result
 
 
-def signal_from_bwrap_status(proc: ProcessOutcome) -> None:
-    """bwrap exits with 128 + N when the child died of signal N; report the signal.
+def signal_from_wrapper_status(proc: ProcessOutcome) -> None:
+    """bwrap, and the init at the ``unshare`` level (a namespace's first process cannot die
+    of its own signal), exit with 128 + N when the code died of signal N; report the signal.
 
     Only when the harness wrote no report saying it chose that exit status:
     ``os._exit(139)`` without a report is indistinguishable from SIGSEGV.

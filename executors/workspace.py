@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .base import Artifact, InputFile, Limits
+from .inside import kernel_files
 
 
 def safe_input_name(name: str) -> str:
@@ -21,21 +22,8 @@ def safe_input_name(name: str) -> str:
 
 
 def scan_dir(root: Path) -> dict[str, tuple[int, int]]:
-    """Regular files under ``root`` with (size, mtime_ns).
-
-    No symlinks, devices or fifos (they could point anywhere), and no file with
-    more than one link: a hard link may be a host file (e.g. /etc/passwd)
-    linked into the directory.
-    """
-    found: dict[str, tuple[int, int]] = {}
-    for path in root.rglob("*"):
-        try:
-            st = path.lstat()
-        except OSError:
-            continue
-        if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
-            found[path.relative_to(root).as_posix()] = (st.st_size, st.st_mtime_ns)
-    return found
+    """Regular files under ``root`` with (size, mtime_ns); see :func:`kernel_files.scan`."""
+    return kernel_files.scan(str(root))
 
 
 def changed_files(
@@ -49,24 +37,18 @@ def changed_files(
 
     ``current`` is a fresh :func:`scan_dir` of ``root`` when the caller has one.
     """
-    artifacts: list[Artifact] = []
-    total = 0
-    for rel, stamp in sorted((scan_dir(root) if current is None else current).items()):
-        if before.get(rel) == stamp:
-            continue
-        if len(artifacts) >= limits.max_artifacts:
-            break
-        size = stamp[0]
-        if size > limits.artifact_bytes or total + size > limits.artifacts_total_bytes:
-            artifacts.append(Artifact(name=rel, data=b"", truncated=True, mime_type=Artifact.of(rel, b"").mime_type))
-            continue
-        try:
-            data = (root / rel).read_bytes()
-        except OSError:
-            continue
-        total += len(data)
-        artifacts.append(Artifact.of(rel, data))
-    return artifacts
+    found = kernel_files.changed(
+        str(root), before, scan_dir(root) if current is None else current,
+        max_count=limits.max_artifacts, max_bytes=limits.artifact_bytes, max_total=limits.artifacts_total_bytes,
+    )
+    return [artifact_of(name, data) for name, data in found]
+
+
+def artifact_of(name: str, data: bytes | None) -> Artifact:
+    """An artifact for a file; ``data`` None means it was over the caps (kept as a truncated entry)."""
+    if data is None:
+        return Artifact(name=name, data=b"", truncated=True, mime_type=Artifact.of(name, b"").mime_type)
+    return Artifact.of(name, data)
 
 
 class Workspace:

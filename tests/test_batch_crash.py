@@ -12,6 +12,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from executors.base import ExecutionResult, Outcome
+from executors.testing import FunctionExecutor, returning
 from orchestrator.batch import BatchStore, run_batch_sync
 
 ITEMS = 80
@@ -66,20 +68,9 @@ class CallLogModelDouble:
         return await self.inner.generate(conversation, tools)
 
 
-class InstantExecutorDouble:
-    name = "instant-double"
-    stateful = False
-
-    async def execute(self, code, *, files=(), limits=None, session=None):
-        from executors.base import ExecutionResult, Outcome
-
-        return ExecutionResult(outcome=Outcome.OK, stdout="1\n")
-
-    async def reset(self, session=None):
-        return None
-
-    async def aclose(self):
-        return None
+def InstantExecutorDouble() -> FunctionExecutor:
+    """Test double: answers every execution OK at once."""
+    return FunctionExecutor(returning(ExecutionResult(outcome=Outcome.OK, stdout="1\n")), name="instant-double")
 
 
 def start_batch(tmp_path: Path) -> tuple[subprocess.Popen, Path, Path, Path]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from executors.base import ExecutionResult, InputFile, Limits, Outcome
+from executors.testing import FunctionExecutor
 from orchestrator.batch import BackoffGate, BackoffPolicy, BatchBusyError, BatchStore, run_batch, run_batch_sync
 from orchestrator.models.base import ModelError, RateLimitError
 from orchestrator.models.scripted import ScriptedModel
@@ -20,34 +21,27 @@ from orchestrator.types import Conversation, ModelTurn, RunStatus, ToolSpec
 CODE_THEN_ANSWER = ["```python\nprint(6 * 7)\n```", "The answer is 42."]
 
 
-class InstantExecutorDouble:
+class InstantExecutorDouble(FunctionExecutor):
     """Test double: 'runs' code instantly and tracks how many ran at once."""
 
-    name = "instant-double"
-    stateful = False
-
     def __init__(self, delay_s: float = 0.0) -> None:
+        super().__init__(self._answer, name="instant-double")
         self.delay_s = delay_s
         self.running = 0
         self.peak = 0
-        self.executions = 0
 
-    async def execute(self, code: str, *, files: Sequence[InputFile] = (), limits: Limits | None = None,
-                      session: str | None = None) -> ExecutionResult:
+    @property
+    def executions(self) -> int:
+        return len(self.calls)
+
+    async def _answer(self, code: str, files: Sequence[InputFile], limits: Limits) -> ExecutionResult:
         self.running += 1
         self.peak = max(self.peak, self.running)
-        self.executions += 1
         try:
             await asyncio.sleep(self.delay_s)
             return ExecutionResult(outcome=Outcome.OK, stdout=f"ran {len(code)} chars\n", executor=self.name)
         finally:
             self.running -= 1
-
-    async def reset(self, session: str | None = None) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
 
 
 class CountingModelDouble:

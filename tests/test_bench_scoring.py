@@ -3,6 +3,7 @@
 import pytest
 
 from executors.base import ExecutionResult, Outcome
+from executors.testing import FunctionExecutor, returning
 
 from benchmarks.scoring import (
     definitions_only,
@@ -183,28 +184,20 @@ def test_humaneval_program_takes_unparsable_code_as_a_completion():
     exec(compile(program, "<scored>", "exec"), namespace)
 
 
-class CannedExecutor:
+def canned(result: ExecutionResult) -> FunctionExecutor:
     """Test double: returns one fixed result for any code."""
-
-    name = "canned"
-    stateful = False
-
-    def __init__(self, result):
-        self.result = result
-
-    async def execute(self, code, *, files=(), limits=None, session=None):
-        return self.result
+    return FunctionExecutor(returning(result), name="canned")
 
 
 async def test_score_by_running_passes_and_fails_on_the_outcome():
-    good, _ = await score_by_running("i", "x", CannedExecutor(ExecutionResult(outcome=Outcome.OK)))
+    good, _ = await score_by_running("i", "x", canned(ExecutionResult(outcome=Outcome.OK)))
     assert good.correct and good.detail == ""
     failed = ExecutionResult(outcome=Outcome.FAILED, error_type="AssertionError", error_message="t1")
-    bad, _ = await score_by_running("i", "x", CannedExecutor(failed))
+    bad, _ = await score_by_running("i", "x", canned(failed))
     assert not bad.correct and bad.detail == "FAILED: AssertionError t1"
 
 
 async def test_a_broken_scoring_executor_stops_scoring_instead_of_counting_the_item_wrong():
     broken = ExecutionResult(outcome=Outcome.SANDBOX_ERROR, error_type="OSError", error_message="no bwrap")
     with pytest.raises(ScoringError, match="executor 'canned' failed: OSError no bwrap"):
-        await score_by_running("i", "x", CannedExecutor(broken))
+        await score_by_running("i", "x", canned(broken))

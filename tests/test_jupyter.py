@@ -23,6 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import psutil
 import pytest
@@ -143,12 +144,11 @@ def _alive(proc: int | psutil.Process) -> bool:
 
 
 def _kernel_pid_local(ex: JupyterExecutor, session: str) -> int:
-    """The ipykernel process itself, wherever it sits under the launcher."""
+    """The ipykernel process itself, wherever it sits under the launcher (below its init)."""
     launcher = psutil.Process(ex.kernel_pid(session))
-    for proc in [launcher, *launcher.children(recursive=True)]:
-        if "kernelapp.launch_new_instance" in " ".join(proc.cmdline()):
-            return proc.pid
-    raise AssertionError("no ipykernel process under the launcher")
+    found = [p.pid for p in [launcher, *launcher.children(recursive=True)] if "kernelapp.launch_new_instance" in " ".join(p.cmdline())]
+    assert found, "no ipykernel process under the launcher"
+    return found[-1]
 
 
 async def _kernel_pid(ex, kind: str, session: str) -> int:
@@ -157,6 +157,20 @@ async def _kernel_pid(ex, kind: str, session: str) -> int:
         return _kernel_pid_local(ex, session)
     r = await ex.execute("import os; os.getpid()", session=session)
     return int(r.results[0])
+
+
+def _workdir(ex, kind: str, session: str) -> Path:
+    """The session kernel's working directory as the host sees it (the gateway runs on this host)."""
+    handle = ex._sessions[session].handle
+    return Path(handle.work if kind == "local" else handle.cwd)
+
+
+async def _until(condition, timeout_s: float = 20.0) -> None:
+    """Wait for ``condition()`` to hold: a wait on the event itself, not a guessed sleep."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{condition} did not become true within {timeout_s} s"
+        await asyncio.sleep(0.01)
 
 
 # -- the checks, for both executors -------------------------------------------------
@@ -229,14 +243,15 @@ async def test_killed_kernel_is_reported_and_next_run_works(ex, kind):
     s = f"kill-{kind}"
     await ex.execute("before = 1", session=s)
     pid = await _kernel_pid(ex, kind, s)
+    marker = _workdir(ex, kind, s) / "started"
 
-    async def kill_soon():
-        await asyncio.sleep(0.8)
+    async def kill_once_running():
+        await _until(marker.exists)  # the code is running: its first line wrote the marker
         os.kill(pid, signal.SIGKILL)
 
-    killer = asyncio.create_task(kill_soon())
+    killer = asyncio.create_task(kill_once_running())
     start = time.monotonic()
-    r = await ex.execute("import time\ntime.sleep(60)", session=s, limits=Limits(timeout_s=30))
+    r = await ex.execute("open('started', 'w').close()\nimport time\ntime.sleep(60)", session=s, limits=Limits(timeout_s=30))
     await killer
     assert time.monotonic() - start < 15  # noticed, not waited out to the deadline
     assert r.outcome is Outcome.KILLED, r
@@ -424,30 +439,50 @@ async def test_local_finalizer_kills_kernels():
         await asyncio.sleep(0.05)
 
 
-async def test_local_kernel_runs_inside_the_sandbox_isolation(executors):
-    from executors.isolation import HOST_FILES, NO_NETWORK
+@pytest.mark.parametrize("level", ["bwrap", "unshare", "rlimits"])
+async def test_local_kernel_runs_inside_the_sandbox_isolation(level):
+    """At each level we can force (no bubblewrap is simulated by forcing ``unshare``), the kernel
+    sees the host's files and network exactly as that level promises."""
+    from executors.isolation import HOST_FILES, NO_NETWORK, PRIVATE_TMP, PRIVATE_TMP_DIRS, Isolator, IsolationUnavailable
 
-    ex = executors["local"]
+    isolator = Isolator(level_request=level)
+    try:
+        await asyncio.to_thread(isolator.detect)
+    except IsolationUnavailable as exc:
+        if level == "bwrap" and os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI must have bubblewrap: {exc}")
+        pytest.skip(f"{level} is not available here: {exc}")
+    ex = JupyterExecutor(isolation=isolator)
     listener = socket.create_server(("127.0.0.1", 0))
-    listener.listen()
-    r = await ex.execute(
-        "import os, socket\n"
-        "def can_connect():\n"
-        "    try:\n"
-        "        socket.create_connection(('127.0.0.1', %d), timeout=1).close()\n"
-        "        return True\n"
-        "    except OSError:\n"
-        "        return False\n"
-        "os.path.exists(%r), can_connect()" % (listener.getsockname()[1], os.path.abspath(__file__)),
-        session="main-local",
-    )
-    assert r.outcome is Outcome.OK, r
-    assert r.isolation == ex.isolator.level.value
-    sees_host_file, reaches_host_port = eval(r.results[0])
-    guarantees = ex.isolator.guarantees
-    assert sees_host_file is (HOST_FILES not in guarantees)
-    assert reaches_host_port is (NO_NETWORK not in guarantees)
-    listener.close()
+    try:
+        listener.listen()
+        probe_file = os.path.abspath(__file__)
+        r = await ex.execute(
+            "import os, signal, socket\n"
+            "def can_connect():\n"
+            "    try:\n"
+            "        socket.create_connection(('127.0.0.1', %d), timeout=1).close()\n"
+            "        return True\n"
+            "    except OSError:\n"
+            "        return False\n"
+            "os.path.exists(%r), can_connect()" % (listener.getsockname()[1], probe_file),
+        )
+        assert r.outcome is Outcome.OK, r
+        assert r.isolation == isolator.detected == level
+        sees_host_file, reaches_host_port = eval(r.results[0])
+        guarantees = isolator.guarantees
+        # A checkout under the temp dir is hidden by a private /tmp even where host files are visible.
+        in_private_tmp = PRIVATE_TMP in guarantees and any(
+            probe_file.startswith(d.rstrip("/") + "/") for d in PRIVATE_TMP_DIRS
+        )
+        assert sees_host_file is (HOST_FILES not in guarantees and not in_private_tmp)
+        assert reaches_host_port is (NO_NETWORK not in guarantees)
+        # The kernel is not a PID namespace's first process: a signal it sends itself is not dropped.
+        crash = await ex.execute("os.kill(os.getpid(), signal.SIGSEGV)")
+        assert crash.outcome is Outcome.KILLED and crash.error_type == "KernelDied", crash
+    finally:
+        listener.close()
+        await ex.aclose()
 
 
 async def test_local_memory_limit_is_reported(executors):

@@ -6,7 +6,7 @@ import base64
 import itertools
 
 from executors import Limits, Outcome
-from executors.kernel_common import CellCollector, is_kernel_gone_status, strip_ansi
+from executors.kernel_messages import CellCollector, is_kernel_gone_status, strip_ansi
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
 

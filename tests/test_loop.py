@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from executors import ExecutionResult, InputFile, Limits, Outcome
+from executors import InputFile, Limits, Outcome
+from executors.testing import FunctionExecutor
 from orchestrator import Orchestrator, RunStatus, ScriptedModel, events
 from orchestrator.models import ModelError
 from orchestrator.types import CodeBlock, ModelTurn, RunResult
@@ -183,21 +184,11 @@ async def test_model_error_ends_the_run_as_failed_with_the_error_recorded(local_
 
 
 async def test_executor_exception_becomes_sandbox_error():
-    class BrokenExecutor:
-        name = "broken"
-        stateful = False
-
-        async def execute(self, code, *, files=(), limits=None, session=None) -> ExecutionResult:
-            raise RuntimeError("no room at the inn")
-
-        async def reset(self, session=None):
-            return None
-
-        async def aclose(self):
-            return None
+    def broken(code, files, limits):
+        raise RuntimeError("no room at the inn")
 
     model = ScriptedModel(lambda c, t: "gave up" if not t else FIX)
-    result = await Orchestrator(model, BrokenExecutor(), max_retries=1).run("q")
+    result = await Orchestrator(model, FunctionExecutor(broken, name="broken"), max_retries=1).run("q")
     # The executor broke, not the code: no retry is spent on it, and the run
     # ends failed with the error recorded so a batch can re-run it.
     assert [a.result.outcome for a in result.attempts] == [Outcome.SANDBOX_ERROR]

@@ -19,7 +19,11 @@ import pytest
 import pytest_asyncio
 
 from executors import InputFile, Limits, Outcome, available_executors, get_executor
+from executors._shared import INSIDE
+from executors.isolation import Isolator, IsolationUnavailable
 from executors.pool import PoolExecutor, PoolSettings
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -49,6 +53,14 @@ def zygote_processes(executor: PoolExecutor) -> list[psutil.Process]:
             except psutil.Error:
                 continue
     return found
+
+
+async def _until(condition, timeout_s: float = 20.0) -> None:
+    """Wait for ``condition()`` to hold: a wait on the event itself, not a guessed sleep."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{condition} did not become true within {timeout_s} s"
+        await asyncio.sleep(0.01)
 
 
 def tree_of(pids: list[int]) -> list[psutil.Process]:
@@ -226,8 +238,9 @@ async def test_crashed_zygote_is_replaced():
 
 async def test_zygote_killed_mid_execution_gives_sandbox_error_then_recovers():
     async with PoolExecutor(size=1, preload=()) as executor:
-        running = asyncio.ensure_future(executor.execute("import time\nprint('started', flush=True)\ntime.sleep(30)"))
-        await asyncio.sleep(0.5)
+        running = asyncio.ensure_future(executor.execute("open('started', 'w').close()\nimport time\ntime.sleep(30)"))
+        marker = executor.root / "slot-0" / "work" / "started"
+        await _until(marker.exists)  # the code is running: its first line wrote the marker
         zygote_processes(executor)[0].send_signal(signal.SIGKILL)
         result = await asyncio.wait_for(running, 10)
         assert result.outcome is Outcome.SANDBOX_ERROR
@@ -247,7 +260,7 @@ async def test_zygote_recycled_after_max_executions():
         while zygote_processes(executor)[0].pid == first.pid:
             assert time.monotonic() < deadline, "the zygote was never recycled"
             assert (await executor.execute("print('ok')")).outcome is Outcome.OK
-            await asyncio.sleep(0.05)
+            await executor.settled()
         first.wait(5)
         assert not first.is_running()
 
@@ -258,7 +271,7 @@ async def test_recycling_is_staggered_across_zygotes():
         for _ in range(2):  # in pairs, so each zygote runs two: the first reaches its staggered limit (2 of 4)
             results = await asyncio.gather(*(executor.execute("print(1)") for _ in range(2)))
             assert all(r.outcome is Outcome.OK for r in results)
-        await asyncio.sleep(1.5)
+        await executor.settled()  # the successor zygote is warm
         await asyncio.gather(*(executor.execute("print(1)") for _ in range(2)))
         after = {p.pid for p in zygote_processes(executor)}
         assert len(before & after) == 1, "exactly one zygote (the one with the staggered limit) is recycled first"
@@ -319,8 +332,8 @@ async def test_large_code_and_leftover_files_do_not_leak(pool):
 
 async def test_cancelled_execution_leaves_the_pool_usable():
     async with PoolExecutor(size=1, preload=()) as executor:
-        running = asyncio.ensure_future(executor.execute("import time\ntime.sleep(30)"))
-        await asyncio.sleep(0.5)
+        running = asyncio.ensure_future(executor.execute("open('started', 'w').close()\nimport time\ntime.sleep(30)"))
+        await _until((executor.root / "slot-0" / "work" / "started").exists)
         running.cancel()
         with pytest.raises(asyncio.CancelledError):
             await running
@@ -364,17 +377,41 @@ async def test_light_zygotes_can_be_turned_off():
         assert result.stdout == "1\n"
 
 
-async def test_private_tmp_is_emptied_between_executions():
-    async with PoolExecutor(size=1, light_size=0, preload=("json",)) as executor:
-        if "private_tmp" not in executor.isolator.guarantees:
-            pytest.skip(f"/tmp is the host's at the {executor.isolation.value} level")
+def _forced_pool(level: str, **settings) -> PoolExecutor:
+    """A pool at a forced level (forcing ``unshare`` is how a machine without bubblewrap is simulated)."""
+    isolator = Isolator(level_request=level)
+    try:
+        isolator.detect()
+    except IsolationUnavailable as exc:
+        if level == "bwrap" and IN_CI:
+            pytest.fail(f"CI must have bubblewrap: {exc}")
+        pytest.skip(f"{level} is not available here: {exc}")
+    return PoolExecutor(isolation=level, **settings)
+
+
+@pytest.mark.parametrize("level", ["bwrap", "unshare"])
+async def test_private_tmp_is_emptied_between_executions(level):
+    async with _forced_pool(level, size=1, light_size=0, preload=("json",)) as executor:
+        assert "private_tmp" in executor.isolator.guarantees
         first = await executor.execute("open('/tmp/left-behind', 'w').write('from run 1')\nimport os\nos.makedirs('/tmp/d/e')\nos.chmod('/tmp/d', 0o500)")
         assert first.outcome is Outcome.OK, first.stderr
         second = await executor.execute("import os\nprint(sorted(os.listdir('/tmp')))")
-        # An interpreter installed under /tmp (a CI checkout) is mounted back in at its own path.
-        prefixes = {Path(p) for p in (sys.prefix, sys.base_prefix)}
-        mount_points = sorted({p.parts[2] for p in prefixes if p.parts[:2] == ("/", "tmp") and len(p.parts) > 2})
-        assert second.stdout == f"{mount_points}\n"
+        assert second.outcome is Outcome.OK, second.stderr
+        # Only what the zygote's sandbox binds back in at its own path shows under the private /tmp:
+        # an interpreter installed under /tmp (a CI checkout), codeloop's inside/ directory, and
+        # outside bwrap (where paths are the host's own) the slot's directory in the pool's root.
+        bound = [sys.prefix, sys.base_prefix, str(INSIDE)] + ([str(executor.root)] if level == "unshare" else [])
+        parts = [Path(p).parts for p in bound]
+        assert second.stdout == f"{sorted({p[2] for p in parts if p[:2] == ('/', 'tmp') and len(p) > 2})}\n"
+        third = await executor.execute("print('still served')")
+        assert third.stdout == "still served\n", "emptying /tmp must not remove the slot's bound directory"
+
+
+@pytest.mark.parametrize("level", ["bwrap", "unshare", "rlimits"])
+async def test_a_signal_the_code_sends_itself_is_delivered(level):
+    async with _forced_pool(level, size=1, light_size=0, preload=()) as executor:
+        result = await executor.execute("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)")
+        assert result.outcome is Outcome.KILLED and result.signal == signal.SIGSEGV, result
 
 
 async def test_a_zygote_cannot_reach_another_slots_directory(pool):
@@ -389,10 +426,10 @@ async def test_a_zygote_cannot_reach_another_slots_directory(pool):
 async def test_aclose_releases_executions_waiting_for_a_zygote():
     executor = PoolExecutor(size=1, preload=())
     await executor.start()
-    running = asyncio.ensure_future(executor.execute("import time\ntime.sleep(30)"))
-    await asyncio.sleep(0.3)
+    running = asyncio.ensure_future(executor.execute("open('started', 'w').close()\nimport time\ntime.sleep(30)"))
+    await _until((executor.root / "slot-0" / "work" / "started").exists)
     waiting = [asyncio.ensure_future(executor.execute("print(1)")) for _ in range(3)]
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0)  # one turn of the loop: each is now waiting for the busy zygote
     await executor.aclose()
     results = await asyncio.wait_for(asyncio.gather(running, *waiting), 10)
     assert [r.outcome for r in results] == [Outcome.SANDBOX_ERROR] * 4

@@ -199,17 +199,18 @@ async def test_result_round_trips_through_json(sandbox):
 
 def test_detection_picks_the_strongest_level_and_caches_it():
     isolator = Isolator()
-    level = isolator.level
+    assert isolator.detected is None  # reading never probes
+    level = isolator.detect()
     assert level in (Isolation.BWRAP, Isolation.UNSHARE, Isolation.RLIMITS)
     if shutil.which("bwrap"):
         assert level is Isolation.BWRAP, isolator.failures
-    assert isolator.level is level
+    assert isolator.detect() is level and isolator.detected is level
 
 
 def test_strict_mode_refuses_to_run_without_a_boundary():
     isolator = Isolator(strict=True, bwrap_path=None, unshare_path=None)
     with pytest.raises(IsolationUnavailable, match="strict mode refuses"):
-        isolator.level
+        isolator.detect()
     with pytest.raises(ValueError, match="not one"):
         Isolator(level_request="rlimits", strict=True)
 
@@ -225,7 +226,7 @@ async def test_strict_executor_without_a_boundary_reports_sandbox_error():
 def test_forcing_a_missing_level_names_why():
     isolator = Isolator(level_request="bwrap", bwrap_path=None)
     with pytest.raises(IsolationUnavailable, match="bwrap is not installed"):
-        isolator.level
+        isolator.detect()
 
 
 def test_bad_settings_are_rejected():
@@ -325,7 +326,7 @@ def _named(name: str) -> list:
 @pytest.mark.parametrize("level", ["bwrap", "unshare", "rlimits"])
 def test_the_sandbox_dies_with_the_orchestrator(level):
     try:
-        Isolator(level_request=level).level
+        Isolator(level_request=level).detect()
     except IsolationUnavailable as exc:
         if level == "bwrap" and IN_CI:
             pytest.fail(f"CI must have bubblewrap: {exc}")

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from executors import InputFile, Limits, LocalExecutor
+from executors.testing import FunctionExecutor
 from orchestrator import RunStatus, ScriptedModel
 from orchestrator.cli import main
 from orchestrator.cli.chat import chat
@@ -87,30 +88,11 @@ async def test_reset_save_and_load(tmp_path, local_executor):
         await restored.load(bad)
 
 
-class SessionRecordingExecutor:
-    """Test double: records the session each run names, as a stateful kernel would see it."""
-
-    name = "session-recording"
-    stateful = True
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.sessions: list[str | None] = []
-        self.resets: list[str | None] = []
-
-    async def execute(self, code, *, files=(), limits=None, session=None):
-        self.sessions.append(session)
-        return await self.inner.execute(code, files=files, limits=limits, session=session)
-
-    async def reset(self, session=None):
-        self.resets.append(session)
-
-    async def aclose(self):
-        await self.inner.aclose()
-
-
 async def test_every_message_names_the_same_executor_session(local_executor):
-    executor = SessionRecordingExecutor(local_executor)
+    async def run_locally(code, files, limits):
+        return await local_executor.execute(code, files=files, limits=limits)
+
+    executor = FunctionExecutor(run_locally, name="session-recording", stateful=True)
     model = ScriptedModel(["```python\nx = 1\n```", "set", "```python\nprint(x)\n```", "printed"])
     session = Session(model, executor, session_id="chat-7")
     await session.send("set x")

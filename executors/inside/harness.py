@@ -2,7 +2,7 @@
 
 This file is run as a script (``python harness.py CONFIG_JSON``) inside the
 child process, so it imports nothing from codeloop and only the standard
-library at start-up. It can also be imported by a pre-warmed zygote, which
+library at start-up; run so, it forks under ``init.py`` first. It can also be imported by a pre-warmed zygote, which
 calls :func:`run_in_child` after forking.
 
 What it does, in order: apply resource limits, reseed random state, make
@@ -95,7 +95,7 @@ def _figure_saver():
 def _patch_pyplot(plt, save_open_figures) -> None:
     """``plt.show()`` saves figures instead of blocking; figures the code saved
     itself are not captured a second time."""
-    from matplotlib.figure import Figure
+    Figure = sys.modules["matplotlib.figure"].Figure  # imported by pyplot; the harness itself imports no library
 
     plt.show = lambda *args, **kwargs: save_open_figures()
     original = Figure.savefig
@@ -270,14 +270,35 @@ def main(argv: list[str]) -> int:
     return run_in_child(config, code, int(config["result_fd"]))
 
 
-if __name__ == "__main__":
-    # Drop the harness's own directory from the import path: the user's code
-    # must not import codeloop's modules by accident.
-    if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-        sys.path.pop(0)
-    status = main(sys.argv)
+def load_sibling(name: str, alias: str):
+    """Run one of the files beside this one as module ``alias`` (not on the code's import path).
+
+    By hand rather than through importlib, whose import costs every run milliseconds.
+    """
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
+    module = type(sys)(alias)
+    module.__file__ = path
+    sys.modules[alias] = module
+    with open(path, encoding="utf-8") as fh:
+        exec(compile(fh.read(), path, "exec"), module.__dict__)
+    return module
+
+
+def main_and_flush(argv: list[str]) -> int:
+    status = main(argv)
     try:
         sys.stdout.flush()
         sys.stderr.flush()
     finally:
         os._exit(status)
+
+
+if __name__ == "__main__":
+    # Drop the harness's own directory from the import path: the user's code
+    # must not import codeloop's modules by accident.
+    if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+        sys.path.pop(0)
+    # The code runs in a child of a minimal init, never as a PID namespace's first process.
+    load_sibling("init.py", "codeloop_init").run(
+        lambda: main_and_flush(sys.argv), die_with_parent=bool(json.loads(sys.argv[1]).get("die_with_parent"))
+    )

@@ -37,9 +37,9 @@ import io
 import json
 import os
 import select
-import shutil
 import signal
 import socket
+import stat
 import struct
 import sys
 import time
@@ -171,29 +171,42 @@ def descendants(root: int) -> list[int]:
 
 
 def empty_directory(directory: str) -> None:
-    """Remove everything inside ``directory``, even what its creator made read-only."""
-
-    def force(func, path, _exc):
-        try:
-            os.chmod(os.path.dirname(path), 0o700)
-            os.chmod(path, 0o700)
-            func(path)
-        except OSError:
-            pass
-
+    """Remove everything inside ``directory`` on its own filesystem, even what its creator
+    made read-only. Mount points are left alone: at the ``unshare`` level the slot's
+    directory and codeloop's own files are bound back in under the private /tmp."""
     try:
-        entries = list(os.scandir(directory))
+        device = os.stat(directory).st_dev
+        names = os.listdir(directory)
     except OSError:
         return
-    for entry in entries:
+    for name in names:
+        _remove_on(device, os.path.join(directory, name))
+
+
+def _remove_on(device: int, path: str) -> None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return
+    if st.st_dev != device:
+        return  # another filesystem mounted here: not scratch
+    if not stat.S_ISDIR(st.st_mode):
         try:
-            if entry.is_dir(follow_symlinks=False):
-                os.chmod(entry.path, 0o700)
-                shutil.rmtree(entry.path, onerror=force)
-            else:
-                os.unlink(entry.path)
+            os.unlink(path)
         except OSError:
             pass
+        return
+    try:
+        os.chmod(path, 0o700)
+        names = os.listdir(path)
+    except OSError:
+        return
+    for name in names:
+        _remove_on(device, os.path.join(path, name))
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass  # it holds a mount point
 
 
 class Spare:
