@@ -84,6 +84,9 @@ class PoolSettings:
     start_timeout_s: float = 120.0
     backstop_s: float = 5.0  # how long past the deadline we wait for the zygote before killing it
     fast_fork: bool = True  # zygote heap via glibc malloc + huge pages: cheaper forks (see zygote.py)
+    # Each spare runs a tiny workload while it waits, taking its copy-on-write faults
+    # before the request instead of during it (see zygote.rehearse).
+    rehearse: bool = True
     isolation: str = "auto"  # "auto", "bwrap", "unshare" or "rlimits"
     strict: bool = False  # refuse to run without a real boundary (bwrap or unshare)
     python: str = field(default_factory=lambda: sys.executable)
@@ -453,6 +456,7 @@ class PoolExecutor:
             "policy_path": RESTRICTED_POLICY if self.settings.restricted_policy else None,
             "preload": [] if light else list(self.settings.preload),
             "fast_fork": self.settings.fast_fork,
+            "rehearse": self.settings.rehearse,
             # With a private /tmp per zygote, it is emptied after every execution
             # and matplotlib's cache lives there too: nothing is shared between runs.
             "scratch_dirs": list(SCRATCH_DIRS) if private_tmp else [],
