@@ -559,6 +559,11 @@ class PoolExecutor:
         return None
 
     @property
+    def python(self) -> str:
+        """The interpreter the zygotes run (probed for its importable modules)."""
+        return self.settings.python
+
+    @property
     def root(self) -> Path | None:
         """The host directory holding every execution's working directory."""
         return self._root

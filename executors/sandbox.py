@@ -121,6 +121,11 @@ class SandboxExecutor:
         self._sys_path: list[str] | None = None  # the interpreter's sys.path after site, found once
 
     @property
+    def python(self) -> str:
+        """The interpreter the code runs in (probed for its importable modules)."""
+        return self.isolator.python
+
+    @property
     def isolation(self) -> str:
         """The isolation level in use (detected on first access)."""
         return self.isolator.level.value

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from executors.base import ExecutionResult, Executor, InputFile, Limits, Outcome, as_input_files
+from executors.modules import executor_libraries
 
 from . import events as ev
 from .budget import conversation_tokens, fit
@@ -85,6 +86,8 @@ class Orchestrator:
     once for code; a run that still ran none ends ``unverified``.
     ``context_tokens``: the model's context window (default: the model's
     ``context_length`` if it has one); older outputs are shortened to fit.
+    ``libraries``: the modules the system prompt names (default: those the
+    executor's interpreter can import, probed once; see executors.modules).
     """
 
     def __init__(
@@ -100,6 +103,7 @@ class Orchestrator:
         tools: ToolMode = "auto",
         require_code: RequireCode = "auto",
         context_tokens: int | None = None,
+        libraries: Sequence[str] | None = None,
     ) -> None:
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
@@ -115,6 +119,10 @@ class Orchestrator:
         self.limits = limits or getattr(executor, "limits", None) or Limits()
         self.profile = profile_for(model_trait(model, "profile_name") or self._model_name)
         self.prompts = prompts or self.profile.prompts()
+        if libraries is None and prompts is None:  # a caller's own Prompts keep their list
+            libraries = executor_libraries(executor)
+        if libraries is not None:
+            self.prompts = self.prompts.replace(libraries=tuple(libraries))
         self.stream_text = stream_text
         self.tools = tools
         self.require_code = require_code

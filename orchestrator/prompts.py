@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 
 from executors.base import ExecutionResult, InputFile, Limits
 
+# The fallback when the executor names no interpreter to probe (see executors.modules).
 # Importable module names only: a line such as "the Python standard library"
 # was once read by a model as a module to import.
 DEFAULT_LIBRARIES = ("numpy", "pandas", "matplotlib", "sympy")
