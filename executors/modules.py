@@ -72,7 +72,7 @@ def _probe(path: str, mtime_ns: int, candidates: tuple[str, ...], timeout_s: flo
     # -s as the sandbox runs it: the user's site-packages are not on its path.
     argv = [path, "-s", "-c", PROBE, json.dumps(list(candidates))]
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, env={"PATH": os.defpath})
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, env={"PATH": os.defpath}, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ProbeError(f"cannot probe the interpreter {path}: {exc}") from exc
     if done.returncode != 0:

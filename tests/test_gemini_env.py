@@ -17,7 +17,12 @@ import pytest
 import pytest_asyncio
 
 from executors import Limits, Outcome
-from executors.modules import GEMINI_LIBRARIES, ProbeError, executor_libraries, importable_modules
+from executors.modules import (
+    GEMINI_LIBRARIES,
+    ProbeError,
+    executor_libraries,
+    importable_modules,
+)
 from executors.pool import DEFAULT_PRELOAD, PoolExecutor
 from executors.sandbox import SandboxExecutor
 
@@ -173,7 +178,7 @@ async def test_library_runs_on_a_pool_preloading_the_set(full_pool, snippet):
 @needs_set
 @pytest.mark.asyncio(loop_scope="module")
 async def test_the_full_preload_imports_every_library(full_pool):
-    result = await full_pool.execute("import sys\nprint(sorted(m for m in %r if m in sys.modules))" % (GEMINI_LIBRARIES,))
+    result = await full_pool.execute(f"import sys\nprint(sorted(m for m in {GEMINI_LIBRARIES!r} if m in sys.modules))")
     assert result.stdout == f"{sorted(GEMINI_LIBRARIES)}\n"
     assert all(s.zygote.preload_failures == [] for s in full_pool._all_slots)
 

@@ -110,7 +110,8 @@ def test_a_failing_rehearsal_step_ends_the_rehearsal_quietly():
 
 def test_light_zygotes_rehearse_only_the_harness():
     class HarnessDouble:
-        calls: list[str] = []
+        def __init__(self) -> None:
+            self.calls: list[str] = []
 
         def prepare_matplotlib(self, saver) -> None:
             self.calls.append("matplotlib")
