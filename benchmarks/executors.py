@@ -51,7 +51,7 @@ from benchmarks.executors_report import (
 )
 from benchmarks.local_gateway import LocalGateway
 from executors import Limits, Outcome, available_executors, get_executor
-from executors.modules import GEMINI_LIBRARIES, importable_modules
+from executors.modules import GEMINI_PRELOAD, importable_modules
 from executors.pool import DEFAULT_PRELOAD
 
 PRIMES = """
@@ -144,7 +144,8 @@ QUICK_EXECUTORS = ("pool", FULL_SET, REFERENCE)
 
 def full_set_preload() -> tuple[str, ...]:
     """The pool's default preload plus every Gemini library this interpreter has."""
-    return tuple(dict.fromkeys(DEFAULT_PRELOAD + importable_modules(sys.executable, GEMINI_LIBRARIES)))
+    roots = set(importable_modules(sys.executable, tuple({name.split(".")[0] for name in GEMINI_PRELOAD})))
+    return tuple(dict.fromkeys(DEFAULT_PRELOAD + tuple(n for n in GEMINI_PRELOAD if n.split(".")[0] in roots)))
 
 
 def executor_spec(label: str, gateway_options: dict | None) -> tuple[str, dict]:

@@ -37,6 +37,27 @@ GEMINI_LIBRARIES = (
     "tabulate",
 )
 
+# What a pool zygote imports to have Gemini's set warm (``PoolExecutor(preload=
+# DEFAULT_PRELOAD + GEMINI_PRELOAD)``): the submodules code really uses, since
+# ``import sklearn`` alone loads none of its estimators.
+GEMINI_PRELOAD = (
+    "altair",
+    "chess",
+    "cv2",
+    "mpmath",
+    "pdfminer.high_level",
+    "reportlab.lib.pagesizes",
+    "reportlab.pdfgen.canvas",
+    "seaborn",
+    "sklearn.linear_model",
+    "sklearn.model_selection",
+    "sklearn.metrics",
+    "sklearn.ensemble",
+    "statsmodels.api",
+    "striprtf.striprtf",
+    "tabulate",
+)
+
 # Runs in the executor's interpreter: the standard library only, names in argv.
 PROBE = (
     "import importlib.util, json, sys\n"

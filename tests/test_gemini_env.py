@@ -19,6 +19,7 @@ import pytest_asyncio
 from executors import Limits, Outcome
 from executors.modules import (
     GEMINI_LIBRARIES,
+    GEMINI_PRELOAD,
     ProbeError,
     executor_libraries,
     importable_modules,
@@ -141,7 +142,7 @@ async def sandbox():
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def full_pool():
     """One zygote that preloads Gemini's whole set, as the benchmark's full-set run does."""
-    preload = tuple(dict.fromkeys(DEFAULT_PRELOAD + GEMINI_LIBRARIES))
+    preload = DEFAULT_PRELOAD + GEMINI_PRELOAD
     executor = PoolExecutor(limits=LIMITS, size=1, light_size=0, preload=preload)
     await executor.start()
     yield executor
@@ -178,8 +179,9 @@ async def test_library_runs_on_a_pool_preloading_the_set(full_pool, snippet):
 @needs_set
 @pytest.mark.asyncio(loop_scope="module")
 async def test_the_full_preload_imports_every_library(full_pool):
-    result = await full_pool.execute(f"import sys\nprint(sorted(m for m in {GEMINI_LIBRARIES!r} if m in sys.modules))")
-    assert result.stdout == f"{sorted(GEMINI_LIBRARIES)}\n"
+    result = await full_pool.execute(f"import sys\nprint(sorted(m for m in {GEMINI_PRELOAD!r} if m in sys.modules))")
+    assert result.stdout == f"{sorted(GEMINI_PRELOAD)}\n"
+    assert {name.split(".")[0] for name in GEMINI_PRELOAD} | set(DEFAULT_PRELOAD) >= set(GEMINI_LIBRARIES)
     assert all(s.zygote.preload_failures == [] for s in full_pool._all_slots)
 
 
