@@ -7,6 +7,7 @@ the same process: state they shared would show.
 
 from __future__ import annotations
 
+import asyncio
 import io
 
 import pytest
@@ -130,3 +131,48 @@ def test_light_zygotes_rehearse_only_the_harness():
     import numpy  # noqa: F401  (the library steps need it imported, as in a zygote)
 
     assert len(rehearsal_steps(harness, libraries=True)) > len(steps)
+
+
+# -- the answer before the child's exit ---------------------------------------
+
+@on_one_zygote
+async def test_a_thread_left_running_gets_the_ordinary_path(one_zygote):
+    """A live thread of the code means the child does not announce its end early;
+    the run still returns at once (its exit stops the thread) with its output."""
+    code = "import threading, time\nthreading.Thread(target=time.sleep, args=(30,)).start()\nprint('started')"
+    started = asyncio.get_running_loop().time()
+    result = await one_zygote.execute(code)
+    assert result.outcome is Outcome.OK and result.stdout == "started\n"
+    assert asyncio.get_running_loop().time() - started < 10
+    assert (await run_ok(one_zygote, "print(2)")).stdout == "2\n"
+
+
+@on_one_zygote
+async def test_a_process_left_running_is_killed_before_the_answer(one_zygote):
+    code = "import subprocess\np = subprocess.Popen(['sleep', '30'], start_new_session=True)\nprint(p.pid)"
+    result = await run_ok(one_zygote, code)
+    pid = int(result.stdout)
+    check = await run_ok(one_zygote, f"import os\ntry:\n    os.kill({pid}, 0)\n    print('alive')\nexcept ProcessLookupError:\n    print('gone')")
+    assert check.stdout == "gone\n"
+
+
+@on_one_zygote
+async def test_a_forged_early_end_only_cuts_its_own_run_short(one_zygote):
+    """Code that finds the "finished" pipe and writes to it ends its own run (the
+    zygote kills it at once); it cannot outlive it nor touch the next run."""
+    code = (
+        "import os, json, time\n"
+        "print(os.getpid(), flush=True)\n"
+        "for fd in map(int, os.listdir('/proc/self/fd')):\n"
+        "    try:\n"
+        "        if 'pipe' in os.readlink(f'/proc/self/fd/{fd}') and fd > 2:\n"
+        "            os.write(fd, json.dumps({'exit_code': 0}).encode())\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "time.sleep(20)\n"
+    )
+    forged = await one_zygote.execute(code)
+    assert forged.duration_s < 10, "the forged end was not taken as the end of the run"
+    pid = int(forged.stdout.split()[0])
+    check = await run_ok(one_zygote, f"import os\ntry:\n    os.kill({pid}, 0)\n    print('alive')\nexcept ProcessLookupError:\n    print('gone')")
+    assert check.stdout == "gone\n"
