@@ -140,6 +140,7 @@ def check(case: Case, result) -> str | None:
 
 FULL_SET = "pool+set"  # the pool whose zygotes preload Gemini's whole library set
 QUICK_EXECUTORS = ("pool", FULL_SET, REFERENCE)
+COLD_EXECUTORS = ("local", "sandbox")  # a fresh interpreter per run
 
 
 def full_set_preload() -> tuple[str, ...]:
@@ -208,13 +209,18 @@ def zygote_memory(label: str, executor) -> list[ProcessMemory]:
     return found
 
 
-async def measure_latency(live: list[tuple[object, ExecutorRun]], repeats: int, limits: Limits) -> None:
+async def measure_latency(live: list[tuple[object, ExecutorRun]], repeats: int, limits: Limits,
+                          cold_repeats: int | None = None) -> None:
     """Every case, every repeat, one executor after another: a burst of load on
-    the shared machine then slows all executors alike instead of one of them."""
+    the shared machine then slows all executors alike instead of one of them.
+    Executors that start a cold interpreter per run stop after ``cold_repeats``
+    (their plot case costs a second a run, and they are not what is compared)."""
     for case in CASES:
         measured = {run.name: CaseResult(run.name, case.name) for _, run in live}
-        for _ in range(repeats):
+        for repeat in range(repeats):
             for executor, run in live:
+                if run.name in COLD_EXECUTORS and cold_repeats is not None and repeat >= cold_repeats:
+                    continue
                 t0 = time.perf_counter()
                 result = await executor.execute(case.code, limits=limits)
                 measured[run.name].samples_ms.append((time.perf_counter() - t0) * 1000)
@@ -265,6 +271,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", default="benchmarks/reports/executors.md", help="where to write the Markdown report")
     parser.add_argument("--executors", help=f"comma-separated names (default: every registered executor and {FULL_SET})")
     parser.add_argument("--repeats", type=int, help="runs per latency case (default 15, quick 7)")
+    parser.add_argument("--cold-repeats", type=int, default=5,
+                        help=f"runs per case for {' and '.join(COLD_EXECUTORS)} (default 5)")
     parser.add_argument("--problems", type=int, help="HumanEval problems to run (default all 164)")
     parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 2, help="HumanEval executions at once")
     args = parser.parse_args(argv)
@@ -315,7 +323,7 @@ async def main_async(args: argparse.Namespace) -> int:
                 live.append((executor, run))
         try:
             print("-- latency cases ...", file=sys.stderr, flush=True)
-            await measure_latency(live, args.repeats, limits)
+            await measure_latency(live, args.repeats, limits, args.cold_repeats)
             for executor, run in live:
                 if hasattr(executor, "zygote_pids"):
                     run.memory = zygote_memory(run.name, executor)
@@ -343,6 +351,7 @@ async def main_async(args: argparse.Namespace) -> int:
     settings = {
         "command": command, "started": started, "elapsed_s": time.perf_counter() - t0,
         "load_before": load_before, "load_after": load_after, "repeats": args.repeats,
+        "cold_repeats": min(args.cold_repeats, args.repeats), "cold": COLD_EXECUTORS,
         "problems": len(problems), "concurrency": args.concurrency, "full_set": full_set_preload(),
         "full_humaneval": full_humaneval,
     }

@@ -260,7 +260,8 @@ def build_report(runs: list[ExecutorRun], case_names: list[str], settings: dict)
         f"Machine: {machine_line(s['load_before'], s['load_after'])}.",
         "",
         (f"Latency is the wall time seen by the caller of `execute()`, {s['repeats']} runs per case after one "
-        "warm-up execution; output and figures are checked on every run. `min` is the fastest run, the "
+        f"warm-up execution ({s['cold_repeats']} for {' and '.join(s['cold'])}, which start a cold interpreter "
+        "each time); output and figures are checked on every run. `min` is the fastest run, the "
         f"closest to the executor's own cost on a machine where other work competes for the two cores. "
         f"`X / {REFERENCE}` is X's p50 over the {REFERENCE} executor's (one warm kernel) in this run: "
         "under 1 is faster. `pool+set` is the pool whose zygotes preload Gemini's whole library set "
