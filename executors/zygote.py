@@ -378,7 +378,7 @@ class Zygote:
             verdict = self.run(spare, message)
             self.send(verdict)
             if verdict.pop("reap_after", False):
-                self.clear_tree(spare.pid)  # the exit the answer did not wait for
+                self.reap_finished(spare.pid)  # the exit the answer did not wait for
             # Before the next child exists: nothing one execution leaves in the
             # sandbox's private /tmp may reach the next.
             for directory in self.config.get("scratch_dirs", ()):
@@ -493,6 +493,18 @@ class Zygote:
             os.close(pidfd)
         status, usage = self.clear_tree(pid)
         return status, usage, timed_out, killed
+
+    def reap_finished(self, pid: int) -> None:
+        """Wait for a finished child's exit. It was the run's only process and can
+        start no other, so a blocking wait does (clear_tree's polling scans would
+        spin while the exit tears down the address space); the scan after it is a
+        safety net."""
+        try:
+            os.wait4(pid, 0)
+        except ChildProcessError:
+            pass
+        if descendants(os.getpid()):
+            self.clear_tree(pid)
 
     def clear_tree(self, pid: int):
         """SIGKILL the child's group and every descendant left; reap them all."""
