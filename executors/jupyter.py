@@ -286,6 +286,11 @@ class JupyterExecutor(KernelExecutorBase):
     def isolation_level(self) -> str:
         return self._level.value if self._level else "undetected"
 
+    @property
+    def python(self) -> str:
+        """The interpreter the kernel runs (probed for its importable modules)."""
+        return self.isolator.python
+
     async def level(self) -> Isolation:
         """Detect the isolation level once (it runs probe processes), off the event loop."""
         if self._level is None:

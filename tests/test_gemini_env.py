@@ -224,6 +224,8 @@ def test_executors_name_their_interpreter_and_others_get_none():
     assert executor_libraries(RemoteExecutorDouble()) is None
     assert executor_libraries(SandboxExecutor(python=sys.executable)) == importable_modules(sys.executable)
     assert executor_libraries(PoolExecutor(python=sys.executable)) == importable_modules(sys.executable)
+    jupyter = pytest.importorskip("executors.jupyter")
+    assert executor_libraries(jupyter.JupyterExecutor()) == importable_modules(sys.executable)
 
 
 @needs_set
