@@ -70,7 +70,7 @@ async def test_a_figure_drawn_after_warm_up_is_correct(one_zygote):
         "plt.show()\n"
     )
     result = await run_ok(one_zygote, code)
-    assert [a.name for a in result.images] == ["figure_1.png"]
+    assert [a.name for a in result.images] == ["figure_1.png", "figure_2.png"]
     import matplotlib.image
 
     pixels = matplotlib.image.imread(io.BytesIO(result.images[0].data), format="png")
@@ -176,3 +176,20 @@ async def test_a_forged_early_end_only_cuts_its_own_run_short(one_zygote):
     pid = int(forged.stdout.split()[0])
     check = await run_ok(one_zygote, f"import os\ntry:\n    os.kill({pid}, 0)\n    print('alive')\nexcept ProcessLookupError:\n    print('gone')")
     assert check.stdout == "gone\n"
+
+
+@on_one_zygote
+async def test_a_light_child_still_captures_pyplot_imported_at_run_time():
+    """The rehearsal of a light spare installs its own pyplot hook; the run's must win."""
+    async with PoolExecutor(size=1, light_size=1, preload=("json",)) as pool:
+        # Two show() calls: only a show() that really saves (and closes) the first
+        # figure makes the second plot a figure of its own.
+        code = (
+            "plt = __import__('matplotlib.pyplot', fromlist=['plot'])\n"
+            "plt.plot([1, 2], [3, 4])\nplt.show()\nplt.plot([5, 6], [7, 8])\nplt.show()\nprint('drawn')"
+        )
+        assert not pool.needs_preload(code)  # so it runs on the light zygote
+        result = await pool.execute(code)
+    assert result.outcome is Outcome.OK, result.stderr
+    assert result.stdout == "drawn\n"
+    assert [a.name for a in result.images] == ["figure_1.png", "figure_2.png"]
