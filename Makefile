@@ -12,8 +12,9 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # Stamps re-run the install whenever pyproject.toml changes.
+# The demo gets Gemini's library set (the gemini-env extra), so code written for Gemini runs.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e '.[gemini-env]'
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python

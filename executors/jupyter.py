@@ -276,6 +276,11 @@ class JupyterExecutor(KernelExecutorBase):
         """The level kernels run at, once detected (``start()`` or the first run); never probes."""
         return self.isolator.detected
 
+    @property
+    def python(self) -> str:
+        """The interpreter the kernel runs (probed for its importable modules)."""
+        return self.isolator.python
+
     async def level(self) -> Isolation:
         """Detect the isolation level once (it runs probe processes), off the event loop."""
         try:

@@ -58,7 +58,10 @@ class PoolSettings:
     size: int = 2  # zygotes with the libraries preloaded, and so executions using them at once
     # Zygotes that preload nothing, for code that imports neither a preloaded library
     # nor anything outside the standard library: their forks cost a tenth as much.
-    light_size: int = 2
+    # Twice the cores: while one serves, the others prepare their next spare, so
+    # back-to-back plain runs (a benchmark's) rarely wait for a fork (20% faster
+    # on HumanEval 2 at a time than with 2). Each costs about 6 MiB (PSS).
+    light_size: int = 4
     # Recycle a zygote after this many runs: each fork's copy-on-write splits some of
     # the zygote's huge pages, so forks slowly get dearer; a fresh zygote restores them.
     max_executions: int = 200
@@ -68,6 +71,9 @@ class PoolSettings:
     start_timeout_s: float = 120.0
     backstop_s: float = 5.0  # how long past the deadline we wait for the zygote before killing it
     fast_fork: bool = True  # zygote heap via glibc malloc + huge pages: cheaper forks (see zygote.py)
+    # Each spare runs a tiny workload while it waits, taking its copy-on-write faults
+    # before the request instead of during it (see zygote.rehearse).
+    rehearse: bool = True
     isolation: str = "auto"  # "auto", "bwrap", "unshare" or "rlimits"
     strict: bool = False  # refuse to run without a real boundary (bwrap or unshare)
     python: str = field(default_factory=lambda: sys.executable)
@@ -199,6 +205,7 @@ class PoolExecutor(BaseExecutor):
             "policy_path": RESTRICTED_POLICY if self.settings.restricted_policy else None,
             "preload": [] if light else list(self.settings.preload),
             "fast_fork": self.settings.fast_fork,
+            "rehearse": self.settings.rehearse,
             # With a private /tmp per zygote, it is emptied after every execution
             # and matplotlib's cache lives there too: nothing is shared between runs.
             "scratch_dirs": list(SCRATCH_DIRS) if private_tmp else [],
@@ -257,6 +264,11 @@ class PoolExecutor(BaseExecutor):
         self._finalizer()
         if self._root_finalizer is not None:
             self._root_finalizer()
+
+    @property
+    def python(self) -> str:
+        """The interpreter the zygotes run (probed for its importable modules)."""
+        return self.settings.python
 
     @property
     def root(self) -> Path | None:

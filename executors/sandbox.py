@@ -100,6 +100,11 @@ class SandboxExecutor(BaseExecutor):
         self._sys_path_found = False
 
     @property
+    def python(self) -> str:
+        """The interpreter the code runs in (probed for its importable modules)."""
+        return self.isolator.python
+
+    @property
     def isolation(self) -> Isolation | None:
         """The level runs get, once detected (``start()`` or the first run); never probes."""
         return self.isolator.detected

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from executors.base import ExecutionResult, Executor, InputFile, Limits, Outcome, as_input_files
+from executors.modules import executor_libraries
 
 from . import events as ev
 from .budget import conversation_tokens, fit
@@ -87,10 +88,12 @@ class Orchestrator:
     :class:`events.TextDelta` events (how a run is shown, not what it does).
     A model that takes images (its ``takes_images`` trait) sees input images
     and the figures its code drew, as ``config.images`` says.
+    ``libraries``: the modules the system prompt names (default: those the
+    executor's interpreter can import, probed once; see executors.modules).
     """
 
     def __init__(self, model: Model, executor: Executor, *, config: LoopConfig | None = None,
-                 stream_text: bool = False, **settings: Any) -> None:
+                 stream_text: bool = False, libraries: Sequence[str] | None = None, **settings: Any) -> None:
         self.config = loop_config(config, settings)
         self.model = model
         self.executor = executor
@@ -98,6 +101,10 @@ class Orchestrator:
         self.limits = self.config.limits or getattr(executor, "limits", None) or Limits()
         self.profile = profile_for(model_trait(model, "profile_name") or self._model_name)
         self.prompts = self.config.prompts or self.profile.prompts()
+        if libraries is None and self.config.prompts is None:  # a caller's own Prompts keep their list
+            libraries = executor_libraries(executor)
+        if libraries is not None:
+            self.prompts = self.prompts.replace(libraries=tuple(libraries))
         self.context_tokens = self.config.context_tokens or model_trait(model, "context_length")
         self.takes_images = bool(model_trait(model, "takes_images", False))
         self.rules = Rules(max_retries=self.config.max_retries, max_steps=self.config.max_steps,

@@ -12,6 +12,7 @@ from typing import Any
 from executors import jsondata
 from executors.base import ExecutionResult, InputFile, Limits
 
+# The fallback when the executor names no interpreter to probe (see executors.modules).
 # Importable module names only: a line such as "the Python standard library"
 # was once read by a model as a module to import.
 DEFAULT_LIBRARIES = ("numpy", "pandas", "matplotlib", "sympy")
