@@ -40,8 +40,8 @@ test: $(VENV)/.installed-test
 	exit $$status
 
 bench: $(VENV)/.installed-test
-	$(BIN)/python -m benchmarks.executors
-	$(BIN)/python -m benchmarks.batch
+	$(BIN)/python -m benchmarks.perf.executors
+	$(BIN)/python -m benchmarks.perf.batch
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

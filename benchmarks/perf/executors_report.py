@@ -1,4 +1,4 @@
-"""Tables, goals and the Markdown report of ``benchmarks.executors``.
+"""Tables, goals and the Markdown report of ``benchmarks.perf.executors``.
 
 Measurements come in as plain dataclasses; nothing here runs an executor.
 Latency is shown next to its ratio to the ``jupyter`` executor's p50 in the

@@ -1,4 +1,4 @@
-"""What llama.cpp's prompt cache saves on a retry: ``python -m benchmarks.prompt_cache``.
+"""What llama.cpp's prompt cache saves on a retry: ``python -m benchmarks.perf.prompt_cache``.
 
 One local server (the 0.5B model, started with the cache enabled) and a
 realistic first attempt: codeloop's system prompt, a data-analysis prompt, the
@@ -33,7 +33,7 @@ from orchestrator.models.llama_server import LlamaServer, LlamaServerSettings
 from orchestrator.prompts import Prompts
 
 MODEL_NAME = "qwen2.5-coder-0.5b"
-REPORT = Path(__file__).with_name("reports") / "prompt-cache.md"
+REPORT = Path(__file__).resolve().parent.parent / "reports" / "prompt-cache.md"
 
 USER_PROMPT = """\
 The file sales.csv in the working directory has one row per order, with these columns:
@@ -138,7 +138,7 @@ def report(results: list[Retry], messages: list[dict], model: Path, threads: int
     lines = [
         "# Prompt cache: what a retry costs",
         "",
-        f"`python -m benchmarks.prompt_cache` on CPython {platform.python_version()}, "
+        f"`python -m benchmarks.perf.prompt_cache` on CPython {platform.python_version()}, "
         f"{os.cpu_count()} CPUs shared with other work (load average {os.getloadavg()[0]:.1f} at the end), "
         f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC. Model {model.name}, one llama.cpp server "
         f"(xllamacpp), {threads} thread(s), 1 slot, prompt cache enabled on the server (loaded in {load_s:.1f} s).",

@@ -1,4 +1,4 @@
-"""``codeloop mcp`` latency as an MCP client sees it: ``python -m benchmarks.mcp [--runs N] [--out PATH]``.
+"""``codeloop mcp`` latency as an MCP client sees it: ``python -m benchmarks.perf.mcp [--runs N] [--out PATH]``.
 
 For each transport it starts the server as a user would (``codeloop mcp`` over
 stdio, spawned by the SDK's client; ``codeloop mcp --transport http`` as a
@@ -28,7 +28,7 @@ from mcp import Client, StdioServerParameters
 from executors import Limits
 from executors.pool import PoolExecutor
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FIGURE = "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()"
 CASES = [("print(1), no session", "print(1)", None), ("print(1), warm session", "print(1)", "bench"),
          ("figure as image, no session", FIGURE, None)]
@@ -108,7 +108,7 @@ def report(results: dict[str, object], runs: int) -> str:
         "",
         (
             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, Python {platform.python_version()}, "
-            f"{runs} timed calls per row after 3 warm-up calls; `python -m benchmarks.mcp`. {os.cpu_count()} cores, "
+            f"{runs} timed calls per row after 3 warm-up calls; `python -m benchmarks.perf.mcp`. {os.cpu_count()} cores, "
             f"load average {os.getloadavg()[0]:.1f} when it ended (other work shares the machine)."
         ),
         "",

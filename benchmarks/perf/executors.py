@@ -1,4 +1,4 @@
-"""Executor latency and throughput: ``python -m benchmarks.executors [--quick] [--out PATH]``.
+"""Executor latency and throughput: ``python -m benchmarks.perf.executors [--quick] [--out PATH]``.
 
 For every registered executor that can be built here (local, sandbox, pool,
 restricted, jupyter and others when registered), plus ``pool+set`` (the pool
@@ -34,7 +34,7 @@ from pathlib import Path
 import psutil
 
 from benchmarks.datasets import DatasetError, humaneval_data_file, read_jsonl
-from benchmarks.executors_report import (
+from benchmarks.perf.executors_report import (
     REFERENCE,
     CaseResult,
     ExecutorRun,
@@ -49,7 +49,7 @@ from benchmarks.executors_report import (
     memory_table,
     render_text,
 )
-from benchmarks.local_gateway import LocalGateway
+from benchmarks.perf.local_gateway import LocalGateway
 from executors import Limits, Outcome, available_executors, get_executor
 from executors.modules import GEMINI_PRELOAD, importable_modules
 from executors.pool import DEFAULT_PRELOAD
@@ -265,7 +265,7 @@ async def run_humaneval(executor, name: str, problems: list[dict], concurrency: 
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.executors", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.perf.executors", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help=f"only {', '.join(QUICK_EXECUTORS)}, 7 runs per case (HumanEval stays whole: it is a goal)")
     parser.add_argument("--out", default="benchmarks/reports/executors.md", help="where to write the Markdown report")
@@ -347,7 +347,7 @@ async def main_async(args: argparse.Namespace) -> int:
     print(render_text(["goal", "measured", "met"], goals_rows(goals, markdown=False)))
     load_after = os.getloadavg()
     print(f"\nload average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min)")
-    command = "python -m benchmarks.executors" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
+    command = "python -m benchmarks.perf.executors" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
     settings = {
         "command": command, "started": started, "elapsed_s": time.perf_counter() - t0,
         "load_before": load_before, "load_after": load_after, "repeats": args.repeats,

@@ -16,7 +16,7 @@ Reported per run:
 Executors: ``trivial`` (a test double that returns OK at once) and ``pool``
 (skipped with a note when it is not registered). Writes benchmarks/reports/batch.md.
 
-    python -m benchmarks.batch [--items 1000] [--concurrency 1 8 32 64] [--latency 0.05]
+    python -m benchmarks.perf.batch [--items 1000] [--concurrency 1 8 32 64] [--latency 0.05]
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from orchestrator.batch import run_batch
 from orchestrator.logs import configure_logging
 from orchestrator.models.scripted import ScriptedModel
 
-REPORT = Path(__file__).resolve().parent / "reports" / "batch.md"
+REPORT = Path(__file__).resolve().parent.parent / "reports" / "batch.md"
 SCRIPT = ["```python\nprint(6 * 7)\n```", "The answer is 42."]
 CALLS_PER_ITEM = len(SCRIPT)
 
@@ -277,7 +277,7 @@ def main() -> None:
     args.report.write_text("\n".join([
         "# Batch throughput benchmark",
         "",
-        f"`python -m benchmarks.batch` on {platform.python_implementation()} {platform.python_version()}, "
+        f"`python -m benchmarks.perf.batch` on {platform.python_implementation()} {platform.python_version()}, "
         f"{os.cpu_count()} CPUs shared with other work (load average {os.getloadavg()[0]:.1f} at the end), "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
