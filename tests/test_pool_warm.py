@@ -15,7 +15,7 @@ import pytest_asyncio
 
 from executors import Outcome
 from executors.pool import PoolExecutor
-from executors.inside.zygote import rehearsal_steps, rehearse
+from executors.inside.warm import rehearsal_steps, rehearse
 
 on_one_zygote = pytest.mark.asyncio(loop_scope="module")
 

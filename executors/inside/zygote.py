@@ -44,7 +44,6 @@ import os
 import select
 import signal
 import socket
-import stat
 import struct
 import sys
 import time
@@ -117,172 +116,10 @@ def load_module(name: str, path: str):
     return module
 
 
-def preload(names: list[str]) -> list[str]:
-    """Import the libraries children will want; return what failed, with why."""
-    failures = []
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except Exception as exc:  # a missing optional library must not stop the pool
-            failures.append(f"{name}: {type(exc).__name__}: {exc}")
-    warm_up_libraries()
-    return failures
-
-
-def warm_up_libraries() -> None:
-    """Do once, in the zygote, the lazy first-use work every child would repeat.
-
-    Each line is something a forked child measurably paid for on first use
-    (times from a child of a warm zygote, before this warm-up): numpy's lazily
-    imported fft (30 ms), pandas' CSV parser (16 ms), datetime parsing (28 ms)
-    and plotting bridge (136 ms), pyplot's first bar and histogram (50 ms),
-    sympy's solver and integrator (70 and 220 ms). Also font loading and PNG
-    rendering, BLAS start-up and the groupby machinery.
-    """
-    for step in _warm_up_steps():
-        try:
-            step()
-        except Exception as exc:  # warm-up is an optimisation; never fatal
-            print(f"codeloop zygote: warm-up step failed: {exc!r}", file=sys.stderr)
-
-
-def _warm_up_steps() -> list:
-    np, pd, plt, sp = (sys.modules.get(name) for name in ("numpy", "pandas", "matplotlib.pyplot", "sympy"))
-    steps = []
-    if np is not None:
-        steps += [
-            lambda: np.ones((8, 8)) @ np.ones((8, 8)),
-            lambda: (np.random.rand(4), np.random.default_rng(0).random(4)),
-            lambda: (np.fft.fft(np.ones(8)), np.linalg.solve(np.eye(3), np.ones(3))),
-        ]
-    if pd is not None:
-        steps += [
-            lambda: pd.DataFrame({"k": [1, 2, 1], "v": [1.0, 2.0, 3.0]}).groupby("k")["v"].agg(["mean", "sum"]),
-            lambda: pd.read_csv(io.StringIO("a,b,when\n1,x,2024-01-02\n2,y,2024-02-03"), parse_dates=["when"]),
-            lambda: (pd.to_datetime(["2024-01-01", "2024-02-01"]), pd.DataFrame({"a": [1.0, 2.0]}).describe()),
-        ]
-    if plt is not None:
-        steps.append(_warm_up_pyplot(plt, pd))
-    if sp is not None:
-        x = sp.Symbol("x")
-        steps += [
-            lambda: sp.simplify(x**2 - x**2),
-            lambda: (sp.solve(x**2 - 4, x), sp.integrate(x**2, x), sp.factor(x**2 - 1)),
-        ]
-    return steps
-
-
-def _warm_up_pyplot(plt, pd):
-    """The first figure of each common kind, drawn and saved as PNG."""
-
-    def draw() -> None:
-        fig, axes = plt.subplots(1, 3)
-        axes[0].plot([0, 1], [0, 1], label="warm")
-        axes[0].set_title("warm-up")
-        axes[0].legend()
-        axes[1].bar(["a", "b"], [1, 2])
-        axes[2].hist([1, 2, 2, 3])
-        axes[2].scatter([1, 2], [3, 4])
-        if pd is not None:
-            pd.DataFrame({"a": [1, 2]}).plot(ax=axes[0])
-        fig.savefig(io.BytesIO(), format="png")
-        plt.close(fig)
-
-    return draw
-
-
-def rehearsal_steps(harness, libraries: bool) -> list:
-    """A tiny version of what a request will do: the harness's own path and
-    (with ``libraries``) small numpy and pandas workloads."""
-    steps = [lambda: harness.prepare_matplotlib(lambda: None), harness.reseed, lambda: harness.execute("pass")]
-    np, pd = sys.modules.get("numpy"), sys.modules.get("pandas")
-    if libraries and np is not None:
-        steps.append(lambda: np.random.rand(8, 8) @ np.random.rand(8, 8))
-        if pd is not None:
-            frame = {"k": [0, 1, 2] * 10, "v": [float(i) for i in range(30)]}
-            steps.append(lambda: pd.DataFrame(frame).groupby("k")["v"].agg(["mean", "sum"]))
-    return steps
-
-
-def rehearse(steps: list, request_waiting) -> None:
-    """Run ``steps`` in a fresh spare before its request arrives, stopping as soon as it does.
-
-    A fork shares the zygote's pages copy-on-write, so the first run in a child
-    takes thousands of page faults on the objects, allocator arenas and caches it
-    touches: a forked pandas run was three times slower than the same run in a
-    warm kernel. Taking those faults while the spare waits moves them off the
-    request's path. Nothing here writes a file or leaves state a request sees:
-    the request's own harness run reseeds, closes figures and re-patches pyplot.
-    (A first draw is left out: at tens of milliseconds it would delay a request
-    arriving meanwhile by more than it saves.)
-    """
-    for step in steps:
-        if request_waiting():
-            return
-        try:
-            step()
-        except Exception:  # an optimisation only: the request runs the same either way
-            return
-
-
-def descendants(root: int) -> list[int]:
-    """Every process below ``root``, read from /proc/<pid>/task/<tid>/children."""
-    found: list[int] = []
-    todo = [root]
-    while todo:
-        pid = todo.pop()
-        try:
-            tids = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                with open(f"/proc/{pid}/task/{tid}/children") as fh:
-                    kids = [int(k) for k in fh.read().split()]
-            except OSError:
-                continue
-            found.extend(kids)
-            todo.extend(kids)
-    return found
-
-
-def empty_directory(directory: str) -> None:
-    """Remove everything inside ``directory`` on its own filesystem, even what its creator
-    made read-only. Mount points are left alone: at the ``unshare`` level the slot's
-    directory and codeloop's own files are bound back in under the private /tmp."""
-    try:
-        device = os.stat(directory).st_dev
-        names = os.listdir(directory)
-    except OSError:
-        return
-    for name in names:
-        _remove_on(device, os.path.join(directory, name))
-
-
-def _remove_on(device: int, path: str) -> None:
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return
-    if st.st_dev != device:
-        return  # another filesystem mounted here: not scratch
-    if not stat.S_ISDIR(st.st_mode):
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-        return
-    try:
-        os.chmod(path, 0o700)
-        names = os.listdir(path)
-    except OSError:
-        return
-    for name in names:
-        _remove_on(device, os.path.join(path, name))
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass  # it holds a mount point
+# Loaded by path, like the harness: the zygote runs as a script, without its package.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+WARM = load_module("codeloop_warm", os.path.join(_HERE, "warm.py"))
+CLEANUP = load_module("codeloop_cleanup", os.path.join(_HERE, "cleanup.py"))
 
 
 def child_finished(finished_fd: int, status: int) -> None:
@@ -350,7 +187,7 @@ class Zygote:
         prctl(PR_SET_DUMPABLE, 0)
         os.environ.update(self.config.get("env", {}))
         self.harness = load_module("codeloop_harness", self.config["harness_path"])
-        failures = preload(self.config.get("preload", []))
+        failures = WARM.preload(self.config.get("preload", []))
         if self.config.get("policy_path"):
             self.policy = load_module("codeloop_restricted_policy", self.config["policy_path"])
             self.policy.warm_up()
@@ -395,7 +232,7 @@ class Zygote:
             # Before the next child exists: nothing one execution leaves in the
             # sandbox's private /tmp may reach the next.
             for directory in self.config.get("scratch_dirs", ()):
-                empty_directory(directory)
+                CLEANUP.empty_directory(directory)
             spare = self.fork_spare()
 
     def fork_spare(self) -> "Spare":
@@ -473,7 +310,7 @@ class Zygote:
             exit_code = int(finished["exit_code"])
         except (OSError, ValueError, KeyError, TypeError):
             return None  # the child died without a word (EOF), or the code wrote there
-        if not 0 <= exit_code <= 255 or any(p != spare.pid for p in descendants(os.getpid())):
+        if not 0 <= exit_code <= 255 or any(p != spare.pid for p in CLEANUP.descendants(os.getpid())):
             return None
         return {**finished, "exit_code": exit_code}
 
@@ -516,7 +353,7 @@ class Zygote:
             os.wait4(pid, 0)
         except ChildProcessError:
             pass
-        if descendants(os.getpid()):
+        if CLEANUP.descendants(os.getpid()):
             self.clear_tree(pid)
 
     def clear_tree(self, pid: int):
@@ -527,7 +364,7 @@ class Zygote:
         except OSError:
             pass
         for _ in range(200):
-            victims = descendants(os.getpid())
+            victims = CLEANUP.descendants(os.getpid())
             if not victims:
                 break
             if self.is_init:
@@ -567,7 +404,7 @@ class Zygote:
             if self.config.get("rehearse"):
                 waiting = select.poll()
                 waiting.register(sock, select.POLLIN)
-                rehearse(rehearsal_steps(self.harness, bool(self.config.get("preload"))), lambda: bool(waiting.poll(0)))
+                WARM.rehearse(WARM.rehearsal_steps(self.harness, bool(self.config.get("preload"))), lambda: bool(waiting.poll(0)))
             frame, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 3)
             sock.close()
             if not frame or len(fds) != 3:
