@@ -16,6 +16,7 @@ from orchestrator.models.gemini import GeminiModel
 from orchestrator.models.retry import RetryPolicy
 from orchestrator.session import Session, SessionFileError, SyncSession
 from orchestrator.testing.fake_gemini import FakeGeminiServer, function_call_response, text_response
+from orchestrator.types import UserMessage
 
 FAST = RetryPolicy(attempts=2, initial_delay_s=0.001, max_delay_s=0.001, timeout_s=5.0)
 
@@ -58,7 +59,7 @@ async def test_files_stay_available_and_are_described_once(local_executor):
     assert second.status is RunStatus.SOLVED and second.attempts[0].result.stdout == "HELLO\n"
     listings = [p["text"] for c in fake.contents(3) for p in c["parts"] if "Input files" in p.get("text", "")]
     assert listings == ["Input files in the working directory: n.txt (5 bytes)."]
-    assert [len(m.files) for m in session.conversation.messages if m.role == "user"] == [1, 0]
+    assert [len(m.files) for m in session.conversation.messages if isinstance(m, UserMessage)] == [1, 0]
     assert list(session.files) == ["n.txt"]
 
 
