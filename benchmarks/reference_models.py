@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable, Sequence
 
 from orchestrator.models.scripted import ScriptedModel
-from orchestrator.types import Conversation, ToolSpec
+from orchestrator.types import Conversation, ExecutionMessage, ToolSpec
 
 from .datasets import BenchItem
 from .scoring import format_number, parse_number
@@ -81,7 +81,7 @@ def fenced(code: str) -> str:
 
 
 def _last_execution(conversation: Conversation):
-    return next((m.result for m in reversed(conversation.messages) if m.role == "execution"), None)
+    return next((m.result for m in reversed(conversation.messages) if isinstance(m, ExecutionMessage)), None)
 
 
 class ItemScript:

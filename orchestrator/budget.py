@@ -15,7 +15,7 @@ from dataclasses import replace
 from functools import partial
 
 from .images import estimate_image_tokens
-from .types import Conversation, Message
+from .types import Conversation, ExecutionMessage, Message, ModelMessage, UserMessage
 
 # Code and tracebacks run at about 3 characters a token with the BPE
 # tokenizers of current models; erring high keeps the request under the limit.
@@ -32,11 +32,17 @@ def estimate_tokens(text: str) -> int:
 def conversation_tokens(conversation: Conversation, estimate: Callable[[str], int] = estimate_tokens) -> int:
     total = estimate(conversation.system) + MESSAGE_OVERHEAD_TOKENS
     for message in conversation.messages:
-        total += estimate(message.text) + MESSAGE_OVERHEAD_TOKENS
-        total += sum(estimate_image_tokens(image.data) for image in message.images)
-        if message.turn is not None:
-            total += sum(estimate(b.code) for b in message.turn.code_blocks if b.source == "tool_call")
+        total += message_tokens(message, estimate) + MESSAGE_OVERHEAD_TOKENS
     return total
+
+
+def message_tokens(message: Message, estimate: Callable[[str], int] = estimate_tokens) -> int:
+    """A message's text, images and native tool calls' code (sent outside the text)."""
+    match message:
+        case UserMessage(text=text, images=images) | ExecutionMessage(feedback=text, images=images):
+            return estimate(text) + sum(estimate_image_tokens(image.data) for image in images)
+        case ModelMessage(turn=turn):
+            return estimate(turn.text) + sum(estimate(b.code) for b in turn.code_blocks if b.source == "tool_call")
 
 
 def fit(conversation: Conversation, max_tokens: int, estimate: Callable[[str], int] = estimate_tokens
@@ -48,7 +54,7 @@ def fit(conversation: Conversation, max_tokens: int, estimate: Callable[[str], i
         return conversation
     messages = list(conversation.messages)
     older = _older(messages)
-    latest_outputs = [i for i in range(len(messages)) if i not in older and messages[i].role == "execution"]
+    latest_outputs = [i for i in range(len(messages)) if i not in older and isinstance(messages[i], ExecutionMessage)]
     passes = ((_shorten_output, older), (_drop_code, older),
               (partial(_shorten_output, keep=LATEST_OUTPUT_CHARS), latest_outputs))
     for shorten, indexes in passes:
@@ -65,30 +71,30 @@ def fit(conversation: Conversation, max_tokens: int, estimate: Callable[[str], i
 
 def _older(messages: list[Message]) -> list[int]:
     """Indexes of model and execution messages before the latest model turn."""
-    last_model = max((i for i, m in enumerate(messages) if m.role == "model"), default=-1)
-    return [i for i, m in enumerate(messages[:last_model]) if m.role in ("model", "execution")]
+    last_model = max((i for i, m in enumerate(messages) if isinstance(m, ModelMessage)), default=-1)
+    return [i for i, m in enumerate(messages[:last_model]) if isinstance(m, ModelMessage | ExecutionMessage)]
 
 
 def _shorten_output(message: Message, keep: int = SHORT_OUTPUT_CHARS) -> Message | None:
-    if message.role != "execution" or len(message.text) <= keep * 2 + 100:
+    if not isinstance(message, ExecutionMessage) or len(message.feedback) <= keep * 2 + 100:
         return None
-    text = message.text
+    text = message.feedback
     head, tail = text[:keep], text[-keep:]
     note = f"\n[... {len(text) - 2 * keep} characters of this output omitted to fit the context ...]\n"
-    return replace(message, text=head + note + tail)
+    return replace(message, feedback=head + note + tail)
 
 
 OMITTED = "(an earlier attempt, omitted to fit the context)"
 
 
 def _drop_code(message: Message) -> Message | None:
-    turn = message.turn
-    if message.role != "model" or turn is None or message.text == OMITTED:
+    if not isinstance(message, ModelMessage):
         return None
+    turn = message.turn
     # Native tool calls keep their ids (each still needs its answer); fenced
     # code and calls written as text live in the text, which is replaced.
     blocks = [replace(b, code=f"# {OMITTED}") for b in turn.code_blocks]
     text = turn.text if turn.code_blocks else OMITTED
     # The provider's raw message holds the full code; without it the turn is rebuilt from the blocks.
     short_turn = replace(turn, text=text, code_blocks=blocks, raw=None)
-    return replace(message, text=OMITTED, turn=short_turn, code_blocks=[])
+    return None if short_turn == turn else ModelMessage(turn=short_turn)  # equal: dropped already

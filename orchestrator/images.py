@@ -2,7 +2,7 @@
 
 The loop decides what a model sees (these settings, the model's
 ``takes_images`` trait) and attaches the pictures to the conversation's
-messages as :attr:`Message.images`; each provider only renders them in its
+messages as ``images`` (of user and execution messages); each provider only renders them in its
 wire format. Figures are downscaled and capped per turn; whatever is left out
 is named in the feedback text, never dropped silently.
 """
@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from executors.base import Artifact, ExecutionResult, InputFile
 
-from .types import Message
+from .types import ExecutionMessage
 
 SeeFigures = Literal["auto", "on", "off"]
 
@@ -88,21 +88,21 @@ def input_images(files: Sequence[InputFile], settings: ImageSettings, takes_imag
     return images
 
 
-def with_figures(message: Message, settings: ImageSettings, takes_images: bool) -> Message:
+def with_figures(message: ExecutionMessage, settings: ImageSettings, takes_images: bool) -> ExecutionMessage:
     """An execution message with the figures its result drew attached, as
-    settings allow; figures left out are named in its text."""
-    if message.result is None or not settings.shows_figures(takes_images):
+    settings allow; figures left out are named in its feedback."""
+    if not settings.shows_figures(takes_images):
         return message
     shown, left_out = pick_figures(message.result, settings)
     if not shown and not left_out:
         return message
-    lines = [message.text]
+    lines = [message.feedback]
     if shown:
         lines.append(f"Figures attached for you to check: {', '.join(f.name for f in shown)}.")
     if left_out:
         lines.append(f"Not attached (over the limit of {settings.max_figures} figures or "
                      f"{settings.max_figure_bytes} bytes a turn, or not a readable PNG): {', '.join(left_out)}.")
-    return replace(message, text="\n".join(lines), images=shown)
+    return replace(message, feedback="\n".join(lines), images=shown)
 
 
 def pick_figures(result: ExecutionResult, settings: ImageSettings) -> tuple[list[Artifact], list[str]]:

@@ -38,7 +38,21 @@ from .models.base import Model, ModelError, StreamingModel, model_trait
 from .policy import Action, Decision, Progress, Reply, Rules, code_required, decide_execution, decide_reply
 from .profiles import profile_for
 from .toolcalls import find_misnamed_calls
-from .types import RUN_PYTHON, Attempt, CodeBlock, Conversation, Message, ModelTurn, RunResult, RunStatus, ToolSpec, Usage
+from .types import (
+    RUN_PYTHON,
+    Attempt,
+    CodeBlock,
+    Conversation,
+    ExecutionMessage,
+    Message,
+    ModelMessage,
+    ModelTurn,
+    RunResult,
+    RunStatus,
+    ToolSpec,
+    Usage,
+    UserMessage,
+)
 
 # finish_reason values that mean the reply hit the output limit (OpenAI, llama.cpp; Gemini).
 CUT_OFF = frozenset({"length", "MAX_TOKENS", "FinishReason.MAX_TOKENS"})
@@ -166,7 +180,7 @@ class Orchestrator:
         inputs = as_input_files(files)
         conv = conversation if conversation is not None else Conversation()
         # In a chat, files sent with earlier messages do not make a follow-up need code.
-        seen = {(f.name, f.data) for m in conv.messages for f in m.files}
+        seen = {(f.name, f.data) for m in conv.messages if isinstance(m, UserMessage) for f in m.files}
         new_inputs = [f for f in inputs if (f.name, f.data) not in seen]
         progress = Progress(needs_code=code_required(self.config.require_code, prompt, new_inputs))
         shown = input_images(new_inputs, self.config.images, self.takes_images)  # an image over the cap stops here
@@ -174,7 +188,7 @@ class Orchestrator:
                    logger=get_logger().bind(run_id=run_id), progress=progress, fenced=self._starts_fenced())
         if not conv.system:
             conv.system = self._system(run)
-        conv.add(Message(role="user", text=prompt, files=inputs, images=shown))
+        conv.add(UserMessage(text=prompt, files=inputs, images=shown))
         run.logger.info("run.start", model=self._model_name, executor=self._executor_name, files=len(inputs))
         return run
 
@@ -204,7 +218,7 @@ class Orchestrator:
             async for event in self._run_code(run, blocks):
                 yield event
             return
-        retry = self._carry_out(run, decision, turn=turn, blocks=blocks)
+        retry = self._carry_out(run, decision, turn=turn)
         if retry is not None:
             yield retry
 
@@ -251,7 +265,7 @@ class Orchestrator:
     def _take_remote_attempts(self, run: _Run, turn: ModelTurn) -> Iterator[ev.Event]:
         """The provider ran the code itself (Gemini's server-side tool),
         retrying on its own; its attempts are recorded and its text is the answer."""
-        run.conv.add(Message(role="model", text=turn.text, turn=turn))
+        run.conv.add(ModelMessage(turn=turn))
         yield ev.ModelResponse(run.run_id, turn=turn, duration_s=run.last_elapsed)
         for executed in turn.executed:
             step = run.progress.steps + 1
@@ -268,7 +282,7 @@ class Orchestrator:
         blocks: list[CodeBlock] = []
         if run.progress.accepting_code:
             blocks = list(turn.code_blocks) or extract_code(turn.text, (RUN_PYTHON.name,))
-        run.conv.add(Message(role="model", text=turn.text, turn=turn, code_blocks=blocks))
+        run.conv.add(ModelMessage(turn=turn))
         if any(b.source == "text_tool_call" for b in blocks) and not run.fenced and self.config.tools == "auto":
             # The model writes its calls as text: ask for fenced code from now on.
             run.fenced = True
@@ -296,14 +310,14 @@ class Orchestrator:
         decision = decide_execution(run.progress.with_attempt(attempt), result, self.rules)
         run.progress = decision.progress
         if result.ok:
-            run.conv.add(self._with_figures(Message(role="execution", result=result, code_blocks=blocks,
-                                                    text=self.prompts.feedback(result, decision.retries_left))))
-        retry = self._carry_out(run, decision, blocks=blocks, result=result)
+            run.conv.add(self._with_figures(ExecutionMessage(
+                result=result, feedback=self.prompts.feedback(result, decision.retries_left))))
+        retry = self._carry_out(run, decision, result=result)
         if retry is not None:
             yield retry
 
     def _carry_out(self, run: _Run, decision: Decision, *, turn: ModelTurn | None = None,
-                   blocks: list[CodeBlock], result: ExecutionResult | None = None) -> ev.Retry | None:
+                   result: ExecutionResult | None = None) -> ev.Retry | None:
         """Do what the policy decided (other than running code); a Retry event when one is due."""
         action, conv = decision.action, run.conv
         if action is Action.ANSWER:
@@ -312,22 +326,21 @@ class Orchestrator:
             run.error, run.done = decision.reason, True
             run.logger.warning("executor.failed", step=run.progress.steps, error=run.error)
         elif action is Action.ASK_ANSWER:
-            conv.add(Message(role="user", text=self.prompts.summary()))
+            conv.add(UserMessage(text=self.prompts.summary()))
         elif action is Action.REQUEST_VERIFY:
-            conv.add(Message(role="user", text=self.prompts.verify(run.prompt)))
+            conv.add(UserMessage(text=self.prompts.verify(run.prompt)))
             run.logger.info("run.verify_requested")
         elif action is Action.REQUEST_CODE:
-            conv.add(Message(role="user", text=self.prompts.request_code(run.inputs)))
+            conv.add(UserMessage(text=self.prompts.request_code(run.inputs)))
             run.logger.info("run.code_requested")
         elif action in (Action.RETRY, Action.GIVE_UP):
-            return self._feed_back_fault(run, decision, blocks, result)
+            return self._feed_back_fault(run, decision, result)
         return None
 
-    def _feed_back_fault(self, run: _Run, decision: Decision, blocks: list[CodeBlock],
-                         result: ExecutionResult | None) -> ev.Retry | None:
+    def _feed_back_fault(self, run: _Run, decision: Decision, result: ExecutionResult | None) -> ev.Retry | None:
         """A failed or rejected program costs a retry: the model is told why and
         how many it has left; with none left, it is asked for the failure summary."""
-        run.conv.add(self._fault_message(run, decision, blocks, result))
+        run.conv.add(self._fault_message(run, decision, result))
         left, failures = decision.retries_left, decision.progress.failures
         if decision.fault == "failed" and decision.action is Action.GIVE_UP:
             run.logger.info("run.retries_exhausted", failures=failures)
@@ -340,26 +353,22 @@ class Orchestrator:
         else:
             run.logger.info("run.truncated_reply", retries_left=left)
         if decision.action is Action.GIVE_UP:
-            run.conv.add(Message(role="user", text=self.prompts.failure_summary(failures)))
+            run.conv.add(UserMessage(text=self.prompts.failure_summary(failures)))
             return None
         return ev.Retry(run.run_id, failures=failures, retries_left=left, reason=decision.reason)
 
-    def _fault_message(self, run: _Run, decision: Decision, blocks: list[CodeBlock],
-                       result: ExecutionResult | None) -> Message:
+    def _fault_message(self, run: _Run, decision: Decision, result: ExecutionResult | None) -> Message:
         left = decision.retries_left
         if decision.fault == "failed" and result is not None:
-            return self._with_figures(Message(role="execution", text=self.prompts.feedback(result, left),
-                                              result=result, code_blocks=blocks))
+            return self._with_figures(ExecutionMessage(result=result, feedback=self.prompts.feedback(result, left)))
         if decision.fault == "repeated" and decision.same_as is not None:
             same = decision.same_as
             note = ExecutionResult(outcome=Outcome.FAILED, error_type="RepeatedProgram",
                                    error_message=f"the same program as attempt {same.step}, not run again")
-            return Message(role="execution", text=self.prompts.repeated(same.step, same.result, left), result=note,
-                           code_blocks=blocks)
+            return ExecutionMessage(result=note, feedback=self.prompts.repeated(same.step, same.result, left))
         if decision.fault == "truncated":
-            return Message(role="user", text=self.prompts.truncated(left), code_blocks=blocks)
-        return Message(role="user", text=self.prompts.unknown_tools(list(decision.misnamed), left,
-                                                                    tools=not run.fenced))
+            return UserMessage(text=self.prompts.truncated(left))
+        return UserMessage(text=self.prompts.unknown_tools(list(decision.misnamed), left, tools=not run.fenced))
 
     def _finish(self, run: _Run) -> RunResult:
         status, progress = run.status(), run.progress
@@ -401,7 +410,7 @@ class Orchestrator:
                                    error_message=str(exc), duration_s=time.perf_counter() - t0,
                                    executor=self._executor_name)
 
-    def _with_figures(self, feedback: Message) -> Message:
+    def _with_figures(self, feedback: ExecutionMessage) -> ExecutionMessage:
         """The figures the code drew, attached for a model that takes images (the rest named in the text)."""
         return with_figures(feedback, self.config.images, self.takes_images)
 

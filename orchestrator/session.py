@@ -23,7 +23,7 @@ from executors.base import Executor, InputFile, as_input_files
 from . import events as ev
 from .loop import Orchestrator
 from .models.base import Model
-from .types import Conversation, RunResult
+from .types import Conversation, RunResult, UserMessage
 
 FORMAT = "codeloop.session/1"
 
@@ -70,9 +70,10 @@ class Session:
     def _keep_files_once(self, start: int) -> None:
         """Every run gets all the session's files, so each user message holds
         them all; keep only the new ones in the history (saved files stay small)."""
-        seen = {(f.name, f.data) for m in self.conversation.messages[:start] for f in m.files}
+        seen = {(f.name, f.data) for m in self.conversation.messages[:start] if isinstance(m, UserMessage)
+                for f in m.files}
         for message in self.conversation.messages[start:]:
-            if message.role == "user":
+            if isinstance(message, UserMessage):
                 message.files = [f for f in message.files if (f.name, f.data) not in seen]
                 seen.update((f.name, f.data) for f in message.files)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, TypeAlias
 
 from executors import jsondata
 from executors.base import Artifact, ExecutionResult, InputFile
@@ -120,37 +120,100 @@ class ModelTurn:
                                   usage=Usage.from_json, executed=jsondata.list_of(Attempt.from_json))
 
 
-Role = Literal["user", "model", "execution"]
+MessageKind = Literal["user", "model", "execution"]
 
 
 @dataclass
-class Message:
-    """One entry of a conversation.
+class UserMessage:
+    """What the model is told as the user: the task, a follow-up, or the
+    loop's own request (for code, a summary...). ``files`` are the input files
+    sent with it; ``images`` the input images the model sees (for models that
+    take images)."""
 
-    ``user``: text (and input files on the first message). ``model``: a
-    :class:`ModelTurn`. ``execution``: the result of running the code in the
-    previous model turn, with ``text`` the feedback a text-only model reads.
-    ``images``: pictures the model sees with the message (input images, the
-    figures an execution drew), for models that take images.
-    """
-
-    role: Role
     text: str = ""
-    turn: ModelTurn | None = None
-    result: ExecutionResult | None = None
-    code_blocks: list[CodeBlock] = field(default_factory=list)
     files: list[InputFile] = field(default_factory=list)
     images: list[Artifact] = field(default_factory=list)
+    kind: ClassVar[Literal["user"]] = "user"
 
     def to_json(self) -> dict[str, Any]:
-        return jsondata.to_json(self)
+        return {"kind": self.kind, **jsondata.to_json(self)}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Message":
-        return jsondata.from_json(cls, data, turn=ModelTurn.from_json, result=ExecutionResult.from_json,
-                                  code_blocks=jsondata.list_of(CodeBlock.from_json),
-                                  files=jsondata.list_of(InputFile.from_json),
+    def from_json(cls, data: dict[str, Any]) -> "UserMessage":
+        return jsondata.from_json(cls, data, files=jsondata.list_of(InputFile.from_json),
                                   images=jsondata.list_of(Artifact.from_json))
+
+
+@dataclass
+class ModelMessage:
+    """A model's reply, as the provider returned it."""
+
+    turn: ModelTurn
+    kind: ClassVar[Literal["model"]] = "model"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, **jsondata.to_json(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "ModelMessage":
+        return jsondata.from_json(cls, data, turn=ModelTurn.from_json)
+
+
+@dataclass
+class ExecutionMessage:
+    """The result of running the code of the model turn before it. It answers
+    that turn's tool calls, or, after fenced code, is feedback in a user turn.
+    ``feedback`` is what the model reads about the result (output, error,
+    retries left); ``images`` are the figures the code drew that the model
+    sees."""
+
+    result: ExecutionResult
+    feedback: str = ""
+    images: list[Artifact] = field(default_factory=list)
+    kind: ClassVar[Literal["execution"]] = "execution"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, **jsondata.to_json(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "ExecutionMessage":
+        return jsondata.from_json(cls, data, result=ExecutionResult.from_json,
+                                  images=jsondata.list_of(Artifact.from_json))
+
+
+Message: TypeAlias = UserMessage | ModelMessage | ExecutionMessage
+"""One entry of a conversation; ``match`` on the type (or its ``kind``)."""
+
+_MESSAGE_TYPES: dict[str, type[UserMessage] | type[ModelMessage] | type[ExecutionMessage]] = {
+    t.kind: t for t in (UserMessage, ModelMessage, ExecutionMessage)}
+
+
+def message_from_json(data: Any) -> Message:
+    """A message from its JSON, tagged by ``kind``. Messages saved before the
+    tag (one shape with a ``role`` and optional payloads) are read too."""
+    if isinstance(data, dict) and "kind" not in data and "role" in data:
+        data = _untagged_message(data)
+    if not isinstance(data, dict):
+        raise jsondata.JSONDataError(f"Message: expected a JSON object, got {type(data).__name__}")
+    kind = data.get("kind")
+    if kind not in _MESSAGE_TYPES:
+        raise jsondata.JSONDataError(f"Message.kind: expected one of {', '.join(_MESSAGE_TYPES)}, got {kind!r}")
+    return _MESSAGE_TYPES[kind].from_json(data)
+
+
+def _untagged_message(data: dict[str, Any]) -> dict[str, Any]:
+    """The tagged JSON of a message saved as ``{"role", "text", "turn",
+    "result", "code_blocks", "files", "images"}``: a model message's text
+    was its turn's, an execution's text its feedback."""
+    role, text = data["role"], data.get("text") or ""
+    if role == "model":
+        return {"kind": "model", "turn": data.get("turn") or {"text": text}}
+    if role == "execution":
+        kept = {k: data[k] for k in ("result", "images") if data.get(k) is not None}
+        return {"kind": "execution", "feedback": text, **kept}
+    if role == "user":
+        return {**data, "kind": "user"}
+    raise jsondata.JSONDataError(f"Message.role: expected one of {', '.join(_MESSAGE_TYPES)}, got {role!r}")
 
 
 @dataclass
@@ -168,21 +231,21 @@ class Conversation:
 
     @property
     def first_prompt(self) -> str:
-        return next((m.text for m in self.messages if m.role == "user"), "")
+        return next((m.text for m in self.messages if isinstance(m, UserMessage)), "")
 
     @property
     def last_prompt(self) -> str:
-        return next((m.text for m in reversed(self.messages) if m.role == "user"), "")
+        return next((m.text for m in reversed(self.messages) if isinstance(m, UserMessage)), "")
 
-    def count(self, role: Role) -> int:
-        return sum(1 for m in self.messages if m.role == role)
+    def count(self, kind: MessageKind) -> int:
+        return sum(1 for m in self.messages if m.kind == kind)
 
     def to_json(self) -> dict[str, Any]:
         return jsondata.to_json(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Conversation":
-        return jsondata.from_json(cls, data, messages=jsondata.list_of(Message.from_json))
+        return jsondata.from_json(cls, data, messages=jsondata.list_of(message_from_json))
 
 
 @dataclass(frozen=True)

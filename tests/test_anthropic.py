@@ -24,7 +24,7 @@ from orchestrator.testing.fake_anthropic import (
     usage,
 )
 from orchestrator.testing.fake_http import Disconnect, Fault, Malformed, Stream
-from orchestrator.types import RUN_PYTHON, CodeBlock, Conversation, Message, ModelTurn
+from orchestrator.types import RUN_PYTHON, CodeBlock, Conversation, ModelMessage, ModelTurn, UserMessage
 
 KEY = "sk-ant-api03-fake-test-key-0123456789abcdef"
 FAST = RetryPolicy(attempts=3, initial_delay_s=0.001, max_delay_s=0.005, timeout_s=5.0)
@@ -42,7 +42,7 @@ def claude(fake: FakeAnthropicServer, **kwargs) -> AnthropicModel:
 
 
 def ask(text: str = "hi") -> Conversation:
-    return Conversation(system="be brief", messages=[Message(role="user", text=text)])
+    return Conversation(system="be brief", messages=[UserMessage(text=text)])
 
 
 async def test_tool_use_loop_solves_a_run_and_results_go_back_as_tool_result_blocks(fake, local_executor):
@@ -216,7 +216,7 @@ def test_model_strings_and_the_default_model(monkeypatch):
 def test_foreign_turns_are_rebuilt_and_unanswered_calls_are_answered():
     other = ModelTurn(text="", code_blocks=[CodeBlock("print(1)", source="tool_call", call_id="c9")])
     conversation = Conversation(messages=[
-        Message(role="user", text="q"), Message(role="model", turn=other), Message(role="user", text="next")])
+        UserMessage(text="q"), ModelMessage(turn=other), UserMessage(text="next")])
     messages = to_messages(conversation)
 
     assert messages[1]["content"] == [{"type": "tool_use", "id": "c9", "name": "run_python",

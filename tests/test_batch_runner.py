@@ -342,7 +342,7 @@ async def test_a_model_requests_timeout_does_not_count_our_slot_wait() -> None:
     from orchestrator.models.openai_compat import OpenAIModel
     from orchestrator.models.retry import RetryPolicy
     from orchestrator.testing.fake_openai import Delay, FakeOpenAIServer, text_completion
-    from orchestrator.types import Message
+    from orchestrator.types import UserMessage
 
     with FakeOpenAIServer([Delay(0.4, text_completion("one")), Delay(0.4, text_completion("two")),
                            Delay(0.8, text_completion("late"))]) as fake:
@@ -350,7 +350,7 @@ async def test_a_model_requests_timeout_does_not_count_our_slot_wait() -> None:
                             retry=RetryPolicy(attempts=1, timeout_s=0.6))
         slots = asyncio.Semaphore(1)
         gated = [GatedModel(inner, gate=BackoffGate(), slots=slots) for _ in range(2)]
-        conversation = Conversation(messages=[Message(role="user", text="x")])
+        conversation = Conversation(messages=[UserMessage(text="x")])
         started = time.perf_counter()
         turns = await asyncio.gather(*(g.generate(conversation) for g in gated))
         assert sorted(t.text for t in turns) == ["one", "two"]

@@ -11,7 +11,7 @@ from benchmarks.prompt_set import Check, CheckSpecError, check_expectations, par
 from executors.base import Artifact, ExecutionResult, Outcome
 from orchestrator.cli import main
 from orchestrator.models.scripted import ScriptedModel
-from orchestrator.types import Attempt, RunResult, RunStatus
+from orchestrator.types import Attempt, ExecutionMessage, RunResult, RunStatus
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT_SET = ROOT / "benchmarks" / "data" / "prompts" / "prompts.jsonl"
@@ -93,7 +93,7 @@ def test_the_shipped_prompt_set_loads_with_its_files():
 def script(conversation, tools):
     """A test double: per prompt, the program it runs and what it says after."""
     prompt = conversation.first_prompt
-    executions = [m for m in conversation.messages if m.role == "execution"]
+    executions = [m for m in conversation.messages if isinstance(m, ExecutionMessage)]
     if not tools or (executions and executions[-1].result.ok):
         return {"count": "Done: the program printed it.", "hidden": "Here is how:\n```python\nanswer = 9\n```",
                 "plot": "Saved the chart."}[prompt]

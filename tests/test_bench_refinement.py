@@ -7,7 +7,7 @@ from benchmarks import run_benchmark
 from benchmarks.refinement import answer_solved_at, first_passing_attempt, is_fix, program_key
 from executors.base import ExecutionResult, Outcome
 from orchestrator.models.scripted import ScriptedModel
-from orchestrator.types import Attempt, RunResult, RunStatus
+from orchestrator.types import Attempt, ExecutionMessage, RunResult, RunStatus
 
 
 def attempt(code, ok, stdout=""):
@@ -82,7 +82,7 @@ def make_script(flag_path):
 
 def script(conversation, tools, flaky):
     prompt = conversation.first_prompt
-    executions = [m for m in conversation.messages if m.role == "execution"]
+    executions = [m for m in conversation.messages if isinstance(m, ExecutionMessage)]
     done = not tools or (executions and executions[-1].result.ok)
     if prompt.startswith("Ducks"):
         return '{"name": "run_python", "arguments": {"eggs_per_duck_per_day": 16}}'

@@ -11,6 +11,7 @@ from benchmarks import BenchStoreError, load_bench, run_benchmark
 from orchestrator.batch import StoreError
 from orchestrator.cli import main
 from orchestrator.models.scripted import ScriptedModel
+from orchestrator.types import ExecutionMessage
 
 GSM8K = Path(__file__).parent / "data" / "gsm8k" / "test.jsonl"
 
@@ -43,7 +44,7 @@ SUMMARIES = {
 def double_script(conversation, tools):
     """A test double that follows PROGRAMS, then summarises."""
     prompt = conversation.first_prompt
-    executions = [m for m in conversation.messages if m.role == "execution"]
+    executions = [m for m in conversation.messages if isinstance(m, ExecutionMessage)]
     if not tools or (executions and executions[-1].result.ok):
         return SUMMARIES.get(prompt, "Done.")
     programs = PROGRAMS[prompt]

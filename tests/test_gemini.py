@@ -10,7 +10,7 @@ import pytest
 import structlog
 from google.genai import types
 
-from executors import InputFile, Outcome
+from executors import ExecutionResult, InputFile, Outcome
 from orchestrator import Orchestrator, RunStatus, events
 from orchestrator.logs import configure_logging
 from orchestrator.models import ModelAuthError, ModelError, RateLimitError, StreamingModel
@@ -32,7 +32,15 @@ from orchestrator.testing.fake_gemini import (
     text_response,
     usage,
 )
-from orchestrator.types import RUN_PYTHON, CodeBlock, Conversation, Message, ModelTurn
+from orchestrator.types import (
+    RUN_PYTHON,
+    CodeBlock,
+    Conversation,
+    ExecutionMessage,
+    ModelMessage,
+    ModelTurn,
+    UserMessage,
+)
 
 KEY = "AIzaSy-fake-test-key-0123456789abcdef"
 FAST = RetryPolicy(attempts=4, initial_delay_s=0.001, max_delay_s=0.005, timeout_s=5.0)
@@ -155,16 +163,17 @@ def test_turn_raw_survives_a_json_round_trip():
     content = types.Content(role="model", parts=[
         types.Part(function_call=types.FunctionCall(id="z", name="run_python", args={"code": "1"}),
                    thought_signature=b"\x01\x02")])
-    conversation = Conversation(messages=[Message(role="user", text="hi"),
-                                          Message(role="model", turn=parse_content(content))])
+    conversation = Conversation(messages=[UserMessage(text="hi"),
+                                          ModelMessage(turn=parse_content(content))])
     restored = Conversation.from_json(json.loads(json.dumps(conversation.to_json())))
     assert to_contents(restored)[1] == content
 
 
 def test_turns_from_other_models_are_rebuilt():
     turn = ModelTurn(text="run this", code_blocks=[CodeBlock("print(1)", source="tool_call", call_id="k")])
-    conversation = Conversation(messages=[Message(role="user", text="hi"), Message(role="model", turn=turn),
-                                          Message(role="execution", text="1")])
+    conversation = Conversation(messages=[UserMessage(text="hi"), ModelMessage(turn=turn),
+                                          ExecutionMessage(result=ExecutionResult(outcome=Outcome.OK, stdout="1"),
+                                                           feedback="1")])
     model, answer = to_contents(conversation)[1:]
     assert model.parts[0].text == "run this" and model.parts[1].function_call.id == "k"
     assert answer.parts[0].function_response.id == "k"
@@ -261,7 +270,7 @@ async def test_invalid_key_400_is_an_auth_error_naming_the_variable(monkeypatch)
     with FakeGeminiServer([text_response("never")], expected_key="right-key") as server:
         model = GeminiModel("gemini-2.5-flash", base_url=server.url, retry=FAST)
         with pytest.raises(ModelAuthError) as caught:
-            await model.generate(Conversation(messages=[Message(role="user", text="hi")]), [RUN_PYTHON])
+            await model.generate(Conversation(messages=[UserMessage(text="hi")]), [RUN_PYTHON])
     assert "GEMINI_API_KEY" in str(caught.value) and caught.value.status_code == 400
     assert len(server.requests) == 1 and server.pending == 1
 
@@ -293,7 +302,7 @@ async def test_rate_limit_after_retries_is_a_rate_limit_error(fake):
     fake.add(*[Fault(429)] * 2)
     model = gemini(fake, retry=RetryPolicy(attempts=2, initial_delay_s=0.001, max_delay_s=0.001))
     with pytest.raises(RateLimitError) as caught:
-        await model.generate(Conversation(messages=[Message(role="user", text="hi")]))
+        await model.generate(Conversation(messages=[UserMessage(text="hi")]))
     assert caught.value.retryable and caught.value.status_code == 429
 
 
@@ -302,14 +311,14 @@ async def test_rate_limit_after_retries_is_a_rate_limit_error(fake):
 async def test_transient_faults_are_retried(fake, fault):
     fake.add(fault, text_response("fine"))
     model = gemini(fake, retry=RetryPolicy(attempts=3, initial_delay_s=0.001, max_delay_s=0.001, timeout_s=0.5))
-    turn = await model.generate(Conversation(messages=[Message(role="user", text="hi")]))
+    turn = await model.generate(Conversation(messages=[UserMessage(text="hi")]))
     assert turn.text == "fine" and model.stats.retries == 1
 
 
 async def test_malformed_function_call_is_asked_again(fake):
     fake.add(response([], finish_reason="MALFORMED_FUNCTION_CALL"), function_call_response("print(1)"))
     model = gemini(fake)
-    turn = await model.generate(Conversation(messages=[Message(role="user", text="hi")]), [RUN_PYTHON])
+    turn = await model.generate(Conversation(messages=[UserMessage(text="hi")]), [RUN_PYTHON])
     assert turn.code_blocks[0].code == "print(1)" and model.stats.retries == 1 and turn.usage.requests == 2
 
 
@@ -317,7 +326,7 @@ async def test_non_retryable_client_error_is_not_retried(fake):
     fake.add(Fault(400, "Invalid JSON payload received."), text_response("never"))
     model = gemini(fake)
     with pytest.raises(ModelError) as caught:
-        await model.generate(Conversation(messages=[Message(role="user", text="hi")]))
+        await model.generate(Conversation(messages=[UserMessage(text="hi")]))
     assert not caught.value.retryable and "Invalid JSON payload" in str(caught.value)
     assert len(fake.requests) == 1
 
@@ -341,7 +350,7 @@ async def test_usage_is_summed_over_a_multi_step_run(fake, local_executor):
 async def test_unknown_model_has_no_cost_estimate(fake):
     fake.add(text_response("hi"))
     model = GeminiModel("my-tuned-model", api_key=KEY, base_url=fake.url, retry=FAST)
-    turn = await model.generate(Conversation(messages=[Message(role="user", text="hi")]))
+    turn = await model.generate(Conversation(messages=[UserMessage(text="hi")]))
     assert turn.usage.cost_usd is None and turn.usage.input_tokens == 10
 
 
@@ -357,7 +366,7 @@ async def test_stream_deltas_arrive_in_order_then_the_turn(fake):
     fake.add(Stream(chunks, delay_s=0.01))
     model = gemini(fake)
     assert isinstance(model, StreamingModel)
-    pieces = [p async for p in model.generate_stream(Conversation(messages=[Message(role="user", text="q")]))]
+    pieces = [p async for p in model.generate_stream(Conversation(messages=[UserMessage(text="q")]))]
 
     assert pieces[:-1] == ["The ", "answer ", "is ", "42."]
     turn = pieces[-1]
@@ -398,14 +407,14 @@ async def test_streamed_server_mode_turn_is_parsed_like_a_whole_one(fake, local_
 async def test_stream_open_is_retried_but_a_broken_stream_is_an_error(fake):
     fake.add(Fault(503), text_response("recovered"))
     model = gemini(fake)
-    pieces = [p async for p in model.generate_stream(Conversation(messages=[Message(role="user", text="q")]))]
+    pieces = [p async for p in model.generate_stream(Conversation(messages=[UserMessage(text="q")]))]
     assert pieces[-1].text == "recovered" and model.stats.retries == 1
 
     fake.add(Stream([{"candidates": [{"content": {"role": "model", "parts": [{"text": "partial"}]}}]},
                      b"data: {broken\r\n\r\n"]))
     got = []
     with pytest.raises(ModelError, match="broke off"):
-        async for piece in model.generate_stream(Conversation(messages=[Message(role="user", text="q")])):
+        async for piece in model.generate_stream(Conversation(messages=[UserMessage(text="q")])):
             got.append(piece)
     assert got == ["partial"] and len(fake.requests) == 3  # no retry once text was shown
 

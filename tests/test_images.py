@@ -32,7 +32,7 @@ from orchestrator.models.retry import RetryPolicy
 from orchestrator.testing import fake_anthropic as fa
 from orchestrator.testing import fake_gemini as fg
 from orchestrator.testing import fake_openai as fo
-from orchestrator.types import Conversation, Message
+from orchestrator.types import Conversation, ExecutionMessage, UserMessage, message_from_json
 
 FAST = RetryPolicy(attempts=2, initial_delay_s=0.001, max_delay_s=0.002, timeout_s=5.0)
 
@@ -264,12 +264,13 @@ async def test_a_real_matplotlib_figure_reaches_the_model(local_executor):
 
 
 def test_images_count_in_the_request_estimate():
-    text_only = Conversation(messages=[Message(role="user", text="look")])
-    with_image = Conversation(messages=[Message(role="user", text="look", images=[Artifact.of("f.png", FIGURE)])])
+    text_only = Conversation(messages=[UserMessage(text="look")])
+    with_image = Conversation(messages=[UserMessage(text="look", images=[Artifact.of("f.png", FIGURE)])])
     assert estimate_image_tokens(FIGURE) == 1600 * 1200 // 750 + 1
     assert conversation_tokens(with_image) - conversation_tokens(text_only) == estimate_image_tokens(FIGURE)
 
 
 def test_messages_with_images_survive_a_json_round_trip():
-    message = Message(role="execution", text="t", images=[Artifact.of("f.png", PHOTO)])
-    assert Message.from_json(json.loads(json.dumps(message.to_json()))).images == message.images
+    message = ExecutionMessage(result=ExecutionResult(outcome=Outcome.OK), feedback="t",
+                               images=[Artifact.of("f.png", PHOTO)])
+    assert message_from_json(json.loads(json.dumps(message.to_json()))).images == message.images

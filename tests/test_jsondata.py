@@ -8,7 +8,18 @@ import pytest
 
 from executors import Artifact, ExecutionResult, InputFile, Limits, Outcome
 from executors.jsondata import JSONDataError
-from orchestrator.types import Attempt, CodeBlock, Conversation, Message, ModelTurn, RunResult, RunStatus, Usage
+from orchestrator.types import (
+    Attempt,
+    CodeBlock,
+    Conversation,
+    ExecutionMessage,
+    ModelMessage,
+    ModelTurn,
+    RunResult,
+    RunStatus,
+    Usage,
+    UserMessage,
+)
 
 SAMPLES = [
     Limits(timeout_s=3.0),
@@ -19,8 +30,9 @@ SAMPLES = [
     CodeBlock(code="print(1)", source="tool_call", call_id="c1"),
     Attempt(code="print(1)", result=ExecutionResult(outcome=Outcome.OK), step=1),
     ModelTurn(text="t", code_blocks=[CodeBlock(code="x")], raw={"k": [1]}),
-    Message(role="model", text="t", turn=ModelTurn(text="t")),
-    Conversation(system="s", messages=[Message(role="user", text="q", files=[InputFile("f", b"d")])]),
+    ModelMessage(turn=ModelTurn(text="t")),
+    ExecutionMessage(result=ExecutionResult(outcome=Outcome.OK), feedback="f"),
+    Conversation(system="s", messages=[UserMessage(text="q", files=[InputFile("f", b"d")])]),
     RunResult(prompt="p", summary="s", status=RunStatus.SOLVED, attempts=[
         Attempt(code="c", result=ExecutionResult(outcome=Outcome.FAILED))]),
 ]
@@ -44,7 +56,7 @@ def test_a_renamed_limits_field_no_longer_breaks_an_old_store():
     (Usage, {}, Usage()),
     (ExecutionResult, {"outcome": "OK"}, ExecutionResult(outcome=Outcome.OK)),
     (RunResult, {"prompt": "p", "status": "failed"}, RunResult(prompt="p", summary="", status=RunStatus.FAILED)),
-    (Message, {"role": "user"}, Message(role="user")),
+    (UserMessage, {"kind": "user"}, UserMessage()),
 ])
 def test_a_missing_optional_key_takes_its_default(cls, data, expected):
     assert cls.from_json(data) == expected

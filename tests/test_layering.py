@@ -102,9 +102,9 @@ async def test_a_model_registry_is_a_value_built_from_entry_points_and_factories
     extended = registry.with_factory("opts", options_model)
     assert registry.prefixes() == ["plug"] and extended.prefixes() == ["opts", "plug"]
     model = extended.get("opts:x", GenerationOptions(temperature=0.5))
-    from orchestrator.types import Conversation, Message
+    from orchestrator.types import Conversation, UserMessage
 
-    turn = await model.generate(Conversation(messages=[Message(role="user", text="q")]))
+    turn = await model.generate(Conversation(messages=[UserMessage(text="q")]))
     assert turn.text == "x at 0.5"
     with pytest.raises(UnknownModelError, match=r"start with one of: opts:…, plug:…"):
         extended.get("nosuch:x")

@@ -32,7 +32,7 @@ from orchestrator.models.llama_server import (
     pick_free_port,
 )
 from orchestrator.models.local import LocalModel, LocalSettings, alias_for
-from orchestrator.types import Conversation, Message
+from orchestrator.types import Conversation, UserMessage
 from tests.conftest import ROOT
 from tests.real_models import require_real_model
 
@@ -72,7 +72,7 @@ def gone(pid: int, within_s: float = 5.0) -> bool:
 
 
 def conversation(text: str, system: str = "") -> Conversation:
-    return Conversation(system=system, messages=[Message(role="user", text=text)])
+    return Conversation(system=system, messages=[UserMessage(text=text)])
 
 
 # -- settings and helpers -------------------------------------------------------

@@ -8,7 +8,7 @@ from executors import InputFile, Limits, Outcome
 from executors.testing import FunctionExecutor
 from orchestrator import Orchestrator, RunStatus, ScriptedModel, events
 from orchestrator.models import ModelError
-from orchestrator.types import CodeBlock, ModelTurn, RunResult
+from orchestrator.types import CodeBlock, ExecutionMessage, ModelTurn, RunResult, UserMessage
 
 FAIL = "```python\nraise ValueError('boom')\n```"
 
@@ -72,7 +72,7 @@ async def test_failure_summary_request_names_the_failures(local_executor):
 
     await Orchestrator(ScriptedModel(script), local_executor, max_retries=2).run("q")
     final = last_messages[-1]
-    assert final.role == "user"
+    assert isinstance(final, UserMessage)
     assert "failed 3 times" in final.text
 
 
@@ -111,10 +111,10 @@ async def test_step_bound_on_a_failure_counts_as_no_retries_left(local_executor)
     orch = Orchestrator(ScriptedModel(script), local_executor, max_retries=5, max_steps=2)
     retries = [e async for e in orch.stream("q") if isinstance(e, events.Retry)]
     assert [e.retries_left for e in retries] == [1]
-    executions = [m for m in conversations[-1].messages if m.role == "execution"]
+    executions = [m for m in conversations[-1].messages if isinstance(m, ExecutionMessage)]
     assert len(executions) == 2
-    assert "(1 retries left)" in executions[0].text
-    assert "(0 retries left)" in executions[1].text
+    assert "(1 retries left)" in executions[0].feedback
+    assert "(0 retries left)" in executions[1].feedback
 
 
 async def test_multi_step_then_answer(local_executor):
@@ -132,11 +132,11 @@ async def test_execution_message_carries_trimmed_traceback(local_executor):
         return FAIL if conversation.count("model") == 0 else "ok"
 
     await Orchestrator(ScriptedModel(script), local_executor).run("q")
-    execution = [m for m in conversations[-1].messages if m.role == "execution"][0]
-    assert "ValueError: boom" in execution.text
-    assert "raise ValueError('boom')" in execution.text
-    assert "harness" not in execution.text  # the executor's own frames are not shown
-    assert "retries left" in execution.text
+    execution = [m for m in conversations[-1].messages if isinstance(m, ExecutionMessage)][0]
+    assert "ValueError: boom" in execution.feedback
+    assert "raise ValueError('boom')" in execution.feedback
+    assert "harness" not in execution.feedback  # the executor's own frames are not shown
+    assert "retries left" in execution.feedback
 
 
 async def test_code_restated_in_the_answer_is_not_run_again(local_executor):

@@ -21,7 +21,7 @@ from orchestrator.batch.limits import BackoffPolicy
 from orchestrator.config import GenerationOptions, LoopConfig
 from orchestrator.images import ImageSettings
 from orchestrator.prompts import Prompts
-from orchestrator.types import RunResult, RunStatus
+from orchestrator.types import ExecutionMessage, RunResult, RunStatus, UserMessage
 
 CUSTOM = Prompts().replace(feedback_ok="CUSTOM FEEDBACK {output}", summary_request="CUSTOM SUMMARY",
                            libraries=("numpy",))
@@ -130,7 +130,8 @@ async def test_prompts_reach_the_items_of_a_local_batch(tmp_path: Path, local_ex
     seen: list[str] = []
 
     def script(conversation, tools):
-        seen.extend(m.text for m in conversation.messages if m.role != "model")
+        seen.extend(m.text for m in conversation.messages if isinstance(m, UserMessage))
+        seen.extend(m.feedback for m in conversation.messages if isinstance(m, ExecutionMessage))
         return "```python\nprint(42)\n```" if conversation.count("model") == 0 else "It is 42."
 
     pairs = [pair async for pair in run_batch(["q"], model=ScriptedModel(script), executor=local_executor,
@@ -175,7 +176,7 @@ async def test_a_ray_worker_runs_with_the_config_it_was_sent_as_json():
     seen: list[str] = []
 
     def script(conversation, tools):
-        seen.extend(m.text for m in conversation.messages if m.role == "execution")
+        seen.extend(m.feedback for m in conversation.messages if isinstance(m, ExecutionMessage))
         return "```python\nprint(1)\n```" if conversation.count("model") == 0 else "done"
 
     config = LoopConfig(prompts=CUSTOM, limits=Limits(timeout_s=7.0), max_steps=1)
@@ -193,7 +194,7 @@ async def test_prompts_reach_a_benchmark_and_are_recorded(tmp_path: Path, local_
     seen: list[str] = []
 
     def script(conversation, tools):
-        seen.extend(m.text for m in conversation.messages if m.role == "execution")
+        seen.extend(m.feedback for m in conversation.messages if isinstance(m, ExecutionMessage))
         return "```python\nprint(42)\n```" if conversation.count("model") == 0 else "The answer is 42."
 
     items = [BenchItem(id="q1", prompt="What is 6*7?", answer="42", scoring="numeric")]

@@ -7,14 +7,22 @@ from __future__ import annotations
 import json
 import re
 
-from executors import InputFile
+from executors import ExecutionResult, InputFile, Outcome
 from orchestrator import Orchestrator, RunStatus, ScriptedModel
 from orchestrator.budget import conversation_tokens, fit
 from orchestrator.prompts import Prompts, VERIFY_REQUEST
-from orchestrator.types import Conversation, Message, ModelTurn
+from orchestrator.types import Conversation, ExecutionMessage, ModelMessage, ModelTurn, UserMessage
 
 CALL_AS_TEXT = '```json\n' + json.dumps({"name": "run_python", "arguments": {"code": "print(6 * 7)"}}) + '\n```'
 MISNAMED = '```json\n' + json.dumps({"name": "sum_of_primes", "arguments": {"code": "print(5117)"}}) + '\n```'
+
+
+def last_said(conversation: Conversation) -> str:
+    """What the model read last: a user message's text or an execution's feedback."""
+    match conversation.messages[-1]:
+        case UserMessage(text=text) | ExecutionMessage(feedback=text):
+            return text
+    raise AssertionError("the last message is the model's own")
 
 
 async def test_a_call_written_as_text_runs_and_switches_the_run_to_fenced_code(local_executor):
@@ -48,7 +56,7 @@ async def test_a_call_to_a_tool_never_offered_runs_nothing_and_costs_a_retry(loc
     notes = []
 
     def script(conversation, tools):
-        notes.append(conversation.messages[-1].text)
+        notes.append(last_said(conversation))
         return next(replies)
 
     result = await Orchestrator(ScriptedModel(script), local_executor).run("compute 2+3")
@@ -62,7 +70,7 @@ async def test_an_identical_failing_program_is_not_run_again(local_executor):
     notes = []
 
     def script(conversation, tools):
-        notes.append(conversation.messages[-1].text)
+        notes.append(last_said(conversation))
         if not tools:
             return "It failed."
         return fail if conversation.count("model") < 2 else "```python\nprint('fixed')\n```"
@@ -77,7 +85,7 @@ async def test_a_task_with_files_answered_without_code_is_asked_once_then_unveri
     asked = []
 
     def script(conversation, tools):
-        asked.append(conversation.messages[-1].text)
+        asked.append(last_said(conversation))
         return "The mean is 21.5."  # made up, never computed
 
     data = InputFile(name="weather.csv", data=b"day,temp\n1,20\n2,23\n")
@@ -111,7 +119,7 @@ async def test_the_failure_summary_request_says_the_task_failed(local_executor):
     last = []
 
     def script(conversation, tools):
-        last.append(conversation.messages[-1].text)
+        last.append(last_said(conversation))
         return "Sorry." if not tools else f"```python\nraise KeyError('k{conversation.count('model')}')\n```"
 
     result = await Orchestrator(ScriptedModel(script), local_executor, max_retries=1).run("compute it")
@@ -124,7 +132,7 @@ async def test_the_verify_step_is_asked_once_when_switched_on(local_executor):
     asked = []
 
     def script(conversation, tools):
-        asked.append(conversation.messages[-1].text)
+        asked.append(last_said(conversation))
         return next(replies)
 
     orch = Orchestrator(ScriptedModel(script), local_executor, prompts=Prompts(verify_request=VERIFY_REQUEST))
@@ -135,16 +143,17 @@ async def test_the_verify_step_is_asked_once_when_switched_on(local_executor):
 
 def test_a_five_retry_run_fits_in_4096_tokens():
     conversation = Conversation(system="s" * 2400)
-    conversation.add(Message(role="user", text="task " * 100))
+    conversation.add(UserMessage(text="task " * 100))
     for n in range(6):
         code = f"print({n})\n" + "x = 1\n" * 200
-        conversation.add(Message(role="model", text=f"```python\n{code}```", turn=ModelTurn(text=f"```python\n{code}```")))
-        conversation.add(Message(role="execution", text="Traceback\n" + "frame\n" * 600))
+        conversation.add(ModelMessage(turn=ModelTurn(text=f"```python\n{code}```")))
+        conversation.add(ExecutionMessage(result=ExecutionResult(outcome=Outcome.FAILED),
+                                          feedback="Traceback\n" + "frame\n" * 600))
     assert conversation_tokens(conversation) > 4096 - 1024
     fitted = fit(conversation, 4096 - 1024)
     assert conversation_tokens(fitted) <= 4096 - 1024
-    assert fitted.messages[-1].text.startswith("Traceback")  # the latest feedback: cut last, head kept
-    assert fitted.messages[-2].text == conversation.messages[-2].text  # and the latest code
+    assert fitted.messages[-1].feedback.startswith("Traceback")  # the latest feedback: cut last, head kept
+    assert fitted.messages[-2].turn == conversation.messages[-2].turn  # and the latest code
     assert conversation_tokens(conversation) > 4096  # the run's own history is not changed
     assert fit(Conversation(system="short"), 100).system == "short"
 
@@ -171,7 +180,7 @@ async def test_a_reply_cut_off_at_the_output_limit_is_not_run_and_costs_a_retry(
     asked = []
 
     def script(conversation, tools):
-        asked.append(conversation.messages[-1].text)
+        asked.append(last_said(conversation))
         return [cut, "```python\nprint(1)\n```", "1"][conversation.count("model")]
 
     result = await Orchestrator(ScriptedModel(script), local_executor).run("compute 1")

@@ -30,9 +30,9 @@ def remote_script() -> list[ModelTurn]:
 async def test_scripted_model_returns_its_own_turn_when_nothing_is_missing():
     turns = script()
     model = ScriptedModel(turns)
-    from orchestrator.types import Conversation, Message
+    from orchestrator.types import Conversation, ModelMessage, UserMessage
 
-    conversation = Conversation(messages=[Message(role="user", text="q"), Message(role="model", text="x")])
+    conversation = Conversation(messages=[UserMessage(text="q"), ModelMessage(turn=ModelTurn(text="x"))])
     assert await model.generate(conversation) is turns[1]
 
 

@@ -6,13 +6,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from executors import InputFile
+from executors import ExecutionResult, InputFile, Outcome
 from orchestrator.models import ModelAuthError, RateLimitError
 from orchestrator.models._conversation import NOT_RUN, answer_text, walk
 from orchestrator.models._errors import retry_after_seconds, status_error
 from orchestrator.models._keys import ApiKey, find_key, require_key
 from orchestrator.models.base import OTHER_CALL_NOTE
-from orchestrator.types import CodeBlock, Conversation, Message, ModelTurn
+from orchestrator.types import CodeBlock, Conversation, ExecutionMessage, ModelMessage, ModelTurn, UserMessage
 
 KEY = ApiKey("secret-value-123", "TEST_KEY")
 
@@ -62,7 +62,7 @@ class RecordingWriter:
         self.log: list[tuple] = []
 
     def model_turn(self, message):
-        calls = [b.call_id for b in message.turn.code_blocks] if message.turn else []
+        calls = [b.call_id for b in message.turn.code_blocks]
         self.log.append(("model", tuple(calls)))
         return calls
 
@@ -70,7 +70,7 @@ class RecordingWriter:
         self.log.append(("answer", tuple(answer_text(i, execution) for i in range(len(calls)))))
 
     def execution_text(self, execution):
-        self.log.append(("feedback", execution.text))
+        self.log.append(("feedback", execution.feedback))
 
     def user(self, message, new_files):
         self.log.append(("user", message.text, tuple(f.name for f in new_files)))
@@ -82,13 +82,13 @@ def test_the_walk_answers_calls_once_and_sends_each_file_once():
     one_call = ModelTurn(code_blocks=[CodeBlock("c", source="tool_call", call_id="3")])
     data = InputFile("d.csv", b"1")
     conversation = Conversation(messages=[
-        Message(role="user", text="q", files=[data]),
-        Message(role="model", turn=two_calls),
-        Message(role="execution", text="out"),
-        Message(role="model", turn=one_call),
-        Message(role="user", text="again", files=[data, InputFile("e.csv", b"2")]),
-        Message(role="model", turn=ModelTurn(text="fenced")),
-        Message(role="execution", text="fenced out"),
+        UserMessage(text="q", files=[data]),
+        ModelMessage(turn=two_calls),
+        ExecutionMessage(result=ExecutionResult(outcome=Outcome.OK), feedback="out"),
+        ModelMessage(turn=one_call),
+        UserMessage(text="again", files=[data, InputFile("e.csv", b"2")]),
+        ModelMessage(turn=ModelTurn(text="fenced")),
+        ExecutionMessage(result=ExecutionResult(outcome=Outcome.OK), feedback="fenced out"),
     ])
     writer = RecordingWriter()
     walk(conversation, writer)
@@ -104,6 +104,6 @@ def test_the_walk_answers_calls_once_and_sends_each_file_once():
     ]
 
 
-def test_the_walk_rejects_an_unknown_role():
-    with pytest.raises(ValueError, match="message 0 has unknown role 'system'"):
-        walk(Conversation(messages=[Message(role="system", text="x")]), RecordingWriter())  # type: ignore[arg-type]
+def test_the_walk_rejects_what_is_not_a_message():
+    with pytest.raises(ValueError, match="message 0 is a dict, not a message"):
+        walk(Conversation(messages=[{"role": "system", "text": "x"}]), RecordingWriter())  # type: ignore[list-item]

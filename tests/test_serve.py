@@ -17,7 +17,7 @@ from orchestrator.models.gemini import GeminiModel
 from orchestrator.models.openai_compat import OpenAIModel
 from orchestrator.serve import Backend, BackgroundServer, ServeSettings, create_app
 from orchestrator.testing.fake_openai import FakeOpenAIServer, text_completion
-from orchestrator.types import Conversation, ModelTurn, Usage
+from orchestrator.types import Conversation, ExecutionMessage, ModelTurn, Usage
 
 PRIMES = ("What is the sum of the first 50 prime numbers? Generate and run code for the calculation, "
           "and make sure you get all 50.")
@@ -38,14 +38,14 @@ def fenced(code: str, words: str = "I will compute it.") -> str:
 
 def last_output(conversation: Conversation) -> str:
     """What the latest execution printed, as the loop told the model."""
-    return next(m.result.stdout for m in reversed(conversation.messages) if m.role == "execution")
+    return next(m.result.stdout for m in reversed(conversation.messages) if isinstance(m, ExecutionMessage))
 
 
 def primes_script(conversation: Conversation, tools) -> str:
     """A test double of a model that writes the primes program, then reports
     the number its output holds (so the answer comes from the execution)."""
     last = conversation.messages[-1]
-    if last.role == "execution":
+    if isinstance(last, ExecutionMessage):
         count, total = last_output(conversation).split()
         return f"The sum of the first {count} prime numbers is {total}."
     return fenced(PRIMES_CODE)
@@ -135,9 +135,9 @@ async def test_async_stream(executor):
 def test_a_failing_program_is_fixed_and_both_attempts_come_back(executor):
     def fixer(conversation: Conversation, tools) -> str:
         last = conversation.messages[-1]
-        if last.role == "execution" and not last.result.ok:
+        if isinstance(last, ExecutionMessage) and not last.result.ok:
             return fenced("print(sum([1, 2, 3]))", "The name was wrong; fixed.")
-        if last.role == "execution":
+        if isinstance(last, ExecutionMessage):
             return f"The total is {last_output(conversation).strip()}."
         return fenced("print(totl([1, 2, 3]))")
 
@@ -158,7 +158,7 @@ def test_a_program_past_its_time_is_deadline_exceeded(executor):
     executor = LocalExecutor(limits=Limits(timeout_s=1))
 
     def sleeper(conversation: Conversation, tools) -> str:
-        if conversation.messages[-1].role == "execution":
+        if isinstance(conversation.messages[-1], ExecutionMessage):
             return "It ran out of time."
         return fenced("import time\ntime.sleep(30)\n")
 
@@ -175,7 +175,7 @@ def test_figures_come_back_as_png_after_their_result(executor):
     plot = "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\nplt.plot([1, 4, 9])\nprint('plotted')\n"
 
     def plotter(conversation: Conversation, tools) -> str:
-        if conversation.messages[-1].role == "execution":
+        if isinstance(conversation.messages[-1], ExecutionMessage):
             return "Here is the plot."
         return fenced(plot)
 
@@ -196,7 +196,7 @@ def test_csv_sent_inline_is_a_file_the_code_reads(executor):
 
     def analyst(conversation: Conversation, tools) -> str:
         last = conversation.messages[-1]
-        if last.role == "execution":
+        if isinstance(last, ExecutionMessage):
             return f"Total rain: {last_output(conversation).strip()} mm."
         name = last.files[0].name
         assert name.endswith(".csv") and name in conversation.system  # the model is told its name
@@ -217,7 +217,7 @@ def test_a_png_in_the_request_is_a_file_too(executor):
 
     def reader(conversation: Conversation, tools) -> str:
         last = conversation.messages[-1]
-        if last.role == "execution":
+        if isinstance(last, ExecutionMessage):
             return "Read it."
         return fenced(f"print(open({last.files[0].name!r}, 'rb').read()[:4])\n")
 
@@ -237,7 +237,7 @@ def test_chat_sends_its_history_back_and_the_loop_continues_it(executor):
     def chatty(conversation: Conversation, tools) -> str:
         seen.append(copy.deepcopy(conversation))  # the loop goes on extending it
         last = conversation.messages[-1]
-        if last.role == "execution":
+        if isinstance(last, ExecutionMessage):
             count, total = last_output(conversation).split()
             return f"The first {count} primes add up to {total}."
         if "100" in last.text:
@@ -254,11 +254,11 @@ def test_chat_sends_its_history_back_and_the_loop_continues_it(executor):
     assert "5117" in first.code_execution_result
     assert "24133" in second.code_execution_result and second.text.endswith("add up to 24133.")
     follow_up = seen[-2]  # the follow-up's first request to the model
-    roles = [m.role for m in follow_up.messages]
+    roles = [m.kind for m in follow_up.messages]
     assert roles == ["user", "model", "execution", "model", "user"]
-    assert PRIMES_CODE.strip() in follow_up.messages[1].text  # the earlier code, fenced
+    assert PRIMES_CODE.strip() in follow_up.messages[1].turn.text  # the earlier code, fenced
     assert "50 5117" in follow_up.messages[2].result.stdout  # and what it printed
-    assert follow_up.messages[3].text == "The first 50 primes add up to 5117."
+    assert follow_up.messages[3].turn.text == "The first 50 primes add up to 5117."
     assert [c.role for c in history] == ["user", "model", "user", "model"]
 
 
@@ -275,7 +275,7 @@ async def test_async_chat_streams(executor):
 def test_history_in_raw_rest_form_with_snake_case_and_a_file_from_an_earlier_turn(executor):
     """A file sent in an earlier turn stays available to the code of later ones."""
     def reuse(conversation: Conversation, tools) -> str:
-        if conversation.messages[-1].role == "execution":
+        if isinstance(conversation.messages[-1], ExecutionMessage):
             return "Done."
         return fenced("print(open('notes.txt').read().upper())\n")
 
@@ -365,7 +365,7 @@ def test_models_list_get_and_count_tokens(executor):
 async def test_codeloops_gemini_model_in_server_mode_works_against_serve(executor):
     def analyst(conversation: Conversation, tools) -> str:
         last = conversation.messages[-1]
-        if last.role == "execution":
+        if isinstance(last, ExecutionMessage):
             return f"The column sums to {last_output(conversation).strip()}."
         assert [f.name for f in last.files] == ["data.csv"]  # the caption named the file
         return fenced("import pandas as pd\nprint(pd.read_csv('data.csv')['x'].sum())\n")

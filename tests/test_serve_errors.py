@@ -21,7 +21,7 @@ from executors import Limits, LocalExecutor
 from orchestrator import ScriptedModel
 from orchestrator.models.base import ModelError
 from orchestrator.serve import Backend, BackgroundServer, ServeSettings, create_app
-from orchestrator.types import Conversation
+from orchestrator.types import Conversation, ExecutionMessage
 
 KEY = "serve-test-key-5f1c2b"
 CODE_EXECUTION = types.GenerateContentConfig(tools=[types.Tool(code_execution=types.ToolCodeExecution())])
@@ -243,7 +243,7 @@ def test_a_backend_failure_is_502_plain_and_streamed(executor, code_execution):
 
 def test_a_backend_failure_mid_stream_ends_the_stream_with_the_error(executor):
     def fails_second(conversation: Conversation, tools):
-        if conversation.messages[-1].role == "execution":
+        if isinstance(conversation.messages[-1], ExecutionMessage):
             raise ModelError("lost the backend after the code ran")
         return "Computing.\n```python\nprint(6 * 7)\n```"
 

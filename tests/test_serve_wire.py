@@ -21,10 +21,13 @@ from orchestrator.serve.wire_out import (
 from orchestrator.types import (
     Attempt,
     CodeBlock,
+    ExecutionMessage,
+    ModelMessage,
     ModelTurn,
     RunResult,
     RunStatus,
     Usage,
+    UserMessage,
 )
 
 
@@ -46,14 +49,15 @@ def test_a_model_turn_with_two_programs_becomes_the_exchange_the_loop_would_have
         ]},
         {"role": "user", "parts": [{"text": "Why?"}]},
     ]})
-    roles = [m.role for m in request.history]
-    assert roles == ["user", "model", "execution", "model", "execution", "model"]
+    kinds = [type(m) for m in request.history]
+    assert kinds == [UserMessage, ModelMessage, ExecutionMessage, ModelMessage, ExecutionMessage, ModelMessage]
     first, failed, second, ok, answer = request.history[1:]
-    assert first.text == "First try.\n\n```python\nprint(1/0)\n```" and first.code_blocks[0].code == "print(1/0)"
-    assert failed.result.outcome is Outcome.FAILED and "ZeroDivisionError" in failed.text
-    assert second.text == "```python\nprint(1)\n```"
+    assert first.turn.text == "First try.\n\n```python\nprint(1/0)\n```"
+    assert first.turn.code_blocks[0].code == "print(1/0)"
+    assert failed.result.outcome is Outcome.FAILED and "ZeroDivisionError" in failed.feedback
+    assert second.turn.text == "```python\nprint(1)\n```"
     assert ok.result.stdout == "1\n" and [a.mime_type for a in ok.result.artifacts] == ["image/png"]
-    assert answer.text == "It is 1."
+    assert answer.turn.text == "It is 1."
     assert request.prompt == "Why?" and not request.code_execution
 
 

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import pytest
 
-from executors import InputFile, Limits, LocalExecutor
+from executors import ExecutionResult, InputFile, Limits, LocalExecutor, Outcome
 from executors.testing import FunctionExecutor
 from orchestrator import RunStatus, ScriptedModel
 from orchestrator.cli import main
 from orchestrator.cli.chat import chat
 from orchestrator.models.gemini import GeminiModel
+from orchestrator.models.openai_compat import to_messages
 from orchestrator.models.retry import RetryPolicy
 from orchestrator.session import Session, SessionFileError, SyncSession
 from orchestrator.testing.fake_gemini import FakeGeminiServer, function_call_response, text_response
+from orchestrator.types import CodeBlock, UserMessage
 
 FAST = RetryPolicy(attempts=2, initial_delay_s=0.001, max_delay_s=0.001, timeout_s=5.0)
 
@@ -58,7 +61,7 @@ async def test_files_stay_available_and_are_described_once(local_executor):
     assert second.status is RunStatus.SOLVED and second.attempts[0].result.stdout == "HELLO\n"
     listings = [p["text"] for c in fake.contents(3) for p in c["parts"] if "Input files" in p.get("text", "")]
     assert listings == ["Input files in the working directory: n.txt (5 bytes)."]
-    assert [len(m.files) for m in session.conversation.messages if m.role == "user"] == [1, 0]
+    assert [len(m.files) for m in session.conversation.messages if isinstance(m, UserMessage)] == [1, 0]
     assert list(session.files) == ["n.txt"]
 
 
@@ -86,6 +89,42 @@ async def test_reset_save_and_load(tmp_path, local_executor):
     bad.write_text(json.dumps({"format": "other"}))
     with pytest.raises(SessionFileError, match="not a codeloop session file"):
         await restored.load(bad)
+
+
+async def test_a_chat_saved_before_messages_were_typed_loads_and_continues(tmp_path):
+    # Saved by codeloop before the tagged messages: one shape with a role and
+    # optional text, turn, result, code_blocks, files and images.
+    old = Path(__file__).parent / "data" / "session_v1.json"
+    seen: list[int] = []  # messages in each request
+
+    def script(conversation, tools):
+        seen.append(len(conversation.messages))
+        return "```python\nprint(4)\n```" if isinstance(conversation.messages[-1], UserMessage) else "It is 4."
+
+    executor = FunctionExecutor(lambda code, files, limits: ExecutionResult(outcome=Outcome.OK, stdout="4\n"))
+    session = Session(ScriptedModel(script), executor)
+    await session.load(old)
+
+    messages = session.conversation.messages
+    assert [m.kind for m in messages] == ["user", "model", "execution", "model", "execution", "model",
+                                          "user", "model", "execution", "model"]
+    first, calling, failed, _, _, answer, _, fenced, drawn, _ = messages
+    assert first.text == "Add one and two, reading a.csv" and [f.name for f in first.files] == ["a.csv"]
+    assert calling.turn.code_blocks == [CodeBlock("print(1/0)", source="tool_call", call_id="call_a")]
+    assert failed.result.error_type == "ZeroDivisionError" and failed.feedback.startswith("The code failed")
+    assert answer.turn.text == "The answer is 3." and "```python" in fenced.turn.text
+    assert [i.name for i in drawn.images] == ["fig.png"] and "Figures attached" in drawn.feedback
+    sent = to_messages(session.conversation)  # the failed call is answered with its feedback
+    assert [m["role"] for m in sent[:5]] == ["system", "user", "assistant", "tool", "assistant"]
+    assert sent[3] == {"role": "tool", "tool_call_id": "call_a", "content": failed.feedback}
+
+    result = await session.send("And plus one?")
+    assert result.summary == "It is 4." and seen == [11, 13]  # the whole saved history, then the feedback
+    saved = json.loads(session.save(tmp_path / "again.json").read_text())
+    assert [m["kind"] for m in saved["conversation"]["messages"][-4:]] == ["user", "model", "execution", "model"]
+    restored = Session(ScriptedModel(script), executor)
+    await restored.load(tmp_path / "again.json")
+    assert restored.conversation == session.conversation
 
 
 async def test_every_message_names_the_same_executor_session(local_executor):

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import json
+import re
+
+import pytest
 
 from executors import Artifact, ExecutionResult, InputFile, Limits, Outcome
+from executors.jsondata import JSONDataError
 from orchestrator.types import (
     Attempt,
     CodeBlock,
     Conversation,
-    Message,
+    ExecutionMessage,
+    ModelMessage,
     ModelTurn,
     RunResult,
     RunStatus,
     Usage,
+    UserMessage,
+    message_from_json,
 )
 
 
@@ -81,10 +88,49 @@ def test_attempt_message_conversation_roundtrip():
     attempt = Attempt(code="print(1)", result=sample_result(), step=2)
     assert roundtrip(attempt) == attempt
     conv = Conversation(system="sys")
-    conv.add(Message(role="user", text="q", files=[InputFile("a.csv", b"1,2")]))
-    conv.add(Message(role="model", text="t", turn=ModelTurn(text="t")))
-    conv.add(Message(role="execution", text="fb", result=sample_result(), code_blocks=[CodeBlock("x")]))
+    conv.add(UserMessage(text="q", files=[InputFile("a.csv", b"1,2")]))
+    conv.add(ModelMessage(turn=ModelTurn(text="t")))
+    conv.add(ExecutionMessage(result=sample_result(), feedback="fb"))
     assert roundtrip(conv) == conv
+
+
+def test_each_message_is_tagged_with_its_kind_in_json():
+    messages = [UserMessage(text="q", images=[Artifact.of("in.png", b"png")]), ModelMessage(turn=ModelTurn(text="t")),
+                ExecutionMessage(result=sample_result(), feedback="fb")]
+    data = [json.loads(json.dumps(m.to_json())) for m in messages]
+    assert [d["kind"] for d in data] == ["user", "model", "execution"]
+    assert [message_from_json(d) for d in data] == messages
+
+
+def test_messages_saved_with_a_role_read_as_typed_messages():
+    result = sample_result()
+    old = [
+        {"role": "user", "text": "q", "turn": None, "result": None, "code_blocks": [],
+         "files": [InputFile("a.csv", b"1").to_json()], "images": []},
+        {"role": "model", "text": "t", "turn": ModelTurn(text="t").to_json(), "result": None,
+         "code_blocks": [CodeBlock("x").to_json()], "files": [], "images": []},
+        {"role": "model", "text": "no turn kept"},
+        {"role": "execution", "text": "fb", "turn": None, "result": result.to_json(),
+         "code_blocks": [CodeBlock("x").to_json()], "files": [], "images": [Artifact.of("f.png", b"p").to_json()]},
+    ]
+    assert [message_from_json(d) for d in old] == [
+        UserMessage(text="q", files=[InputFile("a.csv", b"1")]),
+        ModelMessage(turn=ModelTurn(text="t")),
+        ModelMessage(turn=ModelTurn(text="no turn kept")),
+        ExecutionMessage(result=result, feedback="fb", images=[Artifact.of("f.png", b"p")]),
+    ]
+
+
+@pytest.mark.parametrize(("data", "error"), [
+    ({"kind": "system", "text": "x"}, "Message.kind: expected one of user, model, execution, got 'system'"),
+    ({"role": "system", "text": "x"}, "Message.role: expected one of user, model, execution, got 'system'"),
+    ({"role": "execution", "text": "fb"}, "ExecutionMessage: missing field result"),
+    ({"kind": "model"}, "ModelMessage: missing field turn"),
+    (["user", "q"], "Message: expected a JSON object, got list"),
+])
+def test_a_message_that_cannot_be_read_says_why(data, error):
+    with pytest.raises(JSONDataError, match=re.escape(error)):
+        Conversation.from_json({"messages": [{"kind": "user", "text": "q"}, data]})
 
 
 def test_run_result_roundtrip():

@@ -35,7 +35,7 @@ from google.genai import types
 from executors import Limits, get_executor
 from orchestrator import Orchestrator, RunStatus, ScriptedModel
 from orchestrator.serve import Backend, BackgroundServer, ServeSettings, create_app
-from orchestrator.types import Conversation
+from orchestrator.types import Conversation, ExecutionMessage
 
 PRIMES = ("What is the sum of the first 50 prime numbers? Generate and run code for the calculation, "
           "and make sure you get all 50.")
@@ -54,7 +54,7 @@ REPORT = Path(__file__).resolve().parent.parent / "reports" / "serve.md"
 def primes_model(conversation: Conversation, tools) -> str:
     """The scripted model: the program first, then the number it printed."""
     last = conversation.messages[-1]
-    if last.role == "execution" and last.result is not None:
+    if isinstance(last, ExecutionMessage):
         return f"The sum of the first 50 primes is {last.result.stdout.strip()}."
     return f"I will compute it.\n{PROGRAM}"
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol, TypeVar
 
 from executors.base import InputFile
 
-from ..types import RUN_PYTHON, CodeBlock, Conversation, Message
+from ..types import RUN_PYTHON, CodeBlock, Conversation, ExecutionMessage, ModelMessage, UserMessage
 from .base import OTHER_CALL_NOTE
 
 NOT_RUN = "This call was not run."
@@ -25,16 +25,16 @@ Call = TypeVar("Call")
 
 
 class Writer(Protocol[Call]):
-    def model_turn(self, message: Message) -> Sequence[Call]:
+    def model_turn(self, message: ModelMessage) -> Sequence[Call]:
         """Add a model turn; return its tool calls, which now await answers."""
 
-    def answer_calls(self, calls: Sequence[Call], execution: Message | None) -> None:
+    def answer_calls(self, calls: Sequence[Call], execution: ExecutionMessage | None) -> None:
         """Answer a turn's calls with the execution that ran them (None: they were not run)."""
 
-    def execution_text(self, execution: Message) -> None:
+    def execution_text(self, execution: ExecutionMessage) -> None:
         """Add feedback on code that came as text (no calls to answer)."""
 
-    def user(self, message: Message, new_files: list[InputFile]) -> None:
+    def user(self, message: UserMessage, new_files: list[InputFile]) -> None:
         """Add a user message; ``new_files`` are its files not sent before."""
 
 
@@ -42,52 +42,48 @@ def walk(conversation: Conversation, writer: Writer[Any]) -> None:
     pending: Sequence[Any] = []
     sent_files: set[tuple[str, bytes]] = set()
     for index, message in enumerate(conversation.messages):
-        if message.role == "model":
-            if pending:
-                writer.answer_calls(pending, None)
-            pending = writer.model_turn(message)
-        elif message.role == "execution":
-            if pending:
+        match message:
+            case ModelMessage():
+                if pending:
+                    writer.answer_calls(pending, None)
+                pending = writer.model_turn(message)
+            case ExecutionMessage() if pending:
                 writer.answer_calls(pending, message)
                 pending = []
-            else:
+            case ExecutionMessage():
                 writer.execution_text(message)
-        elif message.role == "user":
-            if pending:
-                writer.answer_calls(pending, None)
-                pending = []
-            new_files = [f for f in message.files if (f.name, f.data) not in sent_files]
-            sent_files.update((f.name, f.data) for f in message.files)
-            writer.user(message, new_files)
-        else:
-            raise ValueError(f"conversation message {index} has unknown role {message.role!r}")
+            case UserMessage():
+                if pending:
+                    writer.answer_calls(pending, None)
+                    pending = []
+                new_files = [f for f in message.files if (f.name, f.data) not in sent_files]
+                sent_files.update((f.name, f.data) for f in message.files)
+                writer.user(message, new_files)
+            case _:
+                raise ValueError(f"conversation message {index} is a {type(message).__name__}, not a message")
 
 
 # -- pieces every writer needs ------------------------------------------------
 
-def own_raw(message: Message, provider: str) -> dict[str, Any] | None:
+def own_raw(message: ModelMessage, provider: str) -> dict[str, Any] | None:
     """The turn's raw message when this provider wrote it (sent back exactly)."""
-    raw = message.turn.raw if message.turn else None
+    raw = message.turn.raw
     return raw if isinstance(raw, dict) and raw.get("provider") == provider else None
 
 
-def turn_text(message: Message) -> str:
-    return message.turn.text if message.turn else message.text
-
-
-def tool_calls_of(message: Message) -> list[CodeBlock]:
+def tool_calls_of(message: ModelMessage) -> list[CodeBlock]:
     """The ``run_python`` calls of a turn another provider wrote (or one
     replayed without raw), to rebuild them in this provider's format."""
-    return [b for b in (message.turn.code_blocks if message.turn else []) if b.source == "tool_call"]
+    return [b for b in message.turn.code_blocks if b.source == "tool_call"]
 
 
-def answer_text(index: int, execution: Message | None) -> str:
+def answer_text(index: int, execution: ExecutionMessage | None) -> str:
     """What the ``index``-th call of a turn gets back. The loop runs a turn's
     calls as one program, so the first carries the output and the others
     point to it."""
     if execution is None:
         return NOT_RUN
-    return execution.text if index == 0 else OTHER_CALL_NOTE
+    return execution.feedback if index == 0 else OTHER_CALL_NOTE
 
 
 def is_run_python(name: str) -> bool:

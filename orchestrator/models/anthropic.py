@@ -20,9 +20,19 @@ from typing import Any
 
 from executors.base import Artifact, InputFile
 
-from ..types import RUN_PYTHON, CodeBlock, Conversation, Message, ModelTurn, ToolSpec, Usage
+from ..types import (
+    RUN_PYTHON,
+    CodeBlock,
+    Conversation,
+    ExecutionMessage,
+    ModelMessage,
+    ModelTurn,
+    ToolSpec,
+    Usage,
+    UserMessage,
+)
 from . import _errors
-from ._conversation import answer_text, files_note, is_run_python, own_raw, tool_calls_of, turn_text, walk
+from ._conversation import answer_text, files_note, is_run_python, own_raw, tool_calls_of, walk
 from ._keys import ApiKey, require_key
 from .base import ModelError
 from .pricing import ANTHROPIC_PRICES, PriceTable
@@ -214,13 +224,13 @@ class _MessagesWriter:
         else:
             self.messages.append({"role": role, "content": blocks})
 
-    def model_turn(self, message: Message) -> list[str]:
+    def model_turn(self, message: ModelMessage) -> list[str]:
         blocks = assistant_blocks(message)
         self.add("assistant", blocks)
         return [b["id"] for b in blocks if b.get("type") == "tool_use"]
 
-    def answer_calls(self, calls: Sequence[str], execution: Message | None) -> None:
-        failed = execution is None or (execution.result is not None and not execution.result.ok)
+    def answer_calls(self, calls: Sequence[str], execution: ExecutionMessage | None) -> None:
+        failed = execution is None or not execution.result.ok
         results = []
         for i, call_id in enumerate(calls):
             content = [text_block(answer_text(i, execution))]
@@ -230,21 +240,21 @@ class _MessagesWriter:
                             "is_error": execution is None or (failed and i == 0)})
         self.add("user", results)
 
-    def execution_text(self, execution: Message) -> None:
-        self.add("user", [text_block(execution.text)] + [image_block(i) for i in execution.images])
+    def execution_text(self, execution: ExecutionMessage) -> None:
+        self.add("user", [text_block(execution.feedback)] + [image_block(i) for i in execution.images])
 
-    def user(self, message: Message, new_files: list[InputFile]) -> None:
+    def user(self, message: UserMessage, new_files: list[InputFile]) -> None:
         text = f"{message.text}\n\n{files_note(new_files)}" if new_files else message.text
         self.add("user", [text_block(text)] + [image_block(i) for i in message.images])
 
 
-def assistant_blocks(message: Message) -> list[dict[str, Any]]:
+def assistant_blocks(message: ModelMessage) -> list[dict[str, Any]]:
     """Claude's own blocks for a model turn (sent back exactly), or blocks
     rebuilt from the text and tool calls of a turn another model wrote."""
     raw = own_raw(message, PROVIDER)
     if raw is not None and isinstance(raw.get("content"), list) and raw["content"]:
         return [dict(b) for b in raw["content"]]
-    text = turn_text(message)
+    text = message.turn.text
     blocks = [text_block(text)] if text or not tool_calls_of(message) else []
     blocks += [{"type": "tool_use", "id": b.call_id or f"call_{i}", "name": RUN_PYTHON.name,
                 "input": {"code": b.code}} for i, b in enumerate(tool_calls_of(message))]

@@ -29,9 +29,9 @@ from google.genai import types
 from executors.base import InputFile
 
 from ..images import image_mime
-from ..types import RUN_PYTHON, Conversation, Message, ModelTurn, ToolSpec
+from ..types import RUN_PYTHON, Conversation, ExecutionMessage, ModelMessage, ModelTurn, ToolSpec, UserMessage
 from . import _errors
-from ._conversation import answer_text, files_note, is_run_python, own_raw, tool_calls_of, turn_text, walk
+from ._conversation import answer_text, files_note, is_run_python, own_raw, tool_calls_of, walk
 from ._keys import ApiKey, require_key
 from .base import ModelError
 from .gemini_response import block_reason, enum_name, merge_text_parts, parse_content, usage_from
@@ -265,22 +265,22 @@ class _ContentsWriter:
         else:
             self.contents.append(types.Content(role=role, parts=parts))
 
-    def model_turn(self, message: Message) -> list[types.FunctionCall]:
+    def model_turn(self, message: ModelMessage) -> list[types.FunctionCall]:
         content = model_content(message)
         self.add("model", list(content.parts or []))
         return [p.function_call for p in content.parts or [] if p.function_call]
 
-    def answer_calls(self, calls: Sequence[types.FunctionCall], execution: Message | None) -> None:
+    def answer_calls(self, calls: Sequence[types.FunctionCall], execution: ExecutionMessage | None) -> None:
         self.add("user", function_responses(calls, execution) + image_parts(execution))
 
-    def execution_text(self, execution: Message) -> None:
-        self.add("user", [types.Part(text=execution.text)] + image_parts(execution))
+    def execution_text(self, execution: ExecutionMessage) -> None:
+        self.add("user", [types.Part(text=execution.feedback)] + image_parts(execution))
 
-    def user(self, message: Message, new_files: list[InputFile]) -> None:
+    def user(self, message: UserMessage, new_files: list[InputFile]) -> None:
         self.add("user", user_parts(message, new_files, mode=self.mode, max_file_bytes=self.max_file_bytes))
 
 
-def model_content(message: Message) -> types.Content:
+def model_content(message: ModelMessage) -> types.Content:
     """Gemini's own content for a model turn: from ``raw`` when it holds one
     (sent back exactly), otherwise rebuilt from text and tool-call blocks
     (turns from another model, or replayed without raw)."""
@@ -290,7 +290,7 @@ def model_content(message: Message) -> types.Content:
             return types.Content.model_validate(raw["content"])
         except (KeyError, pydantic.ValidationError) as exc:
             raise ModelError(f"a model turn's raw Gemini content is invalid: {exc}") from None
-    text = turn_text(message)
+    text = message.turn.text
     parts = [types.Part(text=text)] if text else []
     for block in tool_calls_of(message):
         parts.append(types.Part(function_call=types.FunctionCall(
@@ -300,10 +300,9 @@ def model_content(message: Message) -> types.Content:
     return types.Content(role="model", parts=parts)
 
 
-def function_responses(calls: Sequence[types.FunctionCall], execution: Message | None) -> list[types.Part]:
+def function_responses(calls: Sequence[types.FunctionCall], execution: ExecutionMessage | None) -> list[types.Part]:
     """One response per call: the first carries the result (output, or error
     with the outcome), the others point to it."""
-    result = execution.result if execution else None
     parts = []
     for i, call in enumerate(calls):
         text = answer_text(i, execution)
@@ -311,24 +310,24 @@ def function_responses(calls: Sequence[types.FunctionCall], execution: Message |
             response = {"error": "this call was not run"}
         elif not is_run_python(call.name or ""):
             response = {"error": f"there is no tool named {call.name!r}; use run_python(code)"}
-        elif i == 0 and result is not None and not result.ok:
-            response = {"error": text, "outcome": result.outcome.value}
+        elif i == 0 and not execution.result.ok:
+            response = {"error": text, "outcome": execution.result.outcome.value}
         else:
             response = {"output": text}
-            if i == 0 and result is not None:
-                response["outcome"] = result.outcome.value
+            if i == 0:
+                response["outcome"] = execution.result.outcome.value
         parts.append(types.Part(function_response=types.FunctionResponse(id=call.id, name=call.name,
                                                                          response=response)))
     return parts
 
 
-def image_parts(message: Message | None) -> list[types.Part]:
+def image_parts(message: UserMessage | ExecutionMessage | None) -> list[types.Part]:
     """A message's images (input images, figures) as inline data."""
     return [types.Part(inline_data=types.Blob(mime_type=image.mime_type, data=image.data))
             for image in (message.images if message else [])]
 
 
-def user_parts(message: Message, new_files: Sequence[InputFile], *, mode: Mode, max_file_bytes: int
+def user_parts(message: UserMessage, new_files: Sequence[InputFile], *, mode: Mode, max_file_bytes: int
                ) -> list[types.Part]:
     """Client mode: the text, a note naming the files (the executor has
     them) and the images the loop attached. Server mode: every new file

@@ -25,9 +25,19 @@ from openai import AsyncOpenAI
 from executors.base import Artifact, InputFile
 
 from ..toolcalls import find_text_tool_calls
-from ..types import RUN_PYTHON, CodeBlock, Conversation, Message, ModelTurn, ToolSpec, Usage
+from ..types import (
+    RUN_PYTHON,
+    CodeBlock,
+    Conversation,
+    ExecutionMessage,
+    ModelMessage,
+    ModelTurn,
+    ToolSpec,
+    Usage,
+    UserMessage,
+)
 from . import _errors
-from ._conversation import answer_text, files_note, is_run_python, own_raw, tool_calls_of, turn_text, walk
+from ._conversation import answer_text, files_note, is_run_python, own_raw, tool_calls_of, walk
 from ._keys import ApiKey, find_key
 from .base import ModelError
 from .pricing import PriceTable
@@ -285,21 +295,21 @@ class _MessagesWriter:
         else:
             last["content"] = _as_parts(last["content"]) + _as_parts(content)
 
-    def model_turn(self, message: Message) -> list[dict[str, Any]]:
+    def model_turn(self, message: ModelMessage) -> list[dict[str, Any]]:
         assistant = assistant_message(message)
         self.messages.append(assistant)
         return list(assistant.get("tool_calls") or [])
 
-    def answer_calls(self, calls: Sequence[dict[str, Any]], execution: Message | None) -> None:
+    def answer_calls(self, calls: Sequence[dict[str, Any]], execution: ExecutionMessage | None) -> None:
         for i, call in enumerate(calls):
             self.messages.append({"role": "tool", "tool_call_id": call["id"], "content": answer_text(i, execution)})
         if execution is not None and execution.images:  # tool messages hold text only
             self.add_user(FIGURES_NOTE, execution.images)
 
-    def execution_text(self, execution: Message) -> None:
-        self.add_user(execution.text, execution.images)
+    def execution_text(self, execution: ExecutionMessage) -> None:
+        self.add_user(execution.feedback, execution.images)
 
-    def user(self, message: Message, new_files: list[InputFile]) -> None:
+    def user(self, message: UserMessage, new_files: list[InputFile]) -> None:
         text = f"{message.text}\n\n{files_note(new_files)}" if new_files else message.text
         self.add_user(text, message.images)
 
@@ -313,11 +323,11 @@ def _as_parts(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
     return content if isinstance(content, list) else [{"type": "text", "text": content}]
 
 
-def assistant_message(message: Message) -> dict[str, Any]:
+def assistant_message(message: ModelMessage) -> dict[str, Any]:
     raw = own_raw(message, "openai")
     if raw is not None and isinstance(raw.get("message"), dict):
         return dict(raw["message"])
-    text = turn_text(message)
+    text = message.turn.text
     out: dict[str, Any] = {"role": "assistant", "content": text or None}
     calls = [{"id": b.call_id, "type": "function",
               "function": {"name": RUN_PYTHON.name, "arguments": json.dumps({"code": b.code})}}

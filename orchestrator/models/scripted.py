@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from ..types import Conversation, ModelTurn, ToolSpec, Usage
+from ..types import Conversation, ExecutionMessage, Message, ModelMessage, ModelTurn, ToolSpec, Usage, UserMessage
 from .base import ModelError
 
 ScriptItem = str | ModelTurn
@@ -22,8 +22,16 @@ ScriptFunction = Callable[[Conversation, Sequence[ToolSpec]], ScriptItem | Await
 
 def estimate_usage(conversation: Conversation, text: str) -> Usage:
     """Rough token counts (4 characters a token) so reports have numbers to show."""
-    chars = len(conversation.system) + sum(len(m.text) for m in conversation.messages)
+    chars = len(conversation.system) + sum(len(_text(m)) for m in conversation.messages)
     return Usage(input_tokens=chars // 4, output_tokens=max(1, len(text) // 4), requests=1)
+
+
+def _text(message: Message) -> str:
+    match message:
+        case ModelMessage(turn=turn):
+            return turn.text
+        case UserMessage(text=text) | ExecutionMessage(feedback=text):
+            return text
 
 
 class ScriptedModel:

@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from ..budget import conversation_tokens
 from ..logs import get_logger
-from ..types import Conversation, Message
+from ..types import Conversation, UserMessage
 from .errors import ApiError
 from .guard import RunSlots, check_key, read_json
 from .runs import Chunk, bounded, chat_prompt, run_chat, run_loop
@@ -139,7 +139,7 @@ def count_tokens(request: GenerateRequest) -> int:
     """An estimate (codeloop's context budget, about 3 characters a token):
     backends do not share one tokenizer."""
     conversation = Conversation(system=request.system,
-                                messages=[*request.history, Message(role="user", text=request.prompt)])
+                                messages=[*request.history, UserMessage(text=request.prompt)])
     return conversation_tokens(conversation)
 
 

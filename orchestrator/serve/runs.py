@@ -20,7 +20,7 @@ from ..logs import get_logger
 from ..loop import Orchestrator
 from ..models.base import ModelError, StreamingModel
 from ..prompts import Prompts
-from ..types import Conversation, Message
+from ..types import Conversation, UserMessage
 from .errors import ApiError, bad_field
 from .sampling import Variant, with_sampling
 from .settings import Backend
@@ -99,7 +99,7 @@ async def run_chat(backend: Backend, request: GenerateRequest, *, stream: bool) 
     """The request as a plain chat with the backend model: no tools, no code run."""
     prompt = chat_prompt(request)
     conversation = Conversation(system=request.system,
-                                messages=[*request.history, Message(role="user", text=prompt)])
+                                messages=[*request.history, UserMessage(text=prompt)])
     variant = await sampled(backend, request)
     model = variant.model
     turn = None

@@ -18,7 +18,7 @@ from typing import Any
 
 from executors.base import Artifact, ExecutionResult, InputFile, Outcome
 
-from ..types import CodeBlock, Message, ModelTurn
+from ..types import CodeBlock, ExecutionMessage, Message, ModelMessage, ModelTurn, UserMessage
 from .errors import bad_field
 
 KNOWN_FIELDS = frozenset({"contents", "systemInstruction", "tools", "toolConfig", "generationConfig",
@@ -117,14 +117,14 @@ def parse_contents(contents: Any) -> tuple[list[Message], str, list[InputFile]]:
         else:
             messages.extend(model_messages(parts, where))
     last = messages[-1]
-    if last.role != "user":
+    if not isinstance(last, UserMessage):
         raise bad_field(f"contents[{len(contents) - 1}].role", "the last content must be the user's turn")
     if not last.text.strip() and not last.files:
         raise bad_field(f"contents[{len(contents) - 1}].parts", "the last user turn has no text and no file")
     return messages[:-1], last.text, list(files.values())
 
 
-def user_message(parts: list[Any], where: str, first_number: int = 1) -> Message:
+def user_message(parts: list[Any], where: str, first_number: int = 1) -> UserMessage:
     """Text and files of a user turn. A file sent again under a name used in an
     earlier turn replaces that one (as in a chat session); names repeated
     within one turn get a number."""
@@ -152,7 +152,7 @@ def user_message(parts: list[Any], where: str, first_number: int = 1) -> Message
         caption = None
     if caption is not None:  # a caption with no file after it is ordinary text
         texts.append(f"File {caption}:")
-    return Message(role="user", text="\n".join(texts), files=files)
+    return UserMessage(text="\n".join(texts), files=files)
 
 
 def model_messages(parts: list[Any], where: str) -> list[Message]:
@@ -179,7 +179,7 @@ def model_messages(parts: list[Any], where: str) -> list[Message]:
             prose, code = [], None
         elif kind == "inlineData":
             figure = figure_of(part["inlineData"], f"{at}.inlineData", len(out))
-            last_result = next((m.result for m in reversed(out) if m.result is not None), None)
+            last_result = next((m.result for m in reversed(out) if isinstance(m, ExecutionMessage)), None)
             if last_result is not None:
                 last_result.artifacts.append(figure)
         elif kind != "thought":
@@ -188,7 +188,7 @@ def model_messages(parts: list[Any], where: str) -> list[Message]:
         out += model_and_result(prose, code, None)
     elif prose:
         text = "".join(prose)
-        out.append(Message(role="model", text=text, turn=ModelTurn(text=text)))
+        out.append(ModelMessage(turn=ModelTurn(text=text)))
     return out
 
 
@@ -199,8 +199,7 @@ def model_and_result(prose: list[str], code: str, result: ExecutionResult | None
     turn = ModelTurn(text=text, code_blocks=blocks)
     if result is None:
         result = ExecutionResult(outcome=Outcome.FAILED, error_message="this code was not run")
-    return [Message(role="model", text=text, turn=turn, code_blocks=blocks),
-            Message(role="execution", text=execution_text(result), result=result, code_blocks=blocks)]
+    return [ModelMessage(turn=turn), ExecutionMessage(result=result, feedback=execution_text(result))]
 
 
 def execution_text(result: ExecutionResult) -> str:
