@@ -21,6 +21,7 @@ from typing import Any
 from executors.base import Executor, InputFile, as_input_files
 
 from . import events as ev
+from .images import InputFileTooLarge
 from .loop import Orchestrator
 from .models.base import Model
 from .types import Conversation, RunResult, UserMessage
@@ -56,16 +57,21 @@ class Session:
 
     async def stream(self, text: str, files: Sequence[str | Path | InputFile] = ()) -> AsyncIterator[ev.Event]:
         """:meth:`send`, yielding the loop's events as they happen."""
+        before = dict(self.files)
         for f in as_input_files(files):
             self.files[f.name] = f
         start = len(self.conversation.messages)
-        async for event in self.orchestrator.stream(
-            text, files=list(self.files.values()), conversation=self.conversation, session=self.id
-        ):
-            if isinstance(event, ev.Done) and event.result is not None:
-                self.results.append(event.result)
-                self._keep_files_once(start)
-            yield event
+        try:
+            async for event in self.orchestrator.stream(
+                text, files=list(self.files.values()), conversation=self.conversation, session=self.id
+            ):
+                if isinstance(event, ev.Done) and event.result is not None:
+                    self.results.append(event.result)
+                    self._keep_files_once(start)
+                yield event
+        except InputFileTooLarge:  # refused before any model call: the session stays as it was
+            self.files = before
+            raise
 
     def _keep_files_once(self, start: int) -> None:
         """Every run gets all the session's files, so each user message holds

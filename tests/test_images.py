@@ -274,3 +274,21 @@ def test_messages_with_images_survive_a_json_round_trip():
     message = ExecutionMessage(result=ExecutionResult(outcome=Outcome.OK), feedback="t",
                                images=[Artifact.of("f.png", PHOTO)])
     assert message_from_json(json.loads(json.dumps(message.to_json()))).images == message.images
+
+
+
+async def test_a_chat_refuses_an_image_over_the_cap_and_goes_on_without_it(local_executor, tmp_path):
+    from orchestrator.cli.chat import chat
+    from orchestrator.session import Session
+
+    (tmp_path / "photo.png").write_bytes(PHOTO)
+    stdin = io.StringIO(f"/file {tmp_path / 'photo.png'}\ndescribe it\nsay hello\n")
+    out = io.StringIO()
+    with fg.FakeGeminiServer([fg.text_response("Hello.")]) as fake:
+        model = GeminiModel("gemini-2.5-flash", api_key="k-123456", base_url=fake.url, retry=FAST)
+        session = Session(model, local_executor, images=ImageSettings(max_input_image_bytes=10))
+        assert await chat(session, stdin, out) == 0
+        # The refused message sent nothing and left nothing behind; the next one ran.
+        assert len(fake.requests) == 1 and "photo.png" not in json.dumps(fake.requests[0].body)
+    assert "error: " in out.getvalue() and "photo.png" in out.getvalue() and "Hello." in out.getvalue()
+    assert session.files == {} and [m.kind for m in session.conversation.messages] == ["user", "model"]

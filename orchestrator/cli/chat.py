@@ -12,6 +12,7 @@ from typing import TextIO
 
 from executors import InputFile
 
+from ..images import InputFileTooLarge
 from ..render import EventPrinter
 from ..session import Session, SessionFileError
 from . import EXIT_OK, UsageError
@@ -82,8 +83,11 @@ async def chat(session: Session, stdin: TextIO, out: TextIO, *, files: list[str]
                 continue
             pending.clear()
             printer = EventPrinter(out, stream_text=stream)
-            async for event in session.stream(line, attached):
-                printer(event)
+            try:
+                async for event in session.stream(line, attached):
+                    printer(event)
+            except InputFileTooLarge as exc:  # nothing was sent; the message can be retried without it
+                out.write(f"error: {exc}\n")
     finally:
         await session.executor.aclose()
         await close_model(session.model)
