@@ -191,25 +191,49 @@ async def run_benchmark(
     installed, else local). With ``resume`` the items already finished keep
     their results and scores; the rest run.
     """
-    if isinstance(benchmark, str):
-        items = load_dataset(benchmark, data=data, limit=limit)
-        name = benchmark
-    else:
-        items = list(benchmark)[:limit] if limit else list(benchmark)
-        name = "items"
+    items, name = _load_items(benchmark, data, limit)
     bench_path = Path(bench_dir)
     resolved = resolve_model(model, items)
-    if scoring_executor is None or isinstance(scoring_executor, str):
-        scoring_name = scoring_executor or default_scoring_executor()
-    else:
-        scoring_name = scoring_executor.name
     loop = (config or (stored_config(bench_path) if resume else None) or LoopConfig()).with_settings(loop_settings)
     if isinstance(executor, str):
         loop = loop.replace(executor=executor)
     executor_spec = loop.executor if executor is None or isinstance(executor, str) else executor
-    model_name, executor_name = spec_names(resolved, executor_spec)
-    max_retries = loop.max_retries
-    bench_config = {
+    scorer_is_named = scoring_executor is None or isinstance(scoring_executor, str)
+    scoring_name = (scoring_executor or default_scoring_executor()) if scorer_is_named else scoring_executor.name
+    bench_config = _bench_config(name, items, loop, data=data, limit=limit, prices=prices,
+                                 names=(*spec_names(resolved, executor_spec), scoring_name))
+    with ScoreStore(bench_path) as scores:
+        stored = scores.config()
+        _check_resume(stored, bench_config, bench_path, resume, force)
+        scores.set_config(bench_config)
+        scorer = get_executor(scoring_name) if scorer_is_named else scoring_executor
+        try:
+            await _run_and_score(items, name, scores, scorer, scoring_limits, on_scored,
+                                 batch=dict(model=resolved, run_dir=bench_path, config=loop, executor=executor_spec,
+                                            concurrency=concurrency, resume=resume, force=force, progress=progress))
+        except StoreError:
+            # The batch refused the run (other settings without --force, or another process on it):
+            # nothing ran with the new config, so the stored one still describes the runs.
+            scores.restore_config(stored)
+            raise
+        finally:
+            if scorer_is_named:
+                await scorer.aclose()
+    return build_report(bench_path)
+
+
+def _load_items(benchmark: str | Sequence[BenchItem], data: str | Path | None,
+                limit: int | None) -> tuple[list[BenchItem], str]:
+    if isinstance(benchmark, str):
+        return load_dataset(benchmark, data=data, limit=limit), benchmark
+    return (list(benchmark)[:limit] if limit else list(benchmark)), "items"
+
+
+def _bench_config(name: str, items: list[BenchItem], loop: LoopConfig, *, data: str | Path | None,
+                  limit: int | None, prices: Prices | None, names: tuple[str, str, str]) -> dict[str, Any]:
+    """What a resumed benchmark must match: the data, the model, the executors and the loop."""
+    model_name, executor_name, scoring_name = names
+    return {
         "benchmark": name,
         "data": str(Path(data).resolve()) if data else None,
         "limit": limit,
@@ -217,59 +241,45 @@ async def run_benchmark(
         "model": model_name,
         "executor": executor_name,
         "scoring_executor": scoring_name,
-        "max_retries": max_retries,
+        "max_retries": loop.max_retries,
         "max_steps": loop.max_steps,
         "tools": loop.tools,
         "require_code": loop.require_code,
-        "max_k": max(MAX_K, max_retries),
+        "max_k": max(MAX_K, loop.max_retries),
         "prices": [prices.input_per_mtok, prices.output_per_mtok] if prices else None,
         "loop_config": loop.to_json(),
     }
+
+
+async def _run_and_score(items: list[BenchItem], name: str, scores: ScoreStore, scorer: Executor,
+                         scoring_limits: Limits | None, on_scored: Callable[[ScoredRun], None] | None,
+                         *, batch: dict[str, Any]) -> None:
+    """Run the items as a batch and score each result as it arrives, at most
+    ``concurrency`` scorings at a time."""
     by_id = {item.id: item for item in items}
     batch_items = [BatchItem(id=i.id, prompt=i.prompt, files=list(i.files),
                              metadata={"benchmark": name, "scoring": i.scoring}, source=f"{name}:{i.id}")
                    for i in items]
+    slots = asyncio.Semaphore(batch["concurrency"])
 
-    with ScoreStore(bench_path) as scores:
-        stored = scores.config()
-        _check_resume(stored, bench_config, bench_path, resume, force)
-        scores.set_config(bench_config)
-        if scoring_executor is None or isinstance(scoring_executor, str):
-            scorer, owns_scorer = get_executor(scoring_name), True
-        else:
-            scorer, owns_scorer = scoring_executor, False
-        slots = asyncio.Semaphore(concurrency)
+    async def score_and_save(item_id: str, result: RunResult) -> None:
+        async with slots:
+            score = await score_item(by_id[item_id], result, scorer, scoring_limits)
+        scores.save(score, result.retries)
+        if on_scored is not None:
+            on_scored(ScoredRun(item_id=item_id, run=result, score=score))
 
-        async def score_and_save(item_id: str, result: RunResult) -> None:
-            async with slots:
-                score = await score_item(by_id[item_id], result, scorer, scoring_limits)
-            scores.save(score, result.retries)
-            if on_scored is not None:
-                on_scored(ScoredRun(item_id=item_id, run=result, score=score))
-
-        tasks: list[asyncio.Task[None]] = []
-        try:
-            async for item_id, result in run_batch(
-                batch_items, model=resolved, run_dir=bench_path, config=loop, executor=executor_spec,
-                concurrency=concurrency, resume=resume, force=force, progress=progress,
-            ):
-                tasks.append(asyncio.create_task(score_and_save(item_id, result)))
-            await asyncio.gather(*tasks)
-            # Items a previous session finished but did not score (it stopped in between).
-            await _score_leftovers(bench_path, scores, by_id, score_and_save)
-        except StoreError:
-            # The batch refused the run (other settings without --force, or another process on it):
-            # nothing ran with the new config, so the stored one still describes the runs.
-            scores.restore_config(stored)
-            raise
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if owns_scorer:
-                await scorer.aclose()
-
-    return build_report(bench_path)
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        async for item_id, result in run_batch(batch_items, **batch):
+            tasks.append(asyncio.create_task(score_and_save(item_id, result)))
+        await asyncio.gather(*tasks)
+        # Items a previous session finished but did not score (it stopped in between).
+        await _score_leftovers(Path(batch["run_dir"]), scores, by_id, score_and_save)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _score_leftovers(bench_path: Path, scores: ScoreStore, by_id: dict[str, BenchItem],

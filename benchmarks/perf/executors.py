@@ -293,6 +293,17 @@ def chosen_executors(args: argparse.Namespace) -> list[str]:
     return known + ([FULL_SET] if "pool" in known else [])
 
 
+def print_tables(runs: list, case_names: list[str], full_humaneval: bool) -> None:
+    print(render_text(*latency_table(runs, case_names)))
+    print()
+    print(render_text(*humaneval_table(runs)))
+    print()
+    print(render_text(*memory_table(runs)))
+    print()
+    goals = issue15_goals(runs, case_names, full_humaneval) + issue4_targets(runs, full_humaneval)
+    print(render_text(["goal", "measured", "met"], goals_rows(goals, markdown=False)))
+
+
 async def main_async(args: argparse.Namespace) -> int:
     labels = chosen_executors(args)
     unknown = sorted(set(labels) - set(available_executors()) - {FULL_SET})
@@ -337,14 +348,7 @@ async def main_async(args: argparse.Namespace) -> int:
                 await executor.aclose()
     case_names = [case.name for case in CASES]
     full_humaneval = len(problems) == 164
-    print(render_text(*latency_table(runs, case_names)))
-    print()
-    print(render_text(*humaneval_table(runs)))
-    print()
-    print(render_text(*memory_table(runs)))
-    print()
-    goals = issue15_goals(runs, case_names, full_humaneval) + issue4_targets(runs, full_humaneval)
-    print(render_text(["goal", "measured", "met"], goals_rows(goals, markdown=False)))
+    print_tables(runs, case_names, full_humaneval)
     load_after = os.getloadavg()
     print(f"\nload average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min)")
     command = "python -m benchmarks.perf.executors" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")

@@ -157,6 +157,33 @@ def threading_count() -> int:
         return -1  # unknown: say nothing early
 
 
+def take_streams(out_fd: int, err_fd: int) -> None:
+    """Make the request's pipes this child's stdout and stderr (stdin: /dev/null)."""
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(out_fd, 1)
+    os.dup2(err_fd, 2)
+    for fd in (devnull, out_fd, err_fd):
+        os.close(fd)
+    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
+    sys.stdout = io.TextIOWrapper(
+        io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="backslashreplace", write_through=True
+    )
+    sys.stderr = io.TextIOWrapper(
+        io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", write_through=True
+    )
+    sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
+
+
+def enter_workdir(workdir: str) -> None:
+    """Run as a fresh ``python main.py`` in the execution's work dir would."""
+    os.chdir(workdir)
+    os.environ["HOME"] = workdir
+    os.environ["TMPDIR"] = workdir
+    sys.path.insert(0, workdir)
+    sys.argv = ["main.py"]
+
+
 class Spare:
     """A child forked ahead of time, blocked until the orchestrator hands it a request."""
 
@@ -415,26 +442,8 @@ class Zygote:
             if limits.get("memory_bytes"):
                 # The child inherits the zygote's address space: the budget is on top of it.
                 limits["memory_bytes"] = address_space + int(limits["memory_bytes"])
-            devnull = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(devnull, 0)
-            os.dup2(out_fd, 1)
-            os.dup2(err_fd, 2)
-            for fd in (devnull, out_fd, err_fd):
-                os.close(fd)
-            sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
-            sys.stdout = io.TextIOWrapper(
-                io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="backslashreplace", write_through=True
-            )
-            sys.stderr = io.TextIOWrapper(
-                io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", write_through=True
-            )
-            sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
-            workdir = request["workdir"]
-            os.chdir(workdir)
-            os.environ["HOME"] = workdir
-            os.environ["TMPDIR"] = workdir
-            sys.path.insert(0, workdir)
-            sys.argv = ["main.py"]
+            take_streams(out_fd, err_fd)
+            enter_workdir(request["workdir"])
             code = request.get("code")
             if code is None:
                 with open(request["code_path"], encoding="utf-8") as fh:
