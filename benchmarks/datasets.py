@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 # How an item is scored: run hidden tests against the code ("humaneval",
 # "test"), compare the stated answer with a reference ("numeric", "exact"),
@@ -56,7 +57,7 @@ class BenchItem:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "BenchItem":
+    def from_json(cls, data: dict[str, Any]) -> BenchItem:
         return cls(**data)
 
 

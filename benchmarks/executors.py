@@ -26,7 +26,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.datasets import DatasetError, humaneval_data_file, read_jsonl
@@ -416,7 +416,7 @@ async def main_async(args: argparse.Namespace) -> int:
         problems = problems[:20]
     args.problems = len(problems)
     load_before = os.getloadavg()
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     t0 = time.perf_counter()
     limits = Limits(timeout_s=60)
     live, runs = [], []

@@ -20,7 +20,7 @@ import re
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mcp import Client, StdioServerParameters
@@ -107,7 +107,7 @@ def report(results: dict[str, object], runs: int) -> str:
         "# `codeloop mcp` latency",
         "",
         (
-            f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, Python {platform.python_version()}, "
+            f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, Python {platform.python_version()}, "
             f"{runs} timed calls per row after 3 warm-up calls; `python -m benchmarks.mcp`. {os.cpu_count()} cores, "
             f"load average {os.getloadavg()[0]:.1f} when it ended (other work shares the machine)."
         ),

@@ -140,7 +140,7 @@ def report(results: list[Retry], messages: list[dict], model: Path, threads: int
         "",
         f"`python -m benchmarks.prompt_cache` on CPython {platform.python_version()}, "
         f"{os.cpu_count()} CPUs shared with other work (load average {os.getloadavg()[0]:.1f} at the end), "
-        f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC. Model {model.name}, one llama.cpp server "
+        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. Model {model.name}, one llama.cpp server "
         f"(xllamacpp), {threads} thread(s), 1 slot, prompt cache enabled on the server (loaded in {load_s:.1f} s).",
         "",
         "The retry request is a real first attempt: codeloop's system prompt, a data-analysis prompt, the "

@@ -40,9 +40,9 @@ from orchestrator.types import RunResult
 
 from .datasets import BenchItem, load_dataset
 from .metrics import MAX_K, Metrics, Prices, ScoredRun, compute_metrics
-from .report import REPORT_FILE, write_report
 from .prompt_set import check_expectations, parse_checks
 from .refinement import answer_solved_at, first_passing_attempt, last_successful, last_successful_stdout, program_key
+from .report import REPORT_FILE, write_report
 from .scoring import (
     Score,
     humaneval_program,
@@ -76,7 +76,7 @@ class BenchResult:
                 "report_path": self.report_path, "records": [r.to_json() for r in self.records]}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "BenchResult":
+    def from_json(cls, data: dict[str, Any]) -> BenchResult:
         return cls(bench_dir=data["bench_dir"], config=data["config"], metrics=Metrics.from_json(data["metrics"]),
                    report_path=data["report_path"], records=[ScoredRun.from_json(r) for r in data["records"]])
 

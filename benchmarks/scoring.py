@@ -185,7 +185,7 @@ class Score:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Score":
+    def from_json(cls, data: dict[str, Any]) -> Score:
         return cls(**data)
 
 

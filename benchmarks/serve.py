@@ -26,7 +26,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from google import genai
@@ -214,7 +214,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    info = {"started": datetime.now(timezone.utc), "load_before": os.getloadavg()}
+    info = {"started": datetime.now(UTC), "load_before": os.getloadavg()}
     t0 = time.perf_counter()
     results, more = asyncio.run(measure(args.executor, args.levels, args.requests))
     info.update(more, elapsed=time.perf_counter() - t0, load_after=os.getloadavg())

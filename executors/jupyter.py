@@ -36,7 +36,7 @@ from jupyter_client.manager import AsyncKernelManager
 
 from ._shared import INSIDE, build_font_cache, detect_isolation, sandbox_env
 from .base import Artifact, InputFile, Isolation, Limits
-from .isolation import SANDBOX_ROOT, Isolator, IsolationUnavailable, Mount
+from .isolation import SANDBOX_ROOT, IsolationUnavailable, Isolator, Mount
 from .kernel_common import DEFAULT_SESSION, KernelExecutorBase
 from .kernel_messages import KernelDied, KernelHandle, KernelStartError
 from .workspace import changed_files, safe_input_name, scan_dir

@@ -76,7 +76,7 @@ def _env(name: str) -> str | None:
 
 
 class RemoteKernel(KernelHandle):
-    def __init__(self, executor: "JupyterRemoteExecutor", kernel_id: str) -> None:
+    def __init__(self, executor: JupyterRemoteExecutor, kernel_id: str) -> None:
         self.ex = executor
         self.kernel_id = kernel_id
         self.ws: Any = None
@@ -142,7 +142,7 @@ class RemoteKernel(KernelHandle):
                 "session": self.session_id,
                 "msg_type": msg_type,
                 "version": "5.3",
-                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                "date": datetime.datetime.now(datetime.UTC).isoformat(),
             },
             "parent_header": {},
             "metadata": {},
@@ -160,7 +160,7 @@ class RemoteKernel(KernelHandle):
     async def _recv(self, timeout: float) -> dict[str, Any] | None:
         try:
             raw = await asyncio.wait_for(self.ws.recv(), max(0.0, timeout))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
         except websockets.ConnectionClosed as exc:
             raise KernelDied(f"the gateway closed the kernel's channels ({exc})") from None
@@ -241,7 +241,7 @@ class RemoteKernel(KernelHandle):
             # The working directory is on the gateway host: only the kernel can remove it.
             try:
                 await asyncio.wait_for(self._remove_workdir(), 5)
-            except (KernelDied, KernelStartError, asyncio.TimeoutError):
+            except (TimeoutError, KernelDied, KernelStartError):
                 pass  # a busy or dead kernel keeps its directory; the DELETE still stops it
         await self._close_ws()
         await self.ex.delete_kernel(self.kernel_id)

@@ -186,7 +186,7 @@ class KernelExecutorBase(BaseExecutor):
             await self._make_room()
             try:
                 handle = await asyncio.wait_for(self.start_kernel(key, limits), self.startup_timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise KernelStartError(
                     f"the {self.name} kernel did not become ready within {self.startup_timeout_s:g} s"
                 ) from None
@@ -284,7 +284,7 @@ class KernelExecutorBase(BaseExecutor):
         return self.error_result(str(exc), error_type=type(exc).__name__, duration_s=time.perf_counter() - start)
 
 
-async def _sweep_forever(ref: "weakref.ref[KernelExecutorBase]", period: float) -> None:
+async def _sweep_forever(ref: weakref.ref[KernelExecutorBase], period: float) -> None:
     """Holds only a weak reference, so an executor nobody uses can still be collected."""
     while True:
         await asyncio.sleep(period)

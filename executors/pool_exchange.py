@@ -191,7 +191,7 @@ async def _verdict_for(
         message = received.result()
         while message.get("op") == "done" and message.get("id") != request_id:
             message = await asyncio.wait_for(zygote.receive(), backstop_s)  # a stale verdict
-    except asyncio.TimeoutError:
+    except TimeoutError:
         await zygote.kill()
         return None, "the pool's zygote stopped answering; it was killed and will be replaced"
     except ZygoteDied:

@@ -97,7 +97,7 @@ class ZygoteProcess:
         asyncio.get_running_loop().add_reader(self.sock.fileno(), self._on_readable)
         try:
             ready = await asyncio.wait_for(self.receive(), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self.kill()
             raise ZygoteError(f"the zygote did not become ready within {timeout_s:g} s; {self.log_tail()}") from None
         except ZygoteDied:

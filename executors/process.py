@@ -93,7 +93,7 @@ class PipeCollector:
         try:
             await asyncio.wait_for(self.all_closed.wait(), timeout_s)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     def stop(self) -> None:

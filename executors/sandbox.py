@@ -25,7 +25,7 @@ from ._shared import HARNESS, INSIDE, build_font_cache, detect_isolation, mentio
 from .base import BaseExecutor, ExecutionResult, InputFile, Isolation, Limits
 from .inside.harness import decode_report
 from .interpret import interpret
-from .isolation import SANDBOX_ROOT, SANDBOX_WORK, Isolator, IsolationUnavailable, Mount, SandboxCommand
+from .isolation import SANDBOX_ROOT, SANDBOX_WORK, IsolationUnavailable, Isolator, Mount, SandboxCommand
 from .process import ProcessOutcome, run_process
 from .workspace import Workspace
 

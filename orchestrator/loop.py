@@ -37,7 +37,18 @@ from .models.base import Model, ModelError, StreamingModel, model_trait
 from .policy import Action, Decision, Progress, Reply, Rules, code_required, decide_execution, decide_reply
 from .profiles import profile_for
 from .toolcalls import find_misnamed_calls
-from .types import RUN_PYTHON, Attempt, CodeBlock, Conversation, Message, ModelTurn, RunResult, RunStatus, ToolSpec, Usage
+from .types import (
+    RUN_PYTHON,
+    Attempt,
+    CodeBlock,
+    Conversation,
+    Message,
+    ModelTurn,
+    RunResult,
+    RunStatus,
+    ToolSpec,
+    Usage,
+)
 
 # finish_reason values that mean the reply hit the output limit (OpenAI, llama.cpp; Gemini).
 CUT_OFF = frozenset({"length", "MAX_TOKENS", "FinishReason.MAX_TOKENS"})

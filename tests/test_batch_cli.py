@@ -14,6 +14,7 @@ from orchestrator.batch import BatchStore
 from orchestrator.cli import main
 from orchestrator.types import RunResult
 
+
 @pytest.fixture
 def batch_files(tmp_path: Path) -> tuple[Path, Path]:
     """A scripted model file and a JSONL batch. The list script replays the same turns for every prompt; the

@@ -16,7 +16,7 @@ import pytest
 
 from executors import BaseExecutor, ExecutionResult, Isolation, Limits, LocalExecutor, Outcome, get_executor
 from executors._shared import INSIDE
-from executors.isolation import Isolator, IsolationUnavailable
+from executors.isolation import IsolationUnavailable, Isolator
 from executors.sandbox import SandboxExecutor
 from executors.testing import FunctionExecutor, returning
 

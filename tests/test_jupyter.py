@@ -32,9 +32,9 @@ pytest.importorskip("jupyter_client")
 pytest.importorskip("ipykernel")
 pytest.importorskip("kernel_gateway")
 
-from executors import Executor, InputFile, Limits, Outcome, get_executor  # noqa: E402
-from executors.jupyter import JupyterExecutor  # noqa: E402
-from executors.jupyter_remote import GatewayAuthError, JupyterRemoteExecutor  # noqa: E402
+from executors import Executor, InputFile, Limits, Outcome, get_executor
+from executors.jupyter import JupyterExecutor
+from executors.jupyter_remote import GatewayAuthError, JupyterRemoteExecutor
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 KINDS = ["local", "remote"]
@@ -443,7 +443,14 @@ async def test_local_finalizer_kills_kernels():
 async def test_local_kernel_runs_inside_the_sandbox_isolation(level):
     """At each level we can force (no bubblewrap is simulated by forcing ``unshare``), the kernel
     sees the host's files and network exactly as that level promises."""
-    from executors.isolation import HOST_FILES, NO_NETWORK, PRIVATE_TMP, PRIVATE_TMP_DIRS, Isolator, IsolationUnavailable
+    from executors.isolation import (
+        HOST_FILES,
+        NO_NETWORK,
+        PRIVATE_TMP,
+        PRIVATE_TMP_DIRS,
+        IsolationUnavailable,
+        Isolator,
+    )
 
     isolator = Isolator(level_request=level)
     try:

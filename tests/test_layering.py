@@ -14,11 +14,13 @@ from pathlib import Path
 import pytest
 
 from executors.plugins import CHECKOUT_PYPROJECT, PluginTable, checkout_entry_points, merge
-from executors.registry import GROUP as EXECUTORS, UnknownExecutorError, available_executors, get_executor
+from executors.registry import GROUP as EXECUTORS
+from executors.registry import UnknownExecutorError, available_executors, get_executor
 from orchestrator.cli import build_parser, main
 from orchestrator.config import GenerationOptions
 from orchestrator.models import ScriptedModel, UnknownModelError
-from orchestrator.models.registry import GROUP as MODELS, ModelRegistry
+from orchestrator.models.registry import GROUP as MODELS
+from orchestrator.models.registry import ModelRegistry
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,7 +9,7 @@ import time
 import psutil
 import pytest
 
-from executors import InputFile, Limits, LocalExecutor, Outcome, get_executor, available_executors
+from executors import InputFile, Limits, LocalExecutor, Outcome, available_executors, get_executor
 from executors.registry import UnknownExecutorError
 
 FAST = Limits(timeout_s=5)

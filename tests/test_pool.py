@@ -20,7 +20,7 @@ import pytest_asyncio
 
 from executors import InputFile, Limits, Outcome, available_executors, get_executor
 from executors._shared import INSIDE
-from executors.isolation import Isolator, IsolationUnavailable
+from executors.isolation import IsolationUnavailable, Isolator
 from executors.pool import PoolExecutor, PoolSettings
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -18,15 +18,24 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from executors import DEFAULT_EXECUTOR, ExecutionResult, InputFile, Isolation, Limits, Outcome, available_executors, get_executor
+from executors import (
+    DEFAULT_EXECUTOR,
+    ExecutionResult,
+    InputFile,
+    Isolation,
+    Limits,
+    Outcome,
+    available_executors,
+    get_executor,
+)
 from executors.isolation import (
     HOST_FILES,
-    PROCESS_LIMIT,
     NO_NETWORK,
+    PROCESS_LIMIT,
     PROCESS_TREE,
     SANDBOX_WORK,
-    Isolator,
     IsolationUnavailable,
+    Isolator,
     Mount,
 )
 from executors.sandbox import SandboxExecutor

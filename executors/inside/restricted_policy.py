@@ -23,9 +23,9 @@ import types
 from RestrictedPython import compile_restricted_eval as _rp_compile_eval
 from RestrictedPython import compile_restricted_exec as _rp_compile
 from RestrictedPython import limited_builtins, safe_builtins, utility_builtins
-from RestrictedPython.transformer import RestrictingNodeTransformer
 from RestrictedPython.Eval import default_guarded_getitem, default_guarded_getiter
 from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack_sequence, safer_getattr
+from RestrictedPython.transformer import RestrictingNodeTransformer
 
 # Modules the code may import, with every submodule of the packages marked True.
 ALLOWED_MODULES: dict[str, bool] = {

@@ -283,7 +283,7 @@ class Zygote:
                 empty_directory(directory)
             spare = self.fork_spare()
 
-    def fork_spare(self) -> "Spare":
+    def fork_spare(self) -> Spare:
         """Fork the next child ahead of time and hand the orchestrator a socket to it.
 
         The orchestrator sends the request straight to the child, so a request
@@ -302,7 +302,7 @@ class Zygote:
             ours.close()
         return Spare(pid, baseline)
 
-    def run(self, spare: "Spare", request: dict) -> dict:
+    def run(self, spare: Spare, request: dict) -> dict:
         start = time.monotonic()
         status, usage, timed_out, killed = self.supervise(spare.pid, start + float(request["timeout_s"]), request["id"])
         return {

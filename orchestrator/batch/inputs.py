@@ -39,7 +39,7 @@ class BatchItem:
                 "metadata": dict(self.metadata), "source": self.source}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "BatchItem":
+    def from_json(cls, data: Mapping[str, Any]) -> BatchItem:
         return cls(id=str(data["id"]), prompt=data["prompt"], files=list(data.get("files", [])),
                    metadata=dict(data.get("metadata", {})), source=data.get("source", ""))
 

@@ -74,7 +74,7 @@ class ItemRecord:
         return dict(self.__dict__)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "ItemRecord":
+    def from_json(cls, data: dict[str, Any]) -> ItemRecord:
         return cls(**data)
 
 
@@ -158,7 +158,7 @@ class BatchStore:
             else:
                 self.db.execute("RELEASE change")
 
-    def _transaction(self) -> "BatchStore._Tx":
+    def _transaction(self) -> BatchStore._Tx:
         return BatchStore._Tx(self._db)
 
     @contextlib.contextmanager
@@ -183,7 +183,7 @@ class BatchStore:
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> "BatchStore":
+    def __enter__(self) -> BatchStore:
         return self
 
     def __exit__(self, *exc: Any) -> None:

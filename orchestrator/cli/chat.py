@@ -15,8 +15,15 @@ from executors import InputFile
 from ..render import EventPrinter
 from ..session import Session, SessionFileError
 from . import EXIT_OK, UsageError
-from ._common import add_run_options, close_model, loop_config, resolve_executor, resolve_model
-from ._common import add_image_options, image_settings  # run and chat: a batch sets images in its LoopConfig
+from ._common import (  # run and chat: a batch sets images in its LoopConfig
+    add_image_options,
+    add_run_options,
+    close_model,
+    image_settings,
+    loop_config,
+    resolve_executor,
+    resolve_model,
+)
 
 HELP = """\
 Type a message and press Enter. Commands:

@@ -18,12 +18,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..profiles import profile_for
 from ..types import Conversation, ModelTurn, ToolSpec
 from .base import ModelError
-from .llama_server import LlamaServer, LlamaServerError, LlamaServerSettings, LocalServers, default_threads, \
-    process_servers
+from .llama_server import (
+    LlamaServer,
+    LlamaServerError,
+    LlamaServerSettings,
+    LocalServers,
+    default_threads,
+    process_servers,
+)
 from .openai_compat import OpenAIModel, ToolMode
-from ..profiles import profile_for
 from .retry import RetryPolicy
 
 Notify = Callable[[str], None]

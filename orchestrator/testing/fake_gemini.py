@@ -24,8 +24,8 @@ from typing import Any
 from .fake_http import (
     Delay,
     Disconnect,
-    Fault,
     FakeModelServer,
+    Fault,
     Malformed,
     RecordedRequest,
     Reply,
@@ -36,10 +36,25 @@ from .fake_http import (
 )
 
 __all__ = [
-    "FakeGeminiServer", "Fault", "Malformed", "Disconnect", "Delay", "Stream", "RecordedRequest", "Reply",
-    "text_response", "function_call_response", "server_execution_response", "response", "usage",
-    "invalid_key_fault", "text_part", "function_call_part", "executable_code_part", "code_result_part",
+    "Delay",
+    "Disconnect",
+    "FakeGeminiServer",
+    "Fault",
+    "Malformed",
+    "RecordedRequest",
+    "Reply",
+    "Stream",
+    "code_result_part",
+    "executable_code_part",
+    "function_call_part",
+    "function_call_response",
     "image_part",
+    "invalid_key_fault",
+    "response",
+    "server_execution_response",
+    "text_part",
+    "text_response",
+    "usage",
 ]
 
 _ROUTE = re.compile(r"^/(?P<version>v1beta|v1|v1alpha)/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent)$")

@@ -50,7 +50,7 @@ class Delay:
     """Wait before answering with ``then`` (to exercise request timeouts)."""
 
     seconds: float
-    then: "Reply"
+    then: Reply
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ class FakeModelServer(abc.ABC):
 
     # -- life cycle -------------------------------------------------------
 
-    def start(self) -> "FakeModelServer":
+    def start(self) -> FakeModelServer:
         handler = type("Handler", (_Handler,), {"fake": self})
         self._httpd = ThreadingHTTPServer((self._host, self._port), handler)
         self._httpd.daemon_threads = True
