@@ -230,7 +230,7 @@ def render_comparison(a: tuple[str, Metrics, dict[str, Any]], b: tuple[str, Metr
         ("executor", str(ca.get("executor")), str(cb.get("executor"))),
         ("max retries", str(ca.get("max_retries")), str(cb.get("max_retries"))),
     ]
-    for (label, va), (_, vb) in zip(summary_rows(ma), summary_rows(mb)):
+    for (label, va), (_, vb) in zip(summary_rows(ma), summary_rows(mb), strict=True):
         rows.append((label, va, vb))
     for k in range(max(len(ma.curve), len(mb.curve))):
         cells = [f"{m.curve[k]} ({pct(m.curve[k], m.items)})" if k < len(m.curve) else "n/a" for m in (ma, mb)]

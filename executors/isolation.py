@@ -387,11 +387,11 @@ class Isolator:
         # under /tmp (a CI checkout, say) is laid over it rather than hidden.
         made: set[str] = {"/tmp"}
         for path in self._interpreter_paths():
-            args += _mkdirs(path, made) + ["--ro-bind", path, path]
+            args += [*_mkdirs(path, made), "--ro-bind", path, path]
         args += ["--perms", "0755", "--dir", SANDBOX_ROOT]
         made.add(SANDBOX_ROOT)
         for m in view.mounts:
-            args += _mkdirs(m.target, made) + ["--bind" if m.writable else "--ro-bind", m.source, m.target]
+            args += [*_mkdirs(m.target, made), "--bind" if m.writable else "--ro-bind", m.source, m.target]
         args += ["--chdir", view.work_dir]
         if drop:
             args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]

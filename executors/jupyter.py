@@ -340,7 +340,7 @@ class JupyterExecutor(KernelExecutorBase):
             await self._copy_font_cache(home / ".matplotlib")
             # The kernel's own stderr (not the code's: that goes over IOPub) goes to a log,
             # kept open for restarts, which launch with the same arguments.
-            handle.log = open(root / "kernel.log", "wb")
+            handle.log = open(root / "kernel.log", "wb")  # noqa: SIM115 - open across restarts; kill_local_kernel closes it
             await km.start_kernel(env=cmd.env, cwd=cmd.cwd, stdout=subprocess.DEVNULL, stderr=handle.log)
             await handle.attach()
             await handle.upload(())

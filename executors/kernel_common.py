@@ -207,10 +207,10 @@ class KernelExecutorBase(BaseExecutor):
         """Shut down kernels idle for longer than ``idle_timeout_s``."""
         now = time.monotonic()
         for key, sess in list(self._sessions.items()):
-            if not sess.lock.locked() and now - sess.last_used > self.idle_timeout_s:
-                if self._sessions.get(key) is sess:
-                    del self._sessions[key]
-                    await self._shutdown(sess.handle)
+            idle = not sess.lock.locked() and now - sess.last_used > self.idle_timeout_s
+            if idle and self._sessions.get(key) is sess:
+                del self._sessions[key]
+                await self._shutdown(sess.handle)
 
     async def _shutdown(self, handle: KernelHandle) -> None:
         try:

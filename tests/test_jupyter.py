@@ -64,7 +64,7 @@ def gateway(tmp_path_factory):
     token = secrets.token_hex(16)
     port = _free_port()
     root = tmp_path_factory.mktemp("gateway")
-    log = open(root / "gateway.log", "wb")
+    log = open(root / "gateway.log", "wb")  # noqa: SIM115 - closed in the finally, after the gateway exits
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -468,11 +468,11 @@ async def test_local_kernel_runs_inside_the_sandbox_isolation(level):
             "import os, signal, socket\n"
             "def can_connect():\n"
             "    try:\n"
-            "        socket.create_connection(('127.0.0.1', %d), timeout=1).close()\n"
+            f"        socket.create_connection(('127.0.0.1', {listener.getsockname()[1]}), timeout=1).close()\n"
             "        return True\n"
             "    except OSError:\n"
             "        return False\n"
-            "os.path.exists(%r), can_connect()" % (listener.getsockname()[1], probe_file),
+            f"os.path.exists({probe_file!r}), can_connect()",
         )
         assert r.outcome is Outcome.OK, r
         assert r.isolation == isolator.detected == level

@@ -132,7 +132,7 @@ async def test_execution_message_carries_trimmed_traceback(local_executor):
         return FAIL if conversation.count("model") == 0 else "ok"
 
     await Orchestrator(ScriptedModel(script), local_executor).run("q")
-    execution = [m for m in conversations[-1].messages if m.role == "execution"][0]
+    execution = next(m for m in conversations[-1].messages if m.role == "execution")
     assert "ValueError: boom" in execution.text
     assert "raise ValueError('boom')" in execution.text
     assert "harness" not in execution.text  # the executor's own frames are not shown

@@ -112,7 +112,7 @@ def test_the_store_uses_wal_and_survives_an_uncommitted_writer(tmp_path: Path) -
 def test_open_batch_refuses_an_existing_batch_without_resume(tmp_path: Path) -> None:
     with BatchStore(tmp_path) as store:
         open_batch(store, SETTINGS, items(2), resume=False, force=False)
-        with pytest.raises(StoreError, match="already holds a batch .*pass --resume"):
+        with pytest.raises(StoreError, match=r"already holds a batch .*pass --resume"):
             open_batch(store, SETTINGS, items(2), resume=False, force=False)
 
 

@@ -32,7 +32,7 @@ def cap_rlimit(which: int, value: int | None) -> None:
 
     if value is None:
         return
-    soft, hard = resource.getrlimit(which)
+    _soft, hard = resource.getrlimit(which)
     new_hard = value if hard == resource.RLIM_INFINITY else min(value, hard)
     try:
         resource.setrlimit(which, (min(value, new_hard), new_hard))

@@ -239,7 +239,7 @@ class LlamaServer:
     async def _check_identity(self) -> None:
         """The port answers: make sure it is our child that answers, not a
         process that took the port first."""
-        status, props = await asyncio.to_thread(_get_json, f"{self.url}/props")
+        _status, props = await asyncio.to_thread(_get_json, f"{self.url}/props")
         served = props.get("model_path") if isinstance(props, dict) else None
         if self.process.poll() is not None or served != self.settings.model_path:
             raise PortTakenError(self._error(f"found port {self.port} answered by another server "

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Union
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 
@@ -62,7 +62,7 @@ class Stream:
     delay_s: float = 0.0  # pause between chunks
 
 
-Reply = Union[dict, Fault, Malformed, Disconnect, Delay, Stream]
+Reply = dict | Fault | Malformed | Disconnect | Delay | Stream
 
 
 @dataclass
@@ -84,7 +84,7 @@ def key_fingerprint(key: str) -> str:
 
 
 ScriptFunction = Callable[[RecordedRequest], Reply]
-Script = Union[Sequence[Reply], ScriptFunction]
+Script = Sequence[Reply] | ScriptFunction
 
 _SECRET_HEADERS = {"authorization", "x-goog-api-key", "api-key", "x-api-key"}
 
