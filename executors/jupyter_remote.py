@@ -29,7 +29,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import websockets
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
@@ -460,7 +460,7 @@ class JupyterRemoteExecutor(KernelExecutorBase):
     def kernel_id(self, session: str | None = None) -> str | None:
         """The gateway's id for a session's kernel, or None without one."""
         sess = self._sessions.get(session or DEFAULT_SESSION)
-        return sess.handle.kernel_id if sess is not None else None
+        return cast(RemoteKernel, sess.handle).kernel_id if sess is not None else None  # this executor makes only these
 
 
 def _sync_delete(base_url: str, kernel_id: str, headers: dict[str, str]):

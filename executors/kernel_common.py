@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .base import Artifact, BaseExecutor, ExecutionResult, InputFile, Limits, Outcome
+from .base import Artifact, BaseExecutor, ExecutionResult, InputFile, Isolation, Limits, Outcome
 from .kernel_messages import CellCollector, CellRun, KernelDied, KernelHandle, KernelStartError, run_cell
 
 DEFAULT_SESSION = "default"
@@ -274,7 +274,7 @@ class KernelExecutorBase(BaseExecutor):
             outcome,
             duration_s=time.perf_counter() - start,
             executor=self.name,
-            isolation=self.isolation,
+            isolation=self.isolation or Isolation.NONE,
         )
         if notice:
             result.stderr = f"[codeloop: {notice}; earlier variables are gone]\n" + result.stderr

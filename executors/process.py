@@ -168,6 +168,7 @@ async def run_process(
                               spawn_error=str(exc))
     if with_report_fd:
         os.close(report_w)
+    assert proc.stdout is not None and proc.stderr is not None  # started with pipes
     pipes = PipeCollector(
         proc.stdout.fileno(), proc.stderr.fileno(), report_r if with_report_fd else None,
         keep_bytes=keep_bytes, hard_bytes=hard_bytes,

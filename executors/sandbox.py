@@ -89,8 +89,8 @@ class SandboxExecutor(BaseExecutor):
         if isinstance(isolation, Isolator):
             self.isolator = isolation
         else:
-            kwargs = {"python": python} if python else {}
-            self.isolator = Isolator(level_request=isolation, strict=strict, **kwargs)
+            self.isolator = (Isolator(level_request=isolation, strict=strict, python=python) if python
+                             else Isolator(level_request=isolation, strict=strict))
         self._slots = asyncio.Semaphore(max_concurrency)
         self._free_uids = uid_block(max_concurrency)  # one user id per running child (when we drop root)
         self._mpl_seed: Path | None = None  # a font cache built once, copied into each run

@@ -106,7 +106,7 @@ def _patch_pyplot(plt, save_open_figures) -> None:
         self._codeloop_saved = True
         return original(self, *args, **kwargs)
 
-    savefig._codeloop = True
+    savefig._codeloop = True  # type: ignore[attr-defined]  # marks the patch so it is applied once
     Figure.savefig = savefig
 
 
@@ -130,7 +130,7 @@ class _PyplotHook:
             exec_module(module)
             _patch_pyplot(module, self.save_open_figures)
 
-        spec.loader.exec_module = exec_and_patch
+        spec.loader.exec_module = exec_and_patch  # type: ignore[method-assign]  # this one spec's loader, wrapped
         return spec
 
 

@@ -43,6 +43,7 @@ import stat
 import struct
 import sys
 import time
+from typing import Any
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
@@ -106,6 +107,8 @@ def vm_bytes() -> int:
 def load_module(name: str, path: str):
     """Import one of codeloop's child-side files by path, without its package."""
     spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {name} from {path}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
@@ -222,8 +225,8 @@ class Zygote:
         self.config = config
         self.control = socket.socket(fileno=int(config["control_fd"]))
         self.control.setblocking(True)
-        self.harness = None
-        self.policy = None
+        self.harness: Any = None  # modules loaded by path: their attributes are not known statically
+        self.policy: Any = None
         self.is_init = os.getpid() == 1  # PID 1 of a fresh PID namespace
 
     # -- start-up ---------------------------------------------------------
@@ -415,7 +418,7 @@ class Zygote:
             sys.stderr = io.TextIOWrapper(
                 io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", write_through=True
             )
-            sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
+            sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr  # type: ignore[misc]  # typeshed marks them Final; the child's originals must be these
             workdir = request["workdir"]
             os.chdir(workdir)
             os.environ["HOME"] = workdir
