@@ -110,9 +110,9 @@ def coerce_items(items: Iterable[str | BatchItem | Mapping[str, Any]], *, base_d
             problems.extend(file_problems)
             result.append(item)
         elif isinstance(raw, Mapping):
-            item = _item_from_mapping(raw, where, default_id=str(index + 1), base=base, problems=problems)
-            if item is not None:
-                result.append(item)
+            parsed = _item_from_mapping(raw, where, default_id=str(index + 1), base=base, problems=problems)
+            if parsed is not None:
+                result.append(parsed)
         else:
             problems.append(InputProblem(where, f"expected a prompt string, BatchItem or mapping, got {type(raw).__name__}"))
     return _finish(result, problems, empty_where="items")

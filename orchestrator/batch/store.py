@@ -242,7 +242,8 @@ class BatchStore:
         with self._transaction() as db:
             cursor = db.execute("INSERT INTO sessions (settings, started) VALUES (?, ?)",
                                 (json.dumps(settings, sort_keys=True), time.time()))
-            return int(cursor.lastrowid)
+            assert cursor.lastrowid is not None  # set by the INSERT
+            return cursor.lastrowid
 
     def end_session(self, session: int, reason: str) -> None:
         with self._transaction() as db:

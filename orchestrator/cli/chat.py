@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import shlex
 import sys
+from collections.abc import Sequence
 from typing import TextIO
 
 from executors import InputFile
@@ -55,7 +56,7 @@ def handle(args: argparse.Namespace) -> int:
     return asyncio.run(chat(session, sys.stdin, sys.stdout, files=args.file, load=args.load, stream=args.stream))
 
 
-async def chat(session: Session, stdin: TextIO, out: TextIO, *, files: list[str] = (), load: str | None = None,
+async def chat(session: Session, stdin: TextIO, out: TextIO, *, files: Sequence[str] = (), load: str | None = None,
                stream: bool = False) -> int:
     """The REPL over a session. Returns the exit code; the executor is closed here."""
     pending = list(files)

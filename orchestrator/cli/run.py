@@ -88,6 +88,7 @@ async def _run(args, prompt, files, model, executor, config) -> int:
     finally:
         await executor.aclose()
         await close_model(model)
+    assert result is not None  # the stream ends with Done
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     if args.save_artifacts:

@@ -194,6 +194,7 @@ class LocalModel:
     async def _started(self) -> OpenAIModel:
         if self._client is None:
             await self.start()
+        assert self._client is not None and self.server is not None  # start() set both
         try:
             self.server.check_alive()  # a dead server fails now, not after the client's retries
         except LlamaServerError as exc:
@@ -202,6 +203,8 @@ class LocalModel:
 
     def _server_failure(self, exc: ModelError) -> ModelError:
         """A failed request names the server's death and log when that is the cause."""
+        if self.server is None:  # closed meanwhile: nothing to say about it
+            return exc
         try:
             self.server.check_alive()
         except LlamaServerError as dead:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import re
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from .fake_http import (
@@ -182,7 +183,7 @@ def function_call_response(code: str, *, text: str = "", call_id: str | None = "
 
 
 def server_execution_response(code: str, output: str, *, outcome: str = "OUTCOME_OK", text: str = "",
-                              images: list[bytes] = (), **kwargs: Any) -> dict[str, Any]:
+                              images: Sequence[bytes] = (), **kwargs: Any) -> dict[str, Any]:
     """What Gemini's built-in code execution returns: code, its result, any
     figures, then the model's text."""
     parts = [executable_code_part(code), code_result_part(output, outcome)]
