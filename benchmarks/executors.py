@@ -31,7 +31,7 @@ from pathlib import Path
 
 from benchmarks.datasets import DatasetError, humaneval_data_file, read_jsonl
 from benchmarks.local_gateway import LocalGateway
-from executors import Limits, Outcome, available_executors, get_executor
+from executors import Executor, Limits, Outcome, available_executors, get_executor
 
 PRIMES = """
 def is_prime(n):
@@ -167,7 +167,7 @@ def check(case: Case, result) -> str | None:
     return None
 
 
-async def open_executor(name: str, limits: Limits, options: dict | None = None) -> tuple[object | None, ExecutorRun]:
+async def open_executor(name: str, limits: Limits, options: dict | None = None) -> tuple[Executor | None, ExecutorRun]:
     """Build, start and warm one executor; an executor that cannot run is reported, not fatal."""
     run = ExecutorRun(name)
     try:
@@ -192,7 +192,7 @@ async def open_executor(name: str, limits: Limits, options: dict | None = None) 
     return executor, run
 
 
-async def measure_latency(live: list[tuple[object, ExecutorRun]], repeats: int, limits: Limits) -> None:
+async def measure_latency(live: list[tuple[Executor, ExecutorRun]], repeats: int, limits: Limits) -> None:
     """Every case, every repeat, one executor after another: a burst of load on
     the shared machine then slows all executors alike instead of one of them."""
     for case in CASES:
@@ -210,7 +210,7 @@ async def measure_latency(live: list[tuple[object, ExecutorRun]], repeats: int, 
 
 
 async def measure_humaneval(
-    live: list[tuple[object, ExecutorRun]], problems: list[dict], concurrency: int, limits: Limits, chunk: int = 41
+    live: list[tuple[Executor, ExecutorRun]], problems: list[dict], concurrency: int, limits: Limits, chunk: int = 41
 ) -> None:
     """All problems on every executor, in chunks taken in turn (same reason as above)."""
     totals = {run.name: HumanEvalResult(run.name, 0, 0, 0.0, []) for _, run in live}
@@ -419,7 +419,8 @@ async def main_async(args: argparse.Namespace) -> int:
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     limits = Limits(timeout_s=60)
-    live, runs = [], []
+    live: list[tuple[Executor, ExecutorRun]] = []
+    runs: list[ExecutorRun] = []
     with contextlib.ExitStack() as stack:
         options: dict[str, dict] = {}
         if "jupyter-remote" in names and not os.environ.get("CODELOOP_GATEWAY_URL"):

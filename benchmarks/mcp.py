@@ -22,6 +22,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from mcp import Client, StdioServerParameters
 
@@ -89,9 +90,9 @@ async def direct_pool(runs: int) -> tuple[float, float]:
         await pool.aclose()
 
 
-async def main_async(runs: int) -> dict[str, object]:
+async def main_async(runs: int) -> dict[str, Any]:
     stdio = StdioServerParameters(command=sys.executable, args=["-m", "orchestrator.cli", "mcp"], cwd=str(ROOT))
-    results = {"stdio": await measure(lambda: Client(stdio), runs)}
+    results: dict[str, Any] = {"stdio": await measure(lambda: Client(stdio), runs)}
     proc, url = await start_http()
     try:
         results["http"] = await measure(lambda: Client(url), runs)
@@ -102,7 +103,7 @@ async def main_async(runs: int) -> dict[str, object]:
     return results
 
 
-def report(results: dict[str, object], runs: int) -> str:
+def report(results: dict[str, Any], runs: int) -> str:
     lines = [
         "# `codeloop mcp` latency",
         "",
