@@ -16,7 +16,7 @@ Factory = Callable[[str, GenerationOptions], Model]
 
 def example(spec: str) -> Callable[[Factory], Factory]:
     def mark(factory: Factory) -> Factory:
-        factory.example = spec  # type: ignore[attr-defined]
+        factory.example = spec  # type: ignore[attr-defined]  # a function attribute the CLI's help reads
         return factory
 
     return mark
