@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench install models clean
+.PHONY: demo test test-unit check bench install models clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,11 +32,24 @@ models: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/codeloop demo
 
+# Lint, format and types: a clean baseline, so any finding is new and fails `make test`.
+check: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
 # pytest exits 5 when it collected no test: that is a failure here, not a pass.
-test: $(VENV)/.installed-test
+# PYTEST_ARGS picks a kind, e.g. PYTEST_ARGS='-m integration' (README "Running the tests").
+test: check
 	@command -v bwrap >/dev/null 2>&1 || echo "make test: bubblewrap is not installed, so the sandbox's bwrap-level tests will be skipped (sudo apt-get install bubblewrap)" >&2
 	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
+	exit $$status
+
+# The unit tests alone (doubles only, under 20 s): the quick loop while editing.
+test-unit: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test-unit: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$status
 
 bench: $(VENV)/.installed-test

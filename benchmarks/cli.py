@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 
 from executors import UnknownExecutorError, available_executors
-
 from orchestrator.cli import EXIT_FAILED, EXIT_OK, UsageError
 from orchestrator.cli._common import add_run_options, close_model, loop_config, resolve_model
 
@@ -73,10 +72,11 @@ def compare(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from orchestrator.batch import BatchProgress, StoreError
+
     from . import BenchStoreError, DatasetError, Prices, ScoringError, run_benchmark
     from .report import summary_rows
     from .runner import REFERENCE_PREFIX
-    from orchestrator.batch import BatchProgress, StoreError
 
     if not args.output:
         raise UsageError("-o BENCH_DIR is required: the store, report and plots go there")

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 # How an item is scored: run hidden tests against the code ("humaneval",
 # "test"), compare the stated answer with a reference ("numeric", "exact"),
@@ -56,7 +57,7 @@ class BenchItem:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "BenchItem":
+    def from_json(cls, data: dict[str, Any]) -> BenchItem:
         return cls(**data)
 
 
@@ -103,7 +104,7 @@ def _field(obj: dict[str, Any], name: str, path: Path, lineno: int) -> str:
 
 def load_humaneval(path: str | Path | None = None, limit: int | None = None) -> list[BenchItem]:
     p = Path(path) if path else humaneval_data_file()
-    items = []
+    items: list[BenchItem] = []
     for lineno, obj in read_jsonl(p):
         task_id = _field(obj, "task_id", p, lineno)
         prompt = _field(obj, "prompt", p, lineno)
@@ -126,7 +127,7 @@ def load_gsm8k(path: str | Path, limit: int | None = None) -> list[BenchItem]:
     from .scoring import reference_answer
 
     p = Path(path)
-    items = []
+    items: list[BenchItem] = []
     for lineno, obj in read_jsonl(p):
         question = _field(obj, "question", p, lineno)
         solution = _field(obj, "answer", p, lineno)
@@ -156,7 +157,7 @@ def load_custom(path: str | Path, limit: int | None = None) -> list[BenchItem]:
     "exact"; ``files``: input files, relative to the JSONL file;
     ``requires_code``: false when an answer item may be answered without code)."""
     p = Path(path)
-    items = []
+    items: list[BenchItem] = []
     for lineno, obj in read_jsonl(p):
         items.append(_custom_item(obj, p, lineno, default_id=f"item-{len(items) + 1}"))
     return _limited(items, limit, p)
@@ -180,7 +181,7 @@ def _custom_item(obj: dict[str, Any], p: Path, lineno: int, *, default_id: str) 
     requires_code = obj.get("requires_code", True)
     if not isinstance(requires_code, bool):
         raise DatasetError(f"{where}: field 'requires_code' must be true or false, got {requires_code!r}")
-    common = dict(id=item_id, prompt=prompt, source_prompt=prompt, files=files, requires_code=requires_code)
+    common: dict[str, Any] = dict(id=item_id, prompt=prompt, source_prompt=prompt, files=files, requires_code=requires_code)
     if kinds == ["test"]:
         return BenchItem(scoring="test", test=_field(obj, "test", p, lineno), **common)
     if kinds == ["expect"]:

@@ -53,7 +53,7 @@ class ScoredRun:
         return {"item_id": self.item_id, "run": self.run.to_json(), "score": self.score.to_json()}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "ScoredRun":
+    def from_json(cls, data: dict[str, Any]) -> ScoredRun:
         return cls(item_id=data["item_id"], run=RunResult.from_json(data["run"]), score=Score.from_json(data["score"]))
 
 
@@ -124,7 +124,7 @@ class Metrics:
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Metrics":
+    def from_json(cls, data: dict[str, Any]) -> Metrics:
         data = dict(data)
         data["retries_solved"] = {int(k): v for k, v in data["retries_solved"].items()}
         data["retries_unsolved"] = {int(k): v for k, v in data["retries_unsolved"].items()}

@@ -60,7 +60,7 @@ class RealRun:
                 "per_item": self.per_item, "notes": self.notes}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "RealRun":
+    def from_json(cls, data: dict[str, Any]) -> RealRun:
         return cls(name=data["name"], config=data["config"], metrics=data["metrics"], cassette=data["cassette"],
                    per_item=data.get("per_item", []), notes=data.get("notes", ""))
 

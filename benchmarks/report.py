@@ -224,18 +224,18 @@ def write_report(bench_dir: str | Path, metrics: Metrics, config: dict[str, Any]
 def render_comparison(a: tuple[str, Metrics, dict[str, Any]], b: tuple[str, Metrics, dict[str, Any]]) -> str:
     """Two runs side by side, with B minus A for the headline rates."""
     (name_a, ma, ca), (name_b, mb, cb) = a, b
-    rows = [
+    rows: list[tuple[str, ...]] = [
         ("benchmark", str(ca.get("benchmark")), str(cb.get("benchmark"))),
         ("model", str(ca.get("model")), str(cb.get("model"))),
         ("executor", str(ca.get("executor")), str(cb.get("executor"))),
         ("max retries", str(ca.get("max_retries")), str(cb.get("max_retries"))),
     ]
-    for (label, va), (_, vb) in zip(summary_rows(ma), summary_rows(mb)):
+    for (label, va), (_, vb) in zip(summary_rows(ma), summary_rows(mb), strict=True):
         rows.append((label, va, vb))
     for k in range(max(len(ma.curve), len(mb.curve))):
         cells = [f"{m.curve[k]} ({pct(m.curve[k], m.items)})" if k < len(m.curve) else "n/a" for m in (ma, mb)]
         rows.append((f"passing within k={k}", *cells))
-    delta = [
+    delta: list[tuple[str, ...]] = [
         ("solve rate, B - A", f"{100 * (mb.solve_rate - ma.solve_rate):+.1f} points", ""),
         ("first-attempt rate, B - A",
          f"{100 * (mb.curve_rates[0] - ma.curve_rates[0]):+.1f} points" if ma.curve and mb.curve else "n/a", ""),

@@ -40,9 +40,9 @@ from orchestrator.types import RunResult
 
 from .datasets import BenchItem, load_dataset
 from .metrics import MAX_K, Metrics, Prices, ScoredRun, compute_metrics
-from .report import REPORT_FILE, write_report
 from .prompt_set import check_expectations, parse_checks
 from .refinement import answer_solved_at, first_passing_attempt, last_successful, last_successful_stdout, program_key
+from .report import REPORT_FILE, write_report
 from .scoring import (
     Score,
     humaneval_program,
@@ -76,7 +76,7 @@ class BenchResult:
                 "report_path": self.report_path, "records": [r.to_json() for r in self.records]}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "BenchResult":
+    def from_json(cls, data: dict[str, Any]) -> BenchResult:
         return cls(bench_dir=data["bench_dir"], config=data["config"], metrics=Metrics.from_json(data["metrics"]),
                    report_path=data["report_path"], records=[ScoredRun.from_json(r) for r in data["records"]])
 
@@ -198,15 +198,19 @@ async def run_benchmark(
     if isinstance(executor, str):
         loop = loop.replace(executor=executor)
     executor_spec = loop.executor if executor is None or isinstance(executor, str) else executor
-    scorer_is_named = scoring_executor is None or isinstance(scoring_executor, str)
-    scoring_name = (scoring_executor or default_scoring_executor()) if scorer_is_named else scoring_executor.name
+    given_scorer = None if scoring_executor is None or isinstance(scoring_executor, str) else scoring_executor
+    if given_scorer is not None:
+        scoring_name = given_scorer.name
+    else:
+        scoring_name = scoring_executor if isinstance(scoring_executor, str) and scoring_executor else \
+            default_scoring_executor()
     bench_config = _bench_config(name, items, loop, data=data, limit=limit, prices=prices,
                                  names=(*spec_names(resolved, executor_spec), scoring_name))
     with ScoreStore(bench_path) as scores:
         stored = scores.config()
         _check_resume(stored, bench_config, bench_path, resume, force)
         scores.set_config(bench_config)
-        scorer = get_executor(scoring_name) if scorer_is_named else scoring_executor
+        scorer = given_scorer or get_executor(scoring_name)
         try:
             await _run_and_score(items, name, scores, scorer, scoring_limits, on_scored,
                                  batch=dict(model=resolved, run_dir=bench_path, config=loop, executor=executor_spec,
@@ -217,7 +221,7 @@ async def run_benchmark(
             scores.restore_config(stored)
             raise
         finally:
-            if scorer_is_named:
+            if given_scorer is None:  # ours: we started it
                 await scorer.aclose()
     return build_report(bench_path)
 

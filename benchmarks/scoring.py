@@ -185,7 +185,7 @@ class Score:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Score":
+    def from_json(cls, data: dict[str, Any]) -> Score:
         return cls(**data)
 
 
@@ -234,11 +234,12 @@ def definitions_only(code: str) -> str | None:
         return None
     kept = []
     for node in tree.body:
-        if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        definition = isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        # A constant assignment is kept; one that calls something might do work.
+        constant = (isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None
+                    and not any(isinstance(n, ast.Call) for n in ast.walk(node.value)))
+        if definition or constant:
             kept.append(node)
-        elif isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
-            if not any(isinstance(n, ast.Call) for n in ast.walk(node.value)):
-                kept.append(node)
     return "\n\n".join(ast.get_source_segment(code, n) or ast.unparse(n) for n in kept) + "\n"
 
 

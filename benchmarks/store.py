@@ -86,7 +86,7 @@ class ScoreStore:
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> "ScoreStore":
+    def __enter__(self) -> ScoreStore:
         return self
 
     def __exit__(self, *exc: Any) -> None:

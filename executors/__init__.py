@@ -15,9 +15,9 @@ from .local import LocalExecutor
 from .registry import DEFAULT_EXECUTOR, UnknownExecutorError, available_executors, get_executor
 
 __all__ = [
+    "DEFAULT_EXECUTOR",
     "Artifact",
     "BaseExecutor",
-    "DEFAULT_EXECUTOR",
     "ExecutionResult",
     "Executor",
     "InputFile",

@@ -63,7 +63,8 @@ def uid_block(count: int) -> list[int]:
 
 async def detect_isolation(isolator: Isolator) -> Isolation:
     """The isolator's level, probed once off the event loop (probes run processes)."""
-    return isolator.detected or await asyncio.to_thread(isolator.detect)
+    detected = isolator.detected
+    return detected if detected is not None else await asyncio.to_thread(isolator.detect)
 
 
 def mentions_matplotlib(code: str) -> bool:

@@ -50,7 +50,7 @@ class Isolation(enum.StrEnum):
     NONE = "none"  # trusted code in a plain subprocess, or no code ran
 
     @classmethod
-    def _missing_(cls, value: object) -> "Isolation | None":
+    def _missing_(cls, value: object) -> Isolation | None:
         # Older jupyter results said "undetected" when the kernel never started: no code ran.
         return cls.NONE if value == "undetected" else None
 
@@ -71,14 +71,14 @@ class Limits:
     open_files: int = 256
     max_processes: int = 64
 
-    def replace(self, **changes: Any) -> "Limits":
+    def replace(self, **changes: Any) -> Limits:
         return Limits(**{**asdict(self), **changes})
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Limits":
+    def from_json(cls, data: dict[str, Any]) -> Limits:
         return jsondata.from_json(cls, data)
 
 
@@ -92,7 +92,7 @@ class Artifact:
     truncated: bool = False  # larger than the artifact cap; data holds nothing
 
     @classmethod
-    def of(cls, name: str, data: bytes, mime_type: str | None = None) -> "Artifact":
+    def of(cls, name: str, data: bytes, mime_type: str | None = None) -> Artifact:
         guessed = mime_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
         return cls(name=name, data=data, mime_type=guessed)
 
@@ -116,7 +116,7 @@ class Artifact:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Artifact":
+    def from_json(cls, data: dict[str, Any]) -> Artifact:
         return jsondata.from_json(cls, {"data": data.get("data_b64", ""), **data}, data=base64.b64decode)
 
 
@@ -128,7 +128,7 @@ class InputFile:
     data: bytes
 
     @classmethod
-    def from_path(cls, path: str | Path, name: str | None = None) -> "InputFile":
+    def from_path(cls, path: str | Path, name: str | None = None) -> InputFile:
         p = Path(path)
         try:
             return cls(name=name or p.name, data=p.read_bytes())
@@ -139,7 +139,7 @@ class InputFile:
         return {"name": self.name, "data_b64": base64.b64encode(self.data).decode("ascii")}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "InputFile":
+    def from_json(cls, data: dict[str, Any]) -> InputFile:
         renamed = {"data": data["data_b64"]} if "data_b64" in data else {}
         return jsondata.from_json(cls, {**data, **renamed}, data=base64.b64decode)
 
@@ -175,7 +175,7 @@ class ExecutionResult:
     @classmethod
     def sandbox_error(
         cls, message: str, *, executor: str, isolation: Isolation, error_type: str = "SandboxError", **fields: Any
-    ) -> "ExecutionResult":
+    ) -> ExecutionResult:
         """The executor itself broke (or refused), not the code: the one way such a result is made."""
         return cls(
             outcome=Outcome.SANDBOX_ERROR, error_type=error_type, error_message=message,
@@ -202,7 +202,7 @@ class ExecutionResult:
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "ExecutionResult":
+    def from_json(cls, data: dict[str, Any]) -> ExecutionResult:
         return jsondata.from_json(cls, data, outcome=Outcome, isolation=lambda v: Isolation(v or Isolation.NONE),
                                   artifacts=jsondata.list_of(Artifact.from_json), results=list)
 

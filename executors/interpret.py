@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import signal as signal_module
 
-from .inside.harness import decode_report
 from .base import Artifact, ExecutionResult, Isolation, Limits, Outcome
+from .inside.harness import decode_report
 from .process import ProcessOutcome
 
 MEMORY_ERRORS = {"MemoryError"}

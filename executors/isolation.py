@@ -174,7 +174,8 @@ class Isolator:
         return self._level
 
     def _detect(self) -> Isolation:
-        candidates = [self.level_request] if self.level_request else [Isolation.BWRAP, Isolation.UNSHARE, Isolation.RLIMITS]
+        requested = Isolation(self.level_request) if self.level_request else None  # __post_init__ made it one
+        candidates = [requested] if requested else [Isolation.BWRAP, Isolation.UNSHARE, Isolation.RLIMITS]
         for candidate in candidates:
             reason = self._probe(candidate)
             if reason is None:
@@ -183,8 +184,8 @@ class Isolator:
                 return candidate
             self._failures[candidate.value] = reason
         tried = "; ".join(f"{k}: {v}" for k, v in self._failures.items())
-        if self.level_request:
-            raise IsolationUnavailable(f"isolation level {self.level_request.value!r} is not available ({tried})")
+        if requested:
+            raise IsolationUnavailable(f"isolation level {requested.value!r} is not available ({tried})")
         raise IsolationUnavailable(
             "strict mode refuses to run without a real boundary (bwrap or unshare); "
             f"install bubblewrap (apt-get install bubblewrap). Tried: {tried}"
@@ -387,11 +388,11 @@ class Isolator:
         # under /tmp (a CI checkout, say) is laid over it rather than hidden.
         made: set[str] = {"/tmp"}
         for path in self._interpreter_paths():
-            args += _mkdirs(path, made) + ["--ro-bind", path, path]
+            args += [*_mkdirs(path, made), "--ro-bind", path, path]
         args += ["--perms", "0755", "--dir", SANDBOX_ROOT]
         made.add(SANDBOX_ROOT)
         for m in view.mounts:
-            args += _mkdirs(m.target, made) + ["--bind" if m.writable else "--ro-bind", m.source, m.target]
+            args += [*_mkdirs(m.target, made), "--bind" if m.writable else "--ro-bind", m.source, m.target]
         args += ["--chdir", view.work_dir]
         if drop:
             args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]

@@ -59,7 +59,7 @@ def from_json(cls: type[T], data: Any, /, **convert: Callable[[Any], Any]) -> T:
         raise JSONDataError(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
     kwargs: dict[str, Any] = {}
     missing: list[str] = []
-    for f in fields(cls):  # type: ignore[arg-type]
+    for f in fields(cls):  # type: ignore[arg-type]  # cls is a dataclass; the signature says type[T] for any caller
         if not f.init:
             continue
         if f.name not in data:

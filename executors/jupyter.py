@@ -29,14 +29,14 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psutil
 from jupyter_client.manager import AsyncKernelManager
 
 from ._shared import INSIDE, build_font_cache, detect_isolation, sandbox_env
 from .base import Artifact, InputFile, Isolation, Limits
-from .isolation import SANDBOX_ROOT, Isolator, IsolationUnavailable, Mount
+from .isolation import SANDBOX_ROOT, IsolationUnavailable, Isolator, Mount
 from .kernel_common import DEFAULT_SESSION, KernelExecutorBase
 from .kernel_messages import KernelDied, KernelHandle, KernelStartError
 from .workspace import changed_files, safe_input_name, scan_dir
@@ -341,11 +341,14 @@ class JupyterExecutor(KernelExecutorBase):
             # Limits are set before the sandbox starts and are inherited through it.
             full = [self.isolator.python, "-s", LAUNCHER, self.kernel_limits(limits), *cmd.argv]
             km.command_rewriter = lambda _spec_argv: list(full)
-            km.kernel_spec.interrupt_mode = "message"
+            spec = km.kernel_spec
+            if spec is None:
+                raise KernelStartError(f"no kernel spec named {km.kernel_name!r} is installed")
+            spec.interrupt_mode = "message"
             await self._copy_font_cache(home / ".matplotlib")
             # The kernel's own stderr (not the code's: that goes over IOPub) goes to a log,
             # kept open for restarts, which launch with the same arguments.
-            handle.log = open(root / "kernel.log", "wb")
+            handle.log = open(root / "kernel.log", "wb")  # noqa: SIM115 - open across restarts; kill_local_kernel closes it
             await km.start_kernel(env=cmd.env, cwd=cmd.cwd, stdout=subprocess.DEVNULL, stderr=handle.log)
             await handle.attach()
             await handle.upload(())
@@ -391,9 +394,9 @@ class JupyterExecutor(KernelExecutorBase):
     def kernel_pid(self, session: str | None = None) -> int | None:
         """The pid of a session's kernel launcher, or None without a live kernel."""
         sess = self._sessions.get(session or DEFAULT_SESSION)
-        return sess.handle.pid if sess is not None else None
+        return cast(LocalKernel, sess.handle).pid if sess is not None else None  # this executor makes only these
 
     def work_dir(self, session: str | None = None) -> Path | None:
         """A live session's working directory (its inputs and the files its code wrote), or None."""
         sess = self._sessions.get(session or DEFAULT_SESSION)
-        return sess.handle.work if sess is not None else None
+        return cast(LocalKernel, sess.handle).work if sess is not None else None

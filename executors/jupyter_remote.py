@@ -29,7 +29,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import websockets
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
@@ -76,7 +76,7 @@ def _env(name: str) -> str | None:
 
 
 class RemoteKernel(KernelHandle):
-    def __init__(self, executor: "JupyterRemoteExecutor", kernel_id: str) -> None:
+    def __init__(self, executor: JupyterRemoteExecutor, kernel_id: str) -> None:
         self.ex = executor
         self.kernel_id = kernel_id
         self.ws: Any = None
@@ -142,7 +142,7 @@ class RemoteKernel(KernelHandle):
                 "session": self.session_id,
                 "msg_type": msg_type,
                 "version": "5.3",
-                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                "date": datetime.datetime.now(datetime.UTC).isoformat(),
             },
             "parent_header": {},
             "metadata": {},
@@ -160,7 +160,7 @@ class RemoteKernel(KernelHandle):
     async def _recv(self, timeout: float) -> dict[str, Any] | None:
         try:
             raw = await asyncio.wait_for(self.ws.recv(), max(0.0, timeout))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
         except websockets.ConnectionClosed as exc:
             raise KernelDied(f"the gateway closed the kernel's channels ({exc})") from None
@@ -241,7 +241,7 @@ class RemoteKernel(KernelHandle):
             # The working directory is on the gateway host: only the kernel can remove it.
             try:
                 await asyncio.wait_for(self._remove_workdir(), 5)
-            except (KernelDied, KernelStartError, asyncio.TimeoutError):
+            except (TimeoutError, KernelDied, KernelStartError):
                 pass  # a busy or dead kernel keeps its directory; the DELETE still stops it
         await self._close_ws()
         await self.ex.delete_kernel(self.kernel_id)
@@ -460,7 +460,7 @@ class JupyterRemoteExecutor(KernelExecutorBase):
     def kernel_id(self, session: str | None = None) -> str | None:
         """The gateway's id for a session's kernel, or None without one."""
         sess = self._sessions.get(session or DEFAULT_SESSION)
-        return sess.handle.kernel_id if sess is not None else None
+        return cast(RemoteKernel, sess.handle).kernel_id if sess is not None else None  # this executor makes only these
 
 
 def _sync_delete(base_url: str, kernel_id: str, headers: dict[str, str]):

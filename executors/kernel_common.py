@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .base import Artifact, BaseExecutor, ExecutionResult, InputFile, Limits, Outcome
+from .base import Artifact, BaseExecutor, ExecutionResult, InputFile, Isolation, Limits, Outcome
 from .kernel_messages import CellCollector, CellRun, KernelDied, KernelHandle, KernelStartError, run_cell
 
 DEFAULT_SESSION = "default"
@@ -186,7 +186,7 @@ class KernelExecutorBase(BaseExecutor):
             await self._make_room()
             try:
                 handle = await asyncio.wait_for(self.start_kernel(key, limits), self.startup_timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise KernelStartError(
                     f"the {self.name} kernel did not become ready within {self.startup_timeout_s:g} s"
                 ) from None
@@ -207,10 +207,10 @@ class KernelExecutorBase(BaseExecutor):
         """Shut down kernels idle for longer than ``idle_timeout_s``."""
         now = time.monotonic()
         for key, sess in list(self._sessions.items()):
-            if not sess.lock.locked() and now - sess.last_used > self.idle_timeout_s:
-                if self._sessions.get(key) is sess:
-                    del self._sessions[key]
-                    await self._shutdown(sess.handle)
+            idle = not sess.lock.locked() and now - sess.last_used > self.idle_timeout_s
+            if idle and self._sessions.get(key) is sess:
+                del self._sessions[key]
+                await self._shutdown(sess.handle)
 
     async def _shutdown(self, handle: KernelHandle) -> None:
         try:
@@ -274,7 +274,7 @@ class KernelExecutorBase(BaseExecutor):
             outcome,
             duration_s=time.perf_counter() - start,
             executor=self.name,
-            isolation=self.isolation,
+            isolation=self.isolation or Isolation.NONE,
         )
         if notice:
             result.stderr = f"[codeloop: {notice}; earlier variables are gone]\n" + result.stderr
@@ -284,7 +284,7 @@ class KernelExecutorBase(BaseExecutor):
         return self.error_result(str(exc), error_type=type(exc).__name__, duration_s=time.perf_counter() - start)
 
 
-async def _sweep_forever(ref: "weakref.ref[KernelExecutorBase]", period: float) -> None:
+async def _sweep_forever(ref: weakref.ref[KernelExecutorBase], period: float) -> None:
     """Holds only a weak reference, so an executor nobody uses can still be collected."""
     while True:
         await asyncio.sleep(period)

@@ -23,10 +23,9 @@ import importlib.metadata
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any
-
-from importlib.metadata import EntryPoint
 
 DISTRIBUTION = "codeloop"
 # The checkout's root, when these packages are run from one (executors/ sits in it).
@@ -46,12 +45,12 @@ class PluginTable:
     entries: Mapping[str, EntryPoint]
 
     @classmethod
-    def of(cls, group: str, entry_points: Iterable[EntryPoint]) -> "PluginTable":
+    def of(cls, group: str, entry_points: Iterable[EntryPoint]) -> PluginTable:
         """A table of exactly these entry points (those of other groups are left out)."""
         return cls(group, {ep.name: ep for ep in entry_points if ep.group == group})
 
     @classmethod
-    def discover(cls, group: str) -> "PluginTable":
+    def discover(cls, group: str) -> PluginTable:
         """The installed entry points of ``group``, with codeloop's own taken
         from the source checkout when there is one."""
         return cls.of(group, merge(installed(group), checkout_entry_points(CHECKOUT_PYPROJECT, group)))

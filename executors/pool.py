@@ -114,7 +114,7 @@ class PoolExecutor(BaseExecutor):
         self._pids: set[int] = set()
         self._finalizer = weakref.finalize(self, kill_processes, self._pids)
         self._root: Path | None = None
-        self._root_finalizer = None
+        self._root_finalizer: weakref.finalize | None = None
         self._slots: asyncio.Queue | None = None  # slots whose zygotes preload the libraries
         self._light_slots: asyncio.Queue | None = None
         self._all_slots: list[Slot] = []
@@ -191,6 +191,7 @@ class PoolExecutor(BaseExecutor):
         """
         argv = [self.settings.python, "-X", "utf8", ZYGOTE, json.dumps(config)]
         # Each child points HOME/TMPDIR at its own dir; MPLCONFIGDIR comes from the zygote's config.
+        assert slot.paths is not None  # the slots are made with their views
         env = child_env(slot.paths.inside(slot.workspace.work))
         if self.settings.fast_fork:
             env.update(FAST_FORK_ENV)
@@ -200,6 +201,7 @@ class PoolExecutor(BaseExecutor):
     def _zygote_config(self, slot: Slot) -> dict:
         private_tmp = self._private_tmp
         light = slot.light
+        assert slot.paths is not None  # the slots are made with their views
         return {
             "harness_path": HARNESS,
             "policy_path": RESTRICTED_POLICY if self.settings.restricted_policy else None,
@@ -216,6 +218,7 @@ class PoolExecutor(BaseExecutor):
         }
 
     async def _start_zygote(self, slot: Slot) -> ZygoteProcess:
+        assert self._root is not None  # slots exist only in a started pool
         zygote = ZygoteProcess(
             functools.partial(self._wrap, slot=slot), self._root / f"zygote-{slot.index}.log", self._pids
         )
@@ -316,6 +319,7 @@ class PoolExecutor(BaseExecutor):
                 "started it (create one per loop, e.g. per asyncio.run)"
             )
         queue = self._light_slots if self._light_slots is not None and not self.needs_preload(code) else self._slots
+        assert queue is not None  # started above
         slot = await queue.get()
         if slot is None:  # aclose() woke the waiters: pass the wake-up on
             queue.put_nowait(None)
@@ -352,6 +356,7 @@ class PoolExecutor(BaseExecutor):
             if slot.zygote is None or not slot.zygote.check_alive():
                 await self._fill(slot)  # ZygoteError: reported by the caller
             zygote = slot.zygote
+            assert zygote is not None  # _fill gave the slot one or raised
             try:
                 result = await run_on_slot(slot, code, files, limits, ctx)
             except ZygoteDied:
@@ -365,6 +370,7 @@ class PoolExecutor(BaseExecutor):
     async def _after_run(self, slot: Slot) -> bool:
         """Replace a dead zygote, schedule a recycle; False when the slot goes back later."""
         zygote = slot.zygote
+        assert zygote is not None  # the caller checked
         if not zygote.alive:
             if self.settings.warm and not self._closed:
                 self._refill_in_background(slot)
@@ -382,4 +388,6 @@ class PoolExecutor(BaseExecutor):
         return True
 
     def _queue_of(self, slot: Slot) -> asyncio.Queue:
-        return self._light_slots if slot.light else self._slots
+        queue = self._light_slots if slot.light else self._slots
+        assert queue is not None  # slots exist only in a started pool
+        return queue

@@ -59,6 +59,7 @@ async def run_on_slot(
         except ValueError as exc:  # a bad input file name: reported like the sandbox executor does
             return ctx.error(str(exc))
         request = _request(slot, code, limits, ctx.mode)
+        assert slot.zygote is not None  # the pool gives out slots with a live zygote
         proc, baseline, died = await exchange(slot.zygote, request, limits, ctx.backstop_s)
         artifacts = ws.collect_artifacts(limits)
     finally:
@@ -75,10 +76,12 @@ async def run_on_slot(
 
 def _request(slot: Slot, code: str, limits: Limits, mode: str) -> dict:
     ws = slot.workspace
+    paths = slot.paths
+    assert paths is not None  # the slots are made with their views
     request = {
         "op": "run",
         "id": uuid.uuid4().hex,
-        "workdir": slot.paths.inside(ws.work),
+        "workdir": paths.inside(ws.work),
         "limits": limits.to_json(),
         "timeout_s": limits.timeout_s,
         "mode": mode,
@@ -87,7 +90,7 @@ def _request(slot: Slot, code: str, limits: Limits, mode: str) -> dict:
         request["code"] = code
     else:
         ws.write_code(code)
-        request["code_path"] = slot.paths.inside(ws.code_path)
+        request["code_path"] = paths.inside(ws.code_path)
     return request
 
 
@@ -120,6 +123,7 @@ async def exchange(zygote: ZygoteProcess, request: dict, limits: Limits, backsto
     if died is not None:
         empty = ProcessOutcome(None, None, collector.stdout, collector.stderr, bytes(collector.report), duration, None, None)
         return empty, 0, died
+    assert verdict is not None  # a verdict or a death, never neither
     return _outcome(verdict, collector, duration), int(verdict.get("baseline_rss") or 0), None
 
 
@@ -191,7 +195,7 @@ async def _verdict_for(
         message = received.result()
         while message.get("op") == "done" and message.get("id") != request_id:
             message = await asyncio.wait_for(zygote.receive(), backstop_s)  # a stale verdict
-    except asyncio.TimeoutError:
+    except TimeoutError:
         await zygote.kill()
         return None, "the pool's zygote stopped answering; it was killed and will be replaced"
     except ZygoteDied:

@@ -78,7 +78,7 @@ def lay_out_slots(
     ]
     # One user id per slot (when we drop root): zygotes cannot signal each other, and
     # a fork bomb exhausts only its own slot's RLIMIT_NPROC count.
-    for slot, uid in zip(slots, uid_block(len(slots))):
+    for slot, uid in zip(slots, uid_block(len(slots)), strict=False):
         slot.uid = uid
         # A zygote sees only its own slot's directory, never another execution's files.
         slot.paths = isolator.view(slot.workspace.root, mounts)

@@ -52,10 +52,10 @@ class ZygoteProcess:
     """The orchestrator's handle on one zygote: its process and control socket."""
 
     def __init__(self, command: Callable[[dict], SandboxCommand], log_path: Path, registry: set[int]) -> None:
-        self.command = command  # config -> the wrapped command line that starts the zygote
+        self.command: Callable[[dict], SandboxCommand] | None = command  # config -> the wrapped command line that starts the zygote
         self.log_path = log_path
         self.registry = registry
-        self.proc = None
+        self.proc: subprocess.Popen | None = None
         self.sock: socket.socket | None = None
         self.inbox: asyncio.Queue = asyncio.Queue()
         self.spare: socket.socket | None = None  # the forked child waiting for its request
@@ -70,6 +70,8 @@ class ZygoteProcess:
         # A high descriptor number: wrappers (unshare's set-up script) use the low ones.
         theirs = fcntl.fcntl(pair_end.fileno(), fcntl.F_DUPFD, CONTROL_FD_MIN)
         pair_end.close()
+        if self.command is None:
+            raise ZygoteError("a zygote process starts once; make a new one to start again")
         command = self.command({**config, "control_fd": theirs})
         self.command = None  # it is bound to the pool: holding it would keep a dropped pool alive
         with open(self.log_path, "ab") as log:
@@ -97,7 +99,7 @@ class ZygoteProcess:
         asyncio.get_running_loop().add_reader(self.sock.fileno(), self._on_readable)
         try:
             ready = await asyncio.wait_for(self.receive(), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self.kill()
             raise ZygoteError(f"the zygote did not become ready within {timeout_s:g} s; {self.log_tail()}") from None
         except ZygoteDied:
@@ -120,6 +122,7 @@ class ZygoteProcess:
 
     def _on_readable(self) -> None:
         try:
+            assert self.sock is not None  # the reader is removed before the socket is dropped
             frame, fds, _flags, _addr = socket.recv_fds(self.sock, MAX_MESSAGE, 4)
         except BlockingIOError:
             return
@@ -167,7 +170,8 @@ class ZygoteProcess:
     def _mark_dead(self) -> None:
         if self.alive:
             self.alive = False
-            asyncio.get_running_loop().remove_reader(self.sock.fileno())
+            if self.sock is not None:
+                asyncio.get_running_loop().remove_reader(self.sock.fileno())
             self.inbox.put_nowait(None)
             self.died.set()
             self._set_spare(None)
@@ -196,6 +200,8 @@ class ZygoteProcess:
 
     def send(self, message: dict) -> None:
         frame = encode(message)
+        if self.sock is None:
+            raise ZygoteDied("the zygote is not running")
         try:
             self.sock.sendall(frame)
         except OSError as exc:

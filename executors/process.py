@@ -93,7 +93,7 @@ class PipeCollector:
         try:
             await asyncio.wait_for(self.all_closed.wait(), timeout_s)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     def stop(self) -> None:
@@ -168,6 +168,7 @@ async def run_process(
                               spawn_error=str(exc))
     if with_report_fd:
         os.close(report_w)
+    assert proc.stdout is not None and proc.stderr is not None  # started with pipes
     pipes = PipeCollector(
         proc.stdout.fileno(), proc.stderr.fileno(), report_r if with_report_fd else None,
         keep_bytes=keep_bytes, hard_bytes=hard_bytes,

@@ -25,7 +25,7 @@ from ._shared import HARNESS, INSIDE, build_font_cache, detect_isolation, mentio
 from .base import BaseExecutor, ExecutionResult, InputFile, Isolation, Limits
 from .inside.harness import decode_report
 from .interpret import interpret
-from .isolation import SANDBOX_ROOT, SANDBOX_WORK, Isolator, IsolationUnavailable, Mount, SandboxCommand
+from .isolation import SANDBOX_ROOT, SANDBOX_WORK, IsolationUnavailable, Isolator, Mount, SandboxCommand
 from .process import ProcessOutcome, run_process
 from .workspace import Workspace
 
@@ -89,8 +89,8 @@ class SandboxExecutor(BaseExecutor):
         if isinstance(isolation, Isolator):
             self.isolator = isolation
         else:
-            kwargs = {"python": python} if python else {}
-            self.isolator = Isolator(level_request=isolation, strict=strict, **kwargs)
+            self.isolator = (Isolator(level_request=isolation, strict=strict, python=python) if python
+                             else Isolator(level_request=isolation, strict=strict))
         self._slots = asyncio.Semaphore(max_concurrency)
         self._free_uids = uid_block(max_concurrency)  # one user id per running child (when we drop root)
         self._mpl_seed: Path | None = None  # a font cache built once, copied into each run

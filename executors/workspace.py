@@ -88,7 +88,7 @@ class Workspace:
 
         shutil.rmtree(self.root, onerror=make_writable)
 
-    def __enter__(self) -> "Workspace":
+    def __enter__(self) -> Workspace:
         return self
 
     def __exit__(self, *exc) -> None:

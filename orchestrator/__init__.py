@@ -96,7 +96,8 @@ async def arun(
     loop = loop_config(config, settings)
     model_obj = get_model(model, loop.generation) if isinstance(model, str) else model
     owned = executor is None or isinstance(executor, str)
-    executor_obj = get_executor(executor or loop.executor, **dict(loop.executor_options)) if owned else executor
+    executor_obj = (get_executor(executor or loop.executor, **dict(loop.executor_options))
+                    if executor is None or isinstance(executor, str) else executor)
     try:
         return await Orchestrator(model_obj, executor_obj, config=loop).run(prompt, files=files)
     finally:

@@ -40,7 +40,7 @@ class GenerationOptions:
         return jsondata.to_json(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "GenerationOptions":
+    def from_json(cls, data: dict[str, Any]) -> GenerationOptions:
         return jsondata.from_json(cls, data)
 
 
@@ -94,10 +94,10 @@ class LoopConfig:
         # Frozen all the way down: a read-only copy of the options.
         object.__setattr__(self, "executor_options", MappingProxyType(dict(self.executor_options)))
 
-    def replace(self, **changes: Any) -> "LoopConfig":
+    def replace(self, **changes: Any) -> LoopConfig:
         return self.with_settings(changes)
 
-    def with_settings(self, settings: Mapping[str, Any]) -> "LoopConfig":
+    def with_settings(self, settings: Mapping[str, Any]) -> LoopConfig:
         """This config with ``settings`` (LoopConfig field names) changed; an
         unknown name is an error that lists the known ones."""
         unknown = sorted(set(settings) - FIELD_NAMES)
@@ -110,12 +110,12 @@ class LoopConfig:
         return jsondata.to_json(self)
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "LoopConfig":
+    def from_json(cls, data: Mapping[str, Any]) -> LoopConfig:
         return jsondata.from_json(cls, data, limits=Limits.from_json, prompts=Prompts.from_json,
                                   generation=GenerationOptions.from_json, images=ImageSettings.from_json,
                                   executor_options=dict)
 
-    def differences(self, other: "LoopConfig") -> list[str]:
+    def differences(self, other: LoopConfig) -> list[str]:
         """How this config differs from ``other`` (the stored one), a line per
         field; prompts are named, not printed."""
         out = []

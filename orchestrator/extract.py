@@ -119,7 +119,8 @@ def _open_fence(line: str) -> _Fence | None:
     fence, info = match["fence"], match["info"].strip()
     if fence[0] == "`" and "`" in info:
         return None  # inline code on one line, such as ```print(1)```
-    label = _LABEL.match(info)["label"].lower() or None
+    label_match = _LABEL.match(info)  # every part of the pattern is optional, so it always matches
+    label = (label_match["label"].lower() or None) if label_match else None
     return _Fence(indent=_indent_width(line), char=fence[0], length=len(fence), label=label)
 
 

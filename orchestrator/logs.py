@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any, TextIO
 
 # structlog is imported where it is used: importing it imports rich (for its
@@ -56,7 +56,7 @@ class Redactor:
             return self.scrub(f"{type(value).__name__}: {value}")
         return value
 
-    def __call__(self, logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
         return {k: self._clean(v) for k, v in event_dict.items()}
 
 

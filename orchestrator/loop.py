@@ -347,7 +347,8 @@ class Orchestrator:
         elif decision.fault == "failed":
             run.logger.info("run.retry", failures=failures, retries_left=left)
         elif decision.fault == "repeated":
-            run.logger.info("run.repeat_rejected", same_as=decision.same_as.step, retries_left=left)
+            run.logger.info("run.repeat_rejected", same_as=decision.same_as.step if decision.same_as else None,
+                            retries_left=left)
         elif decision.fault == "misnamed":
             run.logger.info("run.unknown_tool", names=list(decision.misnamed), retries_left=left)
         else:

@@ -96,7 +96,7 @@ class Progress:
     def last_ok(self) -> bool:
         return bool(self.attempts) and self.attempts[-1].ok
 
-    def with_attempt(self, attempt: Attempt) -> "Progress":
+    def with_attempt(self, attempt: Attempt) -> Progress:
         return replace(self, attempts=(*self.attempts, attempt))
 
 

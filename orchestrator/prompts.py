@@ -175,7 +175,7 @@ class Prompts:
     preview_chars: int = 600
     max_traceback_chars: int = 2000
 
-    def replace(self, **changes) -> "Prompts":
+    def replace(self, **changes) -> Prompts:
         return replace(self, **changes)
 
     def to_json(self) -> dict[str, Any]:
@@ -183,7 +183,7 @@ class Prompts:
         return jsondata.to_json(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Prompts":
+    def from_json(cls, data: dict[str, Any]) -> Prompts:
         return jsondata.from_json(cls, data, libraries=tuple, standard_modules=tuple)
 
     def system(self, limits: Limits, files: Sequence[InputFile] = (), stateful: bool = False,

@@ -165,7 +165,7 @@ class SyncSession:
         finally:
             self._runner.close()
 
-    def __enter__(self) -> "SyncSession":
+    def __enter__(self) -> SyncSession:
         return self
 
     def __exit__(self, *exc: object) -> None:

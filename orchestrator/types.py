@@ -28,7 +28,7 @@ class Usage:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
 
-    def __add__(self, other: "Usage") -> "Usage":
+    def __add__(self, other: Usage) -> Usage:
         cost = None
         if self.cost_usd is not None or other.cost_usd is not None:
             cost = (self.cost_usd or 0.0) + (other.cost_usd or 0.0)
@@ -51,7 +51,7 @@ class Usage:
         return jsondata.to_json(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Usage":
+    def from_json(cls, data: dict[str, Any]) -> Usage:
         return jsondata.from_json(cls, data)
 
 
@@ -69,7 +69,7 @@ class CodeBlock:
         return jsondata.to_json(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "CodeBlock":
+    def from_json(cls, data: dict[str, Any]) -> CodeBlock:
         return jsondata.from_json(cls, data)
 
 
@@ -90,7 +90,7 @@ class Attempt:
         return jsondata.to_json(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Attempt":
+    def from_json(cls, data: dict[str, Any]) -> Attempt:
         return jsondata.from_json(cls, data, result=ExecutionResult.from_json)
 
 
@@ -115,7 +115,7 @@ class ModelTurn:
         return {**jsondata.to_json(self), "raw": self.raw}  # raw is the provider's JSON already
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "ModelTurn":
+    def from_json(cls, data: dict[str, Any]) -> ModelTurn:
         return jsondata.from_json(cls, data, code_blocks=jsondata.list_of(CodeBlock.from_json),
                                   usage=Usage.from_json, executed=jsondata.list_of(Attempt.from_json))
 
@@ -139,7 +139,7 @@ class UserMessage:
         return {"kind": self.kind, **jsondata.to_json(self)}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "UserMessage":
+    def from_json(cls, data: dict[str, Any]) -> UserMessage:
         return jsondata.from_json(cls, data, files=jsondata.list_of(InputFile.from_json),
                                   images=jsondata.list_of(Artifact.from_json))
 
@@ -155,7 +155,7 @@ class ModelMessage:
         return {"kind": self.kind, **jsondata.to_json(self)}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "ModelMessage":
+    def from_json(cls, data: dict[str, Any]) -> ModelMessage:
         return jsondata.from_json(cls, data, turn=ModelTurn.from_json)
 
 
@@ -176,7 +176,7 @@ class ExecutionMessage:
         return {"kind": self.kind, **jsondata.to_json(self)}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "ExecutionMessage":
+    def from_json(cls, data: dict[str, Any]) -> ExecutionMessage:
         return jsondata.from_json(cls, data, result=ExecutionResult.from_json,
                                   images=jsondata.list_of(Artifact.from_json))
 
@@ -244,7 +244,7 @@ class Conversation:
         return jsondata.to_json(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Conversation":
+    def from_json(cls, data: dict[str, Any]) -> Conversation:
         return jsondata.from_json(cls, data, messages=jsondata.list_of(message_from_json))
 
 
@@ -325,7 +325,7 @@ class RunResult:
         return jsondata.to_json(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "RunResult":
+    def from_json(cls, data: dict[str, Any]) -> RunResult:
         # Results stored before the summary was kept had none.
         return jsondata.from_json(cls, {"summary": "", **data}, status=RunStatus, attempts=jsondata.list_of(Attempt.from_json),
                                   usage=Usage.from_json)

@@ -142,7 +142,7 @@ async def test_transient_faults_are_retried(fake, fault):
 
 async def test_a_stream_that_breaks_off_is_an_error_not_retried(fake):
     events_list = events_of(text_message("never finished"))
-    fake.add(Stream(events_list[:3] + [b"event: content_block_delta\ndata: {broken\n\n"]))
+    fake.add(Stream([*events_list[:3], b"event: content_block_delta\ndata: {broken\n\n"]))
     model = claude(fake)
     with pytest.raises(ModelError, match="broke off"):
         async for _ in model.generate_stream(ask()):

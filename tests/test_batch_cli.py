@@ -14,6 +14,7 @@ from orchestrator.batch import BatchStore
 from orchestrator.cli import main
 from orchestrator.types import RunResult
 
+
 @pytest.fixture
 def batch_files(tmp_path: Path) -> tuple[Path, Path]:
     """A scripted model file and a JSONL batch. The list script replays the same turns for every prompt; the
@@ -96,14 +97,14 @@ def test_resume_with_other_settings_is_refused_unless_forced(tmp_path: Path, bat
     run_dir = tmp_path / "run"
     base = ["batch", str(prompts), "-o", str(run_dir), "--model", f"scripted:{script}", "--executor", "local",
             "--no-progress"]
-    assert main(base + ["--max-retries", "1"]) == 0
-    assert main(base + ["--max-retries", "1"]) == 2
+    assert main([*base, "--max-retries", "1"]) == 0
+    assert main([*base, "--max-retries", "1"]) == 2
     assert "pass --resume" in capsys.readouterr().err
-    assert main(base + ["--resume", "--max-retries", "3"]) == 2
+    assert main([*base, "--resume", "--max-retries", "3"]) == 2
     assert "max_retries: stored 1, now 3" in capsys.readouterr().err
     # With no flags a resume takes the stored settings; nothing is left to run.
     assert main(["batch", "-o", str(run_dir), "--resume", "--no-progress"]) == 0
-    assert main(base + ["--resume", "--max-retries", "3", "--force"]) == 0
+    assert main([*base, "--resume", "--max-retries", "3", "--force"]) == 0
     with BatchStore(run_dir) as store:
         assert store.settings()["config"]["max_retries"] == 3
         assert [s["end_reason"] for s in store.sessions()] == ["completed"] * 3

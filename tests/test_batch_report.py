@@ -9,8 +9,8 @@ from pathlib import Path
 
 from executors.base import Artifact, ExecutionResult, Outcome
 from orchestrator.batch import BatchItem, BatchSettings, BatchStore
-from orchestrator.config import LoopConfig
 from orchestrator.batch.report import BatchReport, export, percentile, summarise, write_plots
+from orchestrator.config import LoopConfig
 from orchestrator.types import Attempt, RunResult, RunStatus, Usage
 
 

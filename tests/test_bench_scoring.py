@@ -2,16 +2,13 @@
 
 import pytest
 
-from executors.base import ExecutionResult, Outcome
-from executors.testing import FunctionExecutor, returning
-
 from benchmarks.scoring import (
+    ScoringError,
     definitions_only,
     extract_answer,
     format_number,
     humaneval_program,
     numbers_in,
-    ScoringError,
     numbers_match,
     parse_number,
     prose,
@@ -20,6 +17,8 @@ from benchmarks.scoring import (
     score_exact,
     score_numeric,
 )
+from executors.base import ExecutionResult, Outcome
+from executors.testing import FunctionExecutor, returning
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ import pytest
 
 from executors import BaseExecutor, ExecutionResult, Isolation, Limits, LocalExecutor, Outcome, get_executor
 from executors._shared import INSIDE
-from executors.isolation import Isolator, IsolationUnavailable
+from executors.isolation import IsolationUnavailable, Isolator
 from executors.sandbox import SandboxExecutor
 from executors.testing import FunctionExecutor, returning
 
@@ -122,7 +122,7 @@ async def test_function_executor_lets_handler_errors_through_and_checks_what_it_
     with pytest.raises(RuntimeError, match="no room"):
         await FunctionExecutor(broken).execute("x")
     with pytest.raises(TypeError, match="returned str, not an ExecutionResult"):
-        await FunctionExecutor(lambda c, f, l: "OK").execute("x")
+        await FunctionExecutor(lambda _code, _files, _limits: "OK").execute("x")
     canned = ExecutionResult(outcome=Outcome.FAILED, stdout="same")
     double = FunctionExecutor(returning(canned))
     first, second = await double.execute("x"), await double.execute("y")

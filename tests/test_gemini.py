@@ -276,7 +276,7 @@ async def test_invalid_key_400_is_an_auth_error_naming_the_variable(monkeypatch)
 
 
 def test_missing_key_names_both_variables():
-    with pytest.raises(ModelAuthError, match="GEMINI_API_KEY.*GOOGLE_API_KEY"):
+    with pytest.raises(ModelAuthError, match=r"GEMINI_API_KEY.*GOOGLE_API_KEY"):
         GeminiModel(env={})
 
 

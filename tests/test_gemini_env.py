@@ -233,7 +233,7 @@ def test_system_prompt_lists_the_probed_modules():
     from orchestrator import Orchestrator, ScriptedModel
 
     orch = Orchestrator(ScriptedModel([]), SandboxExecutor(python=sys.executable))
-    line = next(l for l in orch.prompts.system(LIMITS).splitlines() if l.startswith("- Importable modules"))
+    line = next(ln for ln in orch.prompts.system(LIMITS).splitlines() if ln.startswith("- Importable modules"))
     for name in GEMINI_LIBRARIES:
         assert f" {name}," in line or f" {name} " in line, name
     own = Orchestrator(ScriptedModel([]), SandboxExecutor(python=sys.executable), libraries=["numpy"])

@@ -32,9 +32,9 @@ pytest.importorskip("jupyter_client")
 pytest.importorskip("ipykernel")
 pytest.importorskip("kernel_gateway")
 
-from executors import Executor, InputFile, Limits, Outcome, get_executor  # noqa: E402
-from executors.jupyter import JupyterExecutor  # noqa: E402
-from executors.jupyter_remote import GatewayAuthError, JupyterRemoteExecutor  # noqa: E402
+from executors import Executor, InputFile, Limits, Outcome, get_executor
+from executors.jupyter import JupyterExecutor
+from executors.jupyter_remote import GatewayAuthError, JupyterRemoteExecutor
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 KINDS = ["local", "remote"]
@@ -64,7 +64,7 @@ def gateway(tmp_path_factory):
     token = secrets.token_hex(16)
     port = _free_port()
     root = tmp_path_factory.mktemp("gateway")
-    log = open(root / "gateway.log", "wb")
+    log = open(root / "gateway.log", "wb")  # noqa: SIM115 - closed in the finally, after the gateway exits
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -443,7 +443,14 @@ async def test_local_finalizer_kills_kernels():
 async def test_local_kernel_runs_inside_the_sandbox_isolation(level):
     """At each level we can force (no bubblewrap is simulated by forcing ``unshare``), the kernel
     sees the host's files and network exactly as that level promises."""
-    from executors.isolation import HOST_FILES, NO_NETWORK, PRIVATE_TMP, PRIVATE_TMP_DIRS, Isolator, IsolationUnavailable
+    from executors.isolation import (
+        HOST_FILES,
+        NO_NETWORK,
+        PRIVATE_TMP,
+        PRIVATE_TMP_DIRS,
+        IsolationUnavailable,
+        Isolator,
+    )
 
     isolator = Isolator(level_request=level)
     try:
@@ -461,11 +468,11 @@ async def test_local_kernel_runs_inside_the_sandbox_isolation(level):
             "import os, signal, socket\n"
             "def can_connect():\n"
             "    try:\n"
-            "        socket.create_connection(('127.0.0.1', %d), timeout=1).close()\n"
+            f"        socket.create_connection(('127.0.0.1', {listener.getsockname()[1]}), timeout=1).close()\n"
             "        return True\n"
             "    except OSError:\n"
             "        return False\n"
-            "os.path.exists(%r), can_connect()" % (listener.getsockname()[1], probe_file),
+            f"os.path.exists({probe_file!r}), can_connect()",
         )
         assert r.outcome is Outcome.OK, r
         assert r.isolation == isolator.detected == level

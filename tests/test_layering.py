@@ -6,6 +6,7 @@ through one loader that tests can feed their own entry points."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from importlib.metadata import EntryPoint
@@ -14,11 +15,13 @@ from pathlib import Path
 import pytest
 
 from executors.plugins import CHECKOUT_PYPROJECT, PluginTable, checkout_entry_points, merge
-from executors.registry import GROUP as EXECUTORS, UnknownExecutorError, available_executors, get_executor
+from executors.registry import GROUP as EXECUTORS
+from executors.registry import UnknownExecutorError, available_executors, get_executor
 from orchestrator.cli import build_parser, main
 from orchestrator.config import GenerationOptions
 from orchestrator.models import ScriptedModel, UnknownModelError
-from orchestrator.models.registry import GROUP as MODELS, ModelRegistry
+from orchestrator.models.registry import GROUP as MODELS
+from orchestrator.models.registry import ModelRegistry
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,7 +111,7 @@ async def test_a_model_registry_is_a_value_built_from_entry_points_and_factories
     assert turn.text == "x at 0.5"
     with pytest.raises(UnknownModelError, match=r"start with one of: opts:…, plug:…"):
         extended.get("nosuch:x")
-    with pytest.raises(UnknownModelError, match="needs an argument after the colon, e.g. plug:ARGUMENT"):
+    with pytest.raises(UnknownModelError, match=re.escape("needs an argument after the colon, e.g. plug:ARGUMENT")):
         extended.get("plug:")
 
 
@@ -116,7 +119,7 @@ def test_built_in_models_come_from_the_default_registry():
     from orchestrator.models import available_models, get_model
 
     assert {"replay", "scripted", "gemini", "openai", "local"} <= set(available_models())
-    with pytest.raises(UnknownModelError, match="e.g. replay:examples/cassette.jsonl"):
+    with pytest.raises(UnknownModelError, match=re.escape("e.g. replay:examples/cassette.jsonl")):
         get_model("replay:")
 
 

@@ -9,7 +9,7 @@ import time
 import psutil
 import pytest
 
-from executors import InputFile, Limits, LocalExecutor, Outcome, get_executor, available_executors
+from executors import InputFile, Limits, LocalExecutor, Outcome, available_executors, get_executor
 from executors.registry import UnknownExecutorError
 
 FAST = Limits(timeout_s=5)
@@ -112,7 +112,7 @@ async def test_concurrent_executions_are_independent(local_executor):
 def test_registry_knows_local_and_rejects_unknown_names():
     assert "local" in available_executors()
     assert isinstance(get_executor("local"), LocalExecutor)
-    with pytest.raises(UnknownExecutorError, match="choose one of: .*local"):
+    with pytest.raises(UnknownExecutorError, match=r"choose one of: .*local"):
         get_executor("no-such-executor")
 
 

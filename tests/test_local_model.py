@@ -21,8 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from orchestrator.models import ModelError, get_model
-from orchestrator.models import llama_server
+from orchestrator.models import ModelError, get_model, llama_server
 from orchestrator.models.llama_server import (
     LlamaServer,
     LlamaServerError,

@@ -132,7 +132,7 @@ async def test_execution_message_carries_trimmed_traceback(local_executor):
         return FAIL if conversation.count("model") == 0 else "ok"
 
     await Orchestrator(ScriptedModel(script), local_executor).run("q")
-    execution = [m for m in conversations[-1].messages if isinstance(m, ExecutionMessage)][0]
+    execution = next(m for m in conversations[-1].messages if isinstance(m, ExecutionMessage))
     assert "ValueError: boom" in execution.feedback
     assert "raise ValueError('boom')" in execution.feedback
     assert "harness" not in execution.feedback  # the executor's own frames are not shown

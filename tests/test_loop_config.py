@@ -16,8 +16,8 @@ from executors import DEFAULT_EXECUTOR, ExecutionResult, Limits, Outcome
 from orchestrator import Orchestrator, ScriptedModel
 from orchestrator.batch import BatchStore, StoreError, run_batch
 from orchestrator.batch.engine import ItemOutcome
-from orchestrator.batch.ray_engine import BatchWorker
 from orchestrator.batch.limits import BackoffPolicy
+from orchestrator.batch.ray_engine import BatchWorker
 from orchestrator.config import GenerationOptions, LoopConfig
 from orchestrator.images import ImageSettings
 from orchestrator.prompts import Prompts

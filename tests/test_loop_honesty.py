@@ -10,7 +10,7 @@ import re
 from executors import ExecutionResult, InputFile, Outcome
 from orchestrator import Orchestrator, RunStatus, ScriptedModel
 from orchestrator.budget import conversation_tokens, fit
-from orchestrator.prompts import Prompts, VERIFY_REQUEST
+from orchestrator.prompts import VERIFY_REQUEST, Prompts
 from orchestrator.types import Conversation, ExecutionMessage, ModelMessage, ModelTurn, UserMessage
 
 CALL_AS_TEXT = '```json\n' + json.dumps({"name": "run_python", "arguments": {"code": "print(6 * 7)"}}) + '\n```'

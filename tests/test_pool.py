@@ -20,7 +20,7 @@ import pytest_asyncio
 
 from executors import InputFile, Limits, Outcome, available_executors, get_executor
 from executors._shared import INSIDE
-from executors.isolation import Isolator, IsolationUnavailable
+from executors.isolation import IsolationUnavailable, Isolator
 from executors.pool import PoolExecutor, PoolSettings
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -286,7 +286,7 @@ async def test_no_process_or_directory_left_after_aclose():
     root = executor.root
     assert root is not None and root.exists()
     await executor.aclose()
-    gone, alive = psutil.wait_procs(procs, timeout=5)
+    _gone, alive = psutil.wait_procs(procs, timeout=5)
     assert alive == []
     assert not root.exists()
 
@@ -299,7 +299,7 @@ async def test_finalizer_kills_zygotes_of_a_dropped_pool():
     import gc
 
     gc.collect()
-    gone, alive = psutil.wait_procs(procs, timeout=5)
+    _gone, alive = psutil.wait_procs(procs, timeout=5)
     assert alive == []
 
 

@@ -14,8 +14,8 @@ import pytest
 import pytest_asyncio
 
 from executors import Outcome
-from executors.pool import PoolExecutor
 from executors.inside.warm import rehearsal_steps, rehearse
+from executors.pool import PoolExecutor
 
 on_one_zygote = pytest.mark.asyncio(loop_scope="module")
 

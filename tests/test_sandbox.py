@@ -18,15 +18,24 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from executors import DEFAULT_EXECUTOR, ExecutionResult, InputFile, Isolation, Limits, Outcome, available_executors, get_executor
+from executors import (
+    DEFAULT_EXECUTOR,
+    ExecutionResult,
+    InputFile,
+    Isolation,
+    Limits,
+    Outcome,
+    available_executors,
+    get_executor,
+)
 from executors.isolation import (
     HOST_FILES,
-    PROCESS_LIMIT,
     NO_NETWORK,
+    PROCESS_LIMIT,
     PROCESS_TREE,
     SANDBOX_WORK,
-    Isolator,
     IsolationUnavailable,
+    Isolator,
     Mount,
 )
 from executors.sandbox import SandboxExecutor
@@ -401,7 +410,7 @@ async def test_concurrent_hostile_and_ordinary_runs_each_get_their_own_result():
         **{f"ordinary{i}": (f"print('run {i}')", Outcome.OK) for i in range(5)},
     }
     results = await asyncio.gather(*(executor.execute(code, limits=limits) for code, _ in runs.values()))
-    for (name, (_, expected)), result in zip(runs.items(), results):
+    for (name, (_, expected)), result in zip(runs.items(), results, strict=True):
         assert result.outcome is expected, (name, result.outcome, result.error_message)
         if name.startswith("ordinary"):
             assert result.stdout == f"run {name.removeprefix('ordinary')}\n"

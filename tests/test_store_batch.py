@@ -112,7 +112,7 @@ def test_the_store_uses_wal_and_survives_an_uncommitted_writer(tmp_path: Path) -
 def test_open_batch_refuses_an_existing_batch_without_resume(tmp_path: Path) -> None:
     with BatchStore(tmp_path) as store:
         open_batch(store, SETTINGS, items(2), resume=False, force=False)
-        with pytest.raises(StoreError, match="already holds a batch .*pass --resume"):
+        with pytest.raises(StoreError, match=r"already holds a batch .*pass --resume"):
             open_batch(store, SETTINGS, items(2), resume=False, force=False)
 
 
@@ -148,9 +148,8 @@ def test_resume_adds_new_items_and_flags_changed_ones(tmp_path: Path) -> None:
 
 
 def test_resume_without_items_uses_the_stored_ones_and_fresh_dirs_need_items(tmp_path: Path) -> None:
-    with BatchStore(tmp_path / "a") as store:
-        with pytest.raises(StoreError, match="holds no batch to resume"):
-            open_batch(store, SETTINGS, None, resume=True, force=False)
+    with BatchStore(tmp_path / "a") as store, pytest.raises(StoreError, match="holds no batch to resume"):
+        open_batch(store, SETTINGS, None, resume=True, force=False)
     with BatchStore(tmp_path / "b") as store:
         open_batch(store, SETTINGS, items(2), resume=False, force=False)
         open_batch(store, SETTINGS, None, resume=True, force=False)

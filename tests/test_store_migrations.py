@@ -75,7 +75,7 @@ def test_a_store_from_a_newer_codeloop_is_refused_clearly(tmp_path: Path) -> Non
     db = sqlite3.connect(tmp_path / "runs.db", isolation_level=None)
     db.execute("INSERT INTO _migrations VALUES ('batch', '003_from_the_future', 0)")
     db.close()
-    with pytest.raises(StoreError, match="written by a newer codeloop .*003_from_the_future"):
+    with pytest.raises(StoreError, match=r"written by a newer codeloop .*003_from_the_future"):
         BatchStore(tmp_path, create=False)
 
 

@@ -122,6 +122,7 @@ class Measurement:
     def slot_overhead_ms(self) -> float:
         """Time per item the bounding resource's slots spent on anything but the work itself."""
         slots = self.concurrency if self.bound_by == "model" else self.execution_slots
+        assert slots is not None  # bound by executions only when they have a bound
         return (1 / self.throughput - 1 / self.ideal) * slots * 1000
 
     @property
@@ -186,6 +187,10 @@ async def loop_only_overhead_ms(*, items: int, latency_s: float) -> tuple[float,
     return (elapsed / items - CALLS_PER_ITEM * latency_s) * 1000, cpu / items * 1000
 
 
+def _percent(fraction: float | None) -> str:
+    return f"{fraction * 100:.1f}%" if fraction is not None else "-"
+
+
 def table(rows: list[Measurement]) -> list[str]:
     lines = ["| executor | concurrency | items | runs | elapsed (s) | items/s | ideal items/s (bound) | % of ideal "
              "(median) | best "
@@ -194,7 +199,7 @@ def table(rows: list[Measurement]) -> list[str]:
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for m in rows:
         ceiling = f"{m.ceiling * 100:.1f}%" if m.ceiling is not None and m.bound_by == "model" else "-"
-        best = f"{m.best_efficiency * 100:.1f}%" if m.best_efficiency is not None else "-"
+        best = _percent(m.best_efficiency)
         lines.append(f"| {m.executor} | {m.concurrency} | {m.items} | {m.runs} | {m.elapsed_s:.2f} | {m.throughput:.1f} "
                      f"| {m.ideal:.1f} ({m.bound_by}) | {m.efficiency * 100:.1f}% | {best} | {ceiling} "
                      f"| {m.startup_s * 1000:.0f} | {m.slot_overhead_ms:.2f} | {m.cpu_ms_per_item:.2f} | {m.mean_execution_ms:.2f} |")
@@ -269,7 +274,7 @@ def main() -> None:
     if target is not None:
         verdict.append(f"- Target: >= 90% of ideal at concurrency 32 with the trivial executor: median of "
                        f"{target.runs} runs **{target.efficiency * 100:.1f}%** "
-                       f"({'met' if target.efficiency >= 0.9 else 'missed'}), best {target.best_efficiency * 100:.1f}%.")
+                       f"({'met' if target.efficiency >= 0.9 else 'missed'}), best {_percent(target.best_efficiency)}.")
         worst_cpu = max(m.cpu_ms_per_item for m in rows if m.executor == "trivial")
         verdict.append(f"- Target: overhead < 2 ms per item beyond execution: driver CPU after start-up is at most "
                        f"**{worst_cpu:.2f} ms/item** ({'met' if worst_cpu < 2 else 'missed'}).")

@@ -28,7 +28,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -50,7 +50,7 @@ from benchmarks.perf.executors_report import (
     render_text,
 )
 from benchmarks.perf.local_gateway import LocalGateway
-from executors import Limits, Outcome, available_executors, get_executor
+from executors import Executor, Limits, Outcome, available_executors, get_executor
 from executors.modules import GEMINI_PRELOAD, importable_modules
 from executors.pool import DEFAULT_PRELOAD
 
@@ -156,7 +156,7 @@ def executor_spec(label: str, gateway_options: dict | None) -> tuple[str, dict]:
     return label, dict(gateway_options or {}) if label == "jupyter-remote" else {}
 
 
-async def open_executor(label: str, limits: Limits, name: str, options: dict) -> tuple[object | None, ExecutorRun]:
+async def open_executor(label: str, limits: Limits, name: str, options: dict) -> tuple[Executor | None, ExecutorRun]:
     """Build, start and warm one executor; an executor that cannot run is reported, not fatal."""
     run = ExecutorRun(label)
     try:
@@ -209,7 +209,7 @@ def zygote_memory(label: str, executor) -> list[ProcessMemory]:
     return found
 
 
-async def measure_latency(live: list[tuple[object, ExecutorRun]], repeats: int, limits: Limits,
+async def measure_latency(live: list[tuple[Executor, ExecutorRun]], repeats: int, limits: Limits,
                           cold_repeats: int | None = None) -> None:
     """Every case, every repeat, one executor after another: a burst of load on
     the shared machine then slows all executors alike instead of one of them.
@@ -232,7 +232,7 @@ async def measure_latency(live: list[tuple[object, ExecutorRun]], repeats: int, 
 
 
 async def measure_humaneval(
-    live: list[tuple[object, ExecutorRun]], problems: list[dict], concurrency: int, limits: Limits, chunk: int = 41
+    live: list[tuple[Executor, ExecutorRun]], problems: list[dict], concurrency: int, limits: Limits, chunk: int = 41
 ) -> None:
     """All problems on every executor, in chunks taken in turn (same reason as above)."""
     totals = {run.name: HumanEvalResult(run.name, 0, 0, 0.0, []) for _, run in live}
@@ -313,10 +313,11 @@ async def main_async(args: argparse.Namespace) -> int:
         return 2
     problems = humaneval_problems()[: args.problems]
     load_before = os.getloadavg()
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     t0 = time.perf_counter()
     limits = Limits(timeout_s=60)
-    live, runs = [], []
+    live: list[tuple[Executor, ExecutorRun]] = []
+    runs: list[ExecutorRun] = []
     with contextlib.ExitStack() as stack:
         gateway_options = None
         if "jupyter-remote" in labels and not os.environ.get("CODELOOP_GATEWAY_URL"):

@@ -165,7 +165,7 @@ def issue15_goals(runs: list[ExecutorRun], case_names: list[str], full_humaneval
         ratios = {case: ratio(runs, pool, case) for case in case_names}
         known = {c: v for c, v in ratios.items() if v is not None}
         if known:
-            worst = max(known, key=known.get)
+            worst = max(known, key=lambda case: known[case])
             goals.append((f"{pool} p50 <= {REFERENCE} p50 on every case", f"worst {known[worst]:.2f}x ({worst})",
                           all(v <= 1.0 for v in known.values()) and len(known) == len(case_names)))
         else:
@@ -221,9 +221,9 @@ def issue4_targets(runs: list[ExecutorRun], full_humaneval: bool) -> list[tuple[
 
 
 def render_text(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=False)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)) for row in rows]
     return "\n".join(lines)
 
 

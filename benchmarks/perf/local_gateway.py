@@ -29,7 +29,7 @@ class LocalGateway:
         self._proc: subprocess.Popen | None = None
         self._dir: tempfile.TemporaryDirectory | None = None
 
-    def __enter__(self) -> "LocalGateway":
+    def __enter__(self) -> LocalGateway:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -58,9 +58,9 @@ class LocalGateway:
         deadline = time.monotonic() + self.startup_timeout_s
         while not self._answers():
             if self._proc.poll() is not None or time.monotonic() > deadline:
-                log = log_path.read_text(errors="replace")[-2000:]
+                tail = log_path.read_text(errors="replace")[-2000:]
                 self.__exit__(None, None, None)
-                raise RuntimeError(f"the kernel gateway did not start; its log ends with:\n{log}")
+                raise RuntimeError(f"the kernel gateway did not start; its log ends with:\n{tail}")
             time.sleep(0.1)
         return self
 

@@ -20,8 +20,9 @@ import re
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from mcp import Client, StdioServerParameters
 
@@ -89,9 +90,9 @@ async def direct_pool(runs: int) -> tuple[float, float]:
         await pool.aclose()
 
 
-async def main_async(runs: int) -> dict[str, object]:
+async def main_async(runs: int) -> dict[str, Any]:
     stdio = StdioServerParameters(command=sys.executable, args=["-m", "orchestrator.cli", "mcp"], cwd=str(ROOT))
-    results = {"stdio": await measure(lambda: Client(stdio), runs)}
+    results: dict[str, Any] = {"stdio": await measure(lambda: Client(stdio), runs)}
     proc, url = await start_http()
     try:
         results["http"] = await measure(lambda: Client(url), runs)
@@ -102,12 +103,12 @@ async def main_async(runs: int) -> dict[str, object]:
     return results
 
 
-def report(results: dict[str, object], runs: int) -> str:
+def report(results: dict[str, Any], runs: int) -> str:
     lines = [
         "# `codeloop mcp` latency",
         "",
         (
-            f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, Python {platform.python_version()}, "
+            f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, Python {platform.python_version()}, "
             f"{runs} timed calls per row after 3 warm-up calls; `python -m benchmarks.perf.mcp`. {os.cpu_count()} cores, "
             f"load average {os.getloadavg()[0]:.1f} when it ended (other work shares the machine)."
         ),

@@ -24,8 +24,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from openai import OpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
 from executors import Limits, LocalExecutor
 from orchestrator.extract import extract_code, join_blocks
@@ -94,9 +96,11 @@ async def feedback_for(reply: str) -> str:
 def retry(client: OpenAI, messages: list[dict], max_tokens: int, cache: bool) -> Retry:
     started = time.perf_counter()
     response = client.chat.completions.create(model="bench", temperature=0, max_tokens=max_tokens,
-                                              messages=messages, extra_body={"cache_prompt": cache, "seed": 0})
+                                              messages=cast("list[ChatCompletionMessageParam]", messages), extra_body={"cache_prompt": cache, "seed": 0})
     wall = time.perf_counter() - started
     t = timings(response)
+    if response.usage is None:
+        raise SystemExit("the server reported no token usage")
     return Retry(cache=cache, wall_s=wall, prompt_tokens=response.usage.prompt_tokens, evaluated=t["prompt_n"],
                  cached=t.get("cache_n", 0), prompt_ms=t["prompt_ms"], generated=t["predicted_n"],
                  generation_ms=t["predicted_ms"])
@@ -105,7 +109,7 @@ def retry(client: OpenAI, messages: list[dict], max_tokens: int, cache: bool) ->
 def prime(client: OpenAI, messages: list[dict]) -> None:
     """Leave the server's slot as the loop does after a first attempt: holding
     the prompt and the model's reply (sent as an assistant prefix, 1 token out)."""
-    client.chat.completions.create(model="bench", temperature=0, max_tokens=1, messages=messages,
+    client.chat.completions.create(model="bench", temperature=0, max_tokens=1, messages=cast("list[ChatCompletionMessageParam]", messages),
                                    extra_body={"cache_prompt": True, "seed": 0})
 
 
@@ -140,7 +144,7 @@ def report(results: list[Retry], messages: list[dict], model: Path, threads: int
         "",
         f"`python -m benchmarks.perf.prompt_cache` on CPython {platform.python_version()}, "
         f"{os.cpu_count()} CPUs shared with other work (load average {os.getloadavg()[0]:.1f} at the end), "
-        f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC. Model {model.name}, one llama.cpp server "
+        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. Model {model.name}, one llama.cpp server "
         f"(xllamacpp), {threads} thread(s), 1 slot, prompt cache enabled on the server (loaded in {load_s:.1f} s).",
         "",
         "The retry request is a real first attempt: codeloop's system prompt, a data-analysis prompt, the "

@@ -26,7 +26,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from google import genai
@@ -155,9 +155,9 @@ def table(results: list[Level]) -> tuple[list[str], list[list[str]]]:
 
 def render_text(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths)),
+    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)),
              "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
     return "\n".join(lines)
 
 
@@ -214,7 +214,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    info = {"started": datetime.now(timezone.utc), "load_before": os.getloadavg()}
+    info = {"started": datetime.now(UTC), "load_before": os.getloadavg()}
     t0 = time.perf_counter()
     results, more = asyncio.run(measure(args.executor, args.levels, args.requests))
     info.update(more, elapsed=time.perf_counter() - t0, load_after=os.getloadavg())

@@ -32,7 +32,7 @@ def cap_rlimit(which: int, value: int | None) -> None:
 
     if value is None:
         return
-    soft, hard = resource.getrlimit(which)
+    _soft, hard = resource.getrlimit(which)
     new_hard = value if hard == resource.RLIM_INFINITY else min(value, hard)
     try:
         resource.setrlimit(which, (min(value, new_hard), new_hard))
@@ -106,7 +106,7 @@ def _patch_pyplot(plt, save_open_figures) -> None:
         self._codeloop_saved = True
         return original(self, *args, **kwargs)
 
-    savefig._codeloop = True
+    savefig._codeloop = True  # type: ignore[attr-defined]  # marks the patch so it is applied once
     Figure.savefig = savefig
 
 
@@ -130,7 +130,7 @@ class _PyplotHook:
             exec_module(module)
             _patch_pyplot(module, self.save_open_figures)
 
-        spec.loader.exec_module = exec_and_patch
+        spec.loader.exec_module = exec_and_patch  # type: ignore[method-assign]  # this one spec's loader, wrapped
         return spec
 
 

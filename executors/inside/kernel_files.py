@@ -89,24 +89,30 @@ def setup(path: str | None) -> None:
     out = json.dumps({"cwd": path})
 
 
+def _work_dir() -> str:
+    if root is None:
+        raise RuntimeError("kernel_files.setup() must run before the other helpers")
+    return root
+
+
 def upload(files: list[tuple[str, str]]) -> None:
     """Write each (name, base64 data) into the working directory, replacing what was there."""
     global snap, out
-    os.chdir(root)
+    os.chdir(_work_dir())
     for name, data in files:
         if os.path.exists(name):
             os.remove(name)
         with open(name, "wb") as fh:
             fh.write(base64.b64decode(data))
-    snap = scan(root)
+    snap = scan(_work_dir())
     out = json.dumps({"uploaded": len(files)})
 
 
 def collect(max_count: int, max_bytes: int, max_total: int) -> None:
     """Report the files changed since the last upload or collect (base64), capped."""
     global snap, out
-    now = scan(root)
-    found = changed(root, snap, now, max_count=max_count, max_bytes=max_bytes, max_total=max_total)
+    now = scan(_work_dir())
+    found = changed(_work_dir(), snap, now, max_count=max_count, max_bytes=max_bytes, max_total=max_total)
     snap = now
     out = json.dumps({"files": [
         {"name": name, "truncated": True} if data is None
@@ -119,5 +125,5 @@ def cleanup() -> None:
     """Remove the working directory (the kernel is about to be deleted)."""
     global out
     os.chdir("/")
-    shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(_work_dir(), ignore_errors=True)
     out = json.dumps({"removed": root})

@@ -23,9 +23,9 @@ import types
 from RestrictedPython import compile_restricted_eval as _rp_compile_eval
 from RestrictedPython import compile_restricted_exec as _rp_compile
 from RestrictedPython import limited_builtins, safe_builtins, utility_builtins
-from RestrictedPython.transformer import RestrictingNodeTransformer
 from RestrictedPython.Eval import default_guarded_getitem, default_guarded_getiter
 from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack_sequence, safer_getattr
+from RestrictedPython.transformer import RestrictingNodeTransformer
 
 # Modules the code may import, with every submodule of the packages marked True.
 ALLOWED_MODULES: dict[str, bool] = {
@@ -220,8 +220,9 @@ def build_builtins() -> dict:
 
 def build_namespace() -> dict:
     """A fresh global namespace for one restricted execution."""
+    builtins_ = build_builtins()
     namespace = {
-        "__builtins__": build_builtins(),
+        "__builtins__": builtins_,
         "__name__": "__main__",
         "__metaclass__": type,
         "_print_": StdoutPrinter,
@@ -234,7 +235,7 @@ def build_namespace() -> dict:
         "_inplacevar_": inplace_var,
         "_apply_": apply,
     }
-    namespace["__builtins__"]["eval"] = namespace["__builtins__"]["restricted_eval"] = make_restricted_eval(namespace)
+    builtins_["eval"] = builtins_["restricted_eval"] = make_restricted_eval(namespace)
     return namespace
 
 
@@ -296,6 +297,7 @@ def make_restricted_eval(namespace: dict):
             raise TypeError("eval() in restricted code takes a string")
         result = _rp_compile_eval(source.strip(), filename="<eval>", policy=CodeloopPolicy)
         _raise_policy_errors(result)
+        assert result.code is not None  # no errors, so it compiled
         if globals is None:
             return builtins.eval(result.code, namespace, locals)
         if not isinstance(globals, dict):

@@ -47,6 +47,7 @@ import socket
 import struct
 import sys
 import time
+from typing import Any
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
@@ -110,6 +111,8 @@ def vm_bytes() -> int:
 def load_module(name: str, path: str):
     """Import one of codeloop's child-side files by path, without its package."""
     spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {name} from {path}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
@@ -172,7 +175,8 @@ def take_streams(out_fd: int, err_fd: int) -> None:
     sys.stderr = io.TextIOWrapper(
         io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", write_through=True
     )
-    sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
+    # typeshed marks them Final; the child's originals must be these.
+    sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr  # type: ignore[misc]
 
 
 def enter_workdir(workdir: str) -> None:
@@ -187,7 +191,7 @@ def enter_workdir(workdir: str) -> None:
 class Spare:
     """A child forked ahead of time, blocked until the orchestrator hands it a request."""
 
-    def __init__(self, pid: int, baseline_rss: int, finished_fd: int | None = None) -> None:
+    def __init__(self, pid: int, baseline_rss: int, finished_fd: int) -> None:
         self.pid = pid
         self.baseline_rss = baseline_rss  # the RSS the fork inherited, subtracted from its peak
         self.finished_fd = finished_fd  # the child says here that its run is over (see child_finished)
@@ -198,8 +202,8 @@ class Zygote:
         self.config = config
         self.control = socket.socket(fileno=int(config["control_fd"]))
         self.control.setblocking(True)
-        self.harness = None
-        self.policy = None
+        self.harness: Any = None  # modules loaded by path: their attributes are not known statically
+        self.policy: Any = None
         self.is_init = os.getpid() == 1  # PID 1 of a fresh PID namespace
 
     # -- start-up ---------------------------------------------------------
@@ -262,7 +266,7 @@ class Zygote:
                 CLEANUP.empty_directory(directory)
             spare = self.fork_spare()
 
-    def fork_spare(self) -> "Spare":
+    def fork_spare(self) -> Spare:
         """Fork the next child ahead of time and hand the orchestrator a socket to it.
 
         The orchestrator sends the request straight to the child, so a request
@@ -284,7 +288,7 @@ class Zygote:
             ours.close()
         return Spare(pid, baseline, finished_r)
 
-    def run(self, spare: "Spare", request: dict) -> dict:
+    def run(self, spare: Spare, request: dict) -> dict:
         start = time.monotonic()
         try:
             finished = self.await_finish(spare, start + float(request["timeout_s"]), request["id"])
@@ -319,7 +323,7 @@ class Zygote:
             "baseline_rss": spare.baseline_rss,
         }
 
-    def await_finish(self, spare: "Spare", deadline: float, request_id: str) -> dict | None:
+    def await_finish(self, spare: Spare, deadline: float, request_id: str) -> dict | None:
         """Wait for the child's own "finished" message; None sends the caller down
         the ordinary path (wait for the exit, clear the tree), as it does when the
         child exits, dies, times out, is ordered killed, or left anything running."""

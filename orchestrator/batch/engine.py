@@ -7,6 +7,7 @@ one for the whole batch, each Ray actor holds its own.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -142,8 +143,9 @@ class LocalEngine:
         # execution_concurrency, so --concurrency 1 kept two items going: a second item's model
         # call overlapped the first one's execution.)
         self.slots = concurrency
-        self._kwargs = dict(config=config, concurrency=concurrency, execution_concurrency=execution_concurrency,
-                            gate=gate, max_rate_limit_retries=max_rate_limit_retries, on_rate_limit=on_rate_limit)
+        self._make_runner = functools.partial(
+            ItemRunner, config=config, concurrency=concurrency, execution_concurrency=execution_concurrency,
+            gate=gate, max_rate_limit_retries=max_rate_limit_retries, on_rate_limit=on_rate_limit)
         self._runner: ItemRunner | None = None
         self._owned_model: Model | None = None
 
@@ -152,7 +154,7 @@ class LocalEngine:
         if isinstance(self._model_spec, str):
             self._owned_model = model  # built here from its name, so closed here (a local server stops)
         self._executor, self._owns_executor = build_executor(self._executor_spec, self._config.executor_options)
-        self._runner = ItemRunner(model, self._executor, **self._kwargs)
+        self._runner = self._make_runner(model, self._executor)
 
     async def run(self, item: BatchItem) -> ItemOutcome:
         assert self._runner is not None, "start() the engine first"

@@ -39,7 +39,7 @@ class BatchItem:
                 "metadata": dict(self.metadata), "source": self.source}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "BatchItem":
+    def from_json(cls, data: Mapping[str, Any]) -> BatchItem:
         return cls(id=str(data["id"]), prompt=data["prompt"], files=list(data.get("files", [])),
                    metadata=dict(data.get("metadata", {})), source=data.get("source", ""))
 
@@ -110,9 +110,9 @@ def coerce_items(items: Iterable[str | BatchItem | Mapping[str, Any]], *, base_d
             problems.extend(file_problems)
             result.append(item)
         elif isinstance(raw, Mapping):
-            item = _item_from_mapping(raw, where, default_id=str(index + 1), base=base, problems=problems)
-            if item is not None:
-                result.append(item)
+            parsed = _item_from_mapping(raw, where, default_id=str(index + 1), base=base, problems=problems)
+            if parsed is not None:
+                result.append(parsed)
         else:
             problems.append(InputProblem(where, f"expected a prompt string, BatchItem or mapping, got {type(raw).__name__}"))
     return _finish(result, problems, empty_where="items")

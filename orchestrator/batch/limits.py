@@ -61,7 +61,7 @@ class BackoffPolicy:
         return jsondata.to_json(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "BackoffPolicy":
+    def from_json(cls, data: dict[str, Any]) -> BackoffPolicy:
         return jsondata.from_json(cls, data)
 
 

@@ -94,7 +94,7 @@ class BatchReport:
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "BatchReport":
+    def from_json(cls, data: dict[str, Any]) -> BatchReport:
         data = dict(data)
         data["retries_histogram"] = {int(k): v for k, v in data.get("retries_histogram", {}).items()}
         return cls(**data)

@@ -15,7 +15,7 @@ import fcntl
 import functools
 import os
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -209,14 +209,16 @@ class _Driver:
         self.session: int | None = None
 
     def report_failure(self, future: asyncio.Future[Any]) -> None:
-        if not future.cancelled() and future.exception() is not None:
-            self.finished.put_nowait(future.exception())
+        error = None if future.cancelled() else future.exception()
+        if error is not None:
+            self.finished.put_nowait(error)
 
     def committed(self, item_id: str, outcome: ItemOutcome, future: asyncio.Future[Any]) -> None:
         if future.cancelled():
             return
-        if future.exception() is not None:
-            self.finished.put_nowait(future.exception())
+        error = future.exception()
+        if error is not None:
+            self.finished.put_nowait(error)
             return
         self.in_flight.discard(item_id)
         self.progress.item_finished(future.result(), outcome.result, outcome.rate_limited)
@@ -241,7 +243,7 @@ class _Driver:
             self.finished.put_nowait(exc)
 
     async def results(self, settings: BatchSettings, *, already_done: int,
-                      total: int) -> AsyncIterator[tuple[str, RunResult]]:
+                      total: int) -> AsyncGenerator[tuple[str, RunResult], None]:
         to_run = len(self.todo)
         reason = "interrupted"
         workers: list[asyncio.Task[None]] = []

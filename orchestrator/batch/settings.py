@@ -27,10 +27,10 @@ class BatchSettings:
         return jsondata.to_json(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "BatchSettings":
+    def from_json(cls, data: dict[str, Any]) -> BatchSettings:
         return jsondata.from_json(cls, data, config=LoopConfig.from_json)
 
-    def differences(self, stored: "BatchSettings") -> list[str]:
+    def differences(self, stored: BatchSettings) -> list[str]:
         """Human-readable differences in the result-affecting settings."""
         model = [f"model: stored {stored.model!r}, now {self.model!r}"] if stored.model != self.model else []
         return model + self.config.differences(stored.config)

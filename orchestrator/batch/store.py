@@ -74,7 +74,7 @@ class ItemRecord:
         return dict(self.__dict__)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "ItemRecord":
+    def from_json(cls, data: dict[str, Any]) -> ItemRecord:
         return cls(**data)
 
 
@@ -158,7 +158,7 @@ class BatchStore:
             else:
                 self.db.execute("RELEASE change")
 
-    def _transaction(self) -> "BatchStore._Tx":
+    def _transaction(self) -> BatchStore._Tx:
         return BatchStore._Tx(self._db)
 
     @contextlib.contextmanager
@@ -183,7 +183,7 @@ class BatchStore:
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> "BatchStore":
+    def __enter__(self) -> BatchStore:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -242,7 +242,8 @@ class BatchStore:
         with self._transaction() as db:
             cursor = db.execute("INSERT INTO sessions (settings, started) VALUES (?, ?)",
                                 (json.dumps(settings, sort_keys=True), time.time()))
-            return int(cursor.lastrowid)
+            assert cursor.lastrowid is not None  # set by the INSERT
+            return cursor.lastrowid
 
     def end_session(self, session: int, reason: str) -> None:
         with self._transaction() as db:

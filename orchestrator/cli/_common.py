@@ -9,9 +9,9 @@ import sys
 from executors import DEFAULT_EXECUTOR, Limits, UnknownExecutorError, available_executors, get_executor
 from executors.base import Executor
 
+from ..config import GenerationOptions, LoopConfig
 from ..images import ImageSettings
 from ..models import Model, ModelError, RecordingModel, UnknownModelError, default_model, get_model
-from ..config import GenerationOptions, LoopConfig
 from . import UsageError
 from ._local import add_local_options, build_local_model
 

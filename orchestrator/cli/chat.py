@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import shlex
 import sys
+from collections.abc import Sequence
 from typing import TextIO
 
 from executors import InputFile
@@ -16,8 +17,15 @@ from ..images import InputFileTooLarge
 from ..render import EventPrinter
 from ..session import Session, SessionFileError
 from . import EXIT_OK, UsageError
-from ._common import add_run_options, close_model, loop_config, resolve_executor, resolve_model
-from ._common import add_image_options, image_settings  # run and chat: a batch sets images in its LoopConfig
+from ._common import (  # run and chat: a batch sets images in its LoopConfig
+    add_image_options,
+    add_run_options,
+    close_model,
+    image_settings,
+    loop_config,
+    resolve_executor,
+    resolve_model,
+)
 
 HELP = """\
 Type a message and press Enter. Commands:
@@ -49,7 +57,7 @@ def handle(args: argparse.Namespace) -> int:
     return asyncio.run(chat(session, sys.stdin, sys.stdout, files=args.file, load=args.load, stream=args.stream))
 
 
-async def chat(session: Session, stdin: TextIO, out: TextIO, *, files: list[str] = (), load: str | None = None,
+async def chat(session: Session, stdin: TextIO, out: TextIO, *, files: Sequence[str] = (), load: str | None = None,
                stream: bool = False) -> int:
     """The REPL over a session. Returns the exit code; the executor is closed here."""
     pending = list(files)

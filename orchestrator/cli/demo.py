@@ -18,8 +18,9 @@ from pathlib import Path
 
 from executors import InputFile, Limits
 
+from ..events import Done
 from ..loop import Orchestrator
-from ..models import ReplayModel
+from ..models import Model, ReplayModel
 from ..models.registry import DEFAULT_LOCAL_MODEL
 from ..render import EventPrinter
 from ..types import RunResult, RunStatus, Usage
@@ -74,7 +75,7 @@ def handle(args: argparse.Namespace) -> int:
     items = load_prompts(Path(args.prompts))
     if args.replay:
         try:
-            model = ReplayModel(args.replay)
+            model: Model = ReplayModel(args.replay)
         except (FileNotFoundError, ValueError) as exc:
             raise UsageError(str(exc)) from exc
     else:
@@ -94,7 +95,8 @@ async def _demo(items: list[dict], model, executor, *, tools: str = "auto") -> i
             async for event in orch.stream(item["prompt"], files=item["inputs"]):
                 printer(event)
             print()
-            results.append(event.result)  # the last event is Done
+            assert isinstance(event, Done) and event.result is not None  # the loop ends every run with Done
+            results.append(event.result)
     finally:
         await close_model(model)
         await executor.aclose()

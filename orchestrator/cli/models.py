@@ -67,7 +67,7 @@ def _state(verified: bool | None) -> str:
 
 def handle_list(args: argparse.Namespace) -> int:
     store = _store(args)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, entry in store.catalogue.items():
         found = store.status(name)
         rows.append({

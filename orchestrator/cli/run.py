@@ -16,8 +16,15 @@ from ..loop import Orchestrator
 from ..render import EventPrinter
 from ..types import RunStatus
 from . import EXIT_FAILED, EXIT_OK, EXIT_UNVERIFIED, UsageError
-from ._common import add_run_options, close_model, loop_config, resolve_executor, resolve_model
-from ._common import add_image_options, image_settings  # run and chat: a batch sets images in its LoopConfig
+from ._common import (  # run and chat: a batch sets images in its LoopConfig
+    add_image_options,
+    add_run_options,
+    close_model,
+    image_settings,
+    loop_config,
+    resolve_executor,
+    resolve_model,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -81,6 +88,7 @@ async def _run(args, prompt, files, model, executor, config) -> int:
     finally:
         await executor.aclose()
         await close_model(model)
+    assert result is not None  # the stream ends with Done
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     if args.save_artifacts:

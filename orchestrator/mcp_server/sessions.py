@@ -37,7 +37,7 @@ class SessionRegistry:
         self._lock = asyncio.Lock()
 
     def live(self) -> set[str]:
-        return set(self.executor.sessions())  # type: ignore[attr-defined]
+        return set(self.executor.sessions())  # type: ignore[attr-defined]  # stateful executors (checked in __init__) have it
 
     async def run(
         self, session: str, code: str, *, files: Sequence[InputFile], limits: Limits

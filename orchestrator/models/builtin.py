@@ -6,6 +6,7 @@ when a spec lacks its argument. Providers are imported only when used."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from ..config import GenerationOptions
 from .base import Model
@@ -15,7 +16,7 @@ Factory = Callable[[str, GenerationOptions], Model]
 
 def example(spec: str) -> Callable[[Factory], Factory]:
     def mark(factory: Factory) -> Factory:
-        factory.example = spec  # type: ignore[attr-defined]
+        factory.example = spec  # type: ignore[attr-defined]  # a function attribute the CLI's help reads
         return factory
 
     return mark
@@ -68,6 +69,6 @@ def anthropic(arg: str, options: GenerationOptions) -> Model:
 def local(arg: str, options: GenerationOptions) -> Model:
     from .local import LocalModel, LocalSettings
 
-    changes = {k: v for k, v in (("temperature", options.temperature), ("max_tokens", options.max_tokens))
+    changes: dict[str, Any] = {k: v for k, v in (("temperature", options.temperature), ("max_tokens", options.max_tokens))
                if v is not None}
     return LocalModel(arg, LocalSettings(**changes))

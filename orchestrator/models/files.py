@@ -138,6 +138,7 @@ class ModelStore:
             stat = path.stat()
         except FileNotFoundError:
             return None
+        verified: bool | None
         if stat.st_size != entry.size:
             verified = False
         else:

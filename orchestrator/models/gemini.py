@@ -274,7 +274,7 @@ class _ContentsWriter:
         self.add("user", function_responses(calls, execution) + image_parts(execution))
 
     def execution_text(self, execution: ExecutionMessage) -> None:
-        self.add("user", [types.Part(text=execution.feedback)] + image_parts(execution))
+        self.add("user", [types.Part(text=execution.feedback), *image_parts(execution)])
 
     def user(self, message: UserMessage, new_files: list[InputFile]) -> None:
         self.add("user", user_parts(message, new_files, mode=self.mode, max_file_bytes=self.max_file_bytes))

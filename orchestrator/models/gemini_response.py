@@ -10,7 +10,7 @@ from typing import Any
 
 from google.genai import types
 
-from executors.base import Artifact, ExecutionResult, Outcome
+from executors.base import Artifact, ExecutionResult, Isolation, Outcome
 
 from ..types import Attempt, CodeBlock, ModelTurn, Usage
 
@@ -79,11 +79,11 @@ _ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Wa
 def _remote_attempt(code: str, result: types.CodeExecutionResult | None) -> Attempt:
     if result is None:
         execution = ExecutionResult(outcome=Outcome.FAILED, error_message="Gemini returned no result for this code",
-                                    executor=EXECUTOR_NAME, isolation="remote")
+                                    executor=EXECUTOR_NAME, isolation=Isolation.REMOTE)
         return Attempt(code=code, result=execution, remote=True)
     outcome = SERVER_OUTCOMES.get(enum_name(result.outcome) or "", Outcome.FAILED)
     output = result.output or ""
-    execution = ExecutionResult(outcome=outcome, executor=EXECUTOR_NAME, isolation="remote")
+    execution = ExecutionResult(outcome=outcome, executor=EXECUTOR_NAME, isolation=Isolation.REMOTE)
     if outcome is Outcome.FAILED:
         execution.stderr = output
         last = next((line for line in reversed(output.strip().splitlines()) if line.strip()), "")

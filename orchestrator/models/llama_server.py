@@ -125,7 +125,9 @@ def child_environment(env: Mapping[str, str]) -> dict[str, str]:
     return {**kept, "OPENBLAS_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
 
 
-def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+def log_tail(path: Path | None, lines: int = LOG_TAIL_LINES) -> str:
+    if path is None:
+        return "(no log)"
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -220,11 +222,18 @@ class LlamaServer:
                 stdin=subprocess.PIPE, stdout=log, stderr=log, env=self._env, cwd=log_dir, close_fds=True)
         atexit.register(self.close)
 
+    @property
+    def _child(self) -> subprocess.Popen:
+        """The running child; only called between _spawn and _finish."""
+        if self.process is None:
+            raise LlamaServerError(f"the llama.cpp server for {self.settings.model_path} is not running")
+        return self.process
+
     async def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.settings.startup_timeout_s
         delay = 0.05
         while True:
-            code = self.process.poll()
+            code = self._child.poll()
             if code is not None:
                 raise self._error(f"exited with code {code} while starting")
             status, _ = await asyncio.to_thread(_get_json, f"{self.url}/health")
@@ -239,9 +248,9 @@ class LlamaServer:
     async def _check_identity(self) -> None:
         """The port answers: make sure it is our child that answers, not a
         process that took the port first."""
-        status, props = await asyncio.to_thread(_get_json, f"{self.url}/props")
+        _status, props = await asyncio.to_thread(_get_json, f"{self.url}/props")
         served = props.get("model_path") if isinstance(props, dict) else None
-        if self.process.poll() is not None or served != self.settings.model_path:
+        if self._child.poll() is not None or served != self.settings.model_path:
             raise PortTakenError(self._error(f"found port {self.port} answered by another server "
                                              f"(serving {served!r})").args[0])
 
@@ -259,19 +268,21 @@ class LlamaServer:
 
     def _signal_stop(self) -> bool:
         """Ask the child to stop; False if it had already exited."""
-        if self.process.poll() is not None:
+        child = self._child
+        if child.poll() is not None:
             return False
         try:
-            self.process.stdin.close()
+            if child.stdin is not None:
+                child.stdin.close()
         except OSError:
             pass
-        self.process.send_signal(signal.SIGTERM)
+        child.send_signal(signal.SIGTERM)
         return True
 
     def _finish(self, keep_log: bool) -> None:
         atexit.unregister(self.close)
         # A child we stopped leaves nothing worth reading; a crash keeps its log.
-        stopped_by_us = self.process.returncode in (0, -signal.SIGTERM, -signal.SIGKILL)
+        stopped_by_us = self._child.returncode in (0, -signal.SIGTERM, -signal.SIGKILL)
         if self.log_path and stopped_by_us and not keep_log:
             self.log_path.unlink(missing_ok=True)
         self.process = None

@@ -18,12 +18,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..profiles import profile_for
 from ..types import Conversation, ModelTurn, ToolSpec
 from .base import ModelError
-from .llama_server import LlamaServer, LlamaServerError, LlamaServerSettings, LocalServers, default_threads, \
-    process_servers
+from .llama_server import (
+    LlamaServer,
+    LlamaServerError,
+    LlamaServerSettings,
+    LocalServers,
+    default_threads,
+    process_servers,
+)
 from .openai_compat import OpenAIModel, ToolMode
-from ..profiles import profile_for
 from .retry import RetryPolicy
 
 Notify = Callable[[str], None]
@@ -188,6 +194,7 @@ class LocalModel:
     async def _started(self) -> OpenAIModel:
         if self._client is None:
             await self.start()
+        assert self._client is not None and self.server is not None  # start() set both
         try:
             self.server.check_alive()  # a dead server fails now, not after the client's retries
         except LlamaServerError as exc:
@@ -196,6 +203,8 @@ class LocalModel:
 
     def _server_failure(self, exc: ModelError) -> ModelError:
         """A failed request names the server's death and log when that is the cause."""
+        if self.server is None:  # closed meanwhile: nothing to say about it
+            return exc
         try:
             self.server.check_alive()
         except LlamaServerError as dead:

@@ -33,7 +33,8 @@ def reporter(setting: bool | Progress, title: str, stream: TextIO | None = None)
         yield no_progress
         return
     from rich.console import Console
-    from rich.progress import BarColumn, Progress as RichProgress, TaskID, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, TaskID, TextColumn, TimeRemainingColumn
+    from rich.progress import Progress as RichProgress
 
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
                TimeRemainingColumn())

@@ -38,11 +38,11 @@ class ModelRegistry:
     factories: Mapping[str, Callable[..., Model]] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, entry_points: Iterable[EntryPoint] = (), **factories: Callable[..., Model]) -> "ModelRegistry":
+    def of(cls, entry_points: Iterable[EntryPoint] = (), **factories: Callable[..., Model]) -> ModelRegistry:
         """A registry of exactly these entry points and factories (no installed metadata)."""
         return cls(PluginTable.of(GROUP, entry_points), dict(factories))
 
-    def with_factory(self, prefix: str, factory: Callable[..., Model]) -> "ModelRegistry":
+    def with_factory(self, prefix: str, factory: Callable[..., Model]) -> ModelRegistry:
         return ModelRegistry(self.table, {**self.factories, prefix: factory})
 
     def prefixes(self) -> list[str]:

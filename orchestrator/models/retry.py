@@ -47,7 +47,7 @@ class RetryPolicy:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "RetryPolicy":
+    def from_json(cls, data: dict[str, Any]) -> RetryPolicy:
         return cls(**data)
 
 
@@ -86,7 +86,7 @@ async def call_with_retries(
             return await call(), attempt
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - every SDK error is classified below
+        except Exception as exc:
             error = classify(exc)
             if error is None:
                 raise
@@ -131,7 +131,7 @@ async def next_chunk(
     counted and raised as a :class:`ModelError` naming ``what`` broke off."""
     try:
         return await anext(iterator, None)
-    except Exception as exc:  # noqa: BLE001 - classified, never the SDK's own error
+    except Exception as exc:
         error = classify(exc)
         if error is None:
             raise

@@ -57,7 +57,7 @@ class ScriptedModel:
         self.calls = 0
 
     @classmethod
-    def from_file(cls, path: str | Path, **kwargs) -> "ScriptedModel":
+    def from_file(cls, path: str | Path, **kwargs) -> ScriptedModel:
         """A JSON list of turns: strings or ModelTurn JSON objects."""
         try:
             items = json.loads(Path(path).read_text(encoding="utf-8"))

@@ -38,7 +38,7 @@ class _AnnouncingServer(uvicorn.Server):
     async def startup(self, sockets: list | None = None) -> None:
         await super().startup(sockets)
         if self._announce is not None and self.started:
-            host, port = [s for server in self.servers for s in server.sockets][0].getsockname()[:2]
+            host, port = next(s for server in self.servers for s in server.sockets).getsockname()[:2]
             self._announce(f"http://{host}:{port}")
 
 

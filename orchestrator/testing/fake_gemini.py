@@ -19,13 +19,14 @@ from __future__ import annotations
 import base64
 import re
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from .fake_http import (
     Delay,
     Disconnect,
-    Fault,
     FakeModelServer,
+    Fault,
     Malformed,
     RecordedRequest,
     Reply,
@@ -36,10 +37,25 @@ from .fake_http import (
 )
 
 __all__ = [
-    "FakeGeminiServer", "Fault", "Malformed", "Disconnect", "Delay", "Stream", "RecordedRequest", "Reply",
-    "text_response", "function_call_response", "server_execution_response", "response", "usage",
-    "invalid_key_fault", "text_part", "function_call_part", "executable_code_part", "code_result_part",
+    "Delay",
+    "Disconnect",
+    "FakeGeminiServer",
+    "Fault",
+    "Malformed",
+    "RecordedRequest",
+    "Reply",
+    "Stream",
+    "code_result_part",
+    "executable_code_part",
+    "function_call_part",
+    "function_call_response",
     "image_part",
+    "invalid_key_fault",
+    "response",
+    "server_execution_response",
+    "text_part",
+    "text_response",
+    "usage",
 ]
 
 _ROUTE = re.compile(r"^/(?P<version>v1beta|v1|v1alpha)/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent)$")
@@ -167,7 +183,7 @@ def function_call_response(code: str, *, text: str = "", call_id: str | None = "
 
 
 def server_execution_response(code: str, output: str, *, outcome: str = "OUTCOME_OK", text: str = "",
-                              images: list[bytes] = (), **kwargs: Any) -> dict[str, Any]:
+                              images: Sequence[bytes] = (), **kwargs: Any) -> dict[str, Any]:
     """What Gemini's built-in code execution returns: code, its result, any
     figures, then the model's text."""
     parts = [executable_code_part(code), code_result_part(output, outcome)]

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Union
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 
@@ -50,7 +50,7 @@ class Delay:
     """Wait before answering with ``then`` (to exercise request timeouts)."""
 
     seconds: float
-    then: "Reply"
+    then: Reply
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class Stream:
     delay_s: float = 0.0  # pause between chunks
 
 
-Reply = Union[dict, Fault, Malformed, Disconnect, Delay, Stream]
+Reply = dict | Fault | Malformed | Disconnect | Delay | Stream
 
 
 @dataclass
@@ -84,7 +84,7 @@ def key_fingerprint(key: str) -> str:
 
 
 ScriptFunction = Callable[[RecordedRequest], Reply]
-Script = Union[Sequence[Reply], ScriptFunction]
+Script = Sequence[Reply] | ScriptFunction
 
 _SECRET_HEADERS = {"authorization", "x-goog-api-key", "api-key", "x-api-key"}
 
@@ -105,7 +105,7 @@ class FakeModelServer(abc.ABC):
 
     # -- life cycle -------------------------------------------------------
 
-    def start(self) -> "FakeModelServer":
+    def start(self) -> FakeModelServer:
         handler = type("Handler", (_Handler,), {"fake": self})
         self._httpd = ThreadingHTTPServer((self._host, self._port), handler)
         self._httpd.daemon_threads = True
@@ -251,7 +251,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _answer_stream(self, chunks: list[dict[str, Any] | bytes], delay_s: float) -> None:
+    def _answer_stream(self, chunks: Sequence[dict[str, Any] | bytes], delay_s: float) -> None:
         # Chunked transfer encoding, one HTTP chunk per event, so each event
         # reaches the client as soon as it is written.
         self.send_response(200)
@@ -302,13 +302,16 @@ def load_script(path: str) -> list[Reply]:
     return replies
 
 
+_Server = TypeVar("_Server", bound="FakeModelServer")
+
+
 def serve_command_line(
-    server_cls: type[FakeModelServer],
+    server_cls: type[_Server],
     argv: list[str] | None,
     *,
     api: str,
     replies: str,
-    banner: Callable[[FakeModelServer], str],
+    banner: Callable[[_Server], str],
 ) -> int:
     """``python -m`` entry of a fake: serve ``--script`` until interrupted.
     ``api`` names the API served, ``replies`` what a script entry holds,
@@ -317,7 +320,8 @@ def serve_command_line(
     parser.add_argument("--script", required=True, help=f"JSON list of replies ({replies} or faults)")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
-    fake = server_cls(load_script(args.script), port=args.port).start()
+    fake = server_cls(load_script(args.script), port=args.port)
+    fake.start()
     print(banner(fake), flush=True)
     try:
         while True:

@@ -15,8 +15,8 @@ from typing import Any
 from .fake_http import (
     Delay,
     Disconnect,
-    Fault,
     FakeModelServer,
+    Fault,
     Malformed,
     RecordedRequest,
     Reply,
@@ -26,8 +26,18 @@ from .fake_http import (
 )
 
 __all__ = [
-    "FakeOpenAIServer", "Fault", "Malformed", "Disconnect", "Delay", "Stream", "RecordedRequest", "Reply",
-    "completion", "text_completion", "tool_call_completion", "chunks_of",
+    "Delay",
+    "Disconnect",
+    "FakeOpenAIServer",
+    "Fault",
+    "Malformed",
+    "RecordedRequest",
+    "Reply",
+    "Stream",
+    "chunks_of",
+    "completion",
+    "text_completion",
+    "tool_call_completion",
 ]
 
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",

@@ -18,7 +18,7 @@ import pytest
 import pytest_asyncio
 
 from executors import Executor, UnknownExecutorError, get_executor
-from executors.isolation import Isolator, IsolationUnavailable
+from executors.isolation import IsolationUnavailable, Isolator
 from executors.sandbox import SandboxExecutor
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
