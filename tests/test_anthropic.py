@@ -25,15 +25,13 @@ from orchestrator.testing.fake_anthropic import (
 )
 from orchestrator.testing.fake_http import Disconnect, Fault, Malformed, Stream
 from orchestrator.types import RUN_PYTHON, CodeBlock, Conversation, ModelMessage, ModelTurn, UserMessage
+from tests.helpers import fake_server_fixture
 
 KEY = "sk-ant-api03-fake-test-key-0123456789abcdef"
 FAST = RetryPolicy(attempts=3, initial_delay_s=0.001, max_delay_s=0.005, timeout_s=5.0)
 
 
-@pytest.fixture
-def fake():
-    with FakeAnthropicServer() as server:
-        yield server
+fake = fake_server_fixture(FakeAnthropicServer)
 
 
 def claude(fake: FakeAnthropicServer, **kwargs) -> AnthropicModel:

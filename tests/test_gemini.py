@@ -17,13 +17,9 @@ from orchestrator.models import ModelAuthError, ModelError, RateLimitError, Stre
 from orchestrator.models.gemini import GeminiModel, parse_content, to_contents
 from orchestrator.models.pricing import ModelPrice, PriceTable
 from orchestrator.models.retry import RetryPolicy
+from orchestrator.testing.fake_http import Delay, Disconnect, Fault, Malformed, Stream
 from orchestrator.testing.fake_gemini import (
-    Delay,
-    Disconnect,
     FakeGeminiServer,
-    Fault,
-    Malformed,
-    Stream,
     function_call_part,
     function_call_response,
     response,
@@ -41,16 +37,14 @@ from orchestrator.types import (
     ModelTurn,
     UserMessage,
 )
+from tests.helpers import fake_server_fixture
 
 KEY = "AIzaSy-fake-test-key-0123456789abcdef"
 FAST = RetryPolicy(attempts=4, initial_delay_s=0.001, max_delay_s=0.005, timeout_s=5.0)
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
 
 
-@pytest.fixture
-def fake():
-    with FakeGeminiServer() as server:
-        yield server
+fake = fake_server_fixture(FakeGeminiServer)
 
 
 def gemini(fake: FakeGeminiServer, mode: str = "client", **kwargs) -> GeminiModel:

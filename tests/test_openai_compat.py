@@ -11,12 +11,9 @@ from orchestrator import Orchestrator, RunStatus, events
 from orchestrator.models import ModelAuthError, ModelError, RateLimitError, get_model
 from orchestrator.models.openai_compat import OpenAIModel, ToolSupport, parse_spec, to_messages
 from orchestrator.models.retry import RetryPolicy
+from orchestrator.testing.fake_http import Delay, Disconnect, Fault, Malformed
 from orchestrator.testing.fake_openai import (
-    Delay,
-    Disconnect,
     FakeOpenAIServer,
-    Fault,
-    Malformed,
     completion,
     text_completion,
     tool_call_completion,
@@ -30,15 +27,13 @@ from orchestrator.types import (
     ModelTurn,
     UserMessage,
 )
+from tests.helpers import fake_server_fixture
 
 FAST = RetryPolicy(attempts=3, initial_delay_s=0.001, max_delay_s=0.005, timeout_s=5.0)
 KEY = "sk-test-0123456789abcdefghijklmnop"
 
 
-@pytest.fixture
-def fake():
-    with FakeOpenAIServer() as server:
-        yield server
+fake = fake_server_fixture(FakeOpenAIServer)
 
 
 def local(fake: FakeOpenAIServer, **kwargs) -> OpenAIModel:

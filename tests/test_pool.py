@@ -30,10 +30,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def pool():
-    executor = PoolExecutor(size=2)
-    await executor.start()
-    yield executor
-    await executor.aclose()
+    async with PoolExecutor(size=2) as executor:
+        yield executor
 
 
 def zygote_processes(executor: PoolExecutor) -> list[psutil.Process]:

@@ -16,10 +16,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def restricted():
-    executor = RestrictedExecutor(size=1)
-    await executor.start()
-    yield executor
-    await executor.aclose()
+    async with RestrictedExecutor(size=1) as executor:
+        yield executor
 
 
 ORDINARY_ANALYSIS = """

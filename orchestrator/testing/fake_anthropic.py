@@ -31,11 +31,16 @@ class FakeAnthropicServer(FakeModelServer):
     ``authentication_error`` the real API gives."""
 
     provider = "anthropic"
+    api = "Anthropic Messages"
+    replies = "message bodies"
 
     def __init__(self, script: Script = (), *, expected_key: str | None = None, host: str = "127.0.0.1",
                  port: int = 0) -> None:
         super().__init__(script, host=host, port=port)
         self._expected = key_fingerprint(expected_key) if expected_key else None
+
+    def banner(self) -> str:
+        return f"fake Anthropic API at {self.url}  (set ANTHROPIC_BASE_URL={self.url})"
 
     def route_error(self, request: RecordedRequest) -> Fault | None:
         if request.path != "/v1/messages":
@@ -134,10 +139,7 @@ def events_of(body: dict[str, Any], pieces: int = 3) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return serve_command_line(
-        FakeAnthropicServer, argv, api="Anthropic Messages", replies="message bodies",
-        banner=lambda fake: f"fake Anthropic API at {fake.url}  (set ANTHROPIC_BASE_URL={fake.url})",
-    )
+    return serve_command_line(FakeAnthropicServer, argv)
 
 
 if __name__ == "__main__":

@@ -21,23 +21,11 @@ import re
 import sys
 from typing import Any
 
-from .fake_http import (
-    Delay,
-    Disconnect,
-    Fault,
-    FakeModelServer,
-    Malformed,
-    RecordedRequest,
-    Reply,
-    Script,
-    Stream,
-    key_fingerprint,
-    serve_command_line,
-)
+from .fake_http import FakeModelServer, Fault, RecordedRequest, Script, key_fingerprint, serve_command_line
 
+# The fault types (Fault, Malformed, Disconnect, Delay, Stream) live in fake_http.
 __all__ = [
-    "FakeGeminiServer", "Fault", "Malformed", "Disconnect", "Delay", "Stream", "RecordedRequest", "Reply",
-    "text_response", "function_call_response", "server_execution_response", "response", "usage",
+    "FakeGeminiServer", "text_response", "function_call_response", "server_execution_response", "response", "usage",
     "invalid_key_fault", "text_part", "function_call_part", "executable_code_part", "code_result_part",
     "image_part",
 ]
@@ -56,11 +44,16 @@ class FakeGeminiServer(FakeModelServer):
     ``API_KEY_INVALID`` answer the real API gives."""
 
     provider = "gemini"
+    api = "Gemini"
+    replies = "response bodies"
 
     def __init__(self, script: Script = (), *, expected_key: str | None = None, host: str = "127.0.0.1",
                  port: int = 0) -> None:
         super().__init__(script, host=host, port=port)
         self._expected = key_fingerprint(expected_key) if expected_key else None
+
+    def banner(self) -> str:
+        return f"fake Gemini API at {self.url}  (set GOOGLE_GEMINI_BASE_URL={self.url})"
 
     def route_error(self, request: RecordedRequest) -> Fault | None:
         if not _ROUTE.match(request.path):
@@ -210,10 +203,7 @@ def split_for_stream(body: dict[str, Any], pieces: int = 3) -> list[dict[str, An
 
 
 def main(argv: list[str] | None = None) -> int:
-    return serve_command_line(
-        FakeGeminiServer, argv, api="Gemini", replies="response bodies",
-        banner=lambda fake: f"fake Gemini API at {fake.url}  (set GOOGLE_GEMINI_BASE_URL={fake.url})",
-    )
+    return serve_command_line(FakeGeminiServer, argv)
 
 
 if __name__ == "__main__":

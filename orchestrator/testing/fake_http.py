@@ -93,6 +93,9 @@ class FakeModelServer(abc.ABC):
     """Base of the provider fakes; subclasses define routes and wire formats."""
 
     provider = "fake"
+    # For ``python -m``: the API served and what one script entry holds.
+    api = "model"
+    replies = "reply bodies"
 
     def __init__(self, script: Script = (), *, host: str = "127.0.0.1", port: int = 0) -> None:
         self._script_fn: ScriptFunction | None = script if callable(script) else None
@@ -135,6 +138,10 @@ class FakeModelServer(abc.ABC):
     def url(self) -> str:
         """The base URL to give the SDK (no API version path)."""
         return f"http://{self._host}:{self.port}"
+
+    def banner(self) -> str:
+        """What ``python -m`` prints: where the fake listens (subclasses add how to point codeloop at it)."""
+        return f"fake {self.api} API at {self.url}"
 
     # -- scripting --------------------------------------------------------
 
@@ -302,23 +309,16 @@ def load_script(path: str) -> list[Reply]:
     return replies
 
 
-def serve_command_line(
-    server_cls: type[FakeModelServer],
-    argv: list[str] | None,
-    *,
-    api: str,
-    replies: str,
-    banner: Callable[[FakeModelServer], str],
-) -> int:
-    """``python -m`` entry of a fake: serve ``--script`` until interrupted.
-    ``api`` names the API served, ``replies`` what a script entry holds,
-    ``banner`` says where the server listens and how to point codeloop at it."""
+def serve_command_line(server_cls: type[FakeModelServer], argv: list[str] | None) -> int:
+    """``python -m`` entry of a fake: serve ``--script`` until interrupted,
+    printing the fake's ``banner()`` (where it listens, how to point codeloop at it)."""
+    api, replies = server_cls.api, server_cls.replies
     parser = argparse.ArgumentParser(description=f"Serve a scripted fake {api} API on this machine.")
     parser.add_argument("--script", required=True, help=f"JSON list of replies ({replies} or faults)")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
     fake = server_cls(load_script(args.script), port=args.port).start()
-    print(banner(fake), flush=True)
+    print(fake.banner(), flush=True)
     try:
         while True:
             time.sleep(3600)

@@ -12,22 +12,11 @@ import json
 import sys
 from typing import Any
 
-from .fake_http import (
-    Delay,
-    Disconnect,
-    Fault,
-    FakeModelServer,
-    Malformed,
-    RecordedRequest,
-    Reply,
-    Script,
-    Stream,
-    serve_command_line,
-)
+from .fake_http import FakeModelServer, Fault, RecordedRequest, Script, serve_command_line
 
+# The fault types (Fault, Malformed, Disconnect, Delay, Stream) live in fake_http.
 __all__ = [
-    "FakeOpenAIServer", "Fault", "Malformed", "Disconnect", "Delay", "Stream", "RecordedRequest", "Reply",
-    "completion", "text_completion", "tool_call_completion", "chunks_of",
+    "FakeOpenAIServer", "completion", "text_completion", "tool_call_completion", "chunks_of",
 ]
 
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -36,6 +25,8 @@ _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: 
 
 class FakeOpenAIServer(FakeModelServer):
     provider = "openai"
+    api = "OpenAI-compatible"
+    replies = "completion bodies"
 
     def __init__(self, script: Script = (), *, tools_supported: bool = True, host: str = "127.0.0.1",
                  port: int = 0) -> None:
@@ -46,6 +37,9 @@ class FakeOpenAIServer(FakeModelServer):
     def base_url(self) -> str:
         """What to give the SDK as ``base_url``."""
         return f"{self.url}/v1"
+
+    def banner(self) -> str:
+        return f"fake OpenAI-compatible API at {self.base_url}  (use --model openai:MODEL@{self.base_url})"
 
     def route_error(self, request: RecordedRequest) -> Fault | None:
         if request.path != "/v1/chat/completions":
@@ -133,10 +127,7 @@ def chunks_of(body: dict[str, Any], pieces: int = 3) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return serve_command_line(
-        FakeOpenAIServer, argv, api="OpenAI-compatible", replies="completion bodies",
-        banner=lambda fake: f"fake OpenAI-compatible API at {fake.base_url}  (use --model openai:MODEL@{fake.base_url})",
-    )
+    return serve_command_line(FakeOpenAIServer, argv)
 
 
 if __name__ == "__main__":
