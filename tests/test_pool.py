@@ -310,13 +310,10 @@ async def test_settings_are_validated():
 
 async def test_registered_by_name():
     assert {"pool", "restricted"} <= set(available_executors())
-    executor = get_executor("pool", size=1, preload=())
-    try:
+    async with get_executor("pool", size=1, preload=()) as executor:
         assert isinstance(executor, PoolExecutor)
         result = await executor.execute("print(6 * 7)")
         assert result.stdout == "42\n"
-    finally:
-        await executor.aclose()
 
 
 async def test_large_code_and_leftover_files_do_not_leak(pool):
