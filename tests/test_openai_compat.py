@@ -20,14 +20,13 @@ from orchestrator.testing.fake_openai import (
 )
 from orchestrator.types import (
     RUN_PYTHON,
-    CodeBlock,
     Conversation,
     ExecutionMessage,
     ModelMessage,
     ModelTurn,
     UserMessage,
 )
-from tests.helpers import fake_server_fixture
+from tests.helpers import ask, fake_server_fixture, tool_call_turn
 
 FAST = RetryPolicy(attempts=3, initial_delay_s=0.001, max_delay_s=0.005, timeout_s=5.0)
 KEY = "sk-test-0123456789abcdefghijklmnop"
@@ -76,7 +75,7 @@ async def test_tools_on_does_not_fall_back(fake):
     fake.add(Fault(400, "model does not support tools"))
     model = local(fake, tools="on")
     with pytest.raises(ModelError, match="does not support tools"):
-        await model.generate(Conversation(messages=[UserMessage(text="x")]), [RUN_PYTHON])
+        await model.generate(ask("x"), [RUN_PYTHON])
     assert len(fake.requests) == 1
     assert model.tool_support is ToolSupport.OFFERED and (model.stats.failures, model.stats.declined) == (1, 0)
 
@@ -91,7 +90,7 @@ async def test_summary_request_sets_tool_choice_none(fake, local_executor):
 
 async def test_usage_counts_reasoning_as_thoughts(fake):
     fake.add(completion({"content": "hi"}, prompt_tokens=50, completion_tokens=30, reasoning_tokens=12))
-    turn = await local(fake).generate(Conversation(messages=[UserMessage(text="x")]))
+    turn = await local(fake).generate(ask("x"))
     u = turn.usage
     assert (u.input_tokens, u.output_tokens, u.thoughts_tokens, u.requests) == (50, 18, 12, 1)
 
@@ -99,16 +98,16 @@ async def test_usage_counts_reasoning_as_thoughts(fake):
 async def test_retries_then_errors(fake):
     fake.add(Fault(429, retry_after_s=0.001), Fault(502), text_completion("ok"))
     model = local(fake)
-    turn = await model.generate(Conversation(messages=[UserMessage(text="x")]))
+    turn = await model.generate(ask("x"))
     assert turn.text == "ok" and turn.usage.requests == 3 and model.stats.retries == 2
 
     fake.add(*[Fault(429)] * 3)
     with pytest.raises(RateLimitError, match="gave up after 3 attempts"):
-        await model.generate(Conversation(messages=[UserMessage(text="x")]))
+        await model.generate(ask("x"))
 
     fake.add(Fault(401, "Incorrect API key provided"))
     with pytest.raises(ModelAuthError, match="OPENAI_API_KEY"):
-        await model.generate(Conversation(messages=[UserMessage(text="x")]))
+        await model.generate(ask("x"))
     assert len(fake.requests) == 7
 
 
@@ -118,7 +117,7 @@ async def test_retries_then_errors(fake):
 async def test_transient_faults_are_retried(fake, fault):
     fake.add(fault, text_completion("fine"))
     model = local(fake, retry=RetryPolicy(attempts=2, initial_delay_s=0.001, timeout_s=0.5))
-    turn = await model.generate(Conversation(messages=[UserMessage(text="x")]))
+    turn = await model.generate(ask("x"))
     assert turn.text == "fine" and model.stats.retries == 1
 
 
@@ -137,7 +136,7 @@ async def test_streaming_assembles_text_and_tool_calls(fake, local_executor):
 
 
 def test_messages_merge_user_texts_and_rebuild_foreign_turns():
-    turn = ModelTurn(text="", code_blocks=[CodeBlock("print(1)", source="tool_call", call_id="k")])
+    turn = tool_call_turn("print(1)", call_id="k")
     ok = ExecutionResult(outcome=Outcome.OK)
     conversation = Conversation(system="s", messages=[
         UserMessage(text="a"), ModelMessage(turn=turn), ExecutionMessage(result=ok, feedback="1"),
