@@ -111,6 +111,13 @@ async def test_retries_then_errors(fake):
     assert len(fake.requests) == 7
 
 
+
+async def test_a_key_the_server_does_not_expect_is_an_auth_error_and_not_retried():
+    with (FakeOpenAIServer([text_completion("never")], expected_key="right-key") as server,
+          pytest.raises(ModelAuthError, match="OPENAI_API_KEY")):
+        await local(server).generate(ask("x"))
+    assert len(server.requests) == 1 and server.pending == 1
+
 @pytest.mark.parametrize("fault", [Malformed(b"not json"), Malformed(b'{"choices": 5}'), Disconnect(),
                                    Delay(2.0, text_completion("late"))],
                          ids=["not-json", "wrong-shape", "disconnect", "timeout"])

@@ -21,7 +21,7 @@ import re
 import sys
 from typing import Any
 
-from .fake_http import FakeModelServer, Fault, RecordedRequest, Script, key_fingerprint, serve_command_line
+from .fake_http import FakeModelServer, Fault, RecordedRequest, serve_command_line
 
 # The fault types (Fault, Malformed, Disconnect, Delay, Stream) live in fake_http.
 __all__ = [
@@ -40,17 +40,11 @@ _STATUS_NAMES = {
 
 
 class FakeGeminiServer(FakeModelServer):
-    """``expected_key``: when set, requests with another key get the 400
-    ``API_KEY_INVALID`` answer the real API gives."""
+    """A wrong key (see ``expected_key``) gets the 400 ``API_KEY_INVALID`` answer the real API gives."""
 
     provider = "gemini"
     api = "Gemini"
     replies = "response bodies"
-
-    def __init__(self, script: Script = (), *, expected_key: str | None = None, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
-        super().__init__(script, host=host, port=port)
-        self._expected = key_fingerprint(expected_key) if expected_key else None
 
     def banner(self) -> str:
         return f"fake Gemini API at {self.url}  (set GOOGLE_GEMINI_BASE_URL={self.url})"
@@ -58,7 +52,7 @@ class FakeGeminiServer(FakeModelServer):
     def route_error(self, request: RecordedRequest) -> Fault | None:
         if not _ROUTE.match(request.path):
             return Fault(404, f"the fake Gemini server does not serve {request.method} {request.path}")
-        if self._expected and request.key_fingerprint != self._expected:
+        if self.wrong_key(request):
             return invalid_key_fault()
         return None
 

@@ -90,14 +90,18 @@ _SECRET_HEADERS = {"authorization", "x-goog-api-key", "api-key", "x-api-key"}
 
 
 class FakeModelServer(abc.ABC):
-    """Base of the provider fakes; subclasses define routes and wire formats."""
+    """Base of the provider fakes; subclasses define routes and wire formats.
+    ``expected_key``: when set, requests with another key get the answer the
+    real API gives a wrong key (each fake's ``route_error`` asks :meth:`wrong_key`)."""
 
     provider = "fake"
     # For ``python -m``: the API served and what one script entry holds.
     api = "model"
     replies = "reply bodies"
 
-    def __init__(self, script: Script = (), *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, script: Script = (), *, expected_key: str | None = None, host: str = "127.0.0.1",
+                 port: int = 0) -> None:
+        self._expected_key = key_fingerprint(expected_key) if expected_key else None
         self._script_fn: ScriptFunction | None = script if callable(script) else None
         self._queue: list[Reply] = [] if callable(script) else list(script)
         self._lock = threading.Lock()
@@ -138,6 +142,10 @@ class FakeModelServer(abc.ABC):
     def url(self) -> str:
         """The base URL to give the SDK (no API version path)."""
         return f"http://{self._host}:{self.port}"
+
+    def wrong_key(self, request: RecordedRequest) -> bool:
+        """Whether a key is expected and ``request`` carried another one, or none."""
+        return self._expected_key is not None and request.key_fingerprint != self._expected_key
 
     def banner(self) -> str:
         """What ``python -m`` prints: where the fake listens (subclasses add how to point codeloop at it)."""

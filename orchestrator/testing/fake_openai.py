@@ -12,7 +12,13 @@ import json
 import sys
 from typing import Any
 
-from .fake_http import FakeModelServer, Fault, RecordedRequest, Script, serve_command_line
+from .fake_http import (
+    FakeModelServer,
+    Fault,
+    RecordedRequest,
+    Script,
+    serve_command_line,
+)
 
 # The fault types (Fault, Malformed, Disconnect, Delay, Stream) live in fake_http.
 __all__ = [
@@ -28,9 +34,9 @@ class FakeOpenAIServer(FakeModelServer):
     api = "OpenAI-compatible"
     replies = "completion bodies"
 
-    def __init__(self, script: Script = (), *, tools_supported: bool = True, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
-        super().__init__(script, host=host, port=port)
+    def __init__(self, script: Script = (), *, tools_supported: bool = True, expected_key: str | None = None,
+                 host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(script, expected_key=expected_key, host=host, port=port)
         self.tools_supported = tools_supported
 
     @property
@@ -44,6 +50,8 @@ class FakeOpenAIServer(FakeModelServer):
     def route_error(self, request: RecordedRequest) -> Fault | None:
         if request.path != "/v1/chat/completions":
             return Fault(404, f"the fake OpenAI server does not serve {request.method} {request.path}")
+        if self.wrong_key(request):
+            return Fault(401, "Incorrect API key provided")
         body = request.body if isinstance(request.body, dict) else {}
         if body.get("tools") and not self.tools_supported:
             # What Ollama says for a model without tool support.
