@@ -27,8 +27,6 @@ _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: 
 
 
 class FakeAnthropicServer(FakeModelServer):
-    """A wrong key (see ``expected_key``) gets the 401 ``authentication_error`` the real API gives."""
-
     provider = "anthropic"
     api = "Anthropic Messages"
     replies = "message bodies"
@@ -36,11 +34,13 @@ class FakeAnthropicServer(FakeModelServer):
     def banner(self) -> str:
         return f"fake Anthropic API at {self.url}  (set ANTHROPIC_BASE_URL={self.url})"
 
-    def route_error(self, request: RecordedRequest) -> Fault | None:
-        if request.path != "/v1/messages":
-            return Fault(404, f"the fake Anthropic server does not serve {request.method} {request.path}")
-        if self.wrong_key(request):
-            return Fault(401, "invalid x-api-key")
+    def serves(self, path: str) -> bool:
+        return path == "/v1/messages"
+
+    def wrong_key_fault(self) -> Fault:
+        return Fault(401, "invalid x-api-key")
+
+    def body_error(self, request: RecordedRequest) -> Fault | None:
         body = request.body if isinstance(request.body, dict) else {}
         if not body.get("max_tokens"):
             return Fault(400, "max_tokens: Field required")

@@ -40,8 +40,6 @@ _STATUS_NAMES = {
 
 
 class FakeGeminiServer(FakeModelServer):
-    """A wrong key (see ``expected_key``) gets the 400 ``API_KEY_INVALID`` answer the real API gives."""
-
     provider = "gemini"
     api = "Gemini"
     replies = "response bodies"
@@ -49,12 +47,11 @@ class FakeGeminiServer(FakeModelServer):
     def banner(self) -> str:
         return f"fake Gemini API at {self.url}  (set GOOGLE_GEMINI_BASE_URL={self.url})"
 
-    def route_error(self, request: RecordedRequest) -> Fault | None:
-        if not _ROUTE.match(request.path):
-            return Fault(404, f"the fake Gemini server does not serve {request.method} {request.path}")
-        if self.wrong_key(request):
-            return invalid_key_fault()
-        return None
+    def serves(self, path: str) -> bool:
+        return bool(_ROUTE.match(path))
+
+    def wrong_key_fault(self) -> Fault:
+        return invalid_key_fault()  # the 400 API_KEY_INVALID answer the real API gives
 
     def is_stream(self, request: RecordedRequest) -> bool:
         return request.path.endswith(":streamGenerateContent")

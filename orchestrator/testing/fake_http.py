@@ -92,7 +92,7 @@ _SECRET_HEADERS = {"authorization", "x-goog-api-key", "api-key", "x-api-key"}
 class FakeModelServer(abc.ABC):
     """Base of the provider fakes; subclasses define routes and wire formats.
     ``expected_key``: when set, requests with another key get the answer the
-    real API gives a wrong key (each fake's ``route_error`` asks :meth:`wrong_key`)."""
+    real API gives a wrong key (:meth:`wrong_key_fault`)."""
 
     provider = "fake"
     # For ``python -m``: the API served and what one script entry holds.
@@ -143,7 +143,7 @@ class FakeModelServer(abc.ABC):
         """The base URL to give the SDK (no API version path)."""
         return f"http://{self._host}:{self.port}"
 
-    def wrong_key(self, request: RecordedRequest) -> bool:
+    def _wrong_key(self, request: RecordedRequest) -> bool:
         """Whether a key is expected and ``request`` carried another one, or none."""
         return self._expected_key is not None and request.key_fingerprint != self._expected_key
 
@@ -175,9 +175,25 @@ class FakeModelServer(abc.ABC):
 
     # -- provider hooks ---------------------------------------------------
 
-    @abc.abstractmethod
     def route_error(self, request: RecordedRequest) -> Fault | None:
-        """A Fault for requests this fake does not serve, or None."""
+        """A Fault for a request the real API would refuse (unknown path, wrong key, bad body), or None."""
+        if not self.serves(request.path):
+            return Fault(404, f"the fake {self.api} server does not serve {request.method} {request.path}")
+        if self._wrong_key(request):
+            return self.wrong_key_fault()
+        return self.body_error(request)
+
+    @abc.abstractmethod
+    def serves(self, path: str) -> bool:
+        """Whether ``path`` is this fake's endpoint."""
+
+    @abc.abstractmethod
+    def wrong_key_fault(self) -> Fault:
+        """What the real API answers a wrong key."""
+
+    def body_error(self, request: RecordedRequest) -> Fault | None:
+        """A Fault for a body the real API refuses, or None."""
+        return None
 
     @abc.abstractmethod
     def is_stream(self, request: RecordedRequest) -> bool: ...

@@ -47,11 +47,13 @@ class FakeOpenAIServer(FakeModelServer):
     def banner(self) -> str:
         return f"fake OpenAI-compatible API at {self.base_url}  (use --model openai:MODEL@{self.base_url})"
 
-    def route_error(self, request: RecordedRequest) -> Fault | None:
-        if request.path != "/v1/chat/completions":
-            return Fault(404, f"the fake OpenAI server does not serve {request.method} {request.path}")
-        if self.wrong_key(request):
-            return Fault(401, "Incorrect API key provided")
+    def serves(self, path: str) -> bool:
+        return path == "/v1/chat/completions"
+
+    def wrong_key_fault(self) -> Fault:
+        return Fault(401, "Incorrect API key provided")
+
+    def body_error(self, request: RecordedRequest) -> Fault | None:
         body = request.body if isinstance(request.body, dict) else {}
         if body.get("tools") and not self.tools_supported:
             # What Ollama says for a model without tool support.
