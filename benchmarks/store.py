@@ -15,7 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.batch.migrations import Migration, MigrationError, migrate
+from orchestrator.batch.migrations import (
+    MigratedStore,
+    Migration,
+    MigrationError,
+    open_migrated,
+)
 from orchestrator.batch.store import DB_NAME, BatchStore
 
 from .metrics import ScoredRun
@@ -61,7 +66,7 @@ class BenchStoreError(RuntimeError):
     """The bench directory holds a different benchmark, or no benchmark at all."""
 
 
-class ScoreStore:
+class ScoreStore(MigratedStore):
     """Reads and writes the bench tables. Every write is its own short
     transaction, so it interleaves safely with the batch store's writes."""
 
@@ -71,26 +76,12 @@ class ScoreStore:
         if not self.path.exists() and not create:
             raise BenchStoreError(f"{self.bench_dir} holds no benchmark (no {DB_NAME})")
         self.bench_dir.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
         # Scores are saved on the event loop, one commit each: no fsync per commit (as the batch store's
         # default). A crash still cannot corrupt them, and a score lost to power loss is redone on resume.
-        self._db.execute("PRAGMA synchronous=NORMAL")
         try:
-            migrate(self._db, "bench", BENCH_MIGRATIONS, path=self.path)
+            self._db = open_migrated(self.path, "bench", BENCH_MIGRATIONS, synchronous="NORMAL")
         except MigrationError as exc:
-            self._db.close()
             raise BenchStoreError(str(exc)) from exc
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> ScoreStore:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     def config(self) -> dict[str, Any] | None:
         row = self._db.execute("SELECT config FROM bench WHERE id = 1").fetchone()

@@ -9,9 +9,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from executors import Executor, InputFile, Limits, get_executor
 
@@ -37,6 +38,9 @@ from .types import (
     Usage,
     UserMessage,
 )
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 __all__ = [
     "RUN_PYTHON",
@@ -105,14 +109,16 @@ async def arun(
             await executor_obj.aclose()
 
 
-def run(
-    prompt: str,
-    *,
-    model: Model | str,
-    executor: Executor | str | None = None,
-    files: Sequence[str | Path | InputFile] = (),
-    config: LoopConfig | None = None,
-    **settings: Any,
-) -> RunResult:
-    """Synchronous :func:`arun`, for scripts and notebooks without a running loop."""
-    return asyncio.run(arun(prompt, model=model, executor=executor, files=files, config=config, **settings))
+def _blocking(async_fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
+    """The synchronous form of ``async_fn`` (same parameters, shown by ``help``), via ``asyncio.run``."""
+
+    def blocking(*args: P.args, **kwargs: P.kwargs) -> T:
+        return asyncio.run(async_fn(*args, **kwargs))
+
+    functools.update_wrapper(blocking, async_fn)
+    blocking.__name__ = blocking.__qualname__ = async_fn.__name__.removeprefix("a")
+    blocking.__doc__ = f"Synchronous :func:`{async_fn.__name__}`, for scripts and notebooks without a running loop."
+    return blocking
+
+
+run = _blocking(arun)

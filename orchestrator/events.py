@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -12,8 +13,14 @@ from .types import Attempt, CodeBlock, ModelTurn, RunResult
 
 @dataclass
 class Event:
+    """Base of the events; each one's ``type`` is its class name in snake case (``TextDelta``: ``text_delta``)."""
+
     type: ClassVar[str] = "event"
     run_id: str
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.type = re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"type": self.type}
@@ -24,27 +31,23 @@ class Event:
 
 @dataclass
 class ModelRequest(Event):
-    type: ClassVar[str] = "model_request"
     step: int = 0
     tools: bool = True  # False when the loop asks for the final summary
 
 
 @dataclass
 class TextDelta(Event):
-    type: ClassVar[str] = "text_delta"
     text: str = ""
 
 
 @dataclass
 class ModelResponse(Event):
-    type: ClassVar[str] = "model_response"
     turn: ModelTurn = field(default_factory=ModelTurn)
     duration_s: float = 0.0
 
 
 @dataclass
 class CodeExtracted(Event):
-    type: ClassVar[str] = "code_extracted"
     step: int = 0
     code: str = ""
     blocks: list[CodeBlock] = field(default_factory=list)
@@ -56,14 +59,12 @@ class CodeExtracted(Event):
 
 @dataclass
 class ExecutionStarted(Event):
-    type: ClassVar[str] = "execution_started"
     step: int = 0
     code: str = ""
 
 
 @dataclass
 class ExecutionFinished(Event):
-    type: ClassVar[str] = "execution_finished"
     step: int = 0
     attempt: Attempt | None = None
 
@@ -74,7 +75,6 @@ class ExecutionFinished(Event):
 
 @dataclass
 class Retry(Event):
-    type: ClassVar[str] = "retry"
     failures: int = 0
     retries_left: int = 0
     reason: str = ""
@@ -82,11 +82,9 @@ class Retry(Event):
 
 @dataclass
 class Summary(Event):
-    type: ClassVar[str] = "summary"
     text: str = ""
 
 
 @dataclass
 class Done(Event):
-    type: ClassVar[str] = "done"
     result: RunResult | None = None

@@ -123,8 +123,17 @@ class ModelTurn:
 MessageKind = Literal["user", "model", "execution"]
 
 
+class _Tagged:
+    """A message's JSON carries its ``kind``, which :func:`message_from_json` reads it back by."""
+
+    kind: ClassVar[MessageKind]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, **jsondata.to_json(self)}
+
+
 @dataclass
-class UserMessage:
+class UserMessage(_Tagged):
     """What the model is told as the user: the task, a follow-up, or the
     loop's own request (for code, a summary...). ``files`` are the input files
     sent with it; ``images`` the input images the model sees (for models that
@@ -135,9 +144,6 @@ class UserMessage:
     images: list[Artifact] = field(default_factory=list)
     kind: ClassVar[Literal["user"]] = "user"
 
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, **jsondata.to_json(self)}
-
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> UserMessage:
         return jsondata.from_json(cls, data, files=jsondata.list_of(InputFile.from_json),
@@ -145,14 +151,11 @@ class UserMessage:
 
 
 @dataclass
-class ModelMessage:
+class ModelMessage(_Tagged):
     """A model's reply, as the provider returned it."""
 
     turn: ModelTurn
     kind: ClassVar[Literal["model"]] = "model"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, **jsondata.to_json(self)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ModelMessage:
@@ -160,7 +163,7 @@ class ModelMessage:
 
 
 @dataclass
-class ExecutionMessage:
+class ExecutionMessage(_Tagged):
     """The result of running the code of the model turn before it. It answers
     that turn's tool calls, or, after fenced code, is feedback in a user turn.
     ``feedback`` is what the model reads about the result (output, error,
@@ -171,9 +174,6 @@ class ExecutionMessage:
     feedback: str = ""
     images: list[Artifact] = field(default_factory=list)
     kind: ClassVar[Literal["execution"]] = "execution"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, **jsondata.to_json(self)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ExecutionMessage:

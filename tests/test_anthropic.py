@@ -25,24 +25,18 @@ from orchestrator.testing.fake_anthropic import (
 )
 from orchestrator.testing.fake_http import Disconnect, Fault, Malformed, Stream
 from orchestrator.types import RUN_PYTHON, CodeBlock, Conversation, ModelMessage, ModelTurn, UserMessage
+from tests.helpers import ask, fake_server_fixture, tool_call_turn
 
 KEY = "sk-ant-api03-fake-test-key-0123456789abcdef"
 FAST = RetryPolicy(attempts=3, initial_delay_s=0.001, max_delay_s=0.005, timeout_s=5.0)
 
 
-@pytest.fixture
-def fake():
-    with FakeAnthropicServer() as server:
-        yield server
+fake = fake_server_fixture(FakeAnthropicServer)
 
 
 def claude(fake: FakeAnthropicServer, **kwargs) -> AnthropicModel:
     kwargs.setdefault("retry", FAST)
     return AnthropicModel("claude-sonnet-4-5", api_key=KEY, base_url=fake.url, seed=1, env={}, **kwargs)
-
-
-def ask(text: str = "hi") -> Conversation:
-    return Conversation(system="be brief", messages=[UserMessage(text=text)])
 
 
 async def test_tool_use_loop_solves_a_run_and_results_go_back_as_tool_result_blocks(fake, local_executor):
@@ -214,7 +208,7 @@ def test_model_strings_and_the_default_model(monkeypatch):
 
 
 def test_foreign_turns_are_rebuilt_and_unanswered_calls_are_answered():
-    other = ModelTurn(text="", code_blocks=[CodeBlock("print(1)", source="tool_call", call_id="c9")])
+    other = tool_call_turn("print(1)", call_id="c9")
     conversation = Conversation(messages=[
         UserMessage(text="q"), ModelMessage(turn=other), UserMessage(text="next")])
     messages = to_messages(conversation)

@@ -341,7 +341,8 @@ async def test_a_model_requests_timeout_does_not_count_our_slot_wait() -> None:
     from orchestrator.batch import GatedModel
     from orchestrator.models.openai_compat import OpenAIModel
     from orchestrator.models.retry import RetryPolicy
-    from orchestrator.testing.fake_openai import Delay, FakeOpenAIServer, text_completion
+    from orchestrator.testing.fake_http import Delay
+    from orchestrator.testing.fake_openai import FakeOpenAIServer, text_completion
     from orchestrator.types import UserMessage
 
     with FakeOpenAIServer([Delay(0.4, text_completion("one")), Delay(0.4, text_completion("two")),

@@ -12,8 +12,8 @@ import pytest
 
 from orchestrator.models import ModelAuthError, default_model_spec, get_model
 from orchestrator.models.gemini import GeminiModel
-from orchestrator.testing.fake_gemini import FakeGeminiServer, Fault, split_for_stream, text_response
-from orchestrator.testing.fake_http import Malformed, Stream, load_script, reply_from_json
+from orchestrator.testing.fake_gemini import FakeGeminiServer, split_for_stream, text_response
+from orchestrator.testing.fake_http import Fault, Malformed, Stream, load_script, reply_from_json
 from orchestrator.testing.fake_openai import FakeOpenAIServer, chunks_of, tool_call_completion
 
 

@@ -18,12 +18,7 @@ from orchestrator.models.gemini import GeminiModel, parse_content, to_contents
 from orchestrator.models.pricing import ModelPrice, PriceTable
 from orchestrator.models.retry import RetryPolicy
 from orchestrator.testing.fake_gemini import (
-    Delay,
-    Disconnect,
     FakeGeminiServer,
-    Fault,
-    Malformed,
-    Stream,
     function_call_part,
     function_call_response,
     response,
@@ -32,25 +27,22 @@ from orchestrator.testing.fake_gemini import (
     text_response,
     usage,
 )
+from orchestrator.testing.fake_http import Delay, Disconnect, Fault, Malformed, Stream
 from orchestrator.types import (
     RUN_PYTHON,
-    CodeBlock,
     Conversation,
     ExecutionMessage,
     ModelMessage,
-    ModelTurn,
     UserMessage,
 )
+from tests.helpers import ask, fake_server_fixture, tool_call_turn
 
 KEY = "AIzaSy-fake-test-key-0123456789abcdef"
 FAST = RetryPolicy(attempts=4, initial_delay_s=0.001, max_delay_s=0.005, timeout_s=5.0)
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
 
 
-@pytest.fixture
-def fake():
-    with FakeGeminiServer() as server:
-        yield server
+fake = fake_server_fixture(FakeGeminiServer)
 
 
 def gemini(fake: FakeGeminiServer, mode: str = "client", **kwargs) -> GeminiModel:
@@ -170,7 +162,7 @@ def test_turn_raw_survives_a_json_round_trip():
 
 
 def test_turns_from_other_models_are_rebuilt():
-    turn = ModelTurn(text="run this", code_blocks=[CodeBlock("print(1)", source="tool_call", call_id="k")])
+    turn = tool_call_turn("print(1)", call_id="k", text="run this")
     conversation = Conversation(messages=[UserMessage(text="hi"), ModelMessage(turn=turn),
                                           ExecutionMessage(result=ExecutionResult(outcome=Outcome.OK, stdout="1"),
                                                            feedback="1")])
@@ -270,7 +262,7 @@ async def test_invalid_key_400_is_an_auth_error_naming_the_variable(monkeypatch)
     with FakeGeminiServer([text_response("never")], expected_key="right-key") as server:
         model = GeminiModel("gemini-2.5-flash", base_url=server.url, retry=FAST)
         with pytest.raises(ModelAuthError) as caught:
-            await model.generate(Conversation(messages=[UserMessage(text="hi")]), [RUN_PYTHON])
+            await model.generate(ask("hi"), [RUN_PYTHON])
     assert "GEMINI_API_KEY" in str(caught.value) and caught.value.status_code == 400
     assert len(server.requests) == 1 and server.pending == 1
 
@@ -302,7 +294,7 @@ async def test_rate_limit_after_retries_is_a_rate_limit_error(fake):
     fake.add(*[Fault(429)] * 2)
     model = gemini(fake, retry=RetryPolicy(attempts=2, initial_delay_s=0.001, max_delay_s=0.001))
     with pytest.raises(RateLimitError) as caught:
-        await model.generate(Conversation(messages=[UserMessage(text="hi")]))
+        await model.generate(ask("hi"))
     assert caught.value.retryable and caught.value.status_code == 429
 
 
@@ -311,14 +303,14 @@ async def test_rate_limit_after_retries_is_a_rate_limit_error(fake):
 async def test_transient_faults_are_retried(fake, fault):
     fake.add(fault, text_response("fine"))
     model = gemini(fake, retry=RetryPolicy(attempts=3, initial_delay_s=0.001, max_delay_s=0.001, timeout_s=0.5))
-    turn = await model.generate(Conversation(messages=[UserMessage(text="hi")]))
+    turn = await model.generate(ask("hi"))
     assert turn.text == "fine" and model.stats.retries == 1
 
 
 async def test_malformed_function_call_is_asked_again(fake):
     fake.add(response([], finish_reason="MALFORMED_FUNCTION_CALL"), function_call_response("print(1)"))
     model = gemini(fake)
-    turn = await model.generate(Conversation(messages=[UserMessage(text="hi")]), [RUN_PYTHON])
+    turn = await model.generate(ask("hi"), [RUN_PYTHON])
     assert turn.code_blocks[0].code == "print(1)" and model.stats.retries == 1 and turn.usage.requests == 2
 
 
@@ -326,7 +318,7 @@ async def test_non_retryable_client_error_is_not_retried(fake):
     fake.add(Fault(400, "Invalid JSON payload received."), text_response("never"))
     model = gemini(fake)
     with pytest.raises(ModelError) as caught:
-        await model.generate(Conversation(messages=[UserMessage(text="hi")]))
+        await model.generate(ask("hi"))
     assert not caught.value.retryable and "Invalid JSON payload" in str(caught.value)
     assert len(fake.requests) == 1
 
@@ -350,7 +342,7 @@ async def test_usage_is_summed_over_a_multi_step_run(fake, local_executor):
 async def test_unknown_model_has_no_cost_estimate(fake):
     fake.add(text_response("hi"))
     model = GeminiModel("my-tuned-model", api_key=KEY, base_url=fake.url, retry=FAST)
-    turn = await model.generate(Conversation(messages=[UserMessage(text="hi")]))
+    turn = await model.generate(ask("hi"))
     assert turn.usage.cost_usd is None and turn.usage.input_tokens == 10
 
 
@@ -366,7 +358,7 @@ async def test_stream_deltas_arrive_in_order_then_the_turn(fake):
     fake.add(Stream(chunks, delay_s=0.01))
     model = gemini(fake)
     assert isinstance(model, StreamingModel)
-    pieces = [p async for p in model.generate_stream(Conversation(messages=[UserMessage(text="q")]))]
+    pieces = [p async for p in model.generate_stream(ask("q"))]
 
     assert pieces[:-1] == ["The ", "answer ", "is ", "42."]
     turn = pieces[-1]
@@ -407,14 +399,14 @@ async def test_streamed_server_mode_turn_is_parsed_like_a_whole_one(fake, local_
 async def test_stream_open_is_retried_but_a_broken_stream_is_an_error(fake):
     fake.add(Fault(503), text_response("recovered"))
     model = gemini(fake)
-    pieces = [p async for p in model.generate_stream(Conversation(messages=[UserMessage(text="q")]))]
+    pieces = [p async for p in model.generate_stream(ask("q"))]
     assert pieces[-1].text == "recovered" and model.stats.retries == 1
 
     fake.add(Stream([{"candidates": [{"content": {"role": "model", "parts": [{"text": "partial"}]}}]},
                      b"data: {broken\r\n\r\n"]))
     got = []
     with pytest.raises(ModelError, match="broke off"):
-        async for piece in model.generate_stream(Conversation(messages=[UserMessage(text="q")])):
+        async for piece in model.generate_stream(ask("q")):
             got.append(piece)
     assert got == ["partial"] and len(fake.requests) == 3  # no retry once text was shown
 

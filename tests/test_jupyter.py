@@ -14,7 +14,6 @@ import gc
 import json
 import os
 import re
-import secrets
 import shutil
 import signal
 import socket
@@ -32,6 +31,7 @@ pytest.importorskip("jupyter_client")
 pytest.importorskip("ipykernel")
 pytest.importorskip("kernel_gateway")
 
+from benchmarks.perf.local_gateway import LocalGateway
 from executors import Executor, InputFile, Limits, Outcome, get_executor
 from executors.jupyter import JupyterExecutor
 from executors.jupyter_remote import GatewayAuthError, JupyterRemoteExecutor
@@ -59,56 +59,10 @@ def _get(url: str, token: str | None) -> int:
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory):
-    """A real ``jupyter kernelgateway`` on a free local port; yields (url, token)."""
-    token = secrets.token_hex(16)
-    port = _free_port()
-    root = tmp_path_factory.mktemp("gateway")
-    log = open(root / "gateway.log", "wb")  # noqa: SIM115 - closed in the finally, after the gateway exits
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "kernel_gateway",
-            "--KernelGatewayApp.ip=127.0.0.1",
-            f"--KernelGatewayApp.port={port}",
-            "--KernelGatewayApp.port_retries=0",
-            f"--KernelGatewayApp.auth_token={token}",
-            # codeloop caps output itself; the server's rate limit would drop it silently.
-            "--ZMQChannelsWebsocketConnection.limit_rate=False",
-        ],
-        cwd=root,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the kernel gateway exited early:\n{(root / 'gateway.log').read_text()}")
-            try:
-                if _get(url + "/api/kernelspecs", token) == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the kernel gateway did not answer within 30 s:\n{(root / 'gateway.log').read_text()}")
-            time.sleep(0.1)
-        yield url, token
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # kernels the gateway started, if any survived
-        except OSError:
-            pass
-        proc.wait()
-        log.close()
+def gateway():
+    """A real ``jupyter kernelgateway`` on a free local port (the benchmarks' LocalGateway); yields (url, token)."""
+    with LocalGateway(startup_timeout_s=30) as running:
+        yield running.url, running.token
 
 
 @pytest.fixture(scope="module")

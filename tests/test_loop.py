@@ -215,6 +215,15 @@ async def test_event_stream_order(local_executor):
     ]
 
 
+
+def test_each_event_type_on_the_wire_is_its_class_name_in_snake_case():
+    # Clients (MCP, serve, UIs) match on these strings: renaming a class must not change one silently.
+    assert {cls.__name__: cls.type for cls in events.Event.__subclasses__()} == {
+        "ModelRequest": "model_request", "TextDelta": "text_delta", "ModelResponse": "model_response",
+        "CodeExtracted": "code_extracted", "ExecutionStarted": "execution_started",
+        "ExecutionFinished": "execution_finished", "Retry": "retry", "Summary": "summary", "Done": "done",
+    }
+
 async def test_run_result_json_round_trip(local_executor):
     model = ScriptedModel([py("import matplotlib.pyplot as plt\nplt.plot([1, 2])\nprint('x')"), "A plot."])
     result = await Orchestrator(model, local_executor).run("plot")

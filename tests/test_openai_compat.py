@@ -11,34 +11,28 @@ from orchestrator import Orchestrator, RunStatus, events
 from orchestrator.models import ModelAuthError, ModelError, RateLimitError, get_model
 from orchestrator.models.openai_compat import OpenAIModel, ToolSupport, parse_spec, to_messages
 from orchestrator.models.retry import RetryPolicy
+from orchestrator.testing.fake_http import Delay, Disconnect, Fault, Malformed
 from orchestrator.testing.fake_openai import (
-    Delay,
-    Disconnect,
     FakeOpenAIServer,
-    Fault,
-    Malformed,
     completion,
     text_completion,
     tool_call_completion,
 )
 from orchestrator.types import (
     RUN_PYTHON,
-    CodeBlock,
     Conversation,
     ExecutionMessage,
     ModelMessage,
     ModelTurn,
     UserMessage,
 )
+from tests.helpers import ask, fake_server_fixture, tool_call_turn
 
 FAST = RetryPolicy(attempts=3, initial_delay_s=0.001, max_delay_s=0.005, timeout_s=5.0)
 KEY = "sk-test-0123456789abcdefghijklmnop"
 
 
-@pytest.fixture
-def fake():
-    with FakeOpenAIServer() as server:
-        yield server
+fake = fake_server_fixture(FakeOpenAIServer)
 
 
 def local(fake: FakeOpenAIServer, **kwargs) -> OpenAIModel:
@@ -81,7 +75,7 @@ async def test_tools_on_does_not_fall_back(fake):
     fake.add(Fault(400, "model does not support tools"))
     model = local(fake, tools="on")
     with pytest.raises(ModelError, match="does not support tools"):
-        await model.generate(Conversation(messages=[UserMessage(text="x")]), [RUN_PYTHON])
+        await model.generate(ask("x"), [RUN_PYTHON])
     assert len(fake.requests) == 1
     assert model.tool_support is ToolSupport.OFFERED and (model.stats.failures, model.stats.declined) == (1, 0)
 
@@ -96,7 +90,7 @@ async def test_summary_request_sets_tool_choice_none(fake, local_executor):
 
 async def test_usage_counts_reasoning_as_thoughts(fake):
     fake.add(completion({"content": "hi"}, prompt_tokens=50, completion_tokens=30, reasoning_tokens=12))
-    turn = await local(fake).generate(Conversation(messages=[UserMessage(text="x")]))
+    turn = await local(fake).generate(ask("x"))
     u = turn.usage
     assert (u.input_tokens, u.output_tokens, u.thoughts_tokens, u.requests) == (50, 18, 12, 1)
 
@@ -104,18 +98,25 @@ async def test_usage_counts_reasoning_as_thoughts(fake):
 async def test_retries_then_errors(fake):
     fake.add(Fault(429, retry_after_s=0.001), Fault(502), text_completion("ok"))
     model = local(fake)
-    turn = await model.generate(Conversation(messages=[UserMessage(text="x")]))
+    turn = await model.generate(ask("x"))
     assert turn.text == "ok" and turn.usage.requests == 3 and model.stats.retries == 2
 
     fake.add(*[Fault(429)] * 3)
     with pytest.raises(RateLimitError, match="gave up after 3 attempts"):
-        await model.generate(Conversation(messages=[UserMessage(text="x")]))
+        await model.generate(ask("x"))
 
     fake.add(Fault(401, "Incorrect API key provided"))
     with pytest.raises(ModelAuthError, match="OPENAI_API_KEY"):
-        await model.generate(Conversation(messages=[UserMessage(text="x")]))
+        await model.generate(ask("x"))
     assert len(fake.requests) == 7
 
+
+
+async def test_a_key_the_server_does_not_expect_is_an_auth_error_and_not_retried():
+    with (FakeOpenAIServer([text_completion("never")], expected_key="right-key") as server,
+          pytest.raises(ModelAuthError, match="OPENAI_API_KEY")):
+        await local(server).generate(ask("x"))
+    assert len(server.requests) == 1 and server.pending == 1
 
 @pytest.mark.parametrize("fault", [Malformed(b"not json"), Malformed(b'{"choices": 5}'), Disconnect(),
                                    Delay(2.0, text_completion("late"))],
@@ -123,7 +124,7 @@ async def test_retries_then_errors(fake):
 async def test_transient_faults_are_retried(fake, fault):
     fake.add(fault, text_completion("fine"))
     model = local(fake, retry=RetryPolicy(attempts=2, initial_delay_s=0.001, timeout_s=0.5))
-    turn = await model.generate(Conversation(messages=[UserMessage(text="x")]))
+    turn = await model.generate(ask("x"))
     assert turn.text == "fine" and model.stats.retries == 1
 
 
@@ -142,7 +143,7 @@ async def test_streaming_assembles_text_and_tool_calls(fake, local_executor):
 
 
 def test_messages_merge_user_texts_and_rebuild_foreign_turns():
-    turn = ModelTurn(text="", code_blocks=[CodeBlock("print(1)", source="tool_call", call_id="k")])
+    turn = tool_call_turn("print(1)", call_id="k")
     ok = ExecutionResult(outcome=Outcome.OK)
     conversation = Conversation(system="s", messages=[
         UserMessage(text="a"), ModelMessage(turn=turn), ExecutionMessage(result=ok, feedback="1"),

@@ -30,10 +30,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def pool():
-    executor = PoolExecutor(size=2)
-    await executor.start()
-    yield executor
-    await executor.aclose()
+    async with PoolExecutor(size=2) as executor:
+        yield executor
 
 
 def zygote_processes(executor: PoolExecutor) -> list[psutil.Process]:
@@ -312,13 +310,10 @@ async def test_settings_are_validated():
 
 async def test_registered_by_name():
     assert {"pool", "restricted"} <= set(available_executors())
-    executor = get_executor("pool", size=1, preload=())
-    try:
+    async with get_executor("pool", size=1, preload=()) as executor:
         assert isinstance(executor, PoolExecutor)
         result = await executor.execute("print(6 * 7)")
         assert result.stdout == "42\n"
-    finally:
-        await executor.aclose()
 
 
 async def test_large_code_and_leftover_files_do_not_leak(pool):

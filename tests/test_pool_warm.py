@@ -22,10 +22,8 @@ on_one_zygote = pytest.mark.asyncio(loop_scope="module")
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def one_zygote():
-    executor = PoolExecutor(size=1, light_size=0)
-    await executor.start()
-    yield executor
-    await executor.aclose()
+    async with PoolExecutor(size=1, light_size=0) as executor:
+        yield executor
 
 
 async def run_ok(pool: PoolExecutor, code: str):

@@ -16,10 +16,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def restricted():
-    executor = RestrictedExecutor(size=1)
-    await executor.start()
-    yield executor
-    await executor.aclose()
+    async with RestrictedExecutor(size=1) as executor:
+        yield executor
 
 
 ORDINARY_ANALYSIS = """
@@ -195,13 +193,10 @@ async def test_shares_zygotes_with_a_pool_executor():
 
 
 async def test_registered_by_name():
-    executor = get_executor("restricted", size=1, preload=())
-    try:
+    async with get_executor("restricted", size=1, preload=()) as executor:
         assert isinstance(executor, RestrictedExecutor)
         result = await executor.execute("print('registered')")
         assert result.stdout == "registered\n"
-    finally:
-        await executor.aclose()
 
 
 async def test_rejects_conflicting_options():

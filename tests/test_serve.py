@@ -64,6 +64,14 @@ def sdk(server: BackgroundServer, key: str = "any-key") -> genai.Client:
     return genai.Client(api_key=key, http_options=types.HttpOptions(base_url=server.url, api_version="v1beta"))
 
 
+def generate(script, executor, contents, config=CODE_EXECUTION) -> types.GenerateContentResponse:
+    """One generateContent call (with code execution unless ``config`` says otherwise), through the real SDK,
+    to a server of ``script``."""
+    with serve(ScriptedModel(script), executor) as server:
+        client = sdk(server)  # held: a Client closes its connection once dropped
+        return client.models.generate_content(model="scripted", contents=contents, config=config)
+
+
 def kinds(parts) -> list[str]:
     names = []
     for part in parts:
@@ -76,9 +84,7 @@ def kinds(parts) -> list[str]:
 # -- the seed example -------------------------------------------------------------------
 
 def test_primes_seed_example_comes_back_with_code_result_and_text(executor):
-    with serve(ScriptedModel(primes_script), executor) as server:
-        client = sdk(server)
-        response = client.models.generate_content(model="scripted", contents=PRIMES, config=CODE_EXECUTION)
+    response = generate(primes_script, executor, PRIMES)
 
     parts = response.candidates[0].content.parts
     assert kinds(parts) == ["text", "executable_code", "code_execution_result", "text"]
@@ -141,10 +147,7 @@ def test_a_failing_program_is_fixed_and_both_attempts_come_back(executor):
             return f"The total is {last_output(conversation).strip()}."
         return fenced("print(totl([1, 2, 3]))")
 
-    with serve(ScriptedModel(fixer), executor) as server:
-        client = sdk(server)
-        response = client.models.generate_content(model="scripted", contents="Add 1, 2 and 3 with code.",
-                                                       config=CODE_EXECUTION)
+    response = generate(fixer, executor, "Add 1, 2 and 3 with code.")
     parts = response.candidates[0].content.parts
     assert kinds(parts) == ["text", "executable_code", "code_execution_result", "text", "executable_code",
                             "code_execution_result", "text"]
@@ -162,11 +165,7 @@ def test_a_program_past_its_time_is_deadline_exceeded(executor):
             return "It ran out of time."
         return fenced("import time\ntime.sleep(30)\n")
 
-    with serve(ScriptedModel(sleeper), executor) as server:
-        client = sdk(server)
-        response = client.models.generate_content(
-            model="scripted", contents="Sleep with code.",
-            config=types.GenerateContentConfig(tools=[types.Tool(code_execution=types.ToolCodeExecution())]))
+    response = generate(sleeper, executor, "Sleep with code.")
     results = [p.code_execution_result for p in response.candidates[0].content.parts if p.code_execution_result]
     assert results[0].outcome == types.Outcome.OUTCOME_DEADLINE_EXCEEDED
 
@@ -179,10 +178,7 @@ def test_figures_come_back_as_png_after_their_result(executor):
             return "Here is the plot."
         return fenced(plot)
 
-    with serve(ScriptedModel(plotter), executor) as server:
-        client = sdk(server)
-        response = client.models.generate_content(model="scripted", contents="Plot the squares.",
-                                                       config=CODE_EXECUTION)
+    response = generate(plotter, executor, "Plot the squares.")
     parts = response.candidates[0].content.parts
     assert kinds(parts) == ["text", "executable_code", "code_execution_result", "inline_data", "text"]
     image = parts[3].inline_data
@@ -202,11 +198,8 @@ def test_csv_sent_inline_is_a_file_the_code_reads(executor):
         assert name.endswith(".csv") and name in conversation.system  # the model is told its name
         return fenced(f"import pandas as pd\nprint(pd.read_csv({name!r})['rain_mm'].sum())\n")
 
-    with serve(ScriptedModel(analyst), executor) as server:
-        client = sdk(server)
-        response = client.models.generate_content(
-            model="scripted", config=CODE_EXECUTION,
-            contents=[types.Part.from_bytes(data=csv, mime_type="text/csv"), "What is the total rain?"])
+    response = generate(analyst, executor,
+                        [types.Part.from_bytes(data=csv, mime_type="text/csv"), "What is the total rain?"])
     result = response.code_execution_result
     assert result is not None and result.strip() == "59"
     assert response.text.endswith("Total rain: 59 mm.")
@@ -221,11 +214,8 @@ def test_a_png_in_the_request_is_a_file_too(executor):
             return "Read it."
         return fenced(f"print(open({last.files[0].name!r}, 'rb').read()[:4])\n")
 
-    with serve(ScriptedModel(reader), executor) as server:
-        client = sdk(server)
-        response = client.models.generate_content(
-            model="scripted", config=CODE_EXECUTION,
-            contents=[types.Part.from_bytes(data=png, mime_type="image/png"), "What are its first bytes?"])
+    response = generate(reader, executor,
+                        [types.Part.from_bytes(data=png, mime_type="image/png"), "What are its first bytes?"])
     assert "PNG" in response.code_execution_result
 
 
@@ -287,9 +277,7 @@ def test_history_in_raw_rest_form_with_snake_case_and_a_file_from_an_earlier_tur
         {"role": "model", "parts": [{"text": "Kept."}]},
         {"role": "user", "parts": [{"text": "Print it in capitals."}]},
     ]
-    with serve(ScriptedModel(reuse), executor) as server:
-        client = sdk(server)
-        response = client.models.generate_content(model="scripted", contents=contents, config=CODE_EXECUTION)
+    response = generate(reuse, executor, contents)
     assert response.code_execution_result.strip() == "HELLO"
 
 
@@ -302,11 +290,8 @@ def test_without_code_execution_it_is_a_plain_chat(executor):
         seen.append((conversation, tools))
         return "Paris."
 
-    with serve(ScriptedModel(plain), executor) as server:
-        client = sdk(server)
-        response = client.models.generate_content(
-            model="scripted", contents="Capital of France?",
-            config=types.GenerateContentConfig(system_instruction="Answer in one word."))
+    response = generate(plain, executor, "Capital of France?",
+                        config=types.GenerateContentConfig(system_instruction="Answer in one word."))
     assert response.text == "Paris."
     conversation, tools = seen[0]
     assert tools == () and conversation.system == "Answer in one word."
@@ -401,10 +386,7 @@ async def test_codeloops_gemini_model_streams_from_serve(executor):
 def test_a_scripted_turn_with_usage_keeps_its_counts(executor):
     turns = [ModelTurn(text=fenced("print(1)"), usage=Usage(input_tokens=100, output_tokens=10, requests=1)),
              ModelTurn(text="One.", usage=Usage(input_tokens=130, output_tokens=2, requests=1))]
-    with serve(ScriptedModel(turns), executor) as server:
-        client = sdk(server)
-        response = client.models.generate_content(model="scripted", contents="Print 1 with code.",
-                                                       config=CODE_EXECUTION)
+    response = generate(turns, executor, "Print 1 with code.")
     usage = response.usage_metadata
     assert (usage.prompt_token_count, usage.tool_use_prompt_token_count, usage.candidates_token_count,
             usage.total_token_count) == (100, 130, 12, 242)

@@ -69,14 +69,18 @@ async def test_an_old_store_resumes_with_its_stored_settings(tmp_path: Path, loc
         "executor", "executor_options", "max_retries", "max_steps", "limits", "tools", "require_code")})
 
 
-def test_a_store_from_a_newer_codeloop_is_refused_clearly(tmp_path: Path) -> None:
-    with BatchStore(tmp_path):
+@pytest.mark.parametrize(("store_cls", "store_name", "error", "match"), [
+    (BatchStore, "batch", StoreError, "written by a newer codeloop .*009_from_the_future"),
+    (ScoreStore, "bench", BenchStoreError, "newer codeloop .*009_from_the_future"),
+])
+def test_a_store_from_a_newer_codeloop_is_refused_clearly(tmp_path: Path, store_cls, store_name, error, match) -> None:
+    with store_cls(tmp_path):
         pass
     db = sqlite3.connect(tmp_path / "runs.db", isolation_level=None)
-    db.execute("INSERT INTO _migrations VALUES ('batch', '003_from_the_future', 0)")
+    db.execute("INSERT INTO _migrations VALUES (?, '009_from_the_future', 0)", (store_name,))
     db.close()
-    with pytest.raises(StoreError, match=r"written by a newer codeloop .*003_from_the_future"):
-        BatchStore(tmp_path, create=False)
+    with pytest.raises(error, match=match):
+        store_cls(tmp_path, create=False)
 
 
 def test_an_old_bench_store_gains_solved_at(tmp_path: Path) -> None:
@@ -88,13 +92,3 @@ def test_an_old_bench_store_gains_solved_at(tmp_path: Path) -> None:
     db.close()
     with ScoreStore(tmp_path, create=False) as scores:
         assert scores.scores()["a"].solved_at is None and scores.scores()["a"].correct
-
-
-def test_a_bench_store_from_a_newer_codeloop_is_refused_clearly(tmp_path: Path) -> None:
-    with ScoreStore(tmp_path):
-        pass
-    db = sqlite3.connect(tmp_path / "runs.db", isolation_level=None)
-    db.execute("INSERT INTO _migrations VALUES ('bench', '009_later', 0)")
-    db.close()
-    with pytest.raises(BenchStoreError, match="newer codeloop"):
-        ScoreStore(tmp_path, create=False)

@@ -1,4 +1,6 @@
-"""Every result type survives a JSON round trip."""
+"""Every result type's JSON: it survives a round trip; stores written by an
+older or a newer codeloop still read back (unknown keys ignored, missing
+optional keys defaulted); and what cannot be read names the type and field."""
 
 from __future__ import annotations
 
@@ -49,6 +51,28 @@ def sample_result() -> ExecutionResult:
     )
 
 
+SAMPLES = [
+    Limits(timeout_s=3.0),
+    Artifact.of("a.png", b"png"),
+    InputFile(name="x.csv", data=b"1,2"),
+    ExecutionResult(outcome=Outcome.OK, stdout="hi", artifacts=[Artifact.of("a.txt", b"t")]),
+    Usage(input_tokens=3, requests=1),
+    CodeBlock(code="print(1)", source="tool_call", call_id="c1"),
+    Attempt(code="print(1)", result=ExecutionResult(outcome=Outcome.OK), step=1),
+    ModelTurn(text="t", code_blocks=[CodeBlock(code="x")], raw={"k": [1]}),
+    ModelMessage(turn=ModelTurn(text="t")),
+    ExecutionMessage(result=ExecutionResult(outcome=Outcome.OK), feedback="f"),
+    Conversation(system="s", messages=[UserMessage(text="q", files=[InputFile("f", b"d")])]),
+    RunResult(prompt="p", summary="s", status=RunStatus.SOLVED, attempts=[
+        Attempt(code="c", result=ExecutionResult(outcome=Outcome.FAILED))]),
+]
+
+
+@pytest.mark.parametrize("obj", SAMPLES, ids=lambda o: type(o).__name__)
+def test_json_round_trip(obj):
+    assert roundtrip(obj) == obj
+
+
 def test_usage_roundtrip_and_sum():
     u = Usage(input_tokens=10, output_tokens=5, tool_tokens=3, thoughts_tokens=2, requests=1, cost_usd=0.5)
     assert roundtrip(u) == u
@@ -56,11 +80,6 @@ def test_usage_roundtrip_and_sum():
     assert (total.input_tokens, total.requests, total.cost_usd) == (11, 2, 0.5)
     assert u.total_tokens == 20
     assert (Usage() + Usage()).cost_usd is None
-
-
-def test_code_block_roundtrip():
-    block = CodeBlock(code="print(1)", source="tool_call", call_id="abc")
-    assert roundtrip(block) == block
 
 
 def test_execution_result_roundtrip():
@@ -149,6 +168,43 @@ def test_run_result_roundtrip():
     assert r.artifacts[0].name == "plot.png"
 
 
-def test_limits_roundtrip():
-    limits = Limits(timeout_s=3, memory_bytes=10)
-    assert Limits.from_json(json.loads(json.dumps(limits.to_json()))) == limits
+@pytest.mark.parametrize("obj", SAMPLES, ids=lambda o: type(o).__name__)
+def test_an_unknown_key_from_a_newer_writer_is_ignored(obj):
+    data = obj.to_json()
+    data["field_from_the_future"] = {"anything": 1}
+    assert type(obj).from_json(data) == obj
+
+
+def test_a_renamed_limits_field_no_longer_breaks_an_old_store():
+    # Limits.from_json did cls(**data): one key it did not know was a TypeError.
+    stored = {**Limits().to_json(), "max_threads": 4}
+    assert Limits.from_json(stored) == Limits()
+
+
+@pytest.mark.parametrize(("cls", "data", "expected"), [
+    (Limits, {"timeout_s": 5.0}, Limits(timeout_s=5.0)),
+    (Usage, {}, Usage()),
+    (ExecutionResult, {"outcome": "OK"}, ExecutionResult(outcome=Outcome.OK)),
+    (RunResult, {"prompt": "p", "status": "failed"}, RunResult(prompt="p", summary="", status=RunStatus.FAILED)),
+    (UserMessage, {"kind": "user"}, UserMessage()),
+])
+def test_a_missing_optional_key_takes_its_default(cls, data, expected):
+    assert cls.from_json(data) == expected
+
+
+def test_a_missing_required_field_names_the_type_and_field():
+    with pytest.raises(JSONDataError, match=r"RunResult: missing field prompt"):
+        RunResult.from_json({"status": "solved", "summary": ""})
+
+
+def test_a_bad_nested_value_names_where_it_sits():
+    data = RunResult(prompt="p", summary="", status=RunStatus.SOLVED,
+                     attempts=[Attempt(code="c", result=ExecutionResult(outcome=Outcome.OK))]).to_json()
+    data["attempts"][0]["result"]["outcome"] = "EXPLODED"
+    with pytest.raises(JSONDataError, match=r"RunResult\.attempts: Attempt\.result: ExecutionResult\.outcome"):
+        RunResult.from_json(data)
+
+
+def test_not_an_object_is_a_clear_error():
+    with pytest.raises(JSONDataError, match="Usage: expected a JSON object, got list"):
+        Usage.from_json([1, 2])

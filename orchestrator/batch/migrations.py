@@ -16,12 +16,47 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Self
 
 Migration = tuple[str, Callable[[sqlite3.Connection], None]]
 
 
 class MigrationError(RuntimeError):
     """The database was written by a newer codeloop, or a migration failed."""
+
+
+def open_migrated(path: Path, component: str, migrations: Sequence[Migration], *, synchronous: str = "NORMAL",
+                  check_same_thread: bool = True) -> sqlite3.Connection:
+    """``runs.db`` at ``path`` as every store uses it, brought up to date by ``component``'s ``migrations``:
+    autocommit (stores issue BEGIN/COMMIT themselves), rows by name, WAL, foreign keys enforced.
+    ``synchronous`` is SQLite's fsync level (NORMAL or FULL). On MigrationError it is closed first."""
+    db = sqlite3.connect(path, isolation_level=None, timeout=30.0, check_same_thread=check_same_thread)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(f"PRAGMA synchronous={synchronous}")
+    db.execute("PRAGMA foreign_keys=ON")
+    try:
+        migrate(db, component, migrations, path=path)
+    except MigrationError:
+        db.close()
+        raise
+    return db
+
+
+class MigratedStore:
+    """Base of the stores kept in ``runs.db``: holds the connection, closes it on leaving ``with``."""
+
+    _db: sqlite3.Connection
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def migrate(db: sqlite3.Connection, component: str, migrations: Sequence[Migration], *, path: object = "") -> list[str]:

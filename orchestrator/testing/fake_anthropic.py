@@ -17,7 +17,7 @@ import json
 import sys
 from typing import Any
 
-from .fake_http import FakeModelServer, Fault, RecordedRequest, Script, key_fingerprint, serve_command_line
+from .fake_http import FakeModelServer, Fault, RecordedRequest, serve_command_line
 
 # The fault types (Fault, Malformed, Disconnect, Delay, Stream) live in fake_http.
 __all__ = ["FakeAnthropicServer", "events_of", "message", "overloaded", "text_message", "tool_use_message", "usage"]
@@ -27,21 +27,20 @@ _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: 
 
 
 class FakeAnthropicServer(FakeModelServer):
-    """``expected_key``: when set, requests with another key get the 401
-    ``authentication_error`` the real API gives."""
-
     provider = "anthropic"
+    api = "Anthropic Messages"
+    replies = "message bodies"
 
-    def __init__(self, script: Script = (), *, expected_key: str | None = None, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
-        super().__init__(script, host=host, port=port)
-        self._expected = key_fingerprint(expected_key) if expected_key else None
+    def banner(self) -> str:
+        return f"fake Anthropic API at {self.url}  (set ANTHROPIC_BASE_URL={self.url})"
 
-    def route_error(self, request: RecordedRequest) -> Fault | None:
-        if request.path != "/v1/messages":
-            return Fault(404, f"the fake Anthropic server does not serve {request.method} {request.path}")
-        if self._expected and request.key_fingerprint != self._expected:
-            return Fault(401, "invalid x-api-key")
+    def serves(self, path: str) -> bool:
+        return path == "/v1/messages"
+
+    def wrong_key_fault(self) -> Fault:
+        return Fault(401, "invalid x-api-key")
+
+    def body_error(self, request: RecordedRequest) -> Fault | None:
         body = request.body if isinstance(request.body, dict) else {}
         if not body.get("max_tokens"):
             return Fault(400, "max_tokens: Field required")
@@ -134,10 +133,7 @@ def events_of(body: dict[str, Any], pieces: int = 3) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return serve_command_line(
-        FakeAnthropicServer, argv, api="Anthropic Messages", replies="message bodies",
-        banner=lambda fake: f"fake Anthropic API at {fake.url}  (set ANTHROPIC_BASE_URL={fake.url})",
-    )
+    return serve_command_line(FakeAnthropicServer, argv)
 
 
 if __name__ == "__main__":

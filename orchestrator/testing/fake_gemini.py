@@ -22,29 +22,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .fake_http import (
-    Delay,
-    Disconnect,
-    FakeModelServer,
-    Fault,
-    Malformed,
-    RecordedRequest,
-    Reply,
-    Script,
-    Stream,
-    key_fingerprint,
-    serve_command_line,
-)
+from .fake_http import FakeModelServer, Fault, RecordedRequest, serve_command_line
 
+# The fault types (Fault, Malformed, Disconnect, Delay, Stream) live in fake_http.
 __all__ = [
-    "Delay",
-    "Disconnect",
     "FakeGeminiServer",
-    "Fault",
-    "Malformed",
-    "RecordedRequest",
-    "Reply",
-    "Stream",
     "code_result_part",
     "executable_code_part",
     "function_call_part",
@@ -68,22 +50,18 @@ _STATUS_NAMES = {
 
 
 class FakeGeminiServer(FakeModelServer):
-    """``expected_key``: when set, requests with another key get the 400
-    ``API_KEY_INVALID`` answer the real API gives."""
-
     provider = "gemini"
+    api = "Gemini"
+    replies = "response bodies"
 
-    def __init__(self, script: Script = (), *, expected_key: str | None = None, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
-        super().__init__(script, host=host, port=port)
-        self._expected = key_fingerprint(expected_key) if expected_key else None
+    def banner(self) -> str:
+        return f"fake Gemini API at {self.url}  (set GOOGLE_GEMINI_BASE_URL={self.url})"
 
-    def route_error(self, request: RecordedRequest) -> Fault | None:
-        if not _ROUTE.match(request.path):
-            return Fault(404, f"the fake Gemini server does not serve {request.method} {request.path}")
-        if self._expected and request.key_fingerprint != self._expected:
-            return invalid_key_fault()
-        return None
+    def serves(self, path: str) -> bool:
+        return bool(_ROUTE.match(path))
+
+    def wrong_key_fault(self) -> Fault:
+        return invalid_key_fault()  # the 400 API_KEY_INVALID answer the real API gives
 
     def is_stream(self, request: RecordedRequest) -> bool:
         return request.path.endswith(":streamGenerateContent")
@@ -226,10 +204,7 @@ def split_for_stream(body: dict[str, Any], pieces: int = 3) -> list[dict[str, An
 
 
 def main(argv: list[str] | None = None) -> int:
-    return serve_command_line(
-        FakeGeminiServer, argv, api="Gemini", replies="response bodies",
-        banner=lambda fake: f"fake Gemini API at {fake.url}  (set GOOGLE_GEMINI_BASE_URL={fake.url})",
-    )
+    return serve_command_line(FakeGeminiServer, argv)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 
@@ -90,11 +90,18 @@ _SECRET_HEADERS = {"authorization", "x-goog-api-key", "api-key", "x-api-key"}
 
 
 class FakeModelServer(abc.ABC):
-    """Base of the provider fakes; subclasses define routes and wire formats."""
+    """Base of the provider fakes; subclasses define routes and wire formats.
+    ``expected_key``: when set, requests with another key get the answer the
+    real API gives a wrong key (:meth:`wrong_key_fault`)."""
 
     provider = "fake"
+    # For ``python -m``: the API served and what one script entry holds.
+    api = "model"
+    replies = "reply bodies"
 
-    def __init__(self, script: Script = (), *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, script: Script = (), *, expected_key: str | None = None, host: str = "127.0.0.1",
+                 port: int = 0) -> None:
+        self._expected_key = key_fingerprint(expected_key) if expected_key else None
         self._script_fn: ScriptFunction | None = script if callable(script) else None
         self._queue: list[Reply] = [] if callable(script) else list(script)
         self._lock = threading.Lock()
@@ -136,6 +143,14 @@ class FakeModelServer(abc.ABC):
         """The base URL to give the SDK (no API version path)."""
         return f"http://{self._host}:{self.port}"
 
+    def _wrong_key(self, request: RecordedRequest) -> bool:
+        """Whether a key is expected and ``request`` carried another one, or none."""
+        return self._expected_key is not None and request.key_fingerprint != self._expected_key
+
+    def banner(self) -> str:
+        """What ``python -m`` prints: where the fake listens (subclasses add how to point codeloop at it)."""
+        return f"fake {self.api} API at {self.url}"
+
     # -- scripting --------------------------------------------------------
 
     def add(self, *replies: Reply) -> None:
@@ -160,9 +175,25 @@ class FakeModelServer(abc.ABC):
 
     # -- provider hooks ---------------------------------------------------
 
-    @abc.abstractmethod
     def route_error(self, request: RecordedRequest) -> Fault | None:
-        """A Fault for requests this fake does not serve, or None."""
+        """A Fault for a request the real API would refuse (unknown path, wrong key, bad body), or None."""
+        if not self.serves(request.path):
+            return Fault(404, f"the fake {self.api} server does not serve {request.method} {request.path}")
+        if self._wrong_key(request):
+            return self.wrong_key_fault()
+        return self.body_error(request)
+
+    @abc.abstractmethod
+    def serves(self, path: str) -> bool:
+        """Whether ``path`` is this fake's endpoint."""
+
+    @abc.abstractmethod
+    def wrong_key_fault(self) -> Fault:
+        """What the real API answers a wrong key."""
+
+    def body_error(self, request: RecordedRequest) -> Fault | None:
+        """A Fault for a body the real API refuses, or None."""
+        return None
 
     @abc.abstractmethod
     def is_stream(self, request: RecordedRequest) -> bool: ...
@@ -302,27 +333,16 @@ def load_script(path: str) -> list[Reply]:
     return replies
 
 
-_Server = TypeVar("_Server", bound="FakeModelServer")
-
-
-def serve_command_line(
-    server_cls: type[_Server],
-    argv: list[str] | None,
-    *,
-    api: str,
-    replies: str,
-    banner: Callable[[_Server], str],
-) -> int:
-    """``python -m`` entry of a fake: serve ``--script`` until interrupted.
-    ``api`` names the API served, ``replies`` what a script entry holds,
-    ``banner`` says where the server listens and how to point codeloop at it."""
+def serve_command_line(server_cls: type[FakeModelServer], argv: list[str] | None) -> int:
+    """``python -m`` entry of a fake: serve ``--script`` until interrupted,
+    printing the fake's ``banner()`` (where it listens, how to point codeloop at it)."""
+    api, replies = server_cls.api, server_cls.replies
     parser = argparse.ArgumentParser(description=f"Serve a scripted fake {api} API on this machine.")
     parser.add_argument("--script", required=True, help=f"JSON list of replies ({replies} or faults)")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
-    fake = server_cls(load_script(args.script), port=args.port)
-    fake.start()
-    print(banner(fake), flush=True)
+    fake = server_cls(load_script(args.script), port=args.port).start()
+    print(fake.banner(), flush=True)
     try:
         while True:
             time.sleep(3600)

@@ -13,27 +13,16 @@ import sys
 from typing import Any
 
 from .fake_http import (
-    Delay,
-    Disconnect,
     FakeModelServer,
     Fault,
-    Malformed,
     RecordedRequest,
-    Reply,
     Script,
-    Stream,
     serve_command_line,
 )
 
+# The fault types (Fault, Malformed, Disconnect, Delay, Stream) live in fake_http.
 __all__ = [
-    "Delay",
-    "Disconnect",
     "FakeOpenAIServer",
-    "Fault",
-    "Malformed",
-    "RecordedRequest",
-    "Reply",
-    "Stream",
     "chunks_of",
     "completion",
     "text_completion",
@@ -46,10 +35,12 @@ _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: 
 
 class FakeOpenAIServer(FakeModelServer):
     provider = "openai"
+    api = "OpenAI-compatible"
+    replies = "completion bodies"
 
-    def __init__(self, script: Script = (), *, tools_supported: bool = True, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
-        super().__init__(script, host=host, port=port)
+    def __init__(self, script: Script = (), *, tools_supported: bool = True, expected_key: str | None = None,
+                 host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(script, expected_key=expected_key, host=host, port=port)
         self.tools_supported = tools_supported
 
     @property
@@ -57,9 +48,16 @@ class FakeOpenAIServer(FakeModelServer):
         """What to give the SDK as ``base_url``."""
         return f"{self.url}/v1"
 
-    def route_error(self, request: RecordedRequest) -> Fault | None:
-        if request.path != "/v1/chat/completions":
-            return Fault(404, f"the fake OpenAI server does not serve {request.method} {request.path}")
+    def banner(self) -> str:
+        return f"fake OpenAI-compatible API at {self.base_url}  (use --model openai:MODEL@{self.base_url})"
+
+    def serves(self, path: str) -> bool:
+        return path == "/v1/chat/completions"
+
+    def wrong_key_fault(self) -> Fault:
+        return Fault(401, "Incorrect API key provided")
+
+    def body_error(self, request: RecordedRequest) -> Fault | None:
         body = request.body if isinstance(request.body, dict) else {}
         if body.get("tools") and not self.tools_supported:
             # What Ollama says for a model without tool support.
@@ -143,10 +141,7 @@ def chunks_of(body: dict[str, Any], pieces: int = 3) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return serve_command_line(
-        FakeOpenAIServer, argv, api="OpenAI-compatible", replies="completion bodies",
-        banner=lambda fake: f"fake OpenAI-compatible API at {fake.base_url}  (use --model openai:MODEL@{fake.base_url})",
-    )
+    return serve_command_line(FakeOpenAIServer, argv)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,13 @@ LIMITS = Limits(
     artifact_bytes=1024**2,
 )
 SHORT = 1.0  # deadline for the cases that are meant to hit it
+# Writes 10 GiB to {path} in 1 MiB chunks: the file-size limit must stop it.
+WRITE_10_GB = """
+chunk = b"x" * 2**20
+with open({path!r}, "wb") as f:
+    for _ in range(10 * 1024):
+        f.write(chunk)
+"""
 
 
 @dataclass
@@ -251,25 +258,11 @@ print("parent done")
     case("numpy_huge_array", "import numpy\nnumpy.zeros(10**11)", MEMORY),
     case(
         "write_10_gb",
-        """
-chunk = b"x" * 2**20
-with open("big.bin", "wb") as f:
-    for _ in range(10 * 1024):
-        f.write(chunk)
-""",
+        WRITE_10_GB.format(path="big.bin"),
         FAILED,
         check=lambda r, h: assert_truncated_artifact(r, "big.bin"),
     ),
-    case(
-        "write_10_gb_to_tmp",
-        """
-chunk = b"x" * 2**20
-with open("/tmp/big.bin", "wb") as f:
-    for _ in range(10 * 1024):
-        f.write(chunk)
-""",
-        FAILED,
-    ),
+    case("write_10_gb_to_tmp", WRITE_10_GB.format(path="/tmp/big.bin"), FAILED),
     case(
         "stdout_flood_1_gb",
         "import sys\nchunk = 'x' * 2**20\nfor _ in range(1024):\n    sys.stdout.write(chunk)",
