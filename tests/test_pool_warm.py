@@ -131,7 +131,7 @@ def test_light_zygotes_rehearse_only_the_harness():
     assert len(rehearsal_steps(harness, libraries=True)) > len(steps)
 
 
-# -- the answer before the child's exit ---------------------------------------
+# -- the answer waits for the child's exit ------------------------------------
 
 @on_one_zygote
 async def test_a_thread_left_running_gets_the_ordinary_path(one_zygote):
@@ -155,25 +155,25 @@ async def test_a_process_left_running_is_killed_before_the_answer(one_zygote):
 
 
 @on_one_zygote
-async def test_a_forged_early_end_only_cuts_its_own_run_short(one_zygote):
-    """Code that finds the "finished" pipe and writes to it ends its own run (the
-    zygote kills it at once); it cannot outlive it nor touch the next run."""
+async def test_a_forged_end_message_neither_ends_the_run_nor_sets_its_status(one_zygote):
+    """The status is the kernel's: code that writes "my run is over, exit 0" to
+    every pipe it holds, then keeps running and exits 9, is reported as exit 9
+    after it really ended."""
     code = (
         "import os, json, time\n"
-        "print(os.getpid(), flush=True)\n"
         "for fd in map(int, os.listdir('/proc/self/fd')):\n"
         "    try:\n"
-        "        if 'pipe' in os.readlink(f'/proc/self/fd/{fd}') and fd > 2:\n"
-        "            os.write(fd, json.dumps({'exit_code': 0}).encode())\n"
+        "        if fd > 2 and 'pipe' in os.readlink(f'/proc/self/fd/{fd}'):\n"
+        "            os.write(fd, json.dumps({'exit_code': 0, 'error_type': None}).encode())\n"
         "    except OSError:\n"
         "        pass\n"
-        "time.sleep(20)\n"
+        "time.sleep(1)\n"
+        "os._exit(9)\n"
     )
     forged = await one_zygote.execute(code)
-    assert forged.duration_s < 10, "the forged end was not taken as the end of the run"
-    pid = int(forged.stdout.split()[0])
-    check = await run_ok(one_zygote, f"import os\ntry:\n    os.kill({pid}, 0)\n    print('alive')\nexcept ProcessLookupError:\n    print('gone')")
-    assert check.stdout == "gone\n"
+    assert forged.outcome is Outcome.FAILED and forged.exit_code == 9, forged
+    assert forged.duration_s >= 1.0
+    assert (await run_ok(one_zygote, "print(2)")).stdout == "2\n"
 
 
 @on_one_zygote

@@ -22,11 +22,9 @@ then serves one execution at a time over a SOCK_SEQPACKET control socket:
   is a child subreaper, or the namespace's PID 1, so escapees come back to it),
   reaps them, and answers ``{"op": "done", ...}`` with the child's ``wait4``
   status and rusage and the RSS the fork inherited.
-- the common case skips the wait for the exit: a child whose code has
-  returned and left no thread writes its status and usage to a "finished"
-  pipe; if no other process of the run is alive the zygote answers at once,
-  and reaps the child (whose exit tears down its copy of the zygote's address
-  space, milliseconds for a large zygote) before it forks the next spare.
+- the answer always waits for the child's exit: the status must be the
+  kernel's. A message from the child saying its run is over could be written
+  by the code itself (it runs in that process), so it cannot be trusted.
 
 Every message is a 4-byte big-endian length followed by that many bytes of
 JSON. Only the standard library is needed before the preload step.
@@ -125,41 +123,6 @@ WARM = load_module("codeloop_warm", os.path.join(_HERE, "warm.py"))
 CLEANUP = load_module("codeloop_cleanup", os.path.join(_HERE, "cleanup.py"))
 
 
-def child_finished(finished_fd: int, status: int) -> None:
-    """Tell the zygote this child's run is over, so the answer need not wait for its exit.
-
-    Only a child with no thread of the code's left says so: with one thread
-    and the code returned, nothing of it can still run here, and the zygote
-    checks that no other process of it is alive. Stdout and stderr are closed
-    first, so the orchestrator sees their end at once.
-    """
-    try:
-        if threading_count() != 1:
-            return
-        import resource
-
-        me = resource.getrusage(resource.RUSAGE_SELF)
-        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-        message = {
-            "exit_code": status,
-            "maxrss_kb": max(me.ru_maxrss, kids.ru_maxrss),
-            "cpu_time_s": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,
-        }
-        os.close(1)
-        os.close(2)
-        os.write(finished_fd, json.dumps(message).encode())
-    except (OSError, ValueError):
-        pass  # the zygote then waits for the exit, as it always could
-
-
-def threading_count() -> int:
-    """Threads in this process, as the kernel counts them (the code may have started some)."""
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        return -1  # unknown: say nothing early
-
-
 def take_streams(out_fd: int, err_fd: int) -> None:
     """Make the request's pipes this child's stdout and stderr (stdin: /dev/null)."""
     devnull = os.open(os.devnull, os.O_RDONLY)
@@ -191,10 +154,9 @@ def enter_workdir(workdir: str) -> None:
 class Spare:
     """A child forked ahead of time, blocked until the orchestrator hands it a request."""
 
-    def __init__(self, pid: int, baseline_rss: int, finished_fd: int) -> None:
+    def __init__(self, pid: int, baseline_rss: int) -> None:
         self.pid = pid
         self.baseline_rss = baseline_rss  # the RSS the fork inherited, subtracted from its peak
-        self.finished_fd = finished_fd  # the child says here that its run is over (see child_finished)
 
 
 class Zygote:
@@ -258,8 +220,6 @@ class Zygote:
                 continue
             verdict = self.run(spare, message)
             self.send(verdict)
-            if verdict.pop("reap_after", False):
-                self.reap_finished(spare.pid)  # the exit the answer did not wait for
             # Before the next child exists: nothing one execution leaves in the
             # sandbox's private /tmp may reach the next.
             for directory in self.config.get("scratch_dirs", ()):
@@ -274,42 +234,19 @@ class Zygote:
         """
         baseline, address_space = anon_rss_bytes(), vm_bytes()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        finished_r, finished_w = os.pipe()  # close-on-exec: the code's own programs never get it
         pid = os.fork()
         if pid == 0:
             ours.close()
-            os.close(finished_r)
-            self.child(theirs, address_space, finished_w)  # never returns
+            self.child(theirs, address_space)  # never returns
         theirs.close()
-        os.close(finished_w)
         try:
             socket.send_fds(self.control, [encode({"op": "spare", "pid": pid})], [ours.fileno()])
         finally:
             ours.close()
-        return Spare(pid, baseline, finished_r)
+        return Spare(pid, baseline)
 
     def run(self, spare: Spare, request: dict) -> dict:
         start = time.monotonic()
-        try:
-            finished = self.await_finish(spare, start + float(request["timeout_s"]), request["id"])
-        finally:
-            os.close(spare.finished_fd)
-        if finished is not None:
-            # The run is over and nothing else of it is alive: answer now; the
-            # child's exit (tearing down its copy of the zygote's address space)
-            # and its reaping happen after the answer, off the request's path.
-            return {
-                "op": "done",
-                "id": request["id"],
-                "status": finished["exit_code"] << 8,
-                "maxrss_kb": finished.get("maxrss_kb"),
-                "cpu_time_s": finished.get("cpu_time_s"),
-                "timed_out": False,
-                "killed_on_request": False,
-                "duration_s": time.monotonic() - start,
-                "baseline_rss": spare.baseline_rss,
-                "reap_after": True,
-            }
         status, usage, timed_out, killed = self.supervise(spare.pid, start + float(request["timeout_s"]), request["id"])
         return {
             "op": "done",
@@ -322,28 +259,6 @@ class Zygote:
             "duration_s": time.monotonic() - start,
             "baseline_rss": spare.baseline_rss,
         }
-
-    def await_finish(self, spare: Spare, deadline: float, request_id: str) -> dict | None:
-        """Wait for the child's own "finished" message; None sends the caller down
-        the ordinary path (wait for the exit, clear the tree), as it does when the
-        child exits, dies, times out, is ordered killed, or left anything running."""
-        poller = select.poll()
-        poller.register(spare.finished_fd, select.POLLIN)
-        poller.register(self.control.fileno(), select.POLLIN)
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return None
-        events = dict(poller.poll(max(1, int(remaining * 1000))))
-        if self.control.fileno() in events or spare.finished_fd not in events:
-            return None  # a kill order (or a closed control socket), or the deadline: supervise() handles it
-        try:
-            finished = json.loads(os.read(spare.finished_fd, 4096))
-            exit_code = int(finished["exit_code"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None  # the child died without a word (EOF), or the code wrote there
-        if not 0 <= exit_code <= 255 or any(p != spare.pid for p in CLEANUP.descendants(os.getpid())):
-            return None
-        return {**finished, "exit_code": exit_code}
 
     def supervise(self, pid: int, deadline: float, request_id: str):
         """Wait for the child, the deadline or a kill order; then clear the tree."""
@@ -374,18 +289,6 @@ class Zygote:
             os.close(pidfd)
         status, usage = self.clear_tree(pid)
         return status, usage, timed_out, killed
-
-    def reap_finished(self, pid: int) -> None:
-        """Wait for a finished child's exit. It was the run's only process and can
-        start no other, so a blocking wait does (clear_tree's polling scans would
-        spin while the exit tears down the address space); the scan after it is a
-        safety net."""
-        try:
-            os.wait4(pid, 0)
-        except ChildProcessError:
-            pass
-        if CLEANUP.descendants(os.getpid()):
-            self.clear_tree(pid)
 
     def clear_tree(self, pid: int):
         """SIGKILL the child's group and every descendant left; reap them all."""
@@ -426,7 +329,7 @@ class Zygote:
         return status, usage
 
     # -- the forked child -------------------------------------------------
-    def child(self, sock: socket.socket, address_space: int, finished_fd: int | None = None) -> None:
+    def child(self, sock: socket.socket, address_space: int) -> None:
         status = CHILD_INTERNAL_ERROR
         try:
             os.setsid()
@@ -464,8 +367,6 @@ class Zygote:
                 sys.stderr.flush()
             except Exception:
                 pass
-            if finished_fd is not None:
-                child_finished(finished_fd, status)
         except BaseException as exc:  # the harness never raises; this is codeloop's own failure
             try:
                 os.write(2, f"codeloop pool child failed before running the code: {exc!r}\n".encode())
