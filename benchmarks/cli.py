@@ -102,9 +102,18 @@ def run(args: argparse.Namespace) -> int:
     async def bench():
         try:
             return await run_benchmark(
-                args.target, model=model, bench_dir=args.output, config=config, data=args.data,
-                limit=args.limit, concurrency=args.concurrency, resume=args.resume, force=args.force,
-                scoring_executor=args.scoring_executor, prices=prices, progress=progress,
+                args.target,
+                model=model,
+                bench_dir=args.output,
+                config=config,
+                data=args.data,
+                limit=args.limit,
+                concurrency=args.concurrency,
+                resume=args.resume,
+                force=args.force,
+                scoring_executor=args.scoring_executor,
+                prices=prices,
+                progress=progress,
             )
         finally:
             if not isinstance(model, str):

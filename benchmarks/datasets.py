@@ -181,7 +181,9 @@ def _custom_item(obj: dict[str, Any], p: Path, lineno: int, *, default_id: str) 
     requires_code = obj.get("requires_code", True)
     if not isinstance(requires_code, bool):
         raise DatasetError(f"{where}: field 'requires_code' must be true or false, got {requires_code!r}")
-    common: dict[str, Any] = dict(id=item_id, prompt=prompt, source_prompt=prompt, files=files, requires_code=requires_code)
+    common: dict[str, Any] = dict(
+        id=item_id, prompt=prompt, source_prompt=prompt, files=files, requires_code=requires_code
+    )
     if kinds == ["test"]:
         return BenchItem(scoring="test", test=_field(obj, "test", p, lineno), **common)
     if kinds == ["expect"]:

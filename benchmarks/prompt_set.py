@@ -166,5 +166,10 @@ def check_expectations(item_id: str, checks: list[Check], run: RunResult, *, req
         failures.insert(0, NO_SUCCESSFUL_EXECUTION)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     got = lines[-1] if lines else (printed.strip().splitlines() or [""])[-1]
-    return Score(item_id=item_id, correct=not failures, expected="; ".join(c.describe() for c in checks),
-                 got=got[:200], detail="; ".join(failures))
+    return Score(
+        item_id=item_id,
+        correct=not failures,
+        expected="; ".join(c.describe() for c in checks),
+        got=got[:200],
+        detail="; ".join(failures),
+    )

@@ -39,7 +39,7 @@ PUBLISHED = {
         "qwen2.5-coder-0.5b": "61.6% pass@1 (Qwen2.5-Coder technical report, instruct model)",
         "qwen2.5-coder-1.5b": "70.7% pass@1 (Qwen2.5-Coder technical report, instruct model)",
         "self-repair": "+4.9 to +17.1 points with up to 5 repair rounds (arXiv 2604.10508; Self-Debugging, "
-                       "arXiv 2304.05128)",
+        "arXiv 2304.05128)",
     },
 }
 # The numbers a replay must reproduce exactly.
@@ -56,13 +56,25 @@ class RealRun:
     notes: str = ""  # how this run differed from today's defaults, if it did
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "config": self.config, "metrics": self.metrics, "cassette": self.cassette,
-                "per_item": self.per_item, "notes": self.notes}
+        return {
+            "name": self.name,
+            "config": self.config,
+            "metrics": self.metrics,
+            "cassette": self.cassette,
+            "per_item": self.per_item,
+            "notes": self.notes,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RealRun:
-        return cls(name=data["name"], config=data["config"], metrics=data["metrics"], cassette=data["cassette"],
-                   per_item=data.get("per_item", []), notes=data.get("notes", ""))
+        return cls(
+            name=data["name"],
+            config=data["config"],
+            metrics=data["metrics"],
+            cassette=data["cassette"],
+            per_item=data.get("per_item", []),
+            notes=data.get("notes", ""),
+        )
 
     @property
     def model_key(self) -> str:
@@ -72,13 +84,27 @@ class RealRun:
 def collect(name: str, bench_dir: Path, cassette: Path) -> RealRun:
     """Keep a finished real-model bench run's numbers under RUNS_DIR."""
     saved = json.loads((bench_dir / "metrics.json").read_text())
-    per_item = [{"id": r.item_id, "status": r.run.status.value, "correct": r.score.correct,
-                 "solved_at": r.score.solved_at, "executions": len(r.run.attempts),
-                 "repeats_rejected": r.run.repeats_rejected, "tokens": r.run.usage.total_tokens,
-                 "seconds": round(r.run.wall_time_s, 1)} for r in load_scored_runs(bench_dir)]
+    per_item = [
+        {
+            "id": r.item_id,
+            "status": r.run.status.value,
+            "correct": r.score.correct,
+            "solved_at": r.score.solved_at,
+            "executions": len(r.run.attempts),
+            "repeats_rejected": r.run.repeats_rejected,
+            "tokens": r.run.usage.total_tokens,
+            "seconds": round(r.run.wall_time_s, 1),
+        }
+        for r in load_scored_runs(bench_dir)
+    ]
     metrics = {k: v for k, v in saved["metrics"].items() if k != "latencies_s"}
-    run = RealRun(name=name, config=saved["config"], metrics=metrics,
-                  cassette=str(cassette.resolve().relative_to(ROOT)), per_item=per_item)
+    run = RealRun(
+        name=name,
+        config=saved["config"],
+        metrics=metrics,
+        cassette=str(cassette.resolve().relative_to(ROOT)),
+        per_item=per_item,
+    )
     RUNS_DIR.mkdir(parents=True, exist_ok=True)
     (RUNS_DIR / f"{name}.json").write_text(json.dumps(run.to_json(), indent=1) + "\n")
     return run
@@ -99,10 +125,18 @@ async def replay(run: RealRun, bench_dir: Path, executor: str | None = None) -> 
     if benchmark.endswith(".jsonl") and not Path(benchmark).exists():
         benchmark = _local_data(benchmark)
     result = await run_benchmark(
-        benchmark, model=ReplayModel(ROOT / run.cassette), bench_dir=bench_dir, data=data,
-        limit=config.get("limit"), executor=executor or config["executor"], max_retries=config["max_retries"],
-        max_steps=config["max_steps"], tools=config.get("tools", "auto"),
-        require_code=config.get("require_code", "auto"), concurrency=4)
+        benchmark,
+        model=ReplayModel(ROOT / run.cassette),
+        bench_dir=bench_dir,
+        data=data,
+        limit=config.get("limit"),
+        executor=executor or config["executor"],
+        max_retries=config["max_retries"],
+        max_steps=config["max_steps"],
+        tools=config.get("tools", "auto"),
+        require_code=config.get("require_code", "auto"),
+        concurrency=4,
+    )
     return result.metrics.to_json()
 
 
@@ -117,47 +151,69 @@ def _local_data(path: str) -> str:
 
 
 def differences(recorded: dict[str, Any], replayed: dict[str, Any]) -> list[str]:
-    return [f"{key}: recorded {recorded.get(key)!r}, replayed {replayed.get(key)!r}"
-            for key in COMPARED if recorded.get(key) != replayed.get(key)]
+    return [
+        f"{key}: recorded {recorded.get(key)!r}, replayed {replayed.get(key)!r}"
+        for key in COMPARED
+        if recorded.get(key) != replayed.get(key)
+    ]
 
 
 def render(runs: list[RealRun]) -> str:
-    lines = ["# Real models through the loop", "",
-             "Measured on this repository's machine (2 cores, no GPU), llama.cpp server from xllamacpp, "
-             "temperature 0, seed 0, one item at a time, executor `sandbox`. Every run's model turns are in "
-             "the cassette named below; `python -m benchmarks.real_models replay` reproduces the numbers "
-             "(live execution and scoring, replayed model text), and so does the test suite.", "",
-             "| run | model | items | k=0 | k=1 | k=2 | k=3 | k=4 | k=5 | solved | ran code | "
-             "tokens/item | s/item |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Real models through the loop",
+        "",
+        "Measured on this repository's machine (2 cores, no GPU), llama.cpp server from xllamacpp, "
+        "temperature 0, seed 0, one item at a time, executor `sandbox`. Every run's model turns are in "
+        "the cassette named below; `python -m benchmarks.real_models replay` reproduces the numbers "
+        "(live execution and scoring, replayed model text), and so does the test suite.",
+        "",
+        "| run | model | items | k=0 | k=1 | k=2 | k=3 | k=4 | k=5 | solved | ran code | tokens/item | s/item |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for run in runs:
         m = run.metrics
         n = m["items"] or 1
         curve = [f"{100 * c / n:.1f}%" for c in m["curve"][:6]] + [""] * (6 - len(m["curve"][:6]))
         seconds = (m["model_time_s"] + m["execution_time_s"]) / n
-        lines.append(f"| {run.name} | {run.model_key} | {m['items']} | " + " | ".join(curve) +
-                     f" | {100 * m['solved'] / n:.1f}% | {100 * m['ran_code'] / n:.1f}% | "
-                     f"{(m['input_tokens'] + m['output_tokens']) / n:.0f} | {seconds:.1f} |")
-    lines += ["", "k = pass rate counting items solved within k refinements (a refinement counts only when it "
-              "ran a different program). 'ran code': share of runs with at least one execution.", "",
-              "## Published figures", ""]
+        lines.append(
+            f"| {run.name} | {run.model_key} | {m['items']} | "
+            + " | ".join(curve)
+            + f" | {100 * m['solved'] / n:.1f}% | {100 * m['ran_code'] / n:.1f}% | "
+            f"{(m['input_tokens'] + m['output_tokens']) / n:.0f} | {seconds:.1f} |"
+        )
+    lines += [
+        "",
+        "k = pass rate counting items solved within k refinements (a refinement counts only when it "
+        "ran a different program). 'ran code': share of runs with at least one execution.",
+        "",
+        "## Published figures",
+        "",
+    ]
     for benchmark, figures in PUBLISHED.items():
         for who, figure in figures.items():
             lines.append(f"- {benchmark}, {who}: {figure}")
     lines += ["", "## Runs", ""]
     for run in runs:
         c = run.config
-        lines.append(f"- **{run.name}**: `{c['benchmark']}`"
-                     f"{' (first ' + str(c['limit']) + ')' if c.get('limit') else ''}, model `{c['model']}`, "
-                     f"cassette `{run.cassette}`" + (f". {run.notes}" if run.notes else ""))
+        lines.append(
+            f"- **{run.name}**: `{c['benchmark']}`"
+            f"{' (first ' + str(c['limit']) + ')' if c.get('limit') else ''}, model `{c['model']}`, "
+            f"cassette `{run.cassette}`" + (f". {run.notes}" if run.notes else "")
+        )
     for run in runs:
-        lines += ["", f"### {run.name}: each item", "",
-                  "| item | status | correct | passed at k | executions | repeats rejected | tokens | s |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"### {run.name}: each item",
+            "",
+            "| item | status | correct | passed at k | executions | repeats rejected | tokens | s |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for item in run.per_item:
             k = "" if item["solved_at"] is None else str(item["solved_at"])
-            lines.append(f"| {item['id']} | {item['status']} | {'yes' if item['correct'] else 'no'} | {k} | "
-                         f"{item['executions']} | {item['repeats_rejected']} | {item['tokens']} | {item['seconds']} |")
+            lines.append(
+                f"| {item['id']} | {item['status']} | {'yes' if item['correct'] else 'no'} | {k} | "
+                f"{item['executions']} | {item['repeats_rejected']} | {item['tokens']} | {item['seconds']} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -124,12 +124,15 @@ def _number_summary(item: BenchItem, stdout: str) -> str:
 
 
 def canonical_humaneval_model(items: Sequence[BenchItem]) -> ScriptedModel:
-    return ScriptedModel(ItemScript(items, lambda item, n: canonical_program(item), _code_summary), name="reference:canonical")
+    return ScriptedModel(
+        ItemScript(items, lambda item, n: canonical_program(item), _code_summary), name="reference:canonical"
+    )
 
 
 def broken_then_fixed_humaneval_model(items: Sequence[BenchItem]) -> ScriptedModel:
-    script = ItemScript(items, lambda item, n: broken_program(item) if n == 0 else canonical_program(item),
-                        _code_summary)
+    script = ItemScript(
+        items, lambda item, n: broken_program(item) if n == 0 else canonical_program(item), _code_summary
+    )
     return ScriptedModel(script, name="reference:broken-then-fixed")
 
 
@@ -143,7 +146,9 @@ def annotation_gsm8k_model(items: Sequence[BenchItem]) -> ScriptedModel:
 
 
 def wrong_gsm8k_model(items: Sequence[BenchItem]) -> ScriptedModel:
-    return ScriptedModel(ItemScript(items, lambda item, n: wrong_answer_program(item), _number_summary), name="reference:gsm8k-wrong")
+    return ScriptedModel(
+        ItemScript(items, lambda item, n: wrong_answer_program(item), _number_summary), name="reference:gsm8k-wrong"
+    )
 
 
 REFERENCE_MODELS: dict[str, Callable[[Sequence[BenchItem]], ScriptedModel]] = {

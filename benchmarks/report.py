@@ -39,8 +39,10 @@ def summary_rows(metrics: Metrics) -> list[tuple[str, str]]:
         ("passed at first attempt (k=0)", f"{m.solved_first_attempt} ({pct(m.solved_first_attempt, m.items)})"),
     ]
     rows += [
-        ("runs that ran code (any / a successful execution)",
-         f"{m.ran_code} ({pct(m.ran_code, m.items)}) / {m.ran_code_ok} ({pct(m.ran_code_ok, m.items)})"),
+        (
+            "runs that ran code (any / a successful execution)",
+            f"{m.ran_code} ({pct(m.ran_code, m.items)}) / {m.ran_code_ok} ({pct(m.ran_code_ok, m.items)})",
+        ),
         ("runs whose last execution succeeded", f"{m.loop_solved} ({pct(m.loop_solved, m.items)})"),
         ("runs ended by a model error", str(m.model_errors)),
         ("model requests", str(m.requests)),
@@ -52,7 +54,10 @@ def summary_rows(metrics: Metrics) -> list[tuple[str, str]]:
         ("latency p50 per item", f"{m.latency_p50_s:.3f} s"),
         ("latency p95 per item", f"{m.latency_p95_s:.3f} s"),
         ("time in model calls", f"{m.model_time_s:.2f} s ({pct(m.model_time_s, m.model_time_s + m.execution_time_s)})"),
-        ("time in executions", f"{m.execution_time_s:.2f} s ({pct(m.execution_time_s, m.model_time_s + m.execution_time_s)})"),
+        (
+            "time in executions",
+            f"{m.execution_time_s:.2f} s ({pct(m.execution_time_s, m.model_time_s + m.execution_time_s)})",
+        ),
         ("time scoring", f"{m.scoring_time_s:.2f} s"),
     ]
     return rows
@@ -96,8 +101,10 @@ def render_markdown(metrics: Metrics, config: dict[str, Any], records: Sequence[
         "",
         "Failed executions before the final one, per item.",
         "",
-        _table(["retries", "solved", "unsolved"],
-               [(str(k), str(m.retries_solved.get(k, 0)), str(m.retries_unsolved.get(k, 0))) for k in retries]),
+        _table(
+            ["retries", "solved", "unsolved"],
+            [(str(k), str(m.retries_solved.get(k, 0)), str(m.retries_unsolved.get(k, 0))) for k in retries],
+        ),
         "",
         f"![retries histogram]({PLOTS['retries']})",
         "",
@@ -125,10 +132,21 @@ def _unsolved_table(unsolved: Sequence[ScoredRun]) -> list[str]:
     parts = []
     if unsolved:
         shown = unsolved[:50]
-        parts.append(_table(["item", "retries", "expected", "got", "why"],
-                            [(r.item_id, str(r.retries), r.score.expected or "", r.score.got or "",
-                              _cell(r.score.detail or r.run.error or ""))
-                             for r in shown]))
+        parts.append(
+            _table(
+                ["item", "retries", "expected", "got", "why"],
+                [
+                    (
+                        r.item_id,
+                        str(r.retries),
+                        r.score.expected or "",
+                        r.score.got or "",
+                        _cell(r.score.detail or r.run.error or ""),
+                    )
+                    for r in shown
+                ],
+            )
+        )
         if len(unsolved) > len(shown):
             parts.append(f"\n... and {len(unsolved) - len(shown)} more (see runs.db).")
     else:
@@ -144,12 +162,39 @@ def item_table(records: Sequence[ScoredRun]) -> list[str]:
     rows = []
     for r in records[:ITEM_ROWS]:
         at = r.score.solved_at
-        rows.append((r.item_id, "yes" if at == 0 else "no", "yes" if r.score.correct else "no",
-                     "-" if at is None else str(at), str(r.retries), r.run.status.value,
-                     str(len(r.run.attempts)), str(r.run.usage.total_tokens), f"{r.run.wall_time_s:.1f}",
-                     _cell(r.score.got or "", 60), _cell(r.score.detail or r.run.error or "", 100)))
-    lines = [_table(["item", "correct at k=0", "correct", "passed at k", "retries", "status", "executions",
-                     "tokens", "time (s)", "got", "why not"], rows)]
+        rows.append(
+            (
+                r.item_id,
+                "yes" if at == 0 else "no",
+                "yes" if r.score.correct else "no",
+                "-" if at is None else str(at),
+                str(r.retries),
+                r.run.status.value,
+                str(len(r.run.attempts)),
+                str(r.run.usage.total_tokens),
+                f"{r.run.wall_time_s:.1f}",
+                _cell(r.score.got or "", 60),
+                _cell(r.score.detail or r.run.error or "", 100),
+            )
+        )
+    lines = [
+        _table(
+            [
+                "item",
+                "correct at k=0",
+                "correct",
+                "passed at k",
+                "retries",
+                "status",
+                "executions",
+                "tokens",
+                "time (s)",
+                "got",
+                "why not",
+            ],
+            rows,
+        )
+    ]
     if len(records) > ITEM_ROWS:
         lines.append(f"\n... and {len(records) - ITEM_ROWS} more (see runs.db).")
     return lines
@@ -209,8 +254,7 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def write_report(bench_dir: str | Path, metrics: Metrics, config: dict[str, Any],
-                 records: Sequence[ScoredRun]) -> Path:
+def write_report(bench_dir: str | Path, metrics: Metrics, config: dict[str, Any], records: Sequence[ScoredRun]) -> Path:
     """Write report.md, metrics.json and the plots; returns report.md's path."""
     out = Path(bench_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -237,9 +281,10 @@ def render_comparison(a: tuple[str, Metrics, dict[str, Any]], b: tuple[str, Metr
         rows.append((f"passing within k={k}", *cells))
     delta: list[tuple[str, ...]] = [
         ("solve rate, B - A", f"{100 * (mb.solve_rate - ma.solve_rate):+.1f} points", ""),
-        ("first-attempt rate, B - A",
-         f"{100 * (mb.curve_rates[0] - ma.curve_rates[0]):+.1f} points" if ma.curve and mb.curve else "n/a", ""),
+        (
+            "first-attempt rate, B - A",
+            f"{100 * (mb.curve_rates[0] - ma.curve_rates[0]):+.1f} points" if ma.curve and mb.curve else "n/a",
+            "",
+        ),
     ]
     return _table(["", f"A: {name_a}", f"B: {name_b}"], rows + delta) + "\n"
-
-

@@ -72,13 +72,23 @@ class BenchResult:
     records: list[ScoredRun] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"bench_dir": self.bench_dir, "config": self.config, "metrics": self.metrics.to_json(),
-                "report_path": self.report_path, "records": [r.to_json() for r in self.records]}
+        return {
+            "bench_dir": self.bench_dir,
+            "config": self.config,
+            "metrics": self.metrics.to_json(),
+            "report_path": self.report_path,
+            "records": [r.to_json() for r in self.records],
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BenchResult:
-        return cls(bench_dir=data["bench_dir"], config=data["config"], metrics=Metrics.from_json(data["metrics"]),
-                   report_path=data["report_path"], records=[ScoredRun.from_json(r) for r in data["records"]])
+        return cls(
+            bench_dir=data["bench_dir"],
+            config=data["config"],
+            metrics=Metrics.from_json(data["metrics"]),
+            report_path=data["report_path"],
+            records=[ScoredRun.from_json(r) for r in data["records"]],
+        )
 
 
 def scored_code(run: RunResult) -> str:
@@ -98,8 +108,14 @@ async def score_item(item: BenchItem, run: RunResult, executor: Executor, limits
     else:
         assert item.answer is not None, f"item {item.id} has neither test nor answer"
         scorer = score_numeric if item.scoring == "numeric" else score_exact
-        score = scorer(item.id, item.answer, run.summary, last_successful_stdout(run),
-                       ran_ok=last_successful(run.attempts) is not None, requires_code=item.requires_code)
+        score = scorer(
+            item.id,
+            item.answer,
+            run.summary,
+            last_successful_stdout(run),
+            ran_ok=last_successful(run.attempts) is not None,
+            requires_code=item.requires_code,
+        )
     score.solved_at = answer_solved_at(run, score.correct)
     return score
 
@@ -140,22 +156,26 @@ def resolve_model(model: Model | str, items: Sequence[BenchItem]) -> Model | str
     if isinstance(model, str) and model.startswith(REFERENCE_PREFIX):
         from .reference_models import REFERENCE_MODELS
 
-        name = model[len(REFERENCE_PREFIX):]
+        name = model[len(REFERENCE_PREFIX) :]
         if name not in REFERENCE_MODELS:
             raise ValueError(f"unknown reference model {name!r}; choose one of: {', '.join(REFERENCE_MODELS)}")
         return REFERENCE_MODELS[name](items)
     return model
 
 
-def _check_resume(stored: dict[str, Any] | None, config: dict[str, Any], bench_dir: Path, resume: bool,
-                  force: bool) -> None:
+def _check_resume(
+    stored: dict[str, Any] | None, config: dict[str, Any], bench_dir: Path, resume: bool, force: bool
+) -> None:
     if stored is None:
         return
     if not resume:
-        raise BenchStoreError(f"{bench_dir} already holds a benchmark ({stored.get('benchmark')}); pass --resume "
-                              "(resume=True) to continue it, or choose another directory")
-    differ = [f"{k}: stored {stored.get(k)!r}, now {config.get(k)!r}" for k in RESUME_KEYS
-              if stored.get(k) != config.get(k)]
+        raise BenchStoreError(
+            f"{bench_dir} already holds a benchmark ({stored.get('benchmark')}); pass --resume "
+            "(resume=True) to continue it, or choose another directory"
+        )
+    differ = [
+        f"{k}: stored {stored.get(k)!r}, now {config.get(k)!r}" for k in RESUME_KEYS if stored.get(k) != config.get(k)
+    ]
     if differ and not force:
         raise BenchStoreError(f"{bench_dir} holds a different benchmark:\n  " + "\n  ".join(differ))
 
@@ -202,19 +222,42 @@ async def run_benchmark(
     if given_scorer is not None:
         scoring_name = given_scorer.name
     else:
-        scoring_name = scoring_executor if isinstance(scoring_executor, str) and scoring_executor else \
-            default_scoring_executor()
-    bench_config = _bench_config(name, items, loop, data=data, limit=limit, prices=prices,
-                                 names=(*spec_names(resolved, executor_spec), scoring_name))
+        scoring_name = (
+            scoring_executor if isinstance(scoring_executor, str) and scoring_executor else default_scoring_executor()
+        )
+    bench_config = _bench_config(
+        name,
+        items,
+        loop,
+        data=data,
+        limit=limit,
+        prices=prices,
+        names=(*spec_names(resolved, executor_spec), scoring_name),
+    )
     with ScoreStore(bench_path) as scores:
         stored = scores.config()
         _check_resume(stored, bench_config, bench_path, resume, force)
         scores.set_config(bench_config)
         scorer = given_scorer or get_executor(scoring_name)
         try:
-            await _run_and_score(items, name, scores, scorer, scoring_limits, on_scored,
-                                 batch=dict(model=resolved, run_dir=bench_path, config=loop, executor=executor_spec,
-                                            concurrency=concurrency, resume=resume, force=force, progress=progress))
+            await _run_and_score(
+                items,
+                name,
+                scores,
+                scorer,
+                scoring_limits,
+                on_scored,
+                batch=dict(
+                    model=resolved,
+                    run_dir=bench_path,
+                    config=loop,
+                    executor=executor_spec,
+                    concurrency=concurrency,
+                    resume=resume,
+                    force=force,
+                    progress=progress,
+                ),
+            )
         except StoreError:
             # The batch refused the run (other settings without --force, or another process on it):
             # nothing ran with the new config, so the stored one still describes the runs.
@@ -226,15 +269,24 @@ async def run_benchmark(
     return build_report(bench_path)
 
 
-def _load_items(benchmark: str | Sequence[BenchItem], data: str | Path | None,
-                limit: int | None) -> tuple[list[BenchItem], str]:
+def _load_items(
+    benchmark: str | Sequence[BenchItem], data: str | Path | None, limit: int | None
+) -> tuple[list[BenchItem], str]:
     if isinstance(benchmark, str):
         return load_dataset(benchmark, data=data, limit=limit), benchmark
     return (list(benchmark)[:limit] if limit else list(benchmark)), "items"
 
 
-def _bench_config(name: str, items: list[BenchItem], loop: LoopConfig, *, data: str | Path | None,
-                  limit: int | None, prices: Prices | None, names: tuple[str, str, str]) -> dict[str, Any]:
+def _bench_config(
+    name: str,
+    items: list[BenchItem],
+    loop: LoopConfig,
+    *,
+    data: str | Path | None,
+    limit: int | None,
+    prices: Prices | None,
+    names: tuple[str, str, str],
+) -> dict[str, Any]:
     """What a resumed benchmark must match: the data, the model, the executors and the loop."""
     model_name, executor_name, scoring_name = names
     return {
@@ -255,15 +307,29 @@ def _bench_config(name: str, items: list[BenchItem], loop: LoopConfig, *, data: 
     }
 
 
-async def _run_and_score(items: list[BenchItem], name: str, scores: ScoreStore, scorer: Executor,
-                         scoring_limits: Limits | None, on_scored: Callable[[ScoredRun], None] | None,
-                         *, batch: dict[str, Any]) -> None:
+async def _run_and_score(
+    items: list[BenchItem],
+    name: str,
+    scores: ScoreStore,
+    scorer: Executor,
+    scoring_limits: Limits | None,
+    on_scored: Callable[[ScoredRun], None] | None,
+    *,
+    batch: dict[str, Any],
+) -> None:
     """Run the items as a batch and score each result as it arrives, at most
     ``concurrency`` scorings at a time."""
     by_id = {item.id: item for item in items}
-    batch_items = [BatchItem(id=i.id, prompt=i.prompt, files=list(i.files),
-                             metadata={"benchmark": name, "scoring": i.scoring}, source=f"{name}:{i.id}")
-                   for i in items]
+    batch_items = [
+        BatchItem(
+            id=i.id,
+            prompt=i.prompt,
+            files=list(i.files),
+            metadata={"benchmark": name, "scoring": i.scoring},
+            source=f"{name}:{i.id}",
+        )
+        for i in items
+    ]
     slots = asyncio.Semaphore(batch["concurrency"])
 
     async def score_and_save(item_id: str, result: RunResult) -> None:
@@ -286,13 +352,17 @@ async def _run_and_score(items: list[BenchItem], name: str, scores: ScoreStore, 
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _score_leftovers(bench_path: Path, scores: ScoreStore, by_id: dict[str, BenchItem],
-                           score_and_save: Callable[[str, RunResult], Any]) -> None:
+async def _score_leftovers(
+    bench_path: Path, scores: ScoreStore, by_id: dict[str, BenchItem], score_and_save: Callable[[str, RunResult], Any]
+) -> None:
     scored = set(scores.scores())
     store = BatchStore(bench_path, create=False)
     try:
-        pending = [(r.id, store.result(r.id)) for r in store.records()
-                   if r.status in ("done", "error") and r.id not in scored and r.id in by_id]
+        pending = [
+            (r.id, store.result(r.id))
+            for r in store.records()
+            if r.status in ("done", "error") and r.id not in scored and r.id in by_id
+        ]
     finally:
         store.close()
     await asyncio.gather(*(score_and_save(item_id, result) for item_id, result in pending if result is not None))
@@ -315,8 +385,13 @@ def load_bench(bench_dir: str | Path) -> BenchResult:
     prices = Prices(*config["prices"]) if config.get("prices") else None
     records = load_scored_runs(bench_path)
     metrics = compute_metrics(records, max_k=config.get("max_k", MAX_K), prices=prices)
-    return BenchResult(bench_dir=str(bench_path), config=config, metrics=metrics,
-                       report_path=str(bench_path / REPORT_FILE), records=records)
+    return BenchResult(
+        bench_dir=str(bench_path),
+        config=config,
+        metrics=metrics,
+        report_path=str(bench_path / REPORT_FILE),
+        records=records,
+    )
 
 
 def run(benchmark: str | Sequence[BenchItem], **options: Any) -> BenchResult:

@@ -192,8 +192,9 @@ class Score:
 NO_SUCCESSFUL_EXECUTION = "no successful execution: this item's answer must come from code that ran"
 
 
-def score_numeric(item_id: str, expected: str, summary: str, printed: str = "", *, ran_ok: bool = True,
-                  requires_code: bool = False) -> Score:
+def score_numeric(
+    item_id: str, expected: str, summary: str, printed: str = "", *, ran_ok: bool = True, requires_code: bool = False
+) -> Score:
     """``printed``: the last successful execution's stdout; ``ran_ok``: whether any execution succeeded."""
     got = extract_answer(summary, printed)
     want = parse_number(expected)
@@ -201,12 +202,18 @@ def score_numeric(item_id: str, expected: str, summary: str, printed: str = "", 
     correct = numbers_match(got, want)
     if requires_code and not ran_ok:
         correct, detail = False, NO_SUCCESSFUL_EXECUTION
-    return Score(item_id=item_id, correct=correct, expected=expected,
-                 got=None if got is None else format_number(got), detail=detail)
+    return Score(
+        item_id=item_id,
+        correct=correct,
+        expected=expected,
+        got=None if got is None else format_number(got),
+        detail=detail,
+    )
 
 
-def score_exact(item_id: str, expected: str, summary: str, printed: str = "", *, ran_ok: bool = True,
-                requires_code: bool = False) -> Score:
+def score_exact(
+    item_id: str, expected: str, summary: str, printed: str = "", *, ran_ok: bool = True, requires_code: bool = False
+) -> Score:
     """Exact answers: the prose's last non-empty line, the whole prose, or the last
     line printed by the last successful execution equals the reference."""
     text = prose(summary)
@@ -236,8 +243,11 @@ def definitions_only(code: str) -> str | None:
     for node in tree.body:
         definition = isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
         # A constant assignment is kept; one that calls something might do work.
-        constant = (isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None
-                    and not any(isinstance(n, ast.Call) for n in ast.walk(node.value)))
+        constant = (
+            isinstance(node, (ast.Assign, ast.AnnAssign))
+            and node.value is not None
+            and not any(isinstance(n, ast.Call) for n in ast.walk(node.value))
+        )
         if definition or constant:
             kept.append(node)
     return "\n\n".join(ast.get_source_segment(code, n) or ast.unparse(n) for n in kept) + "\n"
@@ -272,8 +282,10 @@ async def score_by_running(
     """Run a scoring program: solved when it runs to the end without error."""
     result = await executor.execute(program, limits=limits)
     if result.outcome is Outcome.SANDBOX_ERROR:
-        raise ScoringError(f"scoring item {item_id}: executor {executor.name!r} failed: "
-                           f"{result.error_type or ''} {result.error_message or ''}".rstrip())
+        raise ScoringError(
+            f"scoring item {item_id}: executor {executor.name!r} failed: "
+            f"{result.error_type or ''} {result.error_message or ''}".rstrip()
+        )
     detail = ""
     if not result.ok:
         detail = f"{result.outcome.value}: {result.error_type or ''} {result.error_message or ''}".strip()

@@ -88,8 +88,10 @@ class ScoreStore(MigratedStore):
         return json.loads(row["config"]) if row else None
 
     def set_config(self, config: dict[str, Any]) -> None:
-        self._db.execute("INSERT OR REPLACE INTO bench (id, config, created) VALUES (1, ?, ?)",
-                         (json.dumps(config, sort_keys=True), time.time()))
+        self._db.execute(
+            "INSERT OR REPLACE INTO bench (id, config, created) VALUES (1, ?, ?)",
+            (json.dumps(config, sort_keys=True), time.time()),
+        )
 
     def restore_config(self, config: dict[str, Any] | None) -> None:
         """Put back the config read before :meth:`set_config` (None: there was none)."""
@@ -102,15 +104,30 @@ class ScoreStore(MigratedStore):
         self._db.execute(
             "INSERT OR REPLACE INTO bench_scores (item_id, correct, retries, expected, got, detail, scoring_time_s, "
             "scored, solved_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (score.item_id, int(score.correct), retries, score.expected, score.got, score.detail,
-             score.scoring_time_s, time.time(), score.solved_at),
+            (
+                score.item_id,
+                int(score.correct),
+                retries,
+                score.expected,
+                score.got,
+                score.detail,
+                score.scoring_time_s,
+                time.time(),
+                score.solved_at,
+            ),
         )
 
     def scores(self) -> dict[str, Score]:
         return {
-            r["item_id"]: Score(item_id=r["item_id"], correct=bool(r["correct"]), expected=r["expected"],
-                                got=r["got"], detail=r["detail"], scoring_time_s=r["scoring_time_s"],
-                                solved_at=r["solved_at"])
+            r["item_id"]: Score(
+                item_id=r["item_id"],
+                correct=bool(r["correct"]),
+                expected=r["expected"],
+                got=r["got"],
+                detail=r["detail"],
+                scoring_time_s=r["scoring_time_s"],
+                solved_at=r["solved_at"],
+            )
             for r in self._db.execute("SELECT * FROM bench_scores")
         }
 

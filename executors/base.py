@@ -178,8 +178,12 @@ class ExecutionResult:
     ) -> ExecutionResult:
         """The executor itself broke (or refused), not the code: the one way such a result is made."""
         return cls(
-            outcome=Outcome.SANDBOX_ERROR, error_type=error_type, error_message=message,
-            executor=executor, isolation=isolation, **fields,
+            outcome=Outcome.SANDBOX_ERROR,
+            error_type=error_type,
+            error_message=message,
+            executor=executor,
+            isolation=isolation,
+            **fields,
         )
 
     @property
@@ -203,8 +207,14 @@ class ExecutionResult:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ExecutionResult:
-        return jsondata.from_json(cls, data, outcome=Outcome, isolation=lambda v: Isolation(v or Isolation.NONE),
-                                  artifacts=jsondata.list_of(Artifact.from_json), results=list)
+        return jsondata.from_json(
+            cls,
+            data,
+            outcome=Outcome,
+            isolation=lambda v: Isolation(v or Isolation.NONE),
+            artifacts=jsondata.list_of(Artifact.from_json),
+            results=list,
+        )
 
 
 @runtime_checkable

@@ -69,12 +69,16 @@ def _outcome(proc: ProcessOutcome, report: dict, limits: Limits) -> tuple[Outcom
     memory error, signal, exit status; with the error type and message to report."""
     error_type, error_message = report.get("error_type"), report.get("error_message")
     if proc.timed_out:
-        return Outcome.DEADLINE_EXCEEDED, error_type or "TimeoutError", (
-            f"execution exceeded the {limits.timeout_s:g} s deadline and was stopped"
+        return (
+            Outcome.DEADLINE_EXCEEDED,
+            error_type or "TimeoutError",
+            (f"execution exceeded the {limits.timeout_s:g} s deadline and was stopped"),
         )
     if proc.output_exceeded:
-        return Outcome.OUTPUT_LIMIT, "OutputLimitExceeded", (
-            f"output exceeded {limits.output_hard_bytes} bytes and the run was stopped"
+        return (
+            Outcome.OUTPUT_LIMIT,
+            "OutputLimitExceeded",
+            (f"output exceeded {limits.output_hard_bytes} bytes and the run was stopped"),
         )
     if error_type in MEMORY_ERRORS or report.get("memory_error") is True:
         return Outcome.MEMORY_EXCEEDED, error_type, error_message
@@ -83,8 +87,10 @@ def _outcome(proc: ProcessOutcome, report: dict, limits: Limits) -> tuple[Outcom
             return Outcome.DEADLINE_EXCEEDED, "TimeoutError", "CPU time limit exceeded"
         if proc.signal == signal_module.SIGXFSZ:
             return Outcome.FAILED, "OSError", f"file size limit ({limits.file_bytes} bytes) exceeded"
-        return Outcome.KILLED, error_type or "Killed", (
-            error_message or f"the process was killed by {_signal_name(proc.signal)}"
+        return (
+            Outcome.KILLED,
+            error_type or "Killed",
+            (error_message or f"the process was killed by {_signal_name(proc.signal)}"),
         )
     if error_type or proc.returncode not in (0, None):
         if not error_type:

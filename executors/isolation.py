@@ -203,10 +203,23 @@ class Isolator:
         last = "probe failed"
         for drop in drop_options:
             try:
-                cmd = self._build(level, drop, [self.python, "-c", PROBE_CODE], work_dir="/", mounts=(), env={"PATH": "/usr/bin:/bin"}, chdir=False)
+                cmd = self._build(
+                    level,
+                    drop,
+                    [self.python, "-c", PROBE_CODE],
+                    work_dir="/",
+                    mounts=(),
+                    env={"PATH": "/usr/bin:/bin"},
+                    chdir=False,
+                )
                 done = subprocess.run(
-                    cmd.argv, env=cmd.env, cwd=cmd.cwd, stdin=subprocess.DEVNULL,
-                    capture_output=True, timeout=PROBE_TIMEOUT_S, start_new_session=True,
+                    cmd.argv,
+                    env=cmd.env,
+                    cwd=cmd.cwd,
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    timeout=PROBE_TIMEOUT_S,
+                    start_new_session=True,
                 )
             except (OSError, subprocess.SubprocessError) as exc:
                 last = f"{type(exc).__name__}: {exc}"
@@ -226,8 +239,12 @@ class Isolator:
         expected = self._expected_prefixes
         if expected is None:
             found = subprocess.run(
-                [self.python, "-c", PROBE_CODE], capture_output=True, timeout=PROBE_TIMEOUT_S,
-                stdin=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"}, cwd="/",
+                [self.python, "-c", PROBE_CODE],
+                capture_output=True,
+                timeout=PROBE_TIMEOUT_S,
+                stdin=subprocess.DEVNULL,
+                env={"PATH": "/usr/bin:/bin"},
+                cwd="/",
             )
             expected = self._expected_prefixes = found.stdout
         if output == expected:
@@ -277,9 +294,14 @@ class Isolator:
     def _view(self, level: Isolation, work_dir: str, mounts: tuple[Mount, ...], chdir: bool = True) -> SandboxView:
         if level is Isolation.BWRAP:
             work = (Mount(os.path.abspath(work_dir), SANDBOX_WORK, writable=True),) if chdir else ()
-            return SandboxView(SANDBOX_WORK if chdir else "/", work + tuple(Mount(os.path.abspath(m.source), m.target, m.writable) for m in mounts))
+            return SandboxView(
+                SANDBOX_WORK if chdir else "/",
+                work + tuple(Mount(os.path.abspath(m.source), m.target, m.writable) for m in mounts),
+            )
         # Outside bwrap paths are the host's own: a mount only changes writability.
-        return SandboxView(work_dir, tuple(Mount(os.path.abspath(m.source), os.path.abspath(m.source), m.writable) for m in mounts))
+        return SandboxView(
+            work_dir, tuple(Mount(os.path.abspath(m.source), os.path.abspath(m.source), m.writable) for m in mounts)
+        )
 
     def wrap(
         self,
@@ -304,8 +326,14 @@ class Isolator:
         """
         level = self.detect()
         return self._build(
-            level, self._drop_user, list(argv), work_dir=str(work_dir), mounts=tuple(mounts), env=dict(env),
-            as_pid_1=as_pid_1, uid=uid,
+            level,
+            self._drop_user,
+            list(argv),
+            work_dir=str(work_dir),
+            mounts=tuple(mounts),
+            env=dict(env),
+            as_pid_1=as_pid_1,
+            uid=uid,
         )
 
     def _build(
@@ -353,7 +381,13 @@ class Isolator:
         """
         if self._interpreter_dirs is None:
             real = os.path.realpath(self.python)
-            candidates = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, str(Path(real).parent.parent)}
+            candidates = {
+                sys.prefix,
+                sys.base_prefix,
+                sys.exec_prefix,
+                sys.base_exec_prefix,
+                str(Path(real).parent.parent),
+            }
             if real != os.path.realpath(sys.executable):
                 candidates.add(str(Path(self.python).absolute().parent.parent))
             self._interpreter_dirs = _outermost(p for p in candidates if not _under_any(p, SYSTEM_PATHS))
@@ -408,7 +442,14 @@ class Isolator:
             args += ["--user", "--map-root-user"]
         args += ["--net", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc", "--propagation", "private"]
         # bash, not sh: dash cannot name descriptors above 9.
-        args += ["--", shutil.which("bash") or "/bin/bash", "-c", self._unshare_script(drop, view.work_dir, view.mounts), "codeloop-sandbox", *argv]
+        args += [
+            "--",
+            shutil.which("bash") or "/bin/bash",
+            "-c",
+            self._unshare_script(drop, view.work_dir, view.mounts),
+            "codeloop-sandbox",
+            *argv,
+        ]
         return SandboxCommand(argv=args, env=env, cwd=view.work_dir, view=view)
 
     def _unshare_script(self, drop: bool, work_dir: str, mounts: tuple[Mount, ...]) -> str:
@@ -422,17 +463,25 @@ class Isolator:
         hidden = list(private)
         if drop:  # the sandbox user could not pass through e.g. /root: cover it, re-expose what we need
             hidden += _closed_ancestors(self._interpreter_paths())
-        keep = [(work_dir, True)] + [(m.source, m.writable) for m in mounts] + [(p, False) for p in self._interpreter_paths()]
+        keep = (
+            [(work_dir, True)]
+            + [(m.source, m.writable) for m in mounts]
+            + [(p, False) for p in self._interpreter_paths()]
+        )
         keep = [(p, w) for p, w in keep if _under_any(p, hidden)]
         lines = ["set -e"]
         for i, (path, _) in enumerate(keep):
             lines.append(f"exec {10 + i}<{q(path)}")
         for d in private:
             lines.append(f"mount -t tmpfs -o size={self.tmp_bytes},mode=1777 tmpfs {q(d)}")
-        for d in hidden[len(private):]:
+        for d in hidden[len(private) :]:
             lines.append(f"mount -t tmpfs -o size=1m,mode=0755 tmpfs {q(d)}")
         for i, (path, writable) in enumerate(keep):
-            make = f"mkdir -p {q(path)}" if os.path.isdir(path) else f"mkdir -p {q(os.path.dirname(path))} && {{ [ -e {q(path)} ] || : > {q(path)}; }}"
+            make = (
+                f"mkdir -p {q(path)}"
+                if os.path.isdir(path)
+                else f"mkdir -p {q(os.path.dirname(path))} && {{ [ -e {q(path)} ] || : > {q(path)}; }}"
+            )
             lines.append(f"{make} && mount --no-canonicalize --bind /proc/self/fd/{10 + i} {q(path)}")
             if not writable:
                 lines.append(f"mount -o remount,bind,ro {q(path)}")

@@ -103,9 +103,7 @@ class LocalKernel(KernelHandle):
         except RuntimeError as exc:  # raised when the kernel died during start-up
             raise KernelStartError(f"the jupyter kernel died while starting: {exc}") from exc
         except TimeoutError as exc:
-            raise KernelStartError(
-                f"the jupyter kernel did not answer within {self.ready_timeout_s:g} s"
-            ) from exc
+            raise KernelStartError(f"the jupyter kernel did not answer within {self.ready_timeout_s:g} s") from exc
 
     async def send_execute(self, code: str) -> str:
         if not await self.km.is_alive():
@@ -209,7 +207,9 @@ def _running(proc: psutil.Process) -> bool:
         return False
 
 
-def kill_local_kernel(km: AsyncKernelManager, root: Path, log: Any = None, victims: Sequence[psutil.Process] = ()) -> None:
+def kill_local_kernel(
+    km: AsyncKernelManager, root: Path, log: Any = None, victims: Sequence[psutil.Process] = ()
+) -> None:
     """Synchronous last resort: kill the kernel's whole process tree, then remove its files.
 
     The tree is waited for before the directory goes, or a dying kernel could
@@ -265,7 +265,9 @@ class JupyterExecutor(KernelExecutorBase):
         **kernel_options: Any,
     ) -> None:
         super().__init__(**kernel_options)
-        self.isolator = isolation if isinstance(isolation, Isolator) else Isolator(level_request=isolation, strict=strict)
+        self.isolator = (
+            isolation if isinstance(isolation, Isolator) else Isolator(level_request=isolation, strict=strict)
+        )
         self.extra_env = dict(extra_env or {})
         self.base_dir = base_dir
         self._mpl_seed: Path | None = None
@@ -357,7 +359,9 @@ class JupyterExecutor(KernelExecutorBase):
             await asyncio.shield(self._discard(handle))
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            message = str(exc) if isinstance(exc, KernelStartError) else f"the jupyter kernel could not be started: {exc}"
+            message = (
+                str(exc) if isinstance(exc, KernelStartError) else f"the jupyter kernel could not be started: {exc}"
+            )
             raise KernelStartError(message + (f"; the kernel's log ends with: {tail}" if tail else "")) from exc
         return handle
 

@@ -63,7 +63,8 @@ _STATE = "__import__('sys').modules['codeloop_kernel_state']"
 _SETUP = (
     "exec(compile(%(source)r, 'codeloop_kernel_files.py', 'exec'), __import__('sys').modules.setdefault("
     "'codeloop_kernel_state', __import__('types').ModuleType('codeloop_kernel_state')).__dict__)\n"
-    + _STATE + ".setup(%(path)r)\n"
+    + _STATE
+    + ".setup(%(path)r)\n"
 )
 _UPLOAD = _STATE + ".upload(%(files)r)\n"
 _COLLECT = _STATE + ".collect(%(count)d, %(size)d, %(total)d)\n"
@@ -357,7 +358,9 @@ class JupyterRemoteExecutor(KernelExecutorBase):
         super().__init__(**kernel_options)
         url = gateway_url or _env("CODELOOP_GATEWAY_URL")
         if not url:
-            raise ValueError("jupyter-remote needs a gateway URL: pass gateway_url (CLI: --gateway-url) or set CODELOOP_GATEWAY_URL")
+            raise ValueError(
+                "jupyter-remote needs a gateway URL: pass gateway_url (CLI: --gateway-url) or set CODELOOP_GATEWAY_URL"
+            )
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"gateway_url must start with http:// or https://, got {url!r}")
         self.gateway_url = url.rstrip("/")

@@ -268,7 +268,9 @@ class KernelExecutorBase(BaseExecutor):
             try:
                 artifacts = await sess.handle.collect_files(limits)
             except (KernelDied, KernelStartError, OSError) as exc:
-                collector.stderr.feed(f"\n[codeloop: files written by the code could not be collected: {exc}]\n".encode())
+                collector.stderr.feed(
+                    f"\n[codeloop: files written by the code could not be collected: {exc}]\n".encode()
+                )
         collector.artifacts.extend(artifacts[: max(0, limits.max_artifacts - len(collector.artifacts))])
         result = collector.result(
             outcome,

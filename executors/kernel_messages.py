@@ -224,6 +224,8 @@ def _parent_id(msg: dict[str, Any]) -> str | None:
 
 def is_kernel_gone_status(msg: dict[str, Any]) -> bool:
     """Servers announce a lost kernel with a status message that has no parent."""
-    return msg.get("header", {}).get("msg_type") == "status" and (msg.get("content") or {}).get(
-        "execution_state"
-    ) in ("restarting", "dead", "autorestarting")
+    return msg.get("header", {}).get("msg_type") == "status" and (msg.get("content") or {}).get("execution_state") in (
+        "restarting",
+        "dead",
+        "autorestarting",
+    )

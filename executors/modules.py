@@ -76,7 +76,9 @@ class ProbeError(RuntimeError):
     """The interpreter could not be asked which modules it has."""
 
 
-def importable_modules(python: str, candidates: Sequence[str] = GEMINI_LIBRARIES, timeout_s: float = 30.0) -> tuple[str, ...]:
+def importable_modules(
+    python: str, candidates: Sequence[str] = GEMINI_LIBRARIES, timeout_s: float = 30.0
+) -> tuple[str, ...]:
     """The names in ``candidates`` that ``python`` can import, in the given order."""
     # Not realpath: a venv's python is a symlink whose own path selects the venv.
     path = os.path.abspath(python)
@@ -93,11 +95,15 @@ def _probe(path: str, mtime_ns: int, candidates: tuple[str, ...], timeout_s: flo
     # -s as the sandbox runs it: the user's site-packages are not on its path.
     argv = [path, "-s", "-c", PROBE, json.dumps(list(candidates))]
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, env={"PATH": os.defpath}, check=False)
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout_s, env={"PATH": os.defpath}, check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ProbeError(f"cannot probe the interpreter {path}: {exc}") from exc
     if done.returncode != 0:
-        raise ProbeError(f"probing the interpreter {path} failed (exit {done.returncode}): {done.stderr.strip()[-500:]}")
+        raise ProbeError(
+            f"probing the interpreter {path} failed (exit {done.returncode}): {done.stderr.strip()[-500:]}"
+        )
     try:
         found = json.loads(done.stdout)
     except ValueError:

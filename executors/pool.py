@@ -17,7 +17,6 @@ repeat its side effects; the zygote is replaced in the background. Zygotes are
 also recycled after ``max_executions`` runs.
 """
 
-
 from __future__ import annotations
 
 import asyncio

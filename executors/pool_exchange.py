@@ -69,7 +69,11 @@ async def run_on_slot(
             died, stdout=proc.stdout.text(), stderr=proc.stderr.text(), duration_s=proc.duration_s, artifacts=artifacts
         )
     return interpret(
-        proc, limits=limits, executor=ctx.executor, isolation=ctx.isolation, artifacts=artifacts,
+        proc,
+        limits=limits,
+        executor=ctx.executor,
+        isolation=ctx.isolation,
+        artifacts=artifacts,
         baseline_memory_bytes=baseline,
     )
 
@@ -100,8 +104,9 @@ async def exchange(zygote: ZygoteProcess, request: dict, limits: Limits, backsto
     Returns ``(process outcome, baseline RSS, why the zygote failed or None)``.
     """
     pipes = [os.pipe() for _ in range(3)]
-    collector = PipeCollector(pipes[0][0], pipes[1][0], pipes[2][0],
-                              keep_bytes=limits.output_bytes, hard_bytes=limits.output_hard_bytes)
+    collector = PipeCollector(
+        pipes[0][0], pipes[1][0], pipes[2][0], keep_bytes=limits.output_bytes, hard_bytes=limits.output_hard_bytes
+    )
     start = time.perf_counter()
     try:
         try:
@@ -121,7 +126,9 @@ async def exchange(zygote: ZygoteProcess, request: dict, limits: Limits, backsto
             os.close(read_end)
     duration = time.perf_counter() - start
     if died is not None:
-        empty = ProcessOutcome(None, None, collector.stdout, collector.stderr, bytes(collector.report), duration, None, None)
+        empty = ProcessOutcome(
+            None, None, collector.stdout, collector.stderr, bytes(collector.report), duration, None, None
+        )
         return empty, 0, died
     assert verdict is not None  # a verdict or a death, never neither
     return _outcome(verdict, collector, duration), int(verdict.get("baseline_rss") or 0), None

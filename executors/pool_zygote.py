@@ -52,7 +52,9 @@ class ZygoteProcess:
     """The orchestrator's handle on one zygote: its process and control socket."""
 
     def __init__(self, command: Callable[[dict], SandboxCommand], log_path: Path, registry: set[int]) -> None:
-        self.command: Callable[[dict], SandboxCommand] | None = command  # config -> the wrapped command line that starts the zygote
+        self.command: Callable[[dict], SandboxCommand] | None = (
+            command  # config -> the wrapped command line that starts the zygote
+        )
         self.log_path = log_path
         self.registry = registry
         self.proc: subprocess.Popen | None = None

@@ -164,14 +164,16 @@ async def run_process(
             if fd >= 0:
                 os.close(fd)
         empty = StreamCapture(keep_bytes)
-        return ProcessOutcome(None, None, empty, StreamCapture(keep_bytes), b"", 0.0, None, None,
-                              spawn_error=str(exc))
+        return ProcessOutcome(None, None, empty, StreamCapture(keep_bytes), b"", 0.0, None, None, spawn_error=str(exc))
     if with_report_fd:
         os.close(report_w)
     assert proc.stdout is not None and proc.stderr is not None  # started with pipes
     pipes = PipeCollector(
-        proc.stdout.fileno(), proc.stderr.fileno(), report_r if with_report_fd else None,
-        keep_bytes=keep_bytes, hard_bytes=hard_bytes,
+        proc.stdout.fileno(),
+        proc.stderr.fileno(),
+        report_r if with_report_fd else None,
+        keep_bytes=keep_bytes,
+        hard_bytes=hard_bytes,
     )
     try:
         rusage, timed_out, exceeded = await _supervise(proc, pipes, timeout_s)
@@ -198,8 +200,14 @@ async def run_process(
     )
 
 
-def _spawn(argv: Sequence[str], *, cwd: str, env: Mapping[str, str], pass_fds: tuple[int, ...],
-           preexec_fn: Callable[[], None] | None) -> subprocess.Popen:
+def _spawn(
+    argv: Sequence[str],
+    *,
+    cwd: str,
+    env: Mapping[str, str],
+    pass_fds: tuple[int, ...],
+    preexec_fn: Callable[[], None] | None,
+) -> subprocess.Popen:
     """Start the child in a session of its own (so its whole group can be killed), piped."""
     return subprocess.Popen(
         list(argv),

@@ -49,7 +49,11 @@ def interpreter_sys_path(python: str) -> list[str] | None:
     try:
         done = subprocess.run(
             [python, "-s", "-c", "import sys, json; print(json.dumps(sys.path))"],
-            env={"PATH": "/usr/bin:/bin"}, capture_output=True, timeout=30, stdin=subprocess.DEVNULL, cwd="/",
+            env={"PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+            cwd="/",
         )
         paths = json.loads(done.stdout)
     except (OSError, subprocess.SubprocessError, ValueError):
@@ -89,8 +93,11 @@ class SandboxExecutor(BaseExecutor):
         if isinstance(isolation, Isolator):
             self.isolator = isolation
         else:
-            self.isolator = (Isolator(level_request=isolation, strict=strict, python=python) if python
-                             else Isolator(level_request=isolation, strict=strict))
+            self.isolator = (
+                Isolator(level_request=isolation, strict=strict, python=python)
+                if python
+                else Isolator(level_request=isolation, strict=strict)
+            )
         self._slots = asyncio.Semaphore(max_concurrency)
         self._free_uids = uid_block(max_concurrency)  # one user id per running child (when we drop root)
         self._mpl_seed: Path | None = None  # a font cache built once, copied into each run
@@ -143,8 +150,12 @@ class SandboxExecutor(BaseExecutor):
                 # a private /tmp, where the cache must not land in the host's /tmp) gets one.
                 cmd = self._command(ws, files, limits, mpl_dir=plots or level is Isolation.RLIMITS, uid=uid)
                 proc = await run_process(
-                    cmd.argv, cwd=cmd.cwd, env=cmd.env, timeout_s=limits.timeout_s,
-                    keep_bytes=limits.output_bytes, hard_bytes=limits.output_hard_bytes,
+                    cmd.argv,
+                    cwd=cmd.cwd,
+                    env=cmd.env,
+                    timeout_s=limits.timeout_s,
+                    keep_bytes=limits.output_bytes,
+                    hard_bytes=limits.output_hard_bytes,
                 )
                 artifacts = ws.collect_artifacts(limits)
             finally:

@@ -38,8 +38,12 @@ def changed_files(
     ``current`` is a fresh :func:`scan_dir` of ``root`` when the caller has one.
     """
     found = kernel_files.changed(
-        str(root), before, scan_dir(root) if current is None else current,
-        max_count=limits.max_artifacts, max_bytes=limits.artifact_bytes, max_total=limits.artifacts_total_bytes,
+        str(root),
+        before,
+        scan_dir(root) if current is None else current,
+        max_count=limits.max_artifacts,
+        max_bytes=limits.artifact_bytes,
+        max_total=limits.artifacts_total_bytes,
     )
     return [artifact_of(name, data) for name, data in found]
 

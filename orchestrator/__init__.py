@@ -1,9 +1,9 @@
 """codeloop's orchestrator: the generate-execute-refine loop and its API.
 
-    import orchestrator
-    result = orchestrator.run("What is the sum of the first 50 primes?",
-                              model="replay:examples/cassette.jsonl")
-    print(result.summary)
+import orchestrator
+result = orchestrator.run("What is the sum of the first 50 primes?",
+                          model="replay:examples/cassette.jsonl")
+print(result.summary)
 """
 
 from __future__ import annotations
@@ -100,8 +100,11 @@ async def arun(
     loop = loop_config(config, settings)
     model_obj = get_model(model, loop.generation) if isinstance(model, str) else model
     owned = executor is None or isinstance(executor, str)
-    executor_obj = (get_executor(executor or loop.executor, **dict(loop.executor_options))
-                    if executor is None or isinstance(executor, str) else executor)
+    executor_obj = (
+        get_executor(executor or loop.executor, **dict(loop.executor_options))
+        if executor is None or isinstance(executor, str)
+        else executor
+    )
     try:
         return await Orchestrator(model_obj, executor_obj, config=loop).run(prompt, files=files)
     finally:

@@ -45,8 +45,7 @@ def message_tokens(message: Message, estimate: Callable[[str], int] = estimate_t
             return estimate(turn.text) + sum(estimate(b.code) for b in turn.code_blocks if b.source == "tool_call")
 
 
-def fit(conversation: Conversation, max_tokens: int, estimate: Callable[[str], int] = estimate_tokens
-        ) -> Conversation:
+def fit(conversation: Conversation, max_tokens: int, estimate: Callable[[str], int] = estimate_tokens) -> Conversation:
     """``conversation`` itself when it fits in ``max_tokens``, else a copy with
     older outputs shortened and then older code dropped until it fits (or
     nothing more can be shortened)."""
@@ -55,8 +54,11 @@ def fit(conversation: Conversation, max_tokens: int, estimate: Callable[[str], i
     messages = list(conversation.messages)
     older = _older(messages)
     latest_outputs = [i for i in range(len(messages)) if i not in older and isinstance(messages[i], ExecutionMessage)]
-    passes = ((_shorten_output, older), (_drop_code, older),
-              (partial(_shorten_output, keep=LATEST_OUTPUT_CHARS), latest_outputs))
+    passes = (
+        (_shorten_output, older),
+        (_drop_code, older),
+        (partial(_shorten_output, keep=LATEST_OUTPUT_CHARS), latest_outputs),
+    )
     for shorten, indexes in passes:
         for index in indexes:
             smaller = shorten(messages[index])

@@ -86,8 +86,12 @@ class LoopConfig:
             raise ValueError(f"context_tokens must be positive, got {self.context_tokens}")
         if not isinstance(self.executor, str) or not self.executor:
             raise ValueError(f"executor must be an executor's name, got {self.executor!r}")
-        for name, kind in (("limits", Limits), ("prompts", Prompts), ("generation", GenerationOptions),
-                           ("images", ImageSettings)):
+        for name, kind in (
+            ("limits", Limits),
+            ("prompts", Prompts),
+            ("generation", GenerationOptions),
+            ("images", ImageSettings),
+        ):
             value = getattr(self, name)
             if value is not None and not isinstance(value, kind):
                 raise TypeError(f"{name} must be a {kind.__name__}, got {type(value).__name__}")
@@ -102,8 +106,10 @@ class LoopConfig:
         unknown name is an error that lists the known ones."""
         unknown = sorted(set(settings) - FIELD_NAMES)
         if unknown:
-            raise TypeError(f"unknown loop setting{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
-                            f"LoopConfig has: {', '.join(sorted(FIELD_NAMES))}")
+            raise TypeError(
+                f"unknown loop setting{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                f"LoopConfig has: {', '.join(sorted(FIELD_NAMES))}"
+            )
         return replace(self, **settings) if settings else self
 
     def to_json(self) -> dict[str, Any]:
@@ -111,9 +117,15 @@ class LoopConfig:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> LoopConfig:
-        return jsondata.from_json(cls, data, limits=Limits.from_json, prompts=Prompts.from_json,
-                                  generation=GenerationOptions.from_json, images=ImageSettings.from_json,
-                                  executor_options=dict)
+        return jsondata.from_json(
+            cls,
+            data,
+            limits=Limits.from_json,
+            prompts=Prompts.from_json,
+            generation=GenerationOptions.from_json,
+            images=ImageSettings.from_json,
+            executor_options=dict,
+        )
 
     def differences(self, other: LoopConfig) -> list[str]:
         """How this config differs from ``other`` (the stored one), a line per

@@ -53,8 +53,13 @@ class CodeExtracted(Event):
     blocks: list[CodeBlock] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": self.type, "run_id": self.run_id, "step": self.step, "code": self.code,
-                "blocks": [b.to_json() for b in self.blocks]}
+        return {
+            "type": self.type,
+            "run_id": self.run_id,
+            "step": self.step,
+            "code": self.code,
+            "blocks": [b.to_json() for b in self.blocks],
+        }
 
 
 @dataclass

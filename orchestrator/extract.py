@@ -126,11 +126,7 @@ def _open_fence(line: str) -> _Fence | None:
 
 def _closes(line: str, fence: _Fence) -> bool:
     stripped = line.strip()
-    return (
-        len(stripped) >= fence.length
-        and set(stripped) == {fence.char}
-        and _indent_width(line) <= MAX_FENCE_INDENT
-    )
+    return len(stripped) >= fence.length and set(stripped) == {fence.char} and _indent_width(line) <= MAX_FENCE_INDENT
 
 
 def _close_index(lines: list[str], start: int, fence: _Fence) -> int:

@@ -83,7 +83,8 @@ def input_images(files: Sequence[InputFile], settings: ImageSettings, takes_imag
             raise InputFileTooLarge(
                 f"input file {f.name!r} is {len(f.data)} bytes, over the cap of {settings.max_input_image_bytes} "
                 "bytes for images shown to the model (raise ImageSettings.max_input_image_bytes, "
-                "--max-image-bytes on the command line)")
+                "--max-image-bytes on the command line)"
+            )
         images.append(Artifact(name=f.name, data=f.data, mime_type=mime))
     return images
 
@@ -100,8 +101,10 @@ def with_figures(message: ExecutionMessage, settings: ImageSettings, takes_image
     if shown:
         lines.append(f"Figures attached for you to check: {', '.join(f.name for f in shown)}.")
     if left_out:
-        lines.append(f"Not attached (over the limit of {settings.max_figures} figures or "
-                     f"{settings.max_figure_bytes} bytes a turn, or not a readable PNG): {', '.join(left_out)}.")
+        lines.append(
+            f"Not attached (over the limit of {settings.max_figures} figures or "
+            f"{settings.max_figure_bytes} bytes a turn, or not a readable PNG): {', '.join(left_out)}."
+        )
     return replace(message, feedback="\n".join(lines), images=shown)
 
 

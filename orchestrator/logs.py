@@ -117,8 +117,11 @@ def _quiet_logger() -> Any:
     return structlog.wrap_logger(
         _StderrLogger(),
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-        processors=[structlog.processors.add_log_level, Redactor(secrets_from_env(os.environ)),
-                    structlog.dev.ConsoleRenderer(colors=False)],
+        processors=[
+            structlog.processors.add_log_level,
+            Redactor(secrets_from_env(os.environ)),
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
     )
 
 

@@ -106,8 +106,16 @@ class Orchestrator:
     executor's interpreter can import, probed once; see executors.modules).
     """
 
-    def __init__(self, model: Model, executor: Executor, *, config: LoopConfig | None = None,
-                 stream_text: bool = False, libraries: Sequence[str] | None = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        model: Model,
+        executor: Executor,
+        *,
+        config: LoopConfig | None = None,
+        stream_text: bool = False,
+        libraries: Sequence[str] | None = None,
+        **settings: Any,
+    ) -> None:
         self.config = loop_config(config, settings)
         self.model = model
         self.executor = executor
@@ -121,8 +129,11 @@ class Orchestrator:
             self.prompts = self.prompts.replace(libraries=tuple(libraries))
         self.context_tokens = self.config.context_tokens or model_trait(model, "context_length")
         self.takes_images = bool(model_trait(model, "takes_images", False))
-        self.rules = Rules(max_retries=self.config.max_retries, max_steps=self.config.max_steps,
-                           verify=self.prompts.verify_request != "")
+        self.rules = Rules(
+            max_retries=self.config.max_retries,
+            max_steps=self.config.max_steps,
+            verify=self.prompts.verify_request != "",
+        )
 
     @property
     def max_retries(self) -> int:
@@ -144,9 +155,15 @@ class Orchestrator:
     def images(self) -> ImageSettings:
         return self.config.images
 
-    async def run(self, prompt: str, *, files: Sequence[str | Path | InputFile] = (),
-                  conversation: Conversation | None = None, session: str | None = None,
-                  run_id: str | None = None) -> RunResult:
+    async def run(
+        self,
+        prompt: str,
+        *,
+        files: Sequence[str | Path | InputFile] = (),
+        conversation: Conversation | None = None,
+        session: str | None = None,
+        run_id: str | None = None,
+    ) -> RunResult:
         result: RunResult | None = None
         async for event in self.stream(prompt, files=files, conversation=conversation, session=session, run_id=run_id):
             if isinstance(event, ev.Done):
@@ -154,9 +171,15 @@ class Orchestrator:
         assert result is not None  # stream always ends with Done
         return result
 
-    async def stream(self, prompt: str, *, files: Sequence[str | Path | InputFile] = (),
-                     conversation: Conversation | None = None, session: str | None = None,
-                     run_id: str | None = None) -> AsyncIterator[ev.Event]:
+    async def stream(
+        self,
+        prompt: str,
+        *,
+        files: Sequence[str | Path | InputFile] = (),
+        conversation: Conversation | None = None,
+        session: str | None = None,
+        run_id: str | None = None,
+    ) -> AsyncIterator[ev.Event]:
         """Run one prompt, yielding events; the last one is :class:`events.Done`.
 
         ``conversation`` continues an earlier exchange (chat sessions); it is
@@ -174,8 +197,14 @@ class Orchestrator:
 
     # -- the steps of a run ---------------------------------------------------
 
-    def _start(self, prompt: str, files: Sequence[str | Path | InputFile], conversation: Conversation | None,
-               session: str | None, run_id: str | None) -> _Run:
+    def _start(
+        self,
+        prompt: str,
+        files: Sequence[str | Path | InputFile],
+        conversation: Conversation | None,
+        session: str | None,
+        run_id: str | None,
+    ) -> _Run:
         run_id = run_id or uuid.uuid4().hex[:12]
         inputs = as_input_files(files)
         conv = conversation if conversation is not None else Conversation()
@@ -184,8 +213,16 @@ class Orchestrator:
         new_inputs = [f for f in inputs if (f.name, f.data) not in seen]
         progress = Progress(needs_code=code_required(self.config.require_code, prompt, new_inputs))
         shown = input_images(new_inputs, self.config.images, self.takes_images)  # an image over the cap stops here
-        run = _Run(run_id=run_id, prompt=prompt, conv=conv, inputs=inputs, session=session or run_id,
-                   logger=get_logger().bind(run_id=run_id), progress=progress, fenced=self._starts_fenced())
+        run = _Run(
+            run_id=run_id,
+            prompt=prompt,
+            conv=conv,
+            inputs=inputs,
+            session=session or run_id,
+            logger=get_logger().bind(run_id=run_id),
+            progress=progress,
+            fenced=self._starts_fenced(),
+        )
         if not conv.system:
             conv.system = self._system(run)
         conv.add(UserMessage(text=prompt, files=inputs, images=shown))
@@ -258,8 +295,13 @@ class Orchestrator:
         if turn.usage.requests == 0:
             turn = replace(turn, usage=replace(turn.usage, requests=1))
         run.usage = run.usage + turn.usage
-        run.logger.info("model.response", step=run.progress.steps, duration_ms=round(elapsed * 1000, 1),
-                        tokens=turn.usage.total_tokens, finish_reason=turn.finish_reason)
+        run.logger.info(
+            "model.response",
+            step=run.progress.steps,
+            duration_ms=round(elapsed * 1000, 1),
+            tokens=turn.usage.total_tokens,
+            finish_reason=turn.finish_reason,
+        )
         return turn
 
     def _take_remote_attempts(self, run: _Run, turn: ModelTurn) -> Iterator[ev.Event]:
@@ -294,8 +336,9 @@ class Orchestrator:
         if not blocks:
             misnamed = find_misnamed_calls(turn.text, (RUN_PYTHON.name,)) if run.progress.accepting_code else []
             return Reply(misnamed=tuple(misnamed))
-        return Reply(code=join_blocks(blocks), prose=bool(_prose(turn.text, blocks)),
-                     cut_off=turn.finish_reason in CUT_OFF)
+        return Reply(
+            code=join_blocks(blocks), prose=bool(_prose(turn.text, blocks)), cut_off=turn.finish_reason in CUT_OFF
+        )
 
     async def _run_code(self, run: _Run, blocks: list[CodeBlock]) -> AsyncIterator[ev.Event]:
         step, code = run.progress.steps, join_blocks(blocks)
@@ -304,20 +347,29 @@ class Orchestrator:
         result = await self._execute(code, run.inputs, run.session)
         run.execution_time += result.duration_s
         attempt = Attempt(code=code, result=result, step=step)
-        run.logger.info("execution.finished", step=step, outcome=result.outcome.value,
-                        duration_ms=round(result.duration_s * 1000, 1), error_type=result.error_type)
+        run.logger.info(
+            "execution.finished",
+            step=step,
+            outcome=result.outcome.value,
+            duration_ms=round(result.duration_s * 1000, 1),
+            error_type=result.error_type,
+        )
         yield ev.ExecutionFinished(run.run_id, step=step, attempt=attempt)
         decision = decide_execution(run.progress.with_attempt(attempt), result, self.rules)
         run.progress = decision.progress
         if result.ok:
-            run.conv.add(self._with_figures(ExecutionMessage(
-                result=result, feedback=self.prompts.feedback(result, decision.retries_left))))
+            run.conv.add(
+                self._with_figures(
+                    ExecutionMessage(result=result, feedback=self.prompts.feedback(result, decision.retries_left))
+                )
+            )
         retry = self._carry_out(run, decision, result=result)
         if retry is not None:
             yield retry
 
-    def _carry_out(self, run: _Run, decision: Decision, *, turn: ModelTurn | None = None,
-                   result: ExecutionResult | None = None) -> ev.Retry | None:
+    def _carry_out(
+        self, run: _Run, decision: Decision, *, turn: ModelTurn | None = None, result: ExecutionResult | None = None
+    ) -> ev.Retry | None:
         """Do what the policy decided (other than running code); a Retry event when one is due."""
         action, conv = decision.action, run.conv
         if action is Action.ANSWER:
@@ -347,8 +399,9 @@ class Orchestrator:
         elif decision.fault == "failed":
             run.logger.info("run.retry", failures=failures, retries_left=left)
         elif decision.fault == "repeated":
-            run.logger.info("run.repeat_rejected", same_as=decision.same_as.step if decision.same_as else None,
-                            retries_left=left)
+            run.logger.info(
+                "run.repeat_rejected", same_as=decision.same_as.step if decision.same_as else None, retries_left=left
+            )
         elif decision.fault == "misnamed":
             run.logger.info("run.unknown_tool", names=list(decision.misnamed), retries_left=left)
         else:
@@ -364,8 +417,11 @@ class Orchestrator:
             return self._with_figures(ExecutionMessage(result=result, feedback=self.prompts.feedback(result, left)))
         if decision.fault == "repeated" and decision.same_as is not None:
             same = decision.same_as
-            note = ExecutionResult(outcome=Outcome.FAILED, error_type="RepeatedProgram",
-                                   error_message=f"the same program as attempt {same.step}, not run again")
+            note = ExecutionResult(
+                outcome=Outcome.FAILED,
+                error_type="RepeatedProgram",
+                error_message=f"the same program as attempt {same.step}, not run again",
+            )
             return ExecutionMessage(result=note, feedback=self.prompts.repeated(same.step, same.result, left))
         if decision.fault == "truncated":
             return UserMessage(text=self.prompts.truncated(left))
@@ -374,14 +430,29 @@ class Orchestrator:
     def _finish(self, run: _Run) -> RunResult:
         status, progress = run.status(), run.progress
         result = RunResult(
-            prompt=run.prompt, summary=run.summary.strip(), status=status, attempts=list(progress.attempts),
-            usage=run.usage, wall_time_s=time.perf_counter() - run.started, model_time_s=run.model_time,
-            execution_time_s=run.execution_time, run_id=run.run_id, model=self._model_name,
-            executor=self._executor_name, error=run.error, repeats_rejected=progress.repeats,
-            code_requested=progress.code_requested, peak_request_tokens=run.peak_request_tokens,
+            prompt=run.prompt,
+            summary=run.summary.strip(),
+            status=status,
+            attempts=list(progress.attempts),
+            usage=run.usage,
+            wall_time_s=time.perf_counter() - run.started,
+            model_time_s=run.model_time,
+            execution_time_s=run.execution_time,
+            run_id=run.run_id,
+            model=self._model_name,
+            executor=self._executor_name,
+            error=run.error,
+            repeats_rejected=progress.repeats,
+            code_requested=progress.code_requested,
+            peak_request_tokens=run.peak_request_tokens,
         )
-        run.logger.info("run.done", status=status.value, attempts=len(progress.attempts),
-                        tokens=run.usage.total_tokens, duration_ms=round(result.wall_time_s * 1000, 1))
+        run.logger.info(
+            "run.done",
+            status=status.value,
+            attempts=len(progress.attempts),
+            tokens=run.usage.total_tokens,
+            duration_ms=round(result.wall_time_s * 1000, 1),
+        )
         return result
 
     # -- helpers ------------------------------------------------------------
@@ -407,9 +478,13 @@ class Orchestrator:
             raise
         except Exception as exc:  # the executor broke: report it, never crash the run
             get_logger().error("executor.error", error=f"{type(exc).__name__}: {exc}")
-            return ExecutionResult(outcome=Outcome.SANDBOX_ERROR, error_type=type(exc).__name__,
-                                   error_message=str(exc), duration_s=time.perf_counter() - t0,
-                                   executor=self._executor_name)
+            return ExecutionResult(
+                outcome=Outcome.SANDBOX_ERROR,
+                error_type=type(exc).__name__,
+                error_message=str(exc),
+                duration_s=time.perf_counter() - t0,
+                executor=self._executor_name,
+            )
 
     def _with_figures(self, feedback: ExecutionMessage) -> ExecutionMessage:
         """The figures the code drew, attached for a model that takes images (the rest named in the text)."""

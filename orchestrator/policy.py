@@ -147,10 +147,17 @@ def decide_reply(progress: Progress, reply: Reply, rules: Rules) -> Decision:
     """What to do with a model reply (one the provider did not execute itself)."""
     if reply.misnamed:
         if progress.last_ok:
-            return Decision(Action.ASK_ANSWER, "the program already ran; the answer in words is missing",
-                            replace(progress, accepting_code=False))
-        decision = _spend_retry(replace(progress, code_requested=True), rules, "misnamed",
-                                f"called a tool that does not exist: {', '.join(reply.misnamed)}")
+            return Decision(
+                Action.ASK_ANSWER,
+                "the program already ran; the answer in words is missing",
+                replace(progress, accepting_code=False),
+            )
+        decision = _spend_retry(
+            replace(progress, code_requested=True),
+            rules,
+            "misnamed",
+            f"called a tool that does not exist: {', '.join(reply.misnamed)}",
+        )
         return replace(decision, misnamed=reply.misnamed)
     if not reply.code:
         return _no_code(progress, rules)
@@ -160,26 +167,40 @@ def decide_reply(progress: Progress, reply: Reply, rules: Rules) -> Decision:
         # for the answer in words.
         if reply.prose or progress.summary_requested:
             return Decision(Action.ANSWER, "restated the program that ran, with an answer", progress)
-        return Decision(Action.ASK_ANSWER, "restated the program that ran, without an answer",
-                        replace(progress, summary_requested=True, accepting_code=False))
+        return Decision(
+            Action.ASK_ANSWER,
+            "restated the program that ran, without an answer",
+            replace(progress, summary_requested=True, accepting_code=False),
+        )
     if reply.cut_off and not parses(reply.code):
         return _spend_retry(progress, rules, "truncated", "the reply was cut off at the output limit")
     repeat = repeated_failure(reply.code, progress.attempts)
     if repeat is not None:
-        decision = _spend_retry(replace(progress, repeats=progress.repeats + 1), rules, "repeated",
-                                f"repeated the program of attempt {repeat.step}")
+        decision = _spend_retry(
+            replace(progress, repeats=progress.repeats + 1),
+            rules,
+            "repeated",
+            f"repeated the program of attempt {repeat.step}",
+        )
         return replace(decision, same_as=repeat)
     return Decision(Action.RUN, "new code", replace(progress, steps=progress.steps + 1))
 
 
 def _no_code(progress: Progress, rules: Rules) -> Decision:
-    if (rules.verify and progress.accepting_code and not progress.verify_requested and progress.needs_code
-            and progress.last_ok):
-        return Decision(Action.REQUEST_VERIFY, "check the output before answering",
-                        replace(progress, verify_requested=True))
+    if (
+        rules.verify
+        and progress.accepting_code
+        and not progress.verify_requested
+        and progress.needs_code
+        and progress.last_ok
+    ):
+        return Decision(
+            Action.REQUEST_VERIFY, "check the output before answering", replace(progress, verify_requested=True)
+        )
     if progress.accepting_code and progress.needs_code and not progress.code_requested and not progress.attempts:
-        return Decision(Action.REQUEST_CODE, "the task needs computing and no code ran",
-                        replace(progress, code_requested=True))
+        return Decision(
+            Action.REQUEST_CODE, "the task needs computing and no code ran", replace(progress, code_requested=True)
+        )
     return Decision(Action.ANSWER, "answered", progress)
 
 
@@ -194,8 +215,12 @@ def decide_execution(progress: Progress, result: ExecutionResult, rules: Rules) 
     if result.ok:
         left = retries_left(progress, rules)
         if progress.steps >= rules.max_steps:
-            return Decision(Action.ASK_ANSWER, "the step bound is reached",
-                            replace(progress, accepting_code=False), retries_left=left)
+            return Decision(
+                Action.ASK_ANSWER,
+                "the step bound is reached",
+                replace(progress, accepting_code=False),
+                retries_left=left,
+            )
         return Decision(Action.CONTINUE, "the code ran", progress, retries_left=left)
     reason = f"{result.outcome.value}: {result.error_type or ''} {result.error_message or ''}".strip()
     return _spend_retry(progress, rules, "failed", reason)

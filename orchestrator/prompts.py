@@ -54,16 +54,13 @@ FEEDBACK_OK = (
     "If not, write a corrected program."
 )
 FEEDBACK_FAILED = (
-    "The code failed ({outcome}).\n{output}{error}\n"
-    "Fix the code and run it again ({retries_left} retries left)."
+    "The code failed ({outcome}).\n{output}{error}\nFix the code and run it again ({retries_left} retries left)."
 )
 REPEATED_CODE = (
     "This program is the same as attempt {attempt}, which failed with {error}. It was not run again: "
     "it would fail the same way. Change the code to fix that error ({retries_left} retries left)."
 )
-UNKNOWN_TOOL = (
-    "Nothing was run: there is no tool named {names}. {how_to_run} ({retries_left} retries left)."
-)
+UNKNOWN_TOOL = "Nothing was run: there is no tool named {names}. {how_to_run} ({retries_left} retries left)."
 TRUNCATED_REPLY = (
     "Your reply was cut off at the output limit, so the program is incomplete and was not run. "
     "Write a shorter, complete program: do not copy the task's text or docstrings, and stop after "
@@ -79,10 +76,7 @@ VERIFY_REQUEST = (
     "of the task, such as the number of items (with len) when the task names a count, the first and "
     "last items, or that a requested file exists. Then, when every check holds, give the final answer."
 )
-SUMMARY_REQUEST = (
-    "Now give your final answer: a short summary in plain text of the result, "
-    "without any code block."
-)
+SUMMARY_REQUEST = "Now give your final answer: a short summary in plain text of the result, without any code block."
 FAILURE_SUMMARY_REQUEST = (
     "No retries are left: the code failed {failures} times, so the task failed and no result was "
     "verified. Without writing code, tell the user in two or three sentences that it failed, what "
@@ -186,8 +180,9 @@ class Prompts:
     def from_json(cls, data: dict[str, Any]) -> Prompts:
         return jsondata.from_json(cls, data, libraries=tuple, standard_modules=tuple)
 
-    def system(self, limits: Limits, files: Sequence[InputFile] = (), stateful: bool = False,
-               tools: bool = True) -> str:
+    def system(
+        self, limits: Limits, files: Sequence[InputFile] = (), stateful: bool = False, tools: bool = True
+    ) -> str:
         """The system text. ``tools``: whether the model is offered the
         ``run_python`` tool; without it the text never names a tool."""
         file_list = ""
@@ -217,7 +212,11 @@ class Prompts:
             return ""  # binary (an image, a PDF): the name is all the model gets
         lines = text.splitlines()[: self.preview_lines]
         shown = clip("\n".join(lines), self.preview_chars, keep_tail=False)
-        return f"\n  First lines of {file.name}:\n  ```\n" + "\n".join(f"  {line}" for line in shown.splitlines()) + "\n  ```"
+        return (
+            f"\n  First lines of {file.name}:\n  ```\n"
+            + "\n".join(f"  {line}" for line in shown.splitlines())
+            + "\n  ```"
+        )
 
     def render_output(self, result: ExecutionResult) -> str:
         parts = []
@@ -256,8 +255,9 @@ class Prompts:
 
     def unknown_tools(self, names: Sequence[str], retries_left: int, tools: bool) -> str:
         how = self.tool_instructions if tools else self.fence_instructions
-        return self.unknown_tool.format(names=" or ".join(repr(n) for n in names), how_to_run=how,
-                                        retries_left=retries_left)
+        return self.unknown_tool.format(
+            names=" or ".join(repr(n) for n in names), how_to_run=how, retries_left=retries_left
+        )
 
     def verify(self, task: str) -> str:
         return self.verify_request.format(task=task)

@@ -54,9 +54,10 @@ class EventPrinter:
 def render_footer(result: RunResult) -> str:
     # A run that failed or never ran code says so before the model's words,
     # which may sound more certain than the run was.
-    verdict = {RunStatus.FAILED: "FAILED: no execution produced a verified result; the model's summary follows",
-               RunStatus.UNVERIFIED: "UNVERIFIED: the model answered without running code; nothing below was computed"
-               }.get(result.status)
+    verdict = {
+        RunStatus.FAILED: "FAILED: no execution produced a verified result; the model's summary follows",
+        RunStatus.UNVERIFIED: "UNVERIFIED: the model answered without running code; nothing below was computed",
+    }.get(result.status)
     lines = [f"── {verdict} ──"] if verdict else []
     lines += [f"── summary ({result.status.value}) ──", _indent(result.summary or "(no summary)")]
     if result.error:

@@ -76,8 +76,9 @@ class Session:
     def _keep_files_once(self, start: int) -> None:
         """Every run gets all the session's files, so each user message holds
         them all; keep only the new ones in the history (saved files stay small)."""
-        seen = {(f.name, f.data) for m in self.conversation.messages[:start] if isinstance(m, UserMessage)
-                for f in m.files}
+        seen = {
+            (f.name, f.data) for m in self.conversation.messages[:start] if isinstance(m, UserMessage) for f in m.files
+        }
         for message in self.conversation.messages[start:]:
             if isinstance(message, UserMessage):
                 message.files = [f for f in message.files if (f.name, f.data) not in seen]

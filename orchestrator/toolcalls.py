@@ -118,8 +118,13 @@ def unwrap_tool_program(code: str, tool_names: Collection[str]) -> str | None:
     for node in tree.body:
         if isinstance(node, (ast.Import, ast.ImportFrom)) and _imports_only(node, tool_names):
             continue
-        if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
-                and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)):
+        if (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        ):
             strings[node.targets[0].id] = node.value.value
             continue
         calls = _tool_calls_in(node, tool_names)
@@ -134,6 +139,7 @@ def unwrap_tool_program(code: str, tool_names: Collection[str]) -> str | None:
 
 
 # -- finding candidates ----------------------------------------------------------
+
 
 def _candidate_objects(text: str, tool_names: Collection[str]) -> Iterator[Any]:
     for match in _TAGGED.finditer(text):
@@ -176,7 +182,7 @@ def _flatten(value: Any) -> Iterator[Any]:
 def _loads(text: str) -> Any:
     text = text.strip()
     if text.startswith("[TOOL_CALLS]"):
-        text = text[len("[TOOL_CALLS]"):].strip()
+        text = text[len("[TOOL_CALLS]") :].strip()
     try:
         return json.loads(text, strict=False)
     except ValueError:
@@ -189,6 +195,7 @@ def _loads(text: str) -> Any:
 
 
 # -- reading one call ------------------------------------------------------------
+
 
 def _code_of_call(obj: dict[str, Any], tool_names: Collection[str]) -> str | None:
     function = obj.get("function")

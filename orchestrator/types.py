@@ -116,8 +116,13 @@ class ModelTurn:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ModelTurn:
-        return jsondata.from_json(cls, data, code_blocks=jsondata.list_of(CodeBlock.from_json),
-                                  usage=Usage.from_json, executed=jsondata.list_of(Attempt.from_json))
+        return jsondata.from_json(
+            cls,
+            data,
+            code_blocks=jsondata.list_of(CodeBlock.from_json),
+            usage=Usage.from_json,
+            executed=jsondata.list_of(Attempt.from_json),
+        )
 
 
 MessageKind = Literal["user", "model", "execution"]
@@ -146,8 +151,9 @@ class UserMessage(_Tagged):
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> UserMessage:
-        return jsondata.from_json(cls, data, files=jsondata.list_of(InputFile.from_json),
-                                  images=jsondata.list_of(Artifact.from_json))
+        return jsondata.from_json(
+            cls, data, files=jsondata.list_of(InputFile.from_json), images=jsondata.list_of(Artifact.from_json)
+        )
 
 
 @dataclass
@@ -177,15 +183,17 @@ class ExecutionMessage(_Tagged):
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ExecutionMessage:
-        return jsondata.from_json(cls, data, result=ExecutionResult.from_json,
-                                  images=jsondata.list_of(Artifact.from_json))
+        return jsondata.from_json(
+            cls, data, result=ExecutionResult.from_json, images=jsondata.list_of(Artifact.from_json)
+        )
 
 
 Message: TypeAlias = UserMessage | ModelMessage | ExecutionMessage
 """One entry of a conversation; ``match`` on the type (or its ``kind``)."""
 
 _MESSAGE_TYPES: dict[str, type[UserMessage] | type[ModelMessage] | type[ExecutionMessage]] = {
-    t.kind: t for t in (UserMessage, ModelMessage, ExecutionMessage)}
+    t.kind: t for t in (UserMessage, ModelMessage, ExecutionMessage)
+}
 
 
 def message_from_json(data: Any) -> Message:
@@ -327,5 +335,10 @@ class RunResult:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunResult:
         # Results stored before the summary was kept had none.
-        return jsondata.from_json(cls, {"summary": "", **data}, status=RunStatus, attempts=jsondata.list_of(Attempt.from_json),
-                                  usage=Usage.from_json)
+        return jsondata.from_json(
+            cls,
+            {"summary": "", **data},
+            status=RunStatus,
+            attempts=jsondata.list_of(Attempt.from_json),
+            usage=Usage.from_json,
+        )

@@ -133,8 +133,10 @@ def pytest_ignore_collect(collection_path, config):
 def pytest_collection_modifyitems(config, items):
     unclassified = sorted({item.path.name for item in items if item.path.name not in KINDS})
     if unclassified:
-        raise pytest.UsageError(f"tests/conftest.py KINDS: classify these test modules as unit, integration, "
-                                f"hostile or slow: {', '.join(unclassified)}")
+        raise pytest.UsageError(
+            f"tests/conftest.py KINDS: classify these test modules as unit, integration, "
+            f"hostile or slow: {', '.join(unclassified)}"
+        )
     for item in items:
         item.add_marker(KINDS[item.path.name])
 
@@ -146,7 +148,9 @@ def _unit_tests_start_no_process(request, monkeypatch):
         return
 
     def refuse(self, args, *rest, **kwargs):
-        raise AssertionError(f"unit tests use doubles only, but this one started a process: {args!r}; "
-                             f"make it use a double or classify its module as integration in tests/conftest.py")
+        raise AssertionError(
+            f"unit tests use doubles only, but this one started a process: {args!r}; "
+            f"make it use a double or classify its module as integration in tests/conftest.py"
+        )
 
     monkeypatch.setattr(subprocess.Popen, "__init__", refuse)

@@ -54,10 +54,22 @@ def handler_for(model_path: str, behaviour: dict):
 
         def do_POST(self) -> None:
             request = json.loads(self.rfile.read(int(self.headers["content-length"])))
-            self.reply({"id": "fake", "object": "chat.completion", "created": 0, "model": request["model"],
-                        "choices": [{"index": 0, "finish_reason": "stop",
-                                     "message": {"role": "assistant", "content": json.dumps(request)}}],
-                        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}})
+            self.reply(
+                {
+                    "id": "fake",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": request["model"],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": json.dumps(request)},
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+                }
+            )
 
     return Handler
 

@@ -40,24 +40,29 @@ def claude(fake: FakeAnthropicServer, **kwargs) -> AnthropicModel:
 
 
 async def test_tool_use_loop_solves_a_run_and_results_go_back_as_tool_result_blocks(fake, local_executor):
-    fake.add(tool_use_message("print(1 / 0)", call_id="toolu_a", text="Trying."),
-             tool_use_message("print(6 * 7)", call_id="toolu_b"), text_message("It is 42."))
+    fake.add(
+        tool_use_message("print(1 / 0)", call_id="toolu_a", text="Trying."),
+        tool_use_message("print(6 * 7)", call_id="toolu_b"),
+        text_message("It is 42."),
+    )
     model = claude(fake)
     result = await Orchestrator(model, local_executor).run("six times seven?")
 
     assert result.status is RunStatus.SOLVED and result.summary == "It is 42." and result.retries == 1
     assert [a.result.stdout for a in result.attempts] == ["", "42\n"]
     first = fake.requests[0].body
-    assert first["tools"] == [{"name": "run_python", "description": RUN_PYTHON.description,
-                               "input_schema": RUN_PYTHON.parameters}]
+    assert first["tools"] == [
+        {"name": "run_python", "description": RUN_PYTHON.description, "input_schema": RUN_PYTHON.parameters}
+    ]
     assert first["system"] and all(m["role"] in ("user", "assistant") for m in first["messages"])
     assert first["max_tokens"] == 4096 and first["model"] == "claude-sonnet-4-5"
     assert first["cache_control"] == {"type": "ephemeral"}  # the history is resent: cache it
     messages = fake.messages(2)
     assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant", "user"]
-    assert messages[1]["content"] == [{"type": "text", "text": "Trying."},
-                                      {"type": "tool_use", "id": "toolu_a", "name": "run_python",
-                                       "input": {"code": "print(1 / 0)"}}]
+    assert messages[1]["content"] == [
+        {"type": "text", "text": "Trying."},
+        {"type": "tool_use", "id": "toolu_a", "name": "run_python", "input": {"code": "print(1 / 0)"}},
+    ]
     failed, ok = messages[2]["content"][0], messages[4]["content"][0]
     assert failed["type"] == "tool_result" and failed["tool_use_id"] == "toolu_a" and failed["is_error"]
     assert "ZeroDivisionError" in failed["content"][0]["text"]
@@ -97,8 +102,9 @@ async def test_streaming_run_through_the_orchestrator(fake, local_executor):
     assert seen[-1].result.status is RunStatus.SOLVED and seen[-1].result.summary == "Four."
 
 
-@pytest.mark.parametrize("fault", [Fault(429, "rate limited", retry_after_s=0.001), overloaded()],
-                         ids=["429", "529-overloaded"])
+@pytest.mark.parametrize(
+    "fault", [Fault(429, "rate limited", retry_after_s=0.001), overloaded()], ids=["429", "529-overloaded"]
+)
 async def test_rate_limit_and_overload_are_retried_then_succeed(fake, fault):
     fake.add(fault, text_message("fine"))
     model = claude(fake)
@@ -170,8 +176,9 @@ async def test_streamed_usage_keeps_the_cache_counts_of_message_start(fake):
 
 async def test_a_bad_key_is_a_clear_auth_error_never_retried():
     with FakeAnthropicServer([text_message("never")], expected_key="right-key") as server:
-        model = AnthropicModel("claude-haiku-4-5", base_url=server.url, retry=FAST,
-                               env={"ANTHROPIC_API_KEY": "wrong-key-0123456789"})
+        model = AnthropicModel(
+            "claude-haiku-4-5", base_url=server.url, retry=FAST, env={"ANTHROPIC_API_KEY": "wrong-key-0123456789"}
+        )
         with pytest.raises(ModelAuthError) as caught:
             await model.generate(ask())
     message = str(caught.value)
@@ -191,7 +198,9 @@ def test_missing_key_names_the_variable():
 
 
 def test_key_and_endpoint_come_from_the_env_mapping_given():
-    model = AnthropicModel("claude-haiku-4-5", env={"ANTHROPIC_API_KEY": "k-123456", "ANTHROPIC_BASE_URL": "http://h:1"})
+    model = AnthropicModel(
+        "claude-haiku-4-5", env={"ANTHROPIC_API_KEY": "k-123456", "ANTHROPIC_BASE_URL": "http://h:1"}
+    )
     assert model.key_source == "ANTHROPIC_API_KEY" and model.base_url == "http://h:1"
     assert "k-123456" not in repr(model)
 
@@ -203,21 +212,27 @@ def test_model_strings_and_the_default_model(monkeypatch):
     keys = {"OPENAI_API_KEY": "o", "ANTHROPIC_API_KEY": "a"}
     assert default_model(keys).spec.startswith("openai:")
     assert default_model({"ANTHROPIC_API_KEY": "a"}).spec == "anthropic:claude-sonnet-4-5"
-    assert default_model({"ANTHROPIC_API_KEY": "a", "ANTHROPIC_MODEL": "claude-opus-4-5"}).spec == \
-        "anthropic:claude-opus-4-5"
+    assert (
+        default_model({"ANTHROPIC_API_KEY": "a", "ANTHROPIC_MODEL": "claude-opus-4-5"}).spec
+        == "anthropic:claude-opus-4-5"
+    )
 
 
 def test_foreign_turns_are_rebuilt_and_unanswered_calls_are_answered():
     other = tool_call_turn("print(1)", call_id="c9")
-    conversation = Conversation(messages=[
-        UserMessage(text="q"), ModelMessage(turn=other), UserMessage(text="next")])
+    conversation = Conversation(messages=[UserMessage(text="q"), ModelMessage(turn=other), UserMessage(text="next")])
     messages = to_messages(conversation)
 
-    assert messages[1]["content"] == [{"type": "tool_use", "id": "c9", "name": "run_python",
-                                       "input": {"code": "print(1)"}}]
+    assert messages[1]["content"] == [
+        {"type": "tool_use", "id": "c9", "name": "run_python", "input": {"code": "print(1)"}}
+    ]
     answer = messages[2]["content"]
-    assert answer[0] == {"type": "tool_result", "tool_use_id": "c9", "is_error": True,
-                         "content": [{"type": "text", "text": "This call was not run."}]}
+    assert answer[0] == {
+        "type": "tool_result",
+        "tool_use_id": "c9",
+        "is_error": True,
+        "content": [{"type": "text", "text": "This call was not run."}],
+    }
     assert answer[1] == {"type": "text", "text": "next"}
 
 

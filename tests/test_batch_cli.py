@@ -21,16 +21,21 @@ def batch_files(tmp_path: Path) -> tuple[Path, Path]:
     code reads its item's prompt from an input file, fails on "fail" prompts and writes an artifact. Solved
     items end at the second turn (the model restates code that worked); failing ones retry once, then summarise."""
     script = tmp_path / "script.json"
-    code = ("```python\nimport pathlib\nprompt = pathlib.Path('prompt.txt').read_text()\n"
-            "if 'fail' in prompt:\n    1 / 0\npathlib.Path('answer.txt').write_text(prompt.upper())\n"
-            "print(len(prompt))\n```")
+    code = (
+        "```python\nimport pathlib\nprompt = pathlib.Path('prompt.txt').read_text()\n"
+        "if 'fail' in prompt:\n    1 / 0\npathlib.Path('answer.txt').write_text(prompt.upper())\n"
+        "print(len(prompt))\n```"
+    )
     script.write_text(json.dumps([code, code, "gave up after a retry"]))
     lines = []
     for item_id, text in (("a", "alpha"), ("b", "fail please"), ("c", "gamma")):
         (tmp_path / item_id).mkdir()
         (tmp_path / item_id / "prompt.txt").write_text(text)
-        lines.append(json.dumps({"id": item_id, "prompt": text, "files": [f"{item_id}/prompt.txt"],
-                                 "metadata": {"kind": "test"}}))
+        lines.append(
+            json.dumps(
+                {"id": item_id, "prompt": text, "files": [f"{item_id}/prompt.txt"], "metadata": {"kind": "test"}}
+            )
+        )
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("\n".join(lines) + "\n")
     return script, prompts
@@ -39,8 +44,23 @@ def batch_files(tmp_path: Path) -> tuple[Path, Path]:
 def test_batch_then_report_then_export_agree_with_the_store(tmp_path: Path, batch_files, capsys) -> None:
     script, prompts = batch_files
     run_dir = tmp_path / "run"
-    code = main(["batch", str(prompts), "-o", str(run_dir), "--model", f"scripted:{script}", "--executor", "local",
-                 "--concurrency", "3", "--max-retries", "1", "--no-progress"])
+    code = main(
+        [
+            "batch",
+            str(prompts),
+            "-o",
+            str(run_dir),
+            "--model",
+            f"scripted:{script}",
+            "--executor",
+            "local",
+            "--concurrency",
+            "3",
+            "--max-retries",
+            "1",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     assert "3 run:" in capsys.readouterr().err
     with BatchStore(run_dir) as store:
@@ -75,7 +95,10 @@ def test_batch_then_report_then_export_agree_with_the_store(tmp_path: Path, batc
     assert main(["export", str(run_dir), "--format", "csv"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [(r["id"], r["run_status"], r["metadata"]) for r in rows] == [
-        ("a", "solved", '{"kind": "test"}'), ("b", "failed", '{"kind": "test"}'), ("c", "solved", '{"kind": "test"}')]
+        ("a", "solved", '{"kind": "test"}'),
+        ("b", "failed", '{"kind": "test"}'),
+        ("c", "solved", '{"kind": "test"}'),
+    ]
     assert "1 / 0" in rows[1]["code"]
 
 
@@ -95,8 +118,17 @@ def test_bad_input_is_reported_with_lines_and_nothing_runs(tmp_path: Path, capsy
 def test_resume_with_other_settings_is_refused_unless_forced(tmp_path: Path, batch_files, capsys) -> None:
     script, prompts = batch_files
     run_dir = tmp_path / "run"
-    base = ["batch", str(prompts), "-o", str(run_dir), "--model", f"scripted:{script}", "--executor", "local",
-            "--no-progress"]
+    base = [
+        "batch",
+        str(prompts),
+        "-o",
+        str(run_dir),
+        "--model",
+        f"scripted:{script}",
+        "--executor",
+        "local",
+        "--no-progress",
+    ]
     assert main([*base, "--max-retries", "1"]) == 0
     assert main([*base, "--max-retries", "1"]) == 2
     assert "pass --resume" in capsys.readouterr().err

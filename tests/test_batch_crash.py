@@ -79,8 +79,11 @@ def start_batch(tmp_path: Path) -> tuple[subprocess.Popen, Path, Path, Path]:
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     run_dir, log = tmp_path / "run", tmp_path / "calls.log"
-    child = subprocess.Popen([sys.executable, str(script), str(prompts), str(run_dir), str(log)],
-                             cwd=Path(__file__).resolve().parents[1], stderr=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(prompts), str(run_dir), str(log)],
+        cwd=Path(__file__).resolve().parents[1],
+        stderr=subprocess.PIPE,
+    )
     return child, prompts, run_dir, log
 
 
@@ -110,8 +113,14 @@ def check_resume(prompts: Path, run_dir: Path, first_log: list[str]) -> None:
     assert all(first_calls[prompt] == 2 for prompt in finished_before)
 
     resume_log: list[str] = []
-    pairs = run_batch_sync(prompts, model=CallLogModelDouble(resume_log), executor=InstantExecutorDouble(),
-                           run_dir=run_dir, concurrency=8, resume=True)
+    pairs = run_batch_sync(
+        prompts,
+        model=CallLogModelDouble(resume_log),
+        executor=InstantExecutorDouble(),
+        run_dir=run_dir,
+        concurrency=8,
+        resume=True,
+    )
     resumed_calls = Counter(resume_log)
     assert finished_before.isdisjoint(resumed_calls)  # finished items were not re-run
     assert set(resumed_calls.values()) == {2}

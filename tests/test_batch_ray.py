@@ -20,8 +20,10 @@ pytestmark = pytest.mark.slow
 
 # The code depends on the prompt (read from an input file), so results differ per item
 # and a mix-up between items would show.
-CODE = ("```python\nimport pathlib\nn = int(pathlib.Path('n.txt').read_text())\n"
-        "if n % 5 == 0:\n    raise ValueError(f'{n} is a multiple of five')\nprint(n * n)\n```")
+CODE = (
+    "```python\nimport pathlib\nn = int(pathlib.Path('n.txt').read_text())\n"
+    "if n % 5 == 0:\n    raise ValueError(f'{n} is a multiple of five')\nprint(n * n)\n```"
+)
 
 
 @pytest.fixture(scope="module")
@@ -50,16 +52,29 @@ def comparable(run_dir: Path) -> dict[str, tuple]:
         out = {}
         for record in store.records():
             result = store.result(record.id)
-            out[record.id] = (record.status, result.status, result.summary, result.error,
-                              [(a.code, a.result.outcome, a.result.stdout, a.result.error_type) for a in result.attempts],
-                              result.usage.requests, result.usage.input_tokens, result.usage.output_tokens)
+            out[record.id] = (
+                record.status,
+                result.status,
+                result.summary,
+                result.error,
+                [(a.code, a.result.outcome, a.result.stdout, a.result.error_type) for a in result.attempts],
+                result.usage.requests,
+                result.usage.input_tokens,
+                result.usage.output_tokens,
+            )
         return out
 
 
 def test_ray_engine_matches_the_local_engine(ray_session, tmp_path: Path) -> None:
     script, prompts = make_batch(tmp_path, 12)
-    options = dict(model=f"scripted:{script}", executor="local", executor_options={"max_concurrency": 2},
-                   concurrency=4, execution_concurrency=2, max_retries=1)
+    options = dict(
+        model=f"scripted:{script}",
+        executor="local",
+        executor_options={"max_concurrency": 2},
+        concurrency=4,
+        execution_concurrency=2,
+        max_retries=1,
+    )
     local = run_batch_sync(prompts, run_dir=tmp_path / "local", **options)
     remote = run_batch_sync(prompts, run_dir=tmp_path / "ray", engine="ray", ray_workers=2, **options)
     assert sorted(i for i, _ in local) == sorted(i for i, _ in remote) == sorted(f"n{n}" for n in range(1, 13))
@@ -101,9 +116,18 @@ def test_ray_workers_get_a_model_object_and_back_off_429s(ray_session, tmp_path:
     # Ship this module's double by value: Ray workers cannot import test modules.
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     try:
-        pairs = dict(run_batch_sync([f"p{k}" for k in range(10)], model=StormModelDouble(storm=3), executor="local",
-                                    run_dir=tmp_path, engine="ray", ray_workers=2, concurrency=4,
-                                    backoff=BackoffPolicy(base_delay_s=0.05, max_delay_s=0.5)))
+        pairs = dict(
+            run_batch_sync(
+                [f"p{k}" for k in range(10)],
+                model=StormModelDouble(storm=3),
+                executor="local",
+                run_dir=tmp_path,
+                engine="ray",
+                ray_workers=2,
+                concurrency=4,
+                backoff=BackoffPolicy(base_delay_s=0.05, max_delay_s=0.5),
+            )
+        )
     finally:
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
     assert len(pairs) == 10 and {r.status.value for r in pairs.values()} == {"solved"}

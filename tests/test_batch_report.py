@@ -26,17 +26,32 @@ def test_percentile_interpolates_and_handles_no_values() -> None:
 
 def test_summary_counts_outcomes_retries_tokens_cost_and_latency(tmp_path: Path) -> None:
     runs = {
-        "a": RunResult(prompt="a", summary="", status=RunStatus.SOLVED, attempts=[attempt(False), attempt(False), attempt(True)],
-                       usage=Usage(input_tokens=10, output_tokens=2, requests=3, cost_usd=0.5), wall_time_s=1.0),
-        "b": RunResult(prompt="b", summary="", status=RunStatus.FAILED, attempts=[attempt(False)],
-                       usage=Usage(input_tokens=5, output_tokens=1, requests=2), wall_time_s=3.0),
-        "c": RunResult(prompt="c", summary="42", status=RunStatus.ANSWERED_WITHOUT_CODE, usage=Usage(requests=1),
-                       wall_time_s=2.0),
+        "a": RunResult(
+            prompt="a",
+            summary="",
+            status=RunStatus.SOLVED,
+            attempts=[attempt(False), attempt(False), attempt(True)],
+            usage=Usage(input_tokens=10, output_tokens=2, requests=3, cost_usd=0.5),
+            wall_time_s=1.0,
+        ),
+        "b": RunResult(
+            prompt="b",
+            summary="",
+            status=RunStatus.FAILED,
+            attempts=[attempt(False)],
+            usage=Usage(input_tokens=5, output_tokens=1, requests=2),
+            wall_time_s=3.0,
+        ),
+        "c": RunResult(
+            prompt="c", summary="42", status=RunStatus.ANSWERED_WITHOUT_CODE, usage=Usage(requests=1), wall_time_s=2.0
+        ),
         "d": RunResult(prompt="d", summary="", status=RunStatus.FAILED, error="ModelError: 500", wall_time_s=0.5),
     }
     with BatchStore(tmp_path) as store:
-        store.initialise(BatchSettings(model="m", config=LoopConfig(executor="e")).to_json(),
-                         [BatchItem(id=i, prompt=i) for i in [*runs, "e"]])
+        store.initialise(
+            BatchSettings(model="m", config=LoopConfig(executor="e")).to_json(),
+            [BatchItem(id=i, prompt=i) for i in [*runs, "e"]],
+        )
         session = store.begin_session({})
         for item_id, result in runs.items():
             store.mark_running(item_id, session)
@@ -44,8 +59,15 @@ def test_summary_counts_outcomes_retries_tokens_cost_and_latency(tmp_path: Path)
         report, latencies = summarise(store)
         out = io.StringIO()
         assert export(store, out, "jsonl") == 5
-    assert (report.total, report.finished, report.solved, report.failed, report.answered_without_code,
-            report.errors, report.pending) == (5, 4, 1, 1, 1, 1, 1)
+    assert (
+        report.total,
+        report.finished,
+        report.solved,
+        report.failed,
+        report.answered_without_code,
+        report.errors,
+        report.pending,
+    ) == (5, 4, 1, 1, 1, 1, 1)
     assert report.retries_histogram == {0: 3, 2: 1}
     assert (report.input_tokens, report.output_tokens, report.requests, report.cost_usd) == (15, 3, 6, 0.5)
     assert report.rate_limited_calls == 1
@@ -61,7 +83,9 @@ def test_summary_counts_outcomes_retries_tokens_cost_and_latency(tmp_path: Path)
 
 def test_a_batch_with_nothing_finished_still_reports_and_plots(tmp_path: Path) -> None:
     with BatchStore(tmp_path) as store:
-        store.initialise(BatchSettings(model="m", config=LoopConfig(executor="e")).to_json(), [BatchItem(id="a", prompt="a")])
+        store.initialise(
+            BatchSettings(model="m", config=LoopConfig(executor="e")).to_json(), [BatchItem(id="a", prompt="a")]
+        )
         report, latencies = summarise(store)
     assert (report.total, report.pending, report.finished, report.latency_p50_s) == (1, 1, 0, None)
     assert all(p.exists() for p in write_plots(report, latencies, tmp_path))
@@ -69,10 +93,16 @@ def test_a_batch_with_nothing_finished_still_reports_and_plots(tmp_path: Path) -
 
 def test_csv_export_reads_no_artifact_files(tmp_path: Path) -> None:
     png = Artifact(name="plot.png", data=b"\x89PNG-bytes", mime_type="image/png")
-    result = RunResult(prompt="p", summary="done", status=RunStatus.SOLVED,
-                       attempts=[Attempt(code="print(1)", result=ExecutionResult(outcome=Outcome.OK, artifacts=[png]))])
+    result = RunResult(
+        prompt="p",
+        summary="done",
+        status=RunStatus.SOLVED,
+        attempts=[Attempt(code="print(1)", result=ExecutionResult(outcome=Outcome.OK, artifacts=[png]))],
+    )
     with BatchStore(tmp_path) as store:
-        store.initialise(BatchSettings(model="m", config=LoopConfig(executor="e")).to_json(), [BatchItem(id="a", prompt="p")])
+        store.initialise(
+            BatchSettings(model="m", config=LoopConfig(executor="e")).to_json(), [BatchItem(id="a", prompt="p")]
+        )
         store.mark_running("a", store.begin_session({}))
         store.finish("a", result)
         (tmp_path / "artifacts" / "a" / "plot.png").unlink()  # the CSV row must not need it

@@ -72,8 +72,9 @@ async def test_200_items_at_concurrency_16_are_each_stored_once(tmp_path: Path) 
     model = CountingModelDouble(latency_s=0.002)
     executor = InstantExecutorDouble(delay_s=0.002)
     prompts = [f"prompt {k}" for k in range(200)]
-    pairs = await collect(prompts, model=model, executor=executor, run_dir=tmp_path, concurrency=16,
-                          execution_concurrency=4)
+    pairs = await collect(
+        prompts, model=model, executor=executor, run_dir=tmp_path, concurrency=16, execution_concurrency=4
+    )
     assert sorted(item_id for item_id, _ in pairs) == sorted(str(k + 1) for k in range(200))
     assert all(result.status is RunStatus.SOLVED for _, result in pairs)
     assert set(model.per_prompt.values()) == {2}  # code, then the answer: nothing ran twice
@@ -123,8 +124,14 @@ class RateLimitStormDouble:
 async def test_a_429_storm_pauses_every_worker_then_finishes(tmp_path: Path) -> None:
     model = RateLimitStormDouble(storm=40)
     backoff = BackoffPolicy(base_delay_s=0.02, max_delay_s=0.2, max_rate_limit_retries=50)
-    pairs = await collect([f"p{k}" for k in range(30)], model=model, executor=InstantExecutorDouble(),
-                          run_dir=tmp_path, concurrency=8, backoff=backoff)
+    pairs = await collect(
+        [f"p{k}" for k in range(30)],
+        model=model,
+        executor=InstantExecutorDouble(),
+        run_dir=tmp_path,
+        concurrency=8,
+        backoff=backoff,
+    )
     assert len(pairs) == 30 and all(r.status is RunStatus.SOLVED for _, r in pairs)
     assert model.calls == 40 + 60  # every 429 retried once per rejection, no other extra calls
     # No call started within the minimum pause after any 429: the workers backed off together.
@@ -161,16 +168,31 @@ async def test_model_errors_and_exhausted_rate_limits_are_recorded_and_resumable
 
     model = MixedDouble({"server error"}, ModelError("500 internal", status_code=500))
     backoff = BackoffPolicy(base_delay_s=0.001, max_delay_s=0.01, max_rate_limit_retries=2)
-    pairs = dict(await collect(prompts, model=model, executor=InstantExecutorDouble(), run_dir=tmp_path,
-                               backoff=backoff))
+    pairs = dict(
+        await collect(prompts, model=model, executor=InstantExecutorDouble(), run_dir=tmp_path, backoff=backoff)
+    )
     assert pairs["2"].error == "ModelError: 500 internal" and pairs["2"].status is RunStatus.FAILED
     assert "still rate limited after 2 backoffs" in pairs["4"].error
     with BatchStore(tmp_path) as store:
-        assert [(r.id, r.status) for r in store.records()] == [("1", "done"), ("2", "error"), ("3", "done"), ("4", "error")]
+        assert [(r.id, r.status) for r in store.records()] == [
+            ("1", "done"),
+            ("2", "error"),
+            ("3", "done"),
+            ("4", "error"),
+        ]
         assert next(r for r in store.records() if r.id == "4").rate_limited == 3
     healthy = CountingModelDouble()
-    resumed = dict(await collect(None, model=healthy, executor=InstantExecutorDouble(), run_dir=tmp_path, resume=True,
-                                 backoff=backoff, force=True))
+    resumed = dict(
+        await collect(
+            None,
+            model=healthy,
+            executor=InstantExecutorDouble(),
+            run_dir=tmp_path,
+            resume=True,
+            backoff=backoff,
+            force=True,
+        )
+    )
     assert sorted(resumed) == ["2", "4"] and set(healthy.per_prompt) == {"server error", "always 429"}
     with BatchStore(tmp_path) as store:
         assert store.counts()["solved"] == 4
@@ -182,8 +204,9 @@ async def test_cancelling_marks_in_flight_items_pending_and_resume_finishes_the_
     seen: list[str] = []
 
     async def consume() -> None:
-        async for item_id, _ in run_batch(prompts, model=model, executor=InstantExecutorDouble(), run_dir=tmp_path,
-                                          concurrency=4):
+        async for item_id, _ in run_batch(
+            prompts, model=model, executor=InstantExecutorDouble(), run_dir=tmp_path, concurrency=4
+        ):
             seen.append(item_id)
 
     task = asyncio.create_task(consume())
@@ -200,8 +223,12 @@ async def test_cancelling_marks_in_flight_items_pending_and_resume_finishes_the_
         assert interrupted and all(r.status == "pending" for r in interrupted)
         assert store.sessions()[0]["end_reason"] == "interrupted"
     resumed_model = CountingModelDouble()
-    resumed = [i for i, _ in await collect(prompts, model=resumed_model, executor=InstantExecutorDouble(),
-                                           run_dir=tmp_path, resume=True, force=True)]
+    resumed = [
+        i
+        for i, _ in await collect(
+            prompts, model=resumed_model, executor=InstantExecutorDouble(), run_dir=tmp_path, resume=True, force=True
+        )
+    ]
     assert set(resumed).isdisjoint(finished) and len(resumed) + len(finished) == 40
     with BatchStore(tmp_path) as store:
         assert store.counts()["done"] == 40 and len(store.attempt_rows()) == 40
@@ -231,12 +258,23 @@ async def test_an_input_file_gone_by_resume_time_fails_that_item_only(tmp_path: 
     data.write_text("x\n")
     items = [{"id": "ok", "prompt": "p"}, {"id": "gone", "prompt": "q", "files": [str(data)]}]
     run_dir = tmp_path / "run"
-    first = dict(await collect(items, model=FailingForDouble({"q"}, ModelError("503")), executor=InstantExecutorDouble(),
-                               run_dir=run_dir))
+    first = dict(
+        await collect(
+            items, model=FailingForDouble({"q"}, ModelError("503")), executor=InstantExecutorDouble(), run_dir=run_dir
+        )
+    )
     assert first["gone"].error == "ModelError: 503"
     data.unlink()  # present when the batch was validated, gone when the item runs again
-    resumed = dict(await collect(None, model=CountingModelDouble(), executor=InstantExecutorDouble(), run_dir=run_dir,
-                                 resume=True, force=True))
+    resumed = dict(
+        await collect(
+            None,
+            model=CountingModelDouble(),
+            executor=InstantExecutorDouble(),
+            run_dir=run_dir,
+            resume=True,
+            force=True,
+        )
+    )
     assert list(resumed) == ["gone"] and resumed["gone"].error.startswith("FileNotFoundError")
     with BatchStore(run_dir) as store:
         assert [(r.id, r.status) for r in store.records()] == [("ok", "done"), ("gone", "error")]
@@ -268,16 +306,22 @@ async def test_progress_shows_counts_on_a_terminal_and_stays_quiet_otherwise(tmp
 
     screen = io.StringIO()
     shown = BatchProgress(console=Console(file=screen, force_terminal=True, width=160))
-    await collect(["a", "b", "c"], model=FailingForDouble({"b"}, ModelError("boom")), executor=InstantExecutorDouble(),
-                  run_dir=tmp_path / "tty", progress=shown)
+    await collect(
+        ["a", "b", "c"],
+        model=FailingForDouble({"b"}, ModelError("boom")),
+        executor=InstantExecutorDouble(),
+        run_dir=tmp_path / "tty",
+        progress=shown,
+    )
     assert shown.enabled and (shown.done, shown.solved, shown.errors) == (3, 2, 1)
     text = screen.getvalue()
     assert "3/3" in text and "solved 2" in text and "failed 1" in text
 
     piped = io.StringIO()
     quiet = BatchProgress(console=Console(file=piped))  # not a terminal
-    await collect(["a"], model=CountingModelDouble(), executor=InstantExecutorDouble(), run_dir=tmp_path / "pipe",
-                  progress=quiet)
+    await collect(
+        ["a"], model=CountingModelDouble(), executor=InstantExecutorDouble(), run_dir=tmp_path / "pipe", progress=quiet
+    )
     assert not quiet.enabled and quiet.done == 1 and piped.getvalue() == ""
     assert quiet.summary().startswith("1 run: 1 solved")
 
@@ -285,8 +329,9 @@ async def test_progress_shows_counts_on_a_terminal_and_stays_quiet_otherwise(tmp
 def test_the_ray_engine_refuses_an_executor_instance_before_touching_the_store(tmp_path: Path) -> None:
     # Each Ray worker builds its own executor, so it needs a name or a factory; no Ray is started for this.
     with pytest.raises(TypeError, match="pass the executor by name"):
-        run_batch_sync(["a"], model=CountingModelDouble(), executor=InstantExecutorDouble(), run_dir=tmp_path / "r",
-                       engine="ray")
+        run_batch_sync(
+            ["a"], model=CountingModelDouble(), executor=InstantExecutorDouble(), run_dir=tmp_path / "r", engine="ray"
+        )
     assert not (tmp_path / "r").exists()
 
 
@@ -294,8 +339,13 @@ async def test_an_item_is_yielded_only_after_its_result_is_committed(tmp_path: P
     import sqlite3
 
     reader = None
-    async for item_id, result in run_batch([f"p{k}" for k in range(30)], model=CountingModelDouble(latency_s=0.001),
-                                           executor=InstantExecutorDouble(), run_dir=tmp_path, concurrency=8):
+    async for item_id, result in run_batch(
+        [f"p{k}" for k in range(30)],
+        model=CountingModelDouble(latency_s=0.001),
+        executor=InstantExecutorDouble(),
+        run_dir=tmp_path,
+        concurrency=8,
+    ):
         reader = reader or sqlite3.connect(f"file:{tmp_path / 'runs.db'}?mode=ro", uri=True)
         row = reader.execute("SELECT status, run_status FROM items WHERE id = ?", (item_id,)).fetchone()
         assert row == ("done", result.status.value)
@@ -328,8 +378,9 @@ async def test_concurrency_n_keeps_at_most_n_items_in_flight(tmp_path: Path, con
     # Slow executions leave room for another item's model call: with --concurrency 1 two items overlapped.
     model = InFlightModelDouble(latency_s=0.01)
     executor = InstantExecutorDouble(delay_s=0.03)
-    pairs = await collect([f"p{k}" for k in range(8)], model=model, executor=executor, run_dir=tmp_path,
-                          concurrency=concurrency)
+    pairs = await collect(
+        [f"p{k}" for k in range(8)], model=model, executor=executor, run_dir=tmp_path, concurrency=concurrency
+    )
     assert len(pairs) == 8 and all(r.status is RunStatus.SOLVED for _, r in pairs)
     assert model.peak == concurrency
     assert executor.peak <= concurrency
@@ -345,10 +396,15 @@ async def test_a_model_requests_timeout_does_not_count_our_slot_wait() -> None:
     from orchestrator.testing.fake_openai import FakeOpenAIServer, text_completion
     from orchestrator.types import UserMessage
 
-    with FakeOpenAIServer([Delay(0.4, text_completion("one")), Delay(0.4, text_completion("two")),
-                           Delay(0.8, text_completion("late"))]) as fake:
-        inner = OpenAIModel("m", fake.base_url, api_key="sk-test-0123456789abcdefghijklmnop",
-                            retry=RetryPolicy(attempts=1, timeout_s=0.6))
+    with FakeOpenAIServer(
+        [Delay(0.4, text_completion("one")), Delay(0.4, text_completion("two")), Delay(0.8, text_completion("late"))]
+    ) as fake:
+        inner = OpenAIModel(
+            "m",
+            fake.base_url,
+            api_key="sk-test-0123456789abcdefghijklmnop",
+            retry=RetryPolicy(attempts=1, timeout_s=0.6),
+        )
         slots = asyncio.Semaphore(1)
         gated = [GatedModel(inner, gate=BackoffGate(), slots=slots) for _ in range(2)]
         conversation = Conversation(messages=[UserMessage(text="x")])

@@ -18,14 +18,21 @@ def test_humaneval_has_164_problems_with_hidden_tests():
     assert first.id == "HumanEval-0" and first.meta["task_id"] == "HumanEval/0"
     assert first.scoring == "humaneval" and first.entry_point == "has_close_elements"
     assert first.source_prompt in first.prompt  # the model sees the signature and docstring...
-    assert "def check" not in first.prompt and first.meta["canonical_solution"] not in first.prompt  # ...not the answers
+    assert (
+        "def check" not in first.prompt and first.meta["canonical_solution"] not in first.prompt
+    )  # ...not the answers
     assert len({i.id for i in items}) == 164
 
 
 def test_humaneval_from_a_given_file_and_limit(tmp_path):
     path = tmp_path / "he.jsonl.gz"
-    row = {"task_id": "T/1", "prompt": "def f():\n    '''x'''\n", "entry_point": "f", "test": "def check(c): pass",
-           "canonical_solution": "    return 1\n"}
+    row = {
+        "task_id": "T/1",
+        "prompt": "def f():\n    '''x'''\n",
+        "entry_point": "f",
+        "test": "def check(c): pass",
+        "canonical_solution": "    return 1\n",
+    }
     with gzip.open(path, "wt") as handle:
         handle.write(json.dumps(row) + "\n" + json.dumps({**row, "task_id": "T/2"}) + "\n")
     items = load_dataset("humaneval", data=path, limit=1)
@@ -51,7 +58,11 @@ def test_custom_jsonl_answer_and_test_items(tmp_path):
     )
     items = load_dataset(str(path))
     assert [(i.id, i.scoring, i.answer) for i in items] == [
-        ("a", "numeric", "4.5"), ("item-2", "exact", "Paris"), ("item-3", "numeric", "12"), ("t", "test", None)]
+        ("a", "numeric", "4.5"),
+        ("item-2", "exact", "Paris"),
+        ("item-3", "numeric", "12"),
+        ("t", "test", None),
+    ]
     assert items[3].test == "assert f() == 1"
     assert BenchItem.from_json(items[0].to_json()) == items[0]
     assert all(i.requires_code for i in items)  # answers must come from code that ran, unless the line says not
@@ -81,8 +92,10 @@ def test_custom_jsonl_expect_items_with_files(tmp_path):
         ('{"prompt": "p", "answer": 1, "expect": [{"no_code": true}]}\n', "c.jsonl:1: give exactly one"),
         ('{"prompt": "p", "answer": 1, "anwser": 2}\n', "c.jsonl:1: unknown field(s) ['anwser']"),
         ('{"prompt": "p", "expect": []}\n', "c.jsonl:1: field 'expect': 'expect' must be a non-empty list"),
-        ('{"prompt": "p", "expect": [{"number": "5"}]}\n', "c.jsonl:1: field 'expect': expect[0]: number check: "
-                                                          "'number' must be a number"),
+        (
+            '{"prompt": "p", "expect": [{"number": "5"}]}\n',
+            "c.jsonl:1: field 'expect': expect[0]: number check: 'number' must be a number",
+        ),
         ('{"prompt": "p", "expect": [{"number": 5, "tol": -1}]}\n', "expect[0]: number check: 'tol' must be"),
         ('{"prompt": "p", "expect": [{"text": 5, "number": 5}]}\n', "expect[0]: a check needs exactly one of"),
         ('{"prompt": "p", "expect": [{"file": "out/x.png"}]}\n', "expect[0]: file check: 'file' must be a plain"),
@@ -93,7 +106,7 @@ def test_custom_jsonl_expect_items_with_files(tmp_path):
         ('{"prompt": "p", "answer": 1, "requires_code": "no"}\n', "c.jsonl:1: field 'requires_code' must be true"),
         ('{"prompt": "p", "answer": 1, "test": "x"}\n', "c.jsonl:1: give exactly one"),
         ('{"prompt": "ok", "answer": 1}\nnot json\n', "c.jsonl:2: not valid JSON"),
-        ('[1, 2]\n', "c.jsonl:1: expected a JSON object"),
+        ("[1, 2]\n", "c.jsonl:1: expected a JSON object"),
         ('{"answer": 1}\n', "c.jsonl:1: field 'prompt' is missing"),
         ('{"prompt": "p", "answer": [1]}\n', "c.jsonl:1: field 'answer' must be a string or a number"),
         ('{"prompt": "p", "answer": 1, "match": "fuzzy"}\n', "c.jsonl:1: field 'match' must be"),

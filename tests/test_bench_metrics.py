@@ -10,19 +10,30 @@ from executors.base import ExecutionResult, Outcome
 from orchestrator.types import Attempt, RunResult, RunStatus, Usage
 
 
-def scored(item_id, outcomes, correct, *, wall=1.0, model=0.4, execution=0.5, usage=None, error=None,
-           solved_at="retries"):
+def scored(
+    item_id, outcomes, correct, *, wall=1.0, model=0.4, execution=0.5, usage=None, error=None, solved_at="retries"
+):
     """A scored run; ``solved_at`` defaults to the run's retries when correct (every attempt a new program)."""
-    attempts = [Attempt(code=f"print({i})", result=ExecutionResult(outcome=Outcome.OK if ok else Outcome.FAILED))
-                for i, ok in enumerate(outcomes)]
-    run = RunResult(prompt=item_id, summary="", status=RunStatus.SOLVED if outcomes and outcomes[-1] else RunStatus.FAILED,
-                    attempts=attempts, usage=usage or Usage(input_tokens=100, output_tokens=10, tool_tokens=5,
-                                                            thoughts_tokens=2, requests=2),
-                    wall_time_s=wall, model_time_s=model, execution_time_s=execution, error=error)
+    attempts = [
+        Attempt(code=f"print({i})", result=ExecutionResult(outcome=Outcome.OK if ok else Outcome.FAILED))
+        for i, ok in enumerate(outcomes)
+    ]
+    run = RunResult(
+        prompt=item_id,
+        summary="",
+        status=RunStatus.SOLVED if outcomes and outcomes[-1] else RunStatus.FAILED,
+        attempts=attempts,
+        usage=usage or Usage(input_tokens=100, output_tokens=10, tool_tokens=5, thoughts_tokens=2, requests=2),
+        wall_time_s=wall,
+        model_time_s=model,
+        execution_time_s=execution,
+        error=error,
+    )
     if solved_at == "retries":
         solved_at = run.retries if correct else None
-    return ScoredRun(item_id=item_id, run=run,
-                     score=Score(item_id=item_id, correct=correct, scoring_time_s=0.1, solved_at=solved_at))
+    return ScoredRun(
+        item_id=item_id, run=run, score=Score(item_id=item_id, correct=correct, scoring_time_s=0.1, solved_at=solved_at)
+    )
 
 
 RECORDS = [
@@ -64,7 +75,12 @@ def test_the_curve_counts_solved_at_not_the_final_score():
 def test_tokens_cost_latency_and_time_share():
     m = compute_metrics(RECORDS)
     assert (m.input_tokens, m.output_tokens, m.intermediate_tokens, m.thinking_tokens, m.requests) == (
-        600, 60, 30, 12, 12)
+        600,
+        60,
+        30,
+        12,
+        12,
+    )
     assert m.cost_usd is None and m.cost_source == "none"
     walls = [1.0, 2.0, 3.0, 4.0, 10.0, 0.5]
     assert m.latency_p50_s == pytest.approx(np.percentile(walls, 50))
@@ -78,8 +94,12 @@ def test_tokens_cost_latency_and_time_share():
     assert estimated.cost_usd == pytest.approx((630 * 1.0 + 72 * 4.0) / 1e6)
     assert estimated.cost_source == "estimated"
 
-    reported = compute_metrics([scored("r", [True], True, usage=Usage(input_tokens=1, cost_usd=0.25)),
-                                scored("s", [True], True, usage=Usage(input_tokens=1, cost_usd=0.5))])
+    reported = compute_metrics(
+        [
+            scored("r", [True], True, usage=Usage(input_tokens=1, cost_usd=0.25)),
+            scored("s", [True], True, usage=Usage(input_tokens=1, cost_usd=0.5)),
+        ]
+    )
     assert reported.cost_usd == pytest.approx(0.75) and reported.cost_source == "reported"
 
 
@@ -100,6 +120,7 @@ def test_json_round_trips():
     assert Metrics.from_json(m.to_json()) == m
     record = RECORDS[1]
     assert ScoredRun.from_json(record.to_json()).to_json() == record.to_json()
-    result = BenchResult(bench_dir="d", config={"benchmark": "x"}, metrics=m, report_path="d/report.md",
-                         records=RECORDS[:2])
+    result = BenchResult(
+        bench_dir="d", config={"benchmark": "x"}, metrics=m, report_path="d/report.md", records=RECORDS[:2]
+    )
     assert BenchResult.from_json(result.to_json()).to_json() == result.to_json()

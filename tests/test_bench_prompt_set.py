@@ -19,8 +19,11 @@ EXAMPLE_IDS = ["primes", "sales-stats", "plot", "weather-retry", "no-code"]
 
 
 def run_of(summary, *attempts):
-    status = RunStatus.SOLVED if attempts and attempts[-1].ok else (
-        RunStatus.ANSWERED_WITHOUT_CODE if not attempts else RunStatus.FAILED)
+    status = (
+        RunStatus.SOLVED
+        if attempts and attempts[-1].ok
+        else (RunStatus.ANSWERED_WITHOUT_CODE if not attempts else RunStatus.FAILED)
+    )
     return RunResult(prompt="p", summary=summary, status=status, attempts=list(attempts))
 
 
@@ -33,8 +36,13 @@ def check(run, *specs, requires_code=True):
 
 
 def test_check_specs_round_trip_and_describe():
-    for spec in ({"number": 152.43, "tol": 0.01}, {"number": 5117.0}, {"text": ["East"]}, {"file": "trig.png"},
-                 {"no_code": True}):
+    for spec in (
+        {"number": 152.43, "tol": 0.01},
+        {"number": 5117.0},
+        {"text": ["East"]},
+        {"file": "trig.png"},
+        {"no_code": True},
+    ):
         assert parse_check(spec).to_json() == spec
     assert parse_check({"text": "East"}) == Check(kind="text", texts=("East",))
     assert parse_check({"number": 4.89, "tol": 0.01}).describe() == "4.89 ±0.01"
@@ -45,8 +53,12 @@ def test_check_specs_round_trip_and_describe():
 def test_a_number_in_the_printed_output_or_the_prose_counts():
     assert check(run_of("Done.", ok("sum: 5117\n")), {"number": 5117}).correct
     assert check(run_of("The sum is 5117.", ok("")), {"number": 5117}).correct
-    assert check(run_of("Mean 21.22, std 4.89, rain 66.9 mm.", ok()),
-                 {"number": 21.22, "tol": 0.01}, {"number": 4.89, "tol": 0.01}, {"number": 66.9, "tol": 0.05}).correct
+    assert check(
+        run_of("Mean 21.22, std 4.89, rain 66.9 mm.", ok()),
+        {"number": 21.22, "tol": 0.01},
+        {"number": 4.89, "tol": 0.01},
+        {"number": 66.9, "tol": 0.05},
+    ).correct
 
 
 def test_a_number_only_inside_code_or_json_does_not_count():
@@ -59,8 +71,9 @@ def test_a_number_only_inside_code_or_json_does_not_count():
 
 def test_a_wrong_stated_answer_is_wrong_even_when_the_printed_table_holds_the_right_one():
     printed = "region\nEast     152.43\nNorth    136.34\n"
-    score = check(run_of("North has the highest average, 136.34.", ok(printed)),
-                  {"text": "East"}, {"number": 152.43, "tol": 0.01})
+    score = check(
+        run_of("North has the highest average, 136.34.", ok(printed)), {"text": "East"}, {"number": 152.43, "tol": 0.01}
+    )
     assert not score.correct and "'East' not stated" in score.detail and "152.43 ±0.01 not stated" in score.detail
 
 
@@ -95,23 +108,35 @@ def script(conversation, tools):
     prompt = conversation.first_prompt
     executions = [m for m in conversation.messages if isinstance(m, ExecutionMessage)]
     if not tools or (executions and executions[-1].result.ok):
-        return {"count": "Done: the program printed it.", "hidden": "Here is how:\n```python\nanswer = 9\n```",
-                "plot": "Saved the chart."}[prompt]
-    return {"count": "```python\nimport csv\nrows = list(csv.DictReader(open('t.csv')))\nprint(len(rows))\n```",
-            "hidden": "```python\nanswer = 9\nprint('computed')\n```",
-            "plot": "```python\nimport matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
-                    "plt.plot([1, 2], [3, 4])\nplt.savefig('line.png')\n```"}[prompt]
+        return {
+            "count": "Done: the program printed it.",
+            "hidden": "Here is how:\n```python\nanswer = 9\n```",
+            "plot": "Saved the chart.",
+        }[prompt]
+    return {
+        "count": "```python\nimport csv\nrows = list(csv.DictReader(open('t.csv')))\nprint(len(rows))\n```",
+        "hidden": "```python\nanswer = 9\nprint('computed')\n```",
+        "plot": "```python\nimport matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
+        "plt.plot([1, 2], [3, 4])\nplt.savefig('line.png')\n```",
+    }[prompt]
 
 
 async def test_the_runner_scores_expect_items_with_input_files(tmp_path):
     (tmp_path / "t.csv").write_text("a\n1\n2\n3\n")
-    items = [{"id": "count", "prompt": "count", "files": ["t.csv"], "expect": [{"number": 3}]},
-             {"id": "hidden", "prompt": "hidden", "expect": [{"number": 9}]},
-             {"id": "plot", "prompt": "plot", "expect": [{"file": "line.png"}]}]
+    items = [
+        {"id": "count", "prompt": "count", "files": ["t.csv"], "expect": [{"number": 3}]},
+        {"id": "hidden", "prompt": "hidden", "expect": [{"number": 9}]},
+        {"id": "plot", "prompt": "plot", "expect": [{"file": "line.png"}]},
+    ]
     path = tmp_path / "set.jsonl"
     path.write_text("".join(json.dumps(i) + "\n" for i in items))
-    result = await run_benchmark(str(path), model=ScriptedModel(script, name="double"), bench_dir=tmp_path / "b",
-                                 executor="local", scoring_executor="local")
+    result = await run_benchmark(
+        str(path),
+        model=ScriptedModel(script, name="double"),
+        bench_dir=tmp_path / "b",
+        executor="local",
+        scoring_executor="local",
+    )
     scores = {r.item_id: r.score for r in result.records}
     assert scores["count"].correct and scores["count"].solved_at == 0  # read t.csv, printed 3
     assert not scores["hidden"].correct  # 9 only in code
@@ -128,8 +153,20 @@ def test_the_cli_scores_the_cassette_examples(tmp_path, capsys):
             lines.append(json.dumps(item))
     examples = tmp_path / "examples.jsonl"
     examples.write_text("\n".join(lines) + "\n")
-    code = main(["bench", str(examples), "--model", f"replay:{ROOT / 'examples' / 'cassette.jsonl'}",
-                 "-o", str(tmp_path / "b"), "--executor", "local", "--scoring-executor", "local"])
+    code = main(
+        [
+            "bench",
+            str(examples),
+            "--model",
+            f"replay:{ROOT / 'examples' / 'cassette.jsonl'}",
+            "-o",
+            str(tmp_path / "b"),
+            "--executor",
+            "local",
+            "--scoring-executor",
+            "local",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "solved (scored correct)" in out and "5 (100.0%)" in out

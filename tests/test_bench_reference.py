@@ -71,7 +71,8 @@ async def test_annotation_model_solves_exactly_the_problems_its_annotations_answ
     items = load_dataset("gsm8k", data=GSM8K, limit=200)
     # Expected, from the data alone: problems whose last annotation states the '####' answer.
     expected = {
-        item.id for item in items
+        item.id
+        for item in items
         if (value := stated_last_annotation(item.meta["solution"])) is not None
         and abs(value - parse_number(item.answer)) < 1e-6
     }
@@ -95,4 +96,7 @@ def test_reference_programs_are_what_they_claim(humaneval):
     assert "raise RuntimeError" in broken_program(item)
     assert "return None" in wrong_program(item)
     program = annotation_program("2+3=<<2+3=5>>5 and 5*4=<<5*4=20>>20\n#### 20")
-    assert program == "step_0 = 2+3\nstep_1 = 5*4\nanswer = int(step_1) if float(step_1).is_integer() else step_1\nprint(answer)\n"
+    assert (
+        program
+        == "step_0 = 2+3\nstep_1 = 5*4\nanswer = int(step_1) if float(step_1).is_integer() else step_1\nprint(answer)\n"
+    )

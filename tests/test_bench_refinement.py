@@ -75,8 +75,10 @@ ITEMS = [
 def make_script(flag_path):
     """A test double: one behaviour per prompt. 'Flaky' writes the same program every time; it fails
     until ``flag_path`` exists (its first run creates it)."""
-    flaky = (f"import os, sys\nif not os.path.exists({str(flag_path)!r}):\n    open({str(flag_path)!r}, 'w').close()\n"
-             "    sys.exit('not yet')\nprint(3)\n")
+    flaky = (
+        f"import os, sys\nif not os.path.exists({str(flag_path)!r}):\n    open({str(flag_path)!r}, 'w').close()\n"
+        "    sys.exit('not yet')\nprint(3)\n"
+    )
     return lambda conversation, tools: script(conversation, tools, flaky)
 
 
@@ -102,8 +104,14 @@ def script(conversation, tools, flaky):
 async def test_honest_outcomes_end_to_end(tmp_path):
     items_file = tmp_path / "items.jsonl"
     items_file.write_text("".join(json.dumps(i) + "\n" for i in ITEMS))
-    result = await run_benchmark(str(items_file), model=ScriptedModel(make_script(tmp_path / "flag"), name="double"), bench_dir=tmp_path / "b",
-                                 executor="local", scoring_executor="local", max_retries=2)
+    result = await run_benchmark(
+        str(items_file),
+        model=ScriptedModel(make_script(tmp_path / "flag"), name="double"),
+        bench_dir=tmp_path / "b",
+        executor="local",
+        scoring_executor="local",
+        max_retries=2,
+    )
     scores = {r.item_id: r.score for r in result.records}
     assert not scores["json-only"].correct and "no successful execution" in scores["json-only"].detail
     assert scores["json-only"].got is None  # 16 is not read out of the JSON at all

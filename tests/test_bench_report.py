@@ -60,14 +60,22 @@ def items_file(tmp_path):
 
 async def test_report_numbers_match_the_store(items_file, tmp_path):
     bench_dir = tmp_path / "bench"
-    result = await run_benchmark(str(items_file), model=ScriptedModel(double_script, name="double"),
-                                 bench_dir=bench_dir, max_retries=3, executor="local", scoring_executor="local")
+    result = await run_benchmark(
+        str(items_file),
+        model=ScriptedModel(double_script, name="double"),
+        bench_dir=bench_dir,
+        max_retries=3,
+        executor="local",
+        scoring_executor="local",
+    )
 
     # Read the store directly, independently of benchmarks.store.
     db = sqlite3.connect(bench_dir / "runs.db")
-    rows = db.execute("SELECT i.id, i.retries, i.wall_time_s, i.input_tokens, i.output_tokens, i.requests, "
-                      "i.model_time_s, i.execution_time_s, s.correct, i.run_status, s.solved_at FROM items i JOIN bench_scores s "
-                      "ON s.item_id = i.id ORDER BY i.seq").fetchall()
+    rows = db.execute(
+        "SELECT i.id, i.retries, i.wall_time_s, i.input_tokens, i.output_tokens, i.requests, "
+        "i.model_time_s, i.execution_time_s, s.correct, i.run_status, s.solved_at FROM items i JOIN bench_scores s "
+        "ON s.item_id = i.id ORDER BY i.seq"
+    ).fetchall()
     db.close()
     assert [r[0] for r in rows] == [i["id"] for i in ITEMS]
     correct = {r[0]: bool(r[8]) for r in rows}
@@ -112,11 +120,15 @@ async def test_report_numbers_match_the_store(items_file, tmp_path):
 async def test_resume_runs_only_new_items_and_scores_leftovers(items_file, tmp_path):
     bench_dir = tmp_path / "bench"
     first = ScriptedModel(double_script, name="double")
-    await run_benchmark(str(items_file), model=first, bench_dir=bench_dir, limit=3, executor="local", scoring_executor="local")
+    await run_benchmark(
+        str(items_file), model=first, bench_dir=bench_dir, limit=3, executor="local", scoring_executor="local"
+    )
     assert first.calls == 6  # three items, code then summary each
 
     with pytest.raises(BenchStoreError, match="--resume"):
-        await run_benchmark(str(items_file), model=first, bench_dir=bench_dir, executor="local", scoring_executor="local")
+        await run_benchmark(
+            str(items_file), model=first, bench_dir=bench_dir, executor="local", scoring_executor="local"
+        )
 
     # A score lost between the run and its scoring (a crash) is redone on resume, without the model.
     db = sqlite3.connect(bench_dir / "runs.db")
@@ -125,8 +137,15 @@ async def test_resume_runs_only_new_items_and_scores_leftovers(items_file, tmp_p
     db.close()
 
     second = ScriptedModel(double_script, name="double")
-    result = await run_benchmark(str(items_file), model=second, bench_dir=bench_dir, limit=5, resume=True,
-                                 executor="local", scoring_executor="local")
+    result = await run_benchmark(
+        str(items_file),
+        model=second,
+        bench_dir=bench_dir,
+        limit=5,
+        resume=True,
+        executor="local",
+        scoring_executor="local",
+    )
     # Only the two new items ran: 'hopeless' (6 failing programs, then the summary) and 'twice' (3 programs, summary).
     assert second.calls == 7 + 4
     assert result.metrics.items == 5
@@ -136,10 +155,20 @@ async def test_resume_runs_only_new_items_and_scores_leftovers(items_file, tmp_p
 async def test_resume_refuses_another_benchmark(items_file, tmp_path):
     bench_dir = tmp_path / "bench"
     model = ScriptedModel(double_script, name="double")
-    await run_benchmark(str(items_file), model=model, bench_dir=bench_dir, limit=1, executor="local", scoring_executor="local")
+    await run_benchmark(
+        str(items_file), model=model, bench_dir=bench_dir, limit=1, executor="local", scoring_executor="local"
+    )
     with pytest.raises(BenchStoreError, match="different benchmark"):
-        await run_benchmark("gsm8k", data=GSM8K, model="reference:gsm8k-wrong", bench_dir=bench_dir, limit=1,
-                            resume=True, executor="local", scoring_executor="local")
+        await run_benchmark(
+            "gsm8k",
+            data=GSM8K,
+            model="reference:gsm8k-wrong",
+            bench_dir=bench_dir,
+            limit=1,
+            resume=True,
+            executor="local",
+            scoring_executor="local",
+        )
 
 
 def test_cli_runs_gsm8k_and_compares(tmp_path, capsys):
@@ -148,8 +177,24 @@ def test_cli_runs_gsm8k_and_compares(tmp_path, capsys):
     assert main(["bench", "gsm8k", "--model", "reference:gsm8k-annotations", "-o", str(a), *common]) == 0
     out = capsys.readouterr().out
     assert "solved" in out and "5 (100.0%)" in out and "k=0: 100.0%" in out
-    assert main(["bench", "gsm8k", "--model", "reference:gsm8k-wrong", "-o", str(b), *common,
-                 "--price-input", "1.0", "--price-output", "2.0"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "gsm8k",
+                "--model",
+                "reference:gsm8k-wrong",
+                "-o",
+                str(b),
+                *common,
+                "--price-input",
+                "1.0",
+                "--price-output",
+                "2.0",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["bench", "compare", str(a), str(b)]) == 0
     table = capsys.readouterr().out
@@ -167,8 +212,10 @@ def test_cli_runs_gsm8k_and_compares(tmp_path, capsys):
         (["bench", "compare", "{tmp}/only-one"], "exactly two"),
         (["bench", "{tmp}/bad.jsonl", "--model", "reference:wrong", "-o", "{tmp}/y"], "bad.jsonl:2: "),
         (["bench", "humaneval", "--model", "reference:nope", "-o", "{tmp}/z"], "unknown reference model"),
-        (["bench", "humaneval", "--model", "reference:canonical", "-o", "{tmp}/w", "--executor", "nope"],
-         "unknown executor"),
+        (
+            ["bench", "humaneval", "--model", "reference:canonical", "-o", "{tmp}/w", "--executor", "nope"],
+            "unknown executor",
+        ),
     ],
 )
 def test_cli_bad_usage_exits_2_with_a_clear_message(tmp_path, capsys, argv, message):
@@ -180,9 +227,19 @@ def test_cli_bad_usage_exits_2_with_a_clear_message(tmp_path, capsys, argv, mess
 async def test_a_resume_the_batch_refuses_keeps_the_stored_config(items_file, tmp_path):
     bench_dir = tmp_path / "bench"
     model = ScriptedModel(double_script, name="double")
-    await run_benchmark(str(items_file), model=model, bench_dir=bench_dir, limit=1, executor="local", scoring_executor="local")
+    await run_benchmark(
+        str(items_file), model=model, bench_dir=bench_dir, limit=1, executor="local", scoring_executor="local"
+    )
     with pytest.raises(StoreError, match="different settings"):
-        await run_benchmark(str(items_file), model=model, bench_dir=bench_dir, limit=1, max_retries=2, resume=True,
-                            executor="local", scoring_executor="local")
+        await run_benchmark(
+            str(items_file),
+            model=model,
+            bench_dir=bench_dir,
+            limit=1,
+            max_retries=2,
+            resume=True,
+            executor="local",
+            scoring_executor="local",
+        )
     # The runs were made with max_retries 5; the report must not claim otherwise.
     assert load_bench(bench_dir).config["max_retries"] == 5

@@ -92,8 +92,10 @@ def test_extract_answer_follows_the_documented_rule(summary, printed, expected):
 
 
 def test_prose_drops_code_json_and_tool_calls():
-    summary = ("I wrote `f(3)` and ran it.\n```python\nprint(3)\n```\n<think>maybe 7</think>"
-               '{"name": "run_python", "arguments": {"code": "print(1)"}}\nThe total is 9.')
+    summary = (
+        "I wrote `f(3)` and ran it.\n```python\nprint(3)\n```\n<think>maybe 7</think>"
+        '{"name": "run_python", "arguments": {"code": "print(1)"}}\nThe total is 9.'
+    )
     text = prose(summary)
     assert "3" not in text and "7" not in text and "1" not in text and "The total is 9." in text
 

@@ -28,7 +28,9 @@ def test_run_solved_prints_code_output_and_summary(tmp_path, capsys):
 
 
 def test_run_always_failing_exits_1_after_six_executions(tmp_path, capsys):
-    model = script(tmp_path, [FAIL.replace("boom", f"boom {n}") for n in range(6)] + ["Every attempt raised ValueError."])
+    model = script(
+        tmp_path, [FAIL.replace("boom", f"boom {n}") for n in range(6)] + ["Every attempt raised ValueError."]
+    )
     code = main(["run", "q", "--model", model, "--executor", "local", "--json"])
     assert code == 1
     result = json.loads(capsys.readouterr().out)
@@ -46,8 +48,20 @@ def test_prompt_from_file_and_input_files(tmp_path, capsys):
     (tmp_path / "prompt.txt").write_text("read it")
     (tmp_path / "d.csv").write_text("x\n7\n")
     model = script(tmp_path, ["```python\nprint(open('d.csv').read().split()[1])\n```", "7"])
-    code = main(["run", "-f", str(tmp_path / "prompt.txt"), "--file", str(tmp_path / "d.csv"),
-                 "--model", model, "--executor", "local", "--json"])
+    code = main(
+        [
+            "run",
+            "-f",
+            str(tmp_path / "prompt.txt"),
+            "--file",
+            str(tmp_path / "d.csv"),
+            "--model",
+            model,
+            "--executor",
+            "local",
+            "--json",
+        ]
+    )
     assert code == 0
     assert json.loads(capsys.readouterr().out)["attempts"][0]["result"]["stdout"] == "7\n"
 
@@ -83,8 +97,10 @@ def test_no_model_and_no_key_uses_the_local_model_and_says_why(tmp_path, capsys,
     monkeypatch.setattr(registry, "DEFAULT_LOCAL_MODEL", str(weights))
     model = resolve_model(build_parser().parse_args(["run", "q", "--ctx-size", "4096", "--seed", "7"]))
     err = capsys.readouterr().err
-    assert err == (f"codeloop: using local:{weights} (no --model given and no "
-                   "GEMINI_API_KEY/GOOGLE_API_KEY/OPENAI_API_KEY/ANTHROPIC_API_KEY set)\n")
+    assert err == (
+        f"codeloop: using local:{weights} (no --model given and no "
+        "GEMINI_API_KEY/GOOGLE_API_KEY/OPENAI_API_KEY/ANTHROPIC_API_KEY set)\n"
+    )
     assert isinstance(model, LocalModel) and model.server is None
     assert (model.settings.n_ctx, model.settings.seed, model.context_length) == (4096, 7, 4096)
 
@@ -115,9 +131,22 @@ def test_version():
 
 def test_demo_runs_offline_with_live_output():
     proc = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "demo", "--executor", "local",
-         "--prompts", str(EXAMPLES / "prompts.jsonl"), "--replay", str(EXAMPLES / "cassette.jsonl")],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "demo",
+            "--executor",
+            "local",
+            "--prompts",
+            str(EXAMPLES / "prompts.jsonl"),
+            "--replay",
+            str(EXAMPLES / "cassette.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
         env={"PATH": "/usr/bin:/bin", "HOME": str(ROOT)},
     )
     assert proc.returncode == 0, proc.stderr
@@ -131,7 +160,8 @@ def test_demo_runs_offline_with_live_output():
 def test_demo_names_a_missing_input_file_and_its_line_before_running(tmp_path, capsys):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"id": "a", "prompt": "x"}\n{"id": "b", "prompt": "y", "files": ["gone.csv"]}\n')
-    assert main(["demo", "--prompts", str(prompts), "--replay", str(tmp_path / "none.jsonl"),
-                 "--executor", "local"]) == 2
+    assert (
+        main(["demo", "--prompts", str(prompts), "--replay", str(tmp_path / "none.jsonl"), "--executor", "local"]) == 2
+    )
     err = capsys.readouterr().err
     assert f"{prompts}:2:" in err and "gone.csv" in err

@@ -64,7 +64,12 @@ def test_isolation_is_one_string_enum_and_results_round_trip_through_json():
 
 @pytest.mark.parametrize(
     "stored, loaded",
-    [("bwrap", Isolation.BWRAP), ("remote", Isolation.REMOTE), ("kernel", Isolation.KERNEL), ("undetected", Isolation.NONE)],
+    [
+        ("bwrap", Isolation.BWRAP),
+        ("remote", Isolation.REMOTE),
+        ("kernel", Isolation.KERNEL),
+        ("undetected", Isolation.NONE),
+    ],
 )
 def test_results_stored_with_plain_strings_still_load(stored, loaded):
     assert ExecutionResult.from_json({"outcome": "OK", "isolation": stored}).isolation is loaded
@@ -79,7 +84,10 @@ def test_an_unknown_stored_isolation_is_a_clear_error():
 def test_sandbox_error_results_are_made_one_way():
     result = ExecutionResult.sandbox_error("no room", executor="x", isolation=Isolation.BWRAP, duration_s=1.5)
     assert (result.outcome, result.error_type, result.error_message, result.duration_s) == (
-        Outcome.SANDBOX_ERROR, "SandboxError", "no room", 1.5,
+        Outcome.SANDBOX_ERROR,
+        "SandboxError",
+        "no room",
+        1.5,
     )
 
 
@@ -96,7 +104,9 @@ def test_reading_an_executors_isolation_never_probes():
 async def test_limits_are_resolved_once_for_every_backend():
     seen = []
     default = Limits(timeout_s=3)
-    executor = FunctionExecutor(lambda code, files, limits: seen.append(limits) or ExecutionResult(Outcome.OK), limits=default)
+    executor = FunctionExecutor(
+        lambda code, files, limits: seen.append(limits) or ExecutionResult(Outcome.OK), limits=default
+    )
     await executor.execute("a")
     await executor.execute("b", limits=Limits(timeout_s=9))
     assert [limits.timeout_s for limits in seen] == [3, 9]

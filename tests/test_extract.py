@@ -117,7 +117,11 @@ print(json.dumps({"retries": 5}))
     ),
     # --- Llama / Qwen / DeepSeek ---------------------------------------
     ("llama_capitalised_python", "Here is the code:\n```Python\nprint('ok')\n```", ["print('ok')"]),
-    ("llama_python3_label", "```python3\nimport sys\nprint(sys.version_info[0])\n```", ["import sys\nprint(sys.version_info[0])"]),
+    (
+        "llama_python3_label",
+        "```python3\nimport sys\nprint(sys.version_info[0])\n```",
+        ["import sys\nprint(sys.version_info[0])"],
+    ),
     ("short_py_label", "```py\nx = [1, 2]\nprint(x)\n```", ["x = [1, 2]\nprint(x)"]),
     ("label_with_title_attribute", '```python title="primes.py"\nprint(7)\n```', ["print(7)"]),
     ("quarto_braced_label", "```{python}\nprint(8)\n```\n```{r}\nprint(9)\n```", ["print(8)"]),
@@ -319,7 +323,12 @@ def test_blocks_are_python_fence_blocks() -> None:
 
 
 def test_join_blocks_runs_in_order_separated_by_a_blank_line() -> None:
-    blocks = [CodeBlock(code="x = 1"), CodeBlock(code="   "), CodeBlock(code="def f():\n    return x"), CodeBlock(code="print(f())")]
+    blocks = [
+        CodeBlock(code="x = 1"),
+        CodeBlock(code="   "),
+        CodeBlock(code="def f():\n    return x"),
+        CodeBlock(code="print(f())"),
+    ]
     assert join_blocks(blocks) == "x = 1\n\ndef f():\n    return x\n\nprint(f())"
 
 

@@ -18,8 +18,12 @@ from orchestrator.testing.fake_openai import FakeOpenAIServer, chunks_of, tool_c
 
 
 def post(url: str, body: dict, headers: dict | None = None) -> tuple[int, dict | str]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json", **(headers or {})})
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
     try:
         with urllib.request.urlopen(request, timeout=5) as reply:
             return reply.status, reply.read().decode()
@@ -29,8 +33,9 @@ def post(url: str, body: dict, headers: dict | None = None) -> tuple[int, dict |
 
 def test_gemini_fake_routes_records_and_reports_exhaustion():
     with FakeGeminiServer([text_response("one")]) as fake:
-        status, body = post(f"{fake.url}/v1beta/models/m:generateContent", {"contents": []},
-                            {"x-goog-api-key": "secret-key"})
+        status, body = post(
+            f"{fake.url}/v1beta/models/m:generateContent", {"contents": []}, {"x-goog-api-key": "secret-key"}
+        )
         assert status == 200 and json.loads(body)["candidates"][0]["content"]["parts"] == [{"text": "one"}]
         status, body = post(f"{fake.url}/v1beta/models/m:generateContent", {"contents": []})
         assert status == 500 and "script exhausted after 1 replies" in body["error"]["message"]
@@ -50,9 +55,12 @@ def test_gemini_fake_answers_from_a_function():
         return text_response(seen[-1].upper()) if len(seen) < 2 else Fault(503, "tired")
 
     with FakeGeminiServer(script) as fake:
-        assert json.loads(post(f"{fake.url}/v1beta/models/m:generateContent",
-                               {"contents": [{"parts": [{"text": "hi"}]}]})[1])["candidates"][0]["content"][
-            "parts"][0]["text"] == "HI"
+        assert (
+            json.loads(
+                post(f"{fake.url}/v1beta/models/m:generateContent", {"contents": [{"parts": [{"text": "hi"}]}]})[1]
+            )["candidates"][0]["content"]["parts"][0]["text"]
+            == "HI"
+        )
         status, body = post(f"{fake.url}/v1beta/models/m:generateContent", {"contents": [{"parts": [{"text": "x"}]}]})
         assert (status, body["error"]["status"]) == (503, "UNAVAILABLE")
         with pytest.raises(TypeError, match="no reply queue"):
@@ -66,25 +74,37 @@ def test_stream_splitting_keeps_every_part_and_puts_usage_last():
     assert len(chunks) == 3 and "usageMetadata" in chunks[-1] and "usageMetadata" not in chunks[0]
     assert chunks[-1]["candidates"][0]["finishReason"] == "STOP"
     openai_chunks = chunks_of(tool_call_completion("print(1)", text="ok"))
-    args = "".join(c["choices"][0]["delta"].get("tool_calls", [{}])[0].get("function", {}).get("arguments", "")
-                   for c in openai_chunks if c["choices"])
+    args = "".join(
+        c["choices"][0]["delta"].get("tool_calls", [{}])[0].get("function", {}).get("arguments", "")
+        for c in openai_chunks
+        if c["choices"]
+    )
     assert json.loads(args) == {"code": "print(1)"} and openai_chunks[-1]["usage"]["total_tokens"] == 15
 
 
 def test_openai_fake_rejects_tools_like_ollama():
     with FakeOpenAIServer([], tools_supported=False) as fake:
-        status, body = post(f"{fake.base_url}/chat/completions", {"model": "tiny", "messages": [], "tools": [{}]},
-                            {"Authorization": "Bearer sk-hidden"})
+        status, body = post(
+            f"{fake.base_url}/chat/completions",
+            {"model": "tiny", "messages": [], "tools": [{}]},
+            {"Authorization": "Bearer sk-hidden"},
+        )
     assert status == 400 and "tiny does not support tools" in body["error"]["message"]
     assert fake.requests[0].headers["authorization"] == "<redacted>"
 
 
 def test_json_scripts(tmp_path):
     path = tmp_path / "script.json"
-    path.write_text(json.dumps([
-        text_response("hi"), {"fault": 429, "message": "slow"}, {"malformed": "{oops"},
-        {"stream": [{"candidates": []}], "delay_s": 0.1},
-    ]))
+    path.write_text(
+        json.dumps(
+            [
+                text_response("hi"),
+                {"fault": 429, "message": "slow"},
+                {"malformed": "{oops"},
+                {"stream": [{"candidates": []}], "delay_s": 0.1},
+            ]
+        )
+    )
     replies = load_script(str(path))
     assert replies[1] == Fault(429, "slow") and replies[2] == Malformed(b"{oops")
     assert isinstance(replies[3], Stream) and replies[3].delay_s == 0.1
@@ -98,8 +118,11 @@ def test_json_scripts(tmp_path):
 def test_fake_gemini_runs_as_a_program_for_users(tmp_path):
     script = tmp_path / "replies.json"
     script.write_text(json.dumps([text_response("from the command line")]))
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.testing.fake_gemini", "--script", str(script)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.testing.fake_gemini", "--script", str(script)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         url = line.split("GOOGLE_GEMINI_BASE_URL=")[1].split(")")[0]

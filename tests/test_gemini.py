@@ -56,6 +56,7 @@ def part_kinds(content: dict) -> list[str]:
 
 # -- client mode ------------------------------------------------------------------
 
+
 async def test_client_mode_solves_first_time(fake, local_executor):
     fake.add(function_call_response("print(6 * 7)", call_id="c1"), text_response("The answer is 42."))
     result = await Orchestrator(gemini(fake), local_executor).run("What is 6 times 7?")
@@ -79,8 +80,12 @@ async def test_client_mode_solves_first_time(fake, local_executor):
 async def test_client_mode_fails_then_fixes_and_history_is_sent_back_exactly(fake, local_executor):
     signature = b"\x00\xffopaque-thought-signature"
     fake.add(
-        response([text_part("Let me compute.", thought=True, signature=b"t1"),
-                  function_call_part("print(1 / 0)", call_id="a", signature=signature)]),
+        response(
+            [
+                text_part("Let me compute.", thought=True, signature=b"t1"),
+                function_call_part("print(1 / 0)", call_id="a", signature=signature),
+            ]
+        ),
         function_call_response("print(1 / 1)", call_id="b"),
         text_response("It is 1.0."),
     )
@@ -94,8 +99,10 @@ async def test_client_mode_fails_then_fixes_and_history_is_sent_back_exactly(fak
     # The first model turn goes back exactly as received: thought, signatures, call.
     assert third[1]["parts"] == [
         {"text": "Let me compute.", "thought": True, "thoughtSignature": base64.urlsafe_b64encode(b"t1").decode()},
-        {"functionCall": {"id": "a", "args": {"code": "print(1 / 0)"}, "name": "run_python"},
-         "thoughtSignature": base64.urlsafe_b64encode(signature).decode()},
+        {
+            "functionCall": {"id": "a", "args": {"code": "print(1 / 0)"}, "name": "run_python"},
+            "thoughtSignature": base64.urlsafe_b64encode(signature).decode(),
+        },
     ]
     failed = third[2]["parts"][0]["functionResponse"]
     assert failed["id"] == "a" and "ZeroDivisionError" in failed["response"]["error"]
@@ -128,8 +135,10 @@ async def test_several_calls_in_one_turn_each_get_a_response(fake, local_executo
 
 
 async def test_summary_request_forbids_calls_but_keeps_the_declaration(fake, local_executor):
-    fake.add(*[function_call_response(f"raise ValueError('no {i}')", call_id=f"c{i}") for i in range(2)],
-             text_response("It kept failing with ValueError."))
+    fake.add(
+        *[function_call_response(f"raise ValueError('no {i}')", call_id=f"c{i}") for i in range(2)],
+        text_response("It kept failing with ValueError."),
+    )
     result = await Orchestrator(gemini(fake), local_executor, max_retries=1).run("fail please")
 
     assert result.status is RunStatus.FAILED and len(result.attempts) == 2
@@ -143,7 +152,8 @@ async def test_summary_request_forbids_calls_but_keeps_the_declaration(fake, loc
 async def test_input_files_are_described_in_client_mode(fake, local_executor):
     fake.add(function_call_response("print(open('data.csv').read().count(','))"), text_response("2 commas"))
     result = await Orchestrator(gemini(fake), local_executor).run(
-        "count commas", files=[InputFile("data.csv", b"a,b,c\n")])
+        "count commas", files=[InputFile("data.csv", b"a,b,c\n")]
+    )
 
     assert result.attempts[0].result.stdout == "2\n"
     parts = fake.contents(0)[0]["parts"]
@@ -152,20 +162,29 @@ async def test_input_files_are_described_in_client_mode(fake, local_executor):
 
 
 def test_turn_raw_survives_a_json_round_trip():
-    content = types.Content(role="model", parts=[
-        types.Part(function_call=types.FunctionCall(id="z", name="run_python", args={"code": "1"}),
-                   thought_signature=b"\x01\x02")])
-    conversation = Conversation(messages=[UserMessage(text="hi"),
-                                          ModelMessage(turn=parse_content(content))])
+    content = types.Content(
+        role="model",
+        parts=[
+            types.Part(
+                function_call=types.FunctionCall(id="z", name="run_python", args={"code": "1"}),
+                thought_signature=b"\x01\x02",
+            )
+        ],
+    )
+    conversation = Conversation(messages=[UserMessage(text="hi"), ModelMessage(turn=parse_content(content))])
     restored = Conversation.from_json(json.loads(json.dumps(conversation.to_json())))
     assert to_contents(restored)[1] == content
 
 
 def test_turns_from_other_models_are_rebuilt():
     turn = tool_call_turn("print(1)", call_id="k", text="run this")
-    conversation = Conversation(messages=[UserMessage(text="hi"), ModelMessage(turn=turn),
-                                          ExecutionMessage(result=ExecutionResult(outcome=Outcome.OK, stdout="1"),
-                                                           feedback="1")])
+    conversation = Conversation(
+        messages=[
+            UserMessage(text="hi"),
+            ModelMessage(turn=turn),
+            ExecutionMessage(result=ExecutionResult(outcome=Outcome.OK, stdout="1"), feedback="1"),
+        ]
+    )
     model, answer = to_contents(conversation)[1:]
     assert model.parts[0].text == "run this" and model.parts[1].function_call.id == "k"
     assert answer.parts[0].function_response.id == "k"
@@ -173,18 +192,26 @@ def test_turns_from_other_models_are_rebuilt():
 
 # -- server mode --------------------------------------------------------------------
 
+
 async def test_server_mode_parses_code_result_and_image(fake, local_executor):
     fake.add(
-        response([
-            text_part("I'll plot it."),
-            {"executableCode": {"language": "PYTHON", "code": "print(1/0)"}},
-            {"codeExecutionResult": {"outcome": "OUTCOME_FAILED",
-                                     "output": "Traceback (most recent call last):\nZeroDivisionError: division by zero"}},
-            {"executableCode": {"language": "PYTHON", "code": "import matplotlib\nprint('plotted')"}},
-            {"codeExecutionResult": {"outcome": "OUTCOME_OK", "output": "plotted\n"}},
-            {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(PNG).decode()}},
-            text_part("Here is the plot."),
-        ], usage_metadata=usage(100, 20, tool_use=300)),
+        response(
+            [
+                text_part("I'll plot it."),
+                {"executableCode": {"language": "PYTHON", "code": "print(1/0)"}},
+                {
+                    "codeExecutionResult": {
+                        "outcome": "OUTCOME_FAILED",
+                        "output": "Traceback (most recent call last):\nZeroDivisionError: division by zero",
+                    }
+                },
+                {"executableCode": {"language": "PYTHON", "code": "import matplotlib\nprint('plotted')"}},
+                {"codeExecutionResult": {"outcome": "OUTCOME_OK", "output": "plotted\n"}},
+                {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(PNG).decode()}},
+                text_part("Here is the plot."),
+            ],
+            usage_metadata=usage(100, 20, tool_use=300),
+        ),
     )
     result = await Orchestrator(gemini(fake, mode="server"), local_executor).run("plot")
 
@@ -204,8 +231,9 @@ async def test_server_mode_parses_code_result_and_image(fake, local_executor):
 
 
 async def test_server_mode_maps_deadline_exceeded(fake, local_executor):
-    fake.add(server_execution_response("while True: pass", "", outcome="OUTCOME_DEADLINE_EXCEEDED",
-                                       text="It timed out."))
+    fake.add(
+        server_execution_response("while True: pass", "", outcome="OUTCOME_DEADLINE_EXCEEDED", text="It timed out.")
+    )
     result = await Orchestrator(gemini(fake, mode="server"), local_executor).run("loop")
 
     assert result.attempts[0].result.outcome is Outcome.DEADLINE_EXCEEDED
@@ -234,9 +262,9 @@ async def test_server_mode_sends_files_inline_and_checks_their_size(fake, local_
 
 # -- errors and retries -----------------------------------------------------------------
 
+
 async def test_429_twice_then_success_is_retried_and_counted(fake, local_executor):
-    fake.add(Fault(429), Fault(429, retry_after_s=0.001), function_call_response("print(3)"),
-             text_response("3"))
+    fake.add(Fault(429), Fault(429, retry_after_s=0.001), function_call_response("print(3)"), text_response("3"))
     model = gemini(fake)
     result = await Orchestrator(model, local_executor).run("three")
 
@@ -298,8 +326,11 @@ async def test_rate_limit_after_retries_is_a_rate_limit_error(fake):
     assert caught.value.retryable and caught.value.status_code == 429
 
 
-@pytest.mark.parametrize("fault", [Malformed(), Disconnect(), Fault(503), Delay(2.0, text_response("late"))],
-                         ids=["malformed", "disconnect", "503", "timeout"])
+@pytest.mark.parametrize(
+    "fault",
+    [Malformed(), Disconnect(), Fault(503), Delay(2.0, text_response("late"))],
+    ids=["malformed", "disconnect", "503", "timeout"],
+)
 async def test_transient_faults_are_retried(fake, fault):
     fake.add(fault, text_response("fine"))
     model = gemini(fake, retry=RetryPolicy(attempts=3, initial_delay_s=0.001, max_delay_s=0.001, timeout_s=0.5))
@@ -325,6 +356,7 @@ async def test_non_retryable_client_error_is_not_retried(fake):
 
 # -- usage and cost --------------------------------------------------------------------------
 
+
 async def test_usage_is_summed_over_a_multi_step_run(fake, local_executor):
     fake.add(
         function_call_response("print(1 / 0)", usage_metadata=usage(100, 10, tool_use=5, thoughts=7)),
@@ -348,13 +380,25 @@ async def test_unknown_model_has_no_cost_estimate(fake):
 
 # -- streaming -----------------------------------------------------------------------------------
 
+
 async def test_stream_deltas_arrive_in_order_then_the_turn(fake):
     chunks = [
         {"candidates": [{"content": {"role": "model", "parts": [{"text": piece}]}}]}
         for piece in ["The ", "answer ", "is "]
-    ] + [{"candidates": [{"content": {"role": "model", "parts": [
-        {"text": "42.", "thoughtSignature": base64.b64encode(b"sig").decode()}]}, "finishReason": "STOP"}],
-        "usageMetadata": usage(7, 4)}]
+    ] + [
+        {
+            "candidates": [
+                {
+                    "content": {
+                        "role": "model",
+                        "parts": [{"text": "42.", "thoughtSignature": base64.b64encode(b"sig").decode()}],
+                    },
+                    "finishReason": "STOP",
+                }
+            ],
+            "usageMetadata": usage(7, 4),
+        }
+    ]
     fake.add(Stream(chunks, delay_s=0.01))
     model = gemini(fake)
     assert isinstance(model, StreamingModel)
@@ -384,8 +428,7 @@ async def test_streaming_run_emits_text_deltas_and_runs_streamed_calls(fake, loc
 
 
 async def test_streamed_server_mode_turn_is_parsed_like_a_whole_one(fake, local_executor):
-    fake.add(server_execution_response("print('hi there')", "hi there\n", text="It printed a greeting.",
-                                       images=[PNG]))
+    fake.add(server_execution_response("print('hi there')", "hi there\n", text="It printed a greeting.", images=[PNG]))
     orch = Orchestrator(gemini(fake, mode="server"), local_executor, stream_text=True)
     seen = [e async for e in orch.stream("greet")]
 
@@ -402,8 +445,11 @@ async def test_stream_open_is_retried_but_a_broken_stream_is_an_error(fake):
     pieces = [p async for p in model.generate_stream(ask("q"))]
     assert pieces[-1].text == "recovered" and model.stats.retries == 1
 
-    fake.add(Stream([{"candidates": [{"content": {"role": "model", "parts": [{"text": "partial"}]}}]},
-                     b"data: {broken\r\n\r\n"]))
+    fake.add(
+        Stream(
+            [{"candidates": [{"content": {"role": "model", "parts": [{"text": "partial"}]}}]}, b"data: {broken\r\n\r\n"]
+        )
+    )
     got = []
     with pytest.raises(ModelError, match="broke off"):
         async for piece in model.generate_stream(ask("q")):
@@ -413,18 +459,21 @@ async def test_stream_open_is_retried_but_a_broken_stream_is_an_error(fake):
 
 # -- secrets --------------------------------------------------------------------------------------
 
+
 async def test_key_never_appears_in_logs_results_errors_or_the_child(monkeypatch, local_executor):
     monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
     monkeypatch.setenv("GEMINI_API_KEY", KEY)
     stream = io.StringIO()
     configure_logging(json_lines=True, level="debug", stream=stream)
     try:
-        with FakeGeminiServer([
-            Fault(503, f"echoing your key {KEY}"),
-            function_call_response("import os\nprint(dict(os.environ))"),
-            text_response("done"),
-            Fault(401),
-        ]) as server:
+        with FakeGeminiServer(
+            [
+                Fault(503, f"echoing your key {KEY}"),
+                function_call_response("import os\nprint(dict(os.environ))"),
+                text_response("done"),
+                Fault(401),
+            ]
+        ) as server:
             model = GeminiModel("gemini-2.5-flash", base_url=server.url, retry=FAST)
             result = await Orchestrator(model, local_executor).run("show env")
             failed = await Orchestrator(model, local_executor).run("again")

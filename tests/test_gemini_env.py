@@ -30,7 +30,9 @@ from executors.sandbox import SandboxExecutor
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 MISSING = [name for name in GEMINI_LIBRARIES if name not in importable_modules(sys.executable)]
 if MISSING and IN_CI:
-    raise RuntimeError(f"CI=true but the gemini-env libraries {MISSING} are not installed (pip install -e '.[gemini-env]')")
+    raise RuntimeError(
+        f"CI=true but the gemini-env libraries {MISSING} are not installed (pip install -e '.[gemini-env]')"
+    )
 needs_set = pytest.mark.skipif(bool(MISSING), reason=f"gemini-env extra not installed (missing {MISSING})")
 LIMITS = Limits(timeout_s=60)
 
@@ -247,7 +249,7 @@ def test_prompt_leaves_out_a_module_the_interpreter_lacks(tmp_path):
     python = tmp_path / "python-without-sklearn"
     # An interpreter double: the real one, with sklearn hidden from find_spec.
     python.write_text(
-        f'#!/bin/sh\nexec {sys.executable} -c "import sys; sys.modules[\'sklearn\'] = None; '
+        f"#!/bin/sh\nexec {sys.executable} -c \"import sys; sys.modules['sklearn'] = None; "
         f'code = sys.argv[3]; sys.argv = sys.argv[3:]; exec(code)" "$@"\n'
     )
     python.chmod(0o755)

@@ -81,6 +81,7 @@ class FigureExecutor:
 
 # -- settings, caps and downscaling -------------------------------------------------
 
+
 def test_gemini_input_types_are_recognised_and_settings_round_trip():
     assert image_mime("a.PNG") == "image/png" and image_mime("b.jpeg") == image_mime("c.jpg") == "image/jpeg"
     assert [image_mime(n) for n in ("d.csv", "e.xml", "f.cpp", "g.java", "h.py", "i.js", "j.ts")] == [None] * 7
@@ -104,9 +105,16 @@ def test_input_images_are_picked_checked_and_never_cut():
 def test_figures_are_downscaled_and_capped_with_the_rest_named():
     small = downscale(FIGURE, 768)
     assert size_of(small) == (768, 576) and downscale(PHOTO, 768) == PHOTO
-    result = ExecutionResult(outcome=Outcome.OK, artifacts=[
-        Artifact.of("a.png", FIGURE), Artifact.of("data.csv", b"x"), Artifact.of("b.png", PHOTO),
-        Artifact.of("broken.png", b"not a png"), Artifact.of("c.png", PHOTO)])
+    result = ExecutionResult(
+        outcome=Outcome.OK,
+        artifacts=[
+            Artifact.of("a.png", FIGURE),
+            Artifact.of("data.csv", b"x"),
+            Artifact.of("b.png", PHOTO),
+            Artifact.of("broken.png", b"not a png"),
+            Artifact.of("c.png", PHOTO),
+        ],
+    )
     shown, left_out = pick_figures(result, ImageSettings(max_figures=2))
     assert [f.name for f in shown] == ["a.png", "b.png"] and left_out == ["broken.png", "c.png"]
     shown, left_out = pick_figures(result, ImageSettings(max_figure_bytes=len(small)))
@@ -130,6 +138,7 @@ def test_cli_options_reach_the_settings():
 
 # -- Gemini --------------------------------------------------------------------------
 
+
 def inline_images(contents: list[dict]) -> list[tuple[str, bytes]]:
     found = []
     for content in contents:
@@ -150,7 +159,8 @@ async def test_gemini_client_mode_sees_the_input_image_and_the_figures():
     with fg.FakeGeminiServer([fg.function_call_response("plot()"), fg.text_response("A red square.")]) as fake:
         model = GeminiModel("gemini-2.5-flash", api_key="k-123456", base_url=fake.url, retry=FAST)
         result = await Orchestrator(model, executor).run(
-            "plot it like the photo", files=[InputFile("photo.png", PHOTO), InputFile("data.csv", b"a\n")])
+            "plot it like the photo", files=[InputFile("photo.png", PHOTO), InputFile("data.csv", b"a\n")]
+        )
 
     assert result.status is RunStatus.SOLVED
     first, second = fake.contents(0), fake.contents(1)
@@ -158,7 +168,7 @@ async def test_gemini_client_mode_sees_the_input_image_and_the_figures():
     assert "data.csv (2 bytes)" in json.dumps(first)
     figure_turn = second[-1]
     assert "functionResponse" in figure_turn["parts"][0]
-    (mime, data), = inline_images([figure_turn])
+    ((mime, data),) = inline_images([figure_turn])
     assert mime == "image/png" and size_of(data) == (768, 576)
     assert "figure-1.png" in figure_turn["parts"][0]["functionResponse"]["response"]["output"]
     assert result.attempts[0].result.artifacts[0].data == FIGURE  # the user still gets the full figure
@@ -169,17 +179,26 @@ async def test_gemini_server_mode_sends_png_and_jpeg_inline_as_images(local_exec
     reply = fg.server_execution_response("print(1)", "1\n", text="Two images.")
     with fg.FakeGeminiServer([reply]) as fake:
         model = GeminiModel("gemini-2.5-flash", api_key="k-123456", mode="server", base_url=fake.url, retry=FAST)
-        files = [InputFile("a.png", PHOTO), InputFile("b.jpg", photo_jpeg), InputFile("Main.java", b"class Main {}"),
-                 InputFile("app.ts", b"let x = 1;")]
+        files = [
+            InputFile("a.png", PHOTO),
+            InputFile("b.jpg", photo_jpeg),
+            InputFile("Main.java", b"class Main {}"),
+            InputFile("app.ts", b"let x = 1;"),
+        ]
         result = await Orchestrator(model, local_executor).run("look", files=files)
 
     assert result.status is RunStatus.SOLVED
     blobs = inline_images(fake.contents(0))
-    assert blobs == [("image/png", PHOTO), ("image/jpeg", photo_jpeg), ("text/plain", b"class Main {}"),
-                     ("text/plain", b"let x = 1;")]
+    assert blobs == [
+        ("image/png", PHOTO),
+        ("image/jpeg", photo_jpeg),
+        ("text/plain", b"class Main {}"),
+        ("text/plain", b"let x = 1;"),
+    ]
 
 
 # -- OpenAI ---------------------------------------------------------------------------
+
 
 def image_urls(content) -> list[str]:
     if not isinstance(content, list):
@@ -223,18 +242,22 @@ async def test_a_text_only_server_gets_no_images_unless_figures_are_forced_on():
 
 # -- Anthropic ------------------------------------------------------------------------
 
+
 async def test_anthropic_gets_image_blocks_for_input_images_and_figures_inside_the_tool_result():
     executor = FigureExecutor(FIGURE)
     replies = [fa.tool_use_message("plot()", call_id="toolu_f"), fa.text_message("Looks right.")]
     with fa.FakeAnthropicServer(replies) as fake:
-        model = AnthropicModel("claude-sonnet-4-5", api_key="sk-ant-test-0123456789", base_url=fake.url,
-                               retry=FAST, env={})
+        model = AnthropicModel(
+            "claude-sonnet-4-5", api_key="sk-ant-test-0123456789", base_url=fake.url, retry=FAST, env={}
+        )
         result = await Orchestrator(model, executor).run("plot", files=[InputFile("photo.png", PHOTO)])
 
     assert result.status is RunStatus.SOLVED
     user = fake.messages(0)[0]["content"]
-    assert user[1] == {"type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                                   "data": base64.b64encode(PHOTO).decode()}}
+    assert user[1] == {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": base64.b64encode(PHOTO).decode()},
+    }
     tool_result = fake.messages(1)[2]["content"][0]
     assert tool_result["type"] == "tool_result" and tool_result["tool_use_id"] == "toolu_f"
     text, image = tool_result["content"]
@@ -245,8 +268,9 @@ async def test_anthropic_gets_image_blocks_for_input_images_and_figures_inside_t
 async def test_see_figures_off_sends_no_figure(local_executor):
     replies = [fa.tool_use_message("plot()"), fa.text_message("ok")]
     with fa.FakeAnthropicServer(replies) as fake:
-        model = AnthropicModel("claude-sonnet-4-5", api_key="sk-ant-test-0123456789", base_url=fake.url,
-                               retry=FAST, env={})
+        model = AnthropicModel(
+            "claude-sonnet-4-5", api_key="sk-ant-test-0123456789", base_url=fake.url, retry=FAST, env={}
+        )
         await Orchestrator(model, FigureExecutor(FIGURE), images=ImageSettings(see_figures="off")).run("plot")
     assert '"image"' not in json.dumps(fake.messages(1))
 
@@ -255,8 +279,9 @@ async def test_a_real_matplotlib_figure_reaches_the_model(local_executor):
     code = "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.show()"
     replies = [fa.tool_use_message(code), fa.text_message("A line.")]
     with fa.FakeAnthropicServer(replies) as fake:
-        model = AnthropicModel("claude-sonnet-4-5", api_key="sk-ant-test-0123456789", base_url=fake.url,
-                               retry=FAST, env={})
+        model = AnthropicModel(
+            "claude-sonnet-4-5", api_key="sk-ant-test-0123456789", base_url=fake.url, retry=FAST, env={}
+        )
         result = await Orchestrator(model, local_executor).run("plot")
     assert result.status is RunStatus.SOLVED and result.artifacts
     blocks = fake.messages(1)[2]["content"][0]["content"]
@@ -272,10 +297,10 @@ def test_images_count_in_the_request_estimate():
 
 
 def test_messages_with_images_survive_a_json_round_trip():
-    message = ExecutionMessage(result=ExecutionResult(outcome=Outcome.OK), feedback="t",
-                               images=[Artifact.of("f.png", PHOTO)])
+    message = ExecutionMessage(
+        result=ExecutionResult(outcome=Outcome.OK), feedback="t", images=[Artifact.of("f.png", PHOTO)]
+    )
     assert message_from_json(json.loads(json.dumps(message.to_json()))).images == message.images
-
 
 
 async def test_a_chat_refuses_an_image_over_the_cap_and_goes_on_without_it(local_executor, tmp_path):

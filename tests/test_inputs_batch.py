@@ -17,12 +17,18 @@ def write(path: Path, text: str) -> Path:
 
 def test_jsonl_reads_ids_prompts_files_and_metadata(tmp_path: Path) -> None:
     (tmp_path / "data.csv").write_text("x\n1\n")
-    source = write(tmp_path / "p.jsonl", "\n".join([
-        json.dumps({"id": "a", "prompt": "add 1 and 2", "files": ["data.csv"], "metadata": {"level": 1}}),
-        "",
-        json.dumps({"id": 7, "prompt": "square 3"}),
-        json.dumps({"prompt": "no id: the line number names it"}),
-    ]) + "\n")
+    source = write(
+        tmp_path / "p.jsonl",
+        "\n".join(
+            [
+                json.dumps({"id": "a", "prompt": "add 1 and 2", "files": ["data.csv"], "metadata": {"level": 1}}),
+                "",
+                json.dumps({"id": 7, "prompt": "square 3"}),
+                json.dumps({"prompt": "no id: the line number names it"}),
+            ]
+        )
+        + "\n",
+    )
     items = load_items(source)
     assert [i.id for i in items] == ["a", "7", "4"]
     assert items[0].files == [str((tmp_path / "data.csv").resolve())]
@@ -32,9 +38,15 @@ def test_jsonl_reads_ids_prompts_files_and_metadata(tmp_path: Path) -> None:
 
 
 def test_csv_reads_id_and_prompt_and_keeps_other_columns_as_metadata(tmp_path: Path) -> None:
-    source = write(tmp_path / "p.csv", 'id,prompt,topic\nq1,"sum, then print",math\nq2,"multi\nline prompt",text\n\nq3,last,x\n')
+    source = write(
+        tmp_path / "p.csv", 'id,prompt,topic\nq1,"sum, then print",math\nq2,"multi\nline prompt",text\n\nq3,last,x\n'
+    )
     items = load_items(source)
-    assert [(i.id, i.prompt) for i in items] == [("q1", "sum, then print"), ("q2", "multi\nline prompt"), ("q3", "last")]
+    assert [(i.id, i.prompt) for i in items] == [
+        ("q1", "sum, then print"),
+        ("q2", "multi\nline prompt"),
+        ("q3", "last"),
+    ]
     assert items[0].metadata == {"topic": "math"}
     # q3 starts on line 6: the quoted newline in q2 and the blank line both count.
     assert items[2].source == f"{source}:6"
@@ -56,26 +68,39 @@ def test_directory_takes_one_prompt_per_txt_or_md_file_named_by_stem(tmp_path: P
 
 
 def test_every_jsonl_problem_is_reported_together_with_file_and_line(tmp_path: Path) -> None:
-    source = write(tmp_path / "bad.jsonl", "\n".join([
-        json.dumps({"id": "a", "prompt": "ok"}),
-        "{not json",
-        json.dumps({"id": "a", "prompt": "again"}),
-        json.dumps({"id": "b", "prompt": "   "}),
-        json.dumps({"id": "c", "prompt": "p", "files": ["missing.csv"]}),
-        json.dumps({"id": "d"}),
-        json.dumps(["a", "list"]),
-        json.dumps({"id": "e", "prompt": "p", "promt": "typo"}),
-        json.dumps({"id": "f/../g", "prompt": "p"}),
-    ]) + "\n")
+    source = write(
+        tmp_path / "bad.jsonl",
+        "\n".join(
+            [
+                json.dumps({"id": "a", "prompt": "ok"}),
+                "{not json",
+                json.dumps({"id": "a", "prompt": "again"}),
+                json.dumps({"id": "b", "prompt": "   "}),
+                json.dumps({"id": "c", "prompt": "p", "files": ["missing.csv"]}),
+                json.dumps({"id": "d"}),
+                json.dumps(["a", "list"]),
+                json.dumps({"id": "e", "prompt": "p", "promt": "typo"}),
+                json.dumps({"id": "f/../g", "prompt": "p"}),
+            ]
+        )
+        + "\n",
+    )
     with pytest.raises(BatchInputError) as info:
         load_items(source)
     wheres = [p.where for p in info.value.problems]
     assert wheres == [f"{source}:{n}" for n in (2, 3, 4, 5, 6, 7, 8, 9)]
     text = str(info.value)
     assert "8 problems" in text and "nothing was run" in text
-    for expected in ("malformed JSON", "duplicate id 'a'", "empty prompt", "'missing.csv' not found",
-                     "field 'prompt' is missing", "expected a JSON object", "unknown field(s) 'promt'",
-                     "cannot name a directory"):
+    for expected in (
+        "malformed JSON",
+        "duplicate id 'a'",
+        "empty prompt",
+        "'missing.csv' not found",
+        "field 'prompt' is missing",
+        "expected a JSON object",
+        "unknown field(s) 'promt'",
+        "cannot name a directory",
+    ):
         assert expected in text, expected
     assert f"first at {source}:1" in text
 
@@ -123,8 +148,7 @@ def test_non_utf8_text_is_reported_not_crashed(tmp_path: Path) -> None:
 
 def test_python_items_accept_strings_items_and_mappings(tmp_path: Path) -> None:
     data = write(tmp_path / "in.txt", "x")
-    items = coerce_items(["one", {"id": "m", "prompt": "two", "files": [str(data)]},
-                          BatchItem(id="b", prompt="three")])
+    items = coerce_items(["one", {"id": "m", "prompt": "two", "files": [str(data)]}, BatchItem(id="b", prompt="three")])
     assert [(i.id, i.prompt) for i in items] == [("1", "one"), ("m", "two"), ("b", "three")]
     assert items[1].files == [str(data.resolve())]
     with pytest.raises(BatchInputError) as info:

@@ -100,7 +100,11 @@ def _alive(proc: int | psutil.Process) -> bool:
 def _kernel_pid_local(ex: JupyterExecutor, session: str) -> int:
     """The ipykernel process itself, wherever it sits under the launcher (below its init)."""
     launcher = psutil.Process(ex.kernel_pid(session))
-    found = [p.pid for p in [launcher, *launcher.children(recursive=True)] if "kernelapp.launch_new_instance" in " ".join(p.cmdline())]
+    found = [
+        p.pid
+        for p in [launcher, *launcher.children(recursive=True)]
+        if "kernelapp.launch_new_instance" in " ".join(p.cmdline())
+    ]
     assert found, "no ipykernel process under the launcher"
     return found[-1]
 
@@ -205,7 +209,9 @@ async def test_killed_kernel_is_reported_and_next_run_works(ex, kind):
 
     killer = asyncio.create_task(kill_once_running())
     start = time.monotonic()
-    r = await ex.execute("open('started', 'w').close()\nimport time\ntime.sleep(60)", session=s, limits=Limits(timeout_s=30))
+    r = await ex.execute(
+        "open('started', 'w').close()\nimport time\ntime.sleep(60)", session=s, limits=Limits(timeout_s=30)
+    )
     await killer
     assert time.monotonic() - start < 15  # noticed, not waited out to the deadline
     assert r.outcome is Outcome.KILLED, r
@@ -278,7 +284,9 @@ async def test_output_flood_is_stopped_and_state_kept(ex, kind):
     s = f"main-{kind}"
     await ex.execute("flood_kept = 1", session=s)
     r = await ex.execute(
-        "while True:\n    print('x' * 1000)", session=s, limits=Limits(timeout_s=20, output_bytes=1000, output_hard_bytes=200_000)
+        "while True:\n    print('x' * 1000)",
+        session=s,
+        limits=Limits(timeout_s=20, output_bytes=1000, output_hard_bytes=200_000),
     )
     assert r.outcome is Outcome.OUTPUT_LIMIT, r
     assert r.stdout_truncated and len(r.stdout) == 1000

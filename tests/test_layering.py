@@ -27,8 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_importing_orchestrator_loads_no_batch_machinery():
-    code = ("import orchestrator, sys; assert 'sqlite3' not in sys.modules and 'rich' not in sys.modules, "
-            "sorted(m for m in sys.modules if m.startswith(('sqlite3', 'rich')))")
+    code = (
+        "import orchestrator, sys; assert 'sqlite3' not in sys.modules and 'rich' not in sys.modules, "
+        "sorted(m for m in sys.modules if m.startswith(('sqlite3', 'rich')))"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 
@@ -38,18 +40,26 @@ def test_the_cli_imports_the_benchmarks_only_through_the_entry_point():
     importers = []
     for path in (ROOT / "orchestrator").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and node.level == 0
+                else []
+            )
             if any(name == "benchmarks" or name.startswith("benchmarks.") for name in names):
                 importers.append(str(path.relative_to(ROOT)))
     assert importers == []
 
 
-@pytest.mark.parametrize(("group", "names"), [
-    ("codeloop.executors", {"local", "sandbox", "pool", "restricted", "jupyter", "jupyter-remote"}),
-    ("codeloop.models", {"replay", "scripted", "gemini", "gemini-server", "openai", "anthropic", "local"}),
-    ("codeloop.commands", {"bench"}),
-])
+@pytest.mark.parametrize(
+    ("group", "names"),
+    [
+        ("codeloop.executors", {"local", "sandbox", "pool", "restricted", "jupyter", "jupyter-remote"}),
+        ("codeloop.models", {"replay", "scripted", "gemini", "gemini-server", "openai", "anthropic", "local"}),
+        ("codeloop.commands", {"bench"}),
+    ],
+)
 def test_the_built_ins_are_listed_once_in_pyproject_and_each_loads(group, names):
     entries = checkout_entry_points(CHECKOUT_PYPROJECT, group)
     assert {ep.name for ep in entries} == names
@@ -59,6 +69,7 @@ def test_the_built_ins_are_listed_once_in_pyproject_and_each_loads(group, names)
 
 def ours(name: str, value: str, group: str) -> EntryPoint:
     """An entry point as installed metadata of codeloop itself would give it."""
+
     class Dist:
         pass
 
@@ -68,11 +79,15 @@ def ours(name: str, value: str, group: str) -> EntryPoint:
 
 
 def test_stale_installed_metadata_does_not_hide_or_resurrect_built_ins():
-    stale = [ours("local", "executors.local:LocalExecutor", EXECUTORS),
-             ours("removed", "executors.gone:Gone", EXECUTORS)]
+    stale = [
+        ours("local", "executors.local:LocalExecutor", EXECUTORS),
+        ours("removed", "executors.gone:Gone", EXECUTORS),
+    ]
     plugin = EntryPoint("remote-box", "acme.box:BoxExecutor", EXECUTORS)
-    checkout = [EntryPoint("local", "executors.local:LocalExecutor", EXECUTORS),
-                EntryPoint("sandbox", "executors.sandbox:SandboxExecutor", EXECUTORS)]
+    checkout = [
+        EntryPoint("local", "executors.local:LocalExecutor", EXECUTORS),
+        EntryPoint("sandbox", "executors.sandbox:SandboxExecutor", EXECUTORS),
+    ]
     table = PluginTable.of(EXECUTORS, merge([*stale, plugin], checkout))
     assert table.names() == ["local", "remote-box", "sandbox"]
     # An installed wheel has no checkout beside it: its metadata is the list.
@@ -80,8 +95,10 @@ def test_stale_installed_metadata_does_not_hide_or_resurrect_built_ins():
 
 
 def test_a_table_of_injected_entry_points_needs_no_installed_metadata():
-    table = PluginTable.of(EXECUTORS, [EntryPoint("only", "executors.local:LocalExecutor", EXECUTORS),
-                                       EntryPoint("other-group", "x:y", MODELS)])
+    table = PluginTable.of(
+        EXECUTORS,
+        [EntryPoint("only", "executors.local:LocalExecutor", EXECUTORS), EntryPoint("other-group", "x:y", MODELS)],
+    )
     assert available_executors(table) == ["only"]
     executor = get_executor("only", table=table)
     assert executor.name == "local"
@@ -129,9 +146,13 @@ def register_hello(sub):
 
 
 def test_commands_come_from_entry_points_and_a_broken_one_says_why(capsys):
-    commands = PluginTable.of("codeloop.commands", [
-        EntryPoint("hello", "tests.test_layering:register_hello", "codeloop.commands"),
-        EntryPoint("broken", "no_such_package.cli:register", "codeloop.commands")])
+    commands = PluginTable.of(
+        "codeloop.commands",
+        [
+            EntryPoint("hello", "tests.test_layering:register_hello", "codeloop.commands"),
+            EntryPoint("broken", "no_such_package.cli:register", "codeloop.commands"),
+        ],
+    )
     parser = build_parser(commands)
     args = parser.parse_args(["hello"])
     assert args.handler(args) == 0 and "hello from a plugin" in capsys.readouterr().out

@@ -51,8 +51,11 @@ async def test_deadline_kills_the_whole_tree(local_executor, tmp_path):
     # Each was sent SIGKILL before execute returned: wait for those deaths (a zombie is dead),
     # not a guessed while.
     deadline = time.monotonic() + 5
-    while survivors := [p for p in psutil.process_iter(["cmdline", "status"])
-                        if token in " ".join(p.info["cmdline"] or []) and p.info["status"] != psutil.STATUS_ZOMBIE]:
+    while survivors := [
+        p
+        for p in psutil.process_iter(["cmdline", "status"])
+        if token in " ".join(p.info["cmdline"] or []) and p.info["status"] != psutil.STATUS_ZOMBIE
+    ]:
         assert time.monotonic() < deadline, f"the tree outlived its deadline: {survivors}"
         await asyncio.sleep(0.01)
 
@@ -100,7 +103,9 @@ async def test_child_environment_holds_no_secrets(local_executor, monkeypatch):
     monkeypatch.setenv("GEMINI_API_KEY", "AIzaSy-test-secret-never-leak-0000000000")
     r = await local_executor.execute("import os; print(sorted(os.environ))")
     assert "GEMINI_API_KEY" not in r.stdout
-    r = await local_executor.execute("import os; print(os.environ.get('MPLBACKEND'), os.environ.get('OPENBLAS_NUM_THREADS'))")
+    r = await local_executor.execute(
+        "import os; print(os.environ.get('MPLBACKEND'), os.environ.get('OPENBLAS_NUM_THREADS'))"
+    )
     assert r.stdout == "Agg 1\n"
 
 

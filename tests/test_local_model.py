@@ -36,8 +36,12 @@ from tests.conftest import ROOT
 from tests.real_models import require_real_model
 
 FAKE_CHILD = str(Path(__file__).with_name("fake_llama_child.py"))
-SECRETS = {"OPENAI_API_KEY": "sk-test-secret", "GEMINI_API_KEY": "gemini-test-secret",
-           "GOOGLE_API_KEY": "google-test-secret", "HF_TOKEN": "hf-test-secret"}
+SECRETS = {
+    "OPENAI_API_KEY": "sk-test-secret",
+    "GEMINI_API_KEY": "gemini-test-secret",
+    "GOOGLE_API_KEY": "google-test-secret",
+    "HF_TOKEN": "hf-test-secret",
+}
 
 
 def fake_model(tmp_path: Path, name: str = "fake.gguf", **behaviour) -> str:
@@ -48,8 +52,14 @@ def fake_model(tmp_path: Path, name: str = "fake.gguf", **behaviour) -> str:
 
 
 def fake_settings(model_path: str, tmp_path: Path, **overrides) -> LlamaServerSettings:
-    options = {"alias": "fake", "n_ctx": 1024, "threads": 1, "startup_timeout_s": 10,
-               "log_dir": str(tmp_path / "logs"), **overrides}
+    options = {
+        "alias": "fake",
+        "n_ctx": 1024,
+        "threads": 1,
+        "startup_timeout_s": 10,
+        "log_dir": str(tmp_path / "logs"),
+        **overrides,
+    }
     return LlamaServerSettings(model_path=model_path, **options)
 
 
@@ -76,6 +86,7 @@ def conversation(text: str, system: str = "") -> Conversation:
 
 # -- settings and helpers -------------------------------------------------------
 
+
 def test_pick_free_port_gives_a_port_that_can_be_bound():
     port = pick_free_port()
     assert 1024 <= port <= 65535
@@ -83,13 +94,16 @@ def test_pick_free_port_gives_a_port_that_can_be_bound():
         sock.bind(("127.0.0.1", port))
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("parallel", 0, "parallel must be at least 1"),
-    ("threads", 0, "threads must be at least 1"),
-    ("n_ctx", 0, "n_ctx must be at least 1"),
-    ("alias", "two words", "alias must be a word"),
-    ("startup_timeout_s", 0, "startup_timeout_s must be positive"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("parallel", 0, "parallel must be at least 1"),
+        ("threads", 0, "threads must be at least 1"),
+        ("n_ctx", 0, "n_ctx must be at least 1"),
+        ("alias", "two words", "alias must be a word"),
+        ("startup_timeout_s", 0, "startup_timeout_s must be positive"),
+    ],
+)
 def test_server_settings_reject_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):
         LlamaServerSettings(model_path="m.gguf", **{field: value})
@@ -110,8 +124,13 @@ def test_local_settings_default_to_reproducible_sampling_and_validate():
     assert (settings.temperature, settings.seed, settings.cache_prompt) == (0.0, 0, True)
     assert settings.request_body() == {"cache_prompt": True, "seed": 0, "repeat_penalty": 1.05}
     assert LocalSettings.from_json(settings.to_json()) == settings
-    for bad, message in [({"temperature": 3}, "temperature"), ({"max_tokens": 0}, "max_tokens"),
-                         ({"tools": "maybe"}, "tools"), ({"parallel": 0}, "parallel"), ({"seed": -1}, "seed")]:
+    for bad, message in [
+        ({"temperature": 3}, "temperature"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"tools": "maybe"}, "tools"),
+        ({"parallel": 0}, "parallel"),
+        ({"seed": -1}, "seed"),
+    ]:
         with pytest.raises(ValueError, match=message):
             LocalSettings(**bad)
 
@@ -129,11 +148,17 @@ def test_specs_are_checked_before_anything_starts(tmp_path):
 def test_the_child_environment_keeps_no_secret():
     env = {**SECRETS, "PATH": "/usr/bin", "HOME": "/home/u", "LANG": "C.UTF-8", "AWS_SECRET_ACCESS_KEY": "x"}
     child = child_environment(env)
-    assert child == {"PATH": "/usr/bin", "HOME": "/home/u", "LANG": "C.UTF-8", "OPENBLAS_NUM_THREADS": "1",
-                     "PYTHONDONTWRITEBYTECODE": "1"}
+    assert child == {
+        "PATH": "/usr/bin",
+        "HOME": "/home/u",
+        "LANG": "C.UTF-8",
+        "OPENBLAS_NUM_THREADS": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
 
 
 # -- the server's lifecycle, with the fake child ----------------------------------
+
 
 async def test_a_started_server_answers_has_no_secrets_and_stops_on_close(tmp_path):
     server = fake_server(fake_settings(fake_model(tmp_path), tmp_path), env={**os.environ, **SECRETS})
@@ -243,9 +268,11 @@ async def test_a_failed_start_leaves_no_user_behind(tmp_path):
 
 # -- LocalModel over the fake child ---------------------------------------------------
 
+
 def fake_local_model(tmp_path: Path, servers: LocalServers, **settings) -> LocalModel:
-    return LocalModel(fake_model(tmp_path), LocalSettings(threads=1, **settings), servers=servers,
-                      env={**os.environ, **SECRETS})
+    return LocalModel(
+        fake_model(tmp_path), LocalSettings(threads=1, **settings), servers=servers, env={**os.environ, **SECRETS}
+    )
 
 
 async def test_local_model_sends_reproducible_settings_and_the_prompt_cache_flag(tmp_path):
@@ -309,10 +336,10 @@ asyncio.run(main())
 
 def start_owner(model: str, tmp_path: Path, child: str, n_ctx: int = 1024) -> tuple[subprocess.Popen, int]:
     """A codeloop process that starts a server and waits; returns it and the server's pid."""
-    code = OWNER_SCRIPT.format(root=str(ROOT), model=model, n_ctx=n_ctx, log_dir=str(tmp_path / "logs"),
-                               child=child)
-    owner = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    code = OWNER_SCRIPT.format(root=str(ROOT), model=model, n_ctx=n_ctx, log_dir=str(tmp_path / "logs"), child=child)
+    owner = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     line = owner.stdout.readline()
     if not line.strip():
         owner.kill()
@@ -335,13 +362,34 @@ def test_no_server_outlives_its_owner(tmp_path, how):
 def test_a_child_whose_parent_is_already_gone_exits_at_once(tmp_path):
     """The race before PR_SET_PDEATHSIG: the child checks who its parent is."""
     child = subprocess.run(
-        [sys.executable, "-P", FAKE_CHILD, "--parent-pid", "1", "--model", fake_model(tmp_path), "--alias", "a",
-         "--port", "1", "--ctx-size", "512", "--threads", "1", "--parallel", "1"],
-        stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
+        [
+            sys.executable,
+            "-P",
+            FAKE_CHILD,
+            "--parent-pid",
+            "1",
+            "--model",
+            fake_model(tmp_path),
+            "--alias",
+            "a",
+            "--port",
+            "1",
+            "--ctx-size",
+            "512",
+            "--threads",
+            "1",
+            "--parallel",
+            "1",
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=10,
+    )
     assert child.returncode == 3
 
 
 # -- with the real model ------------------------------------------------------------------
+
 
 @pytest.mark.real_model
 async def test_real_model_is_deterministic_shared_and_stopped(monkeypatch):
@@ -380,4 +428,3 @@ def test_real_server_does_not_outlive_its_owner(tmp_path, how):
     finally:
         owner.kill()
         owner.wait()
-

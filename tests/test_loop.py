@@ -16,6 +16,8 @@ FAIL = "```python\nraise ValueError('boom')\n```"
 def fail(n: int) -> str:
     """A failing program that differs each time (a repeat is not run again)."""
     return f"```python\nraise ValueError('boom {n}')\n```"
+
+
 FIX = "```python\nprint(6 * 7)\n```"
 
 
@@ -209,20 +211,38 @@ async def test_event_stream_order(local_executor):
     model = ScriptedModel([FAIL, FIX, "42"])
     kinds = [e.type async for e in Orchestrator(model, local_executor).stream("q")]
     assert kinds == [
-        "model_request", "model_response", "code_extracted", "execution_started", "execution_finished", "retry",
-        "model_request", "model_response", "code_extracted", "execution_started", "execution_finished",
-        "model_request", "model_response", "summary", "done",
+        "model_request",
+        "model_response",
+        "code_extracted",
+        "execution_started",
+        "execution_finished",
+        "retry",
+        "model_request",
+        "model_response",
+        "code_extracted",
+        "execution_started",
+        "execution_finished",
+        "model_request",
+        "model_response",
+        "summary",
+        "done",
     ]
-
 
 
 def test_each_event_type_on_the_wire_is_its_class_name_in_snake_case():
     # Clients (MCP, serve, UIs) match on these strings: renaming a class must not change one silently.
     assert {cls.__name__: cls.type for cls in events.Event.__subclasses__()} == {
-        "ModelRequest": "model_request", "TextDelta": "text_delta", "ModelResponse": "model_response",
-        "CodeExtracted": "code_extracted", "ExecutionStarted": "execution_started",
-        "ExecutionFinished": "execution_finished", "Retry": "retry", "Summary": "summary", "Done": "done",
+        "ModelRequest": "model_request",
+        "TextDelta": "text_delta",
+        "ModelResponse": "model_response",
+        "CodeExtracted": "code_extracted",
+        "ExecutionStarted": "execution_started",
+        "ExecutionFinished": "execution_finished",
+        "Retry": "retry",
+        "Summary": "summary",
+        "Done": "done",
     }
+
 
 async def test_run_result_json_round_trip(local_executor):
     model = ScriptedModel([py("import matplotlib.pyplot as plt\nplt.plot([1, 2])\nprint('x')"), "A plot."])
@@ -242,8 +262,11 @@ async def test_streaming_model_deltas_reach_the_event_stream(local_executor):
             yield turn
 
     model = StreamingScript(["The answer is forty-two."])
-    deltas = [e.text async for e in Orchestrator(model, local_executor, stream_text=True).stream("q")
-              if isinstance(e, events.TextDelta)]
+    deltas = [
+        e.text
+        async for e in Orchestrator(model, local_executor, stream_text=True).stream("q")
+        if isinstance(e, events.TextDelta)
+    ]
     assert "".join(deltas) == "The answer is forty-two."
 
 

@@ -23,15 +23,25 @@ from orchestrator.images import ImageSettings
 from orchestrator.prompts import Prompts
 from orchestrator.types import ExecutionMessage, RunResult, RunStatus, UserMessage
 
-CUSTOM = Prompts().replace(feedback_ok="CUSTOM FEEDBACK {output}", summary_request="CUSTOM SUMMARY",
-                           libraries=("numpy",))
+CUSTOM = Prompts().replace(
+    feedback_ok="CUSTOM FEEDBACK {output}", summary_request="CUSTOM SUMMARY", libraries=("numpy",)
+)
 
 
 def test_round_trips_through_json_with_prompts_limits_and_generation_options():
-    config = LoopConfig(max_retries=2, max_steps=3, limits=Limits(timeout_s=4.0), prompts=CUSTOM, tools="off",
-                        require_code="always", context_tokens=4096, executor="local",
-                        executor_options={"workers": 2}, generation=GenerationOptions(temperature=0.2),
-                        images=ImageSettings(see_figures="off", max_figures=1))
+    config = LoopConfig(
+        max_retries=2,
+        max_steps=3,
+        limits=Limits(timeout_s=4.0),
+        prompts=CUSTOM,
+        tools="off",
+        require_code="always",
+        context_tokens=4096,
+        executor="local",
+        executor_options={"workers": 2},
+        generation=GenerationOptions(temperature=0.2),
+        images=ImageSettings(see_figures="off", max_figures=1),
+    )
     data = json.loads(json.dumps(config.to_json()))
     assert LoopConfig.from_json(data) == config
     assert LoopConfig.from_json(data).prompts.libraries == ("numpy",)
@@ -49,14 +59,17 @@ def test_is_frozen_all_the_way_down():
         config.executor_options["a"] = 2
 
 
-@pytest.mark.parametrize(("settings", "message"), [
-    ({"max_retries": -1}, "max_retries must be >= 0"),
-    ({"max_steps": 0}, "max_steps must be >= 1"),
-    ({"tools": "maybe"}, "tools must be 'auto', 'on' or 'off'"),
-    ({"require_code": "sometimes"}, "require_code must be"),
-    ({"context_tokens": 0}, "context_tokens must be positive"),
-    ({"executor": ""}, "executor must be an executor's name"),
-])
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"max_retries": -1}, "max_retries must be >= 0"),
+        ({"max_steps": 0}, "max_steps must be >= 1"),
+        ({"tools": "maybe"}, "tools must be 'auto', 'on' or 'off'"),
+        ({"require_code": "sometimes"}, "require_code must be"),
+        ({"context_tokens": 0}, "context_tokens must be positive"),
+        ({"executor": ""}, "executor must be an executor's name"),
+    ],
+)
 def test_bad_values_are_named(settings, message):
     with pytest.raises(ValueError, match=message):
         LoopConfig(**settings)
@@ -88,8 +101,9 @@ class RecordingEngineDouble:
         return None
 
     async def run(self, item):
-        return ItemOutcome(RunResult(prompt=item.prompt, summary="ok", status=RunStatus.ANSWERED_WITHOUT_CODE,
-                                     run_id=item.id))
+        return ItemOutcome(
+            RunResult(prompt=item.prompt, summary="ok", status=RunStatus.ANSWERED_WITHOUT_CODE, run_id=item.id)
+        )
 
     async def aclose(self) -> None:
         return None
@@ -97,8 +111,10 @@ class RecordingEngineDouble:
 
 async def batch(run_dir: Path, items=("a",), **options) -> list[str]:
     listed = [{"id": name, "prompt": name} for name in items] if items is not None else None
-    return [item_id async for item_id, _ in run_batch(listed, model="m",
-                                                       run_dir=run_dir, engine=RecordingEngineDouble(), **options)]
+    return [
+        item_id
+        async for item_id, _ in run_batch(listed, model="m", run_dir=run_dir, engine=RecordingEngineDouble(), **options)
+    ]
 
 
 def stored_config(run_dir: Path) -> dict:
@@ -115,8 +131,7 @@ async def test_a_batch_defaults_to_the_isolated_executor_and_stores_its_whole_co
 async def test_a_resume_without_a_config_runs_with_the_stored_one(tmp_path: Path):
     await batch(tmp_path, items=("a",), config=LoopConfig(prompts=CUSTOM, max_retries=2, executor="local"))
     assert await batch(tmp_path, items=("a", "b"), resume=True) == ["b"]
-    assert LoopConfig.from_json(stored_config(tmp_path)) == LoopConfig(prompts=CUSTOM, max_retries=2,
-                                                                        executor="local")
+    assert LoopConfig.from_json(stored_config(tmp_path)) == LoopConfig(prompts=CUSTOM, max_retries=2, executor="local")
     # Keyword settings apply over the stored config, and a difference needs force.
     with pytest.raises(StoreError, match=r"(?s)max_retries: stored 2, now 4.*--force"):
         await batch(tmp_path, items=None, resume=True, max_retries=4)
@@ -134,8 +149,16 @@ async def test_prompts_reach_the_items_of_a_local_batch(tmp_path: Path, local_ex
         seen.extend(m.feedback for m in conversation.messages if isinstance(m, ExecutionMessage))
         return "```python\nprint(42)\n```" if conversation.count("model") == 0 else "It is 42."
 
-    pairs = [pair async for pair in run_batch(["q"], model=ScriptedModel(script), executor=local_executor,
-                                              run_dir=tmp_path, config=LoopConfig(prompts=CUSTOM, max_steps=1))]
+    pairs = [
+        pair
+        async for pair in run_batch(
+            ["q"],
+            model=ScriptedModel(script),
+            executor=local_executor,
+            run_dir=tmp_path,
+            config=LoopConfig(prompts=CUSTOM, max_steps=1),
+        )
+    ]
     assert pairs[0][1].summary == "It is 42."
     assert any(text.startswith("CUSTOM FEEDBACK") for text in seen) and "CUSTOM SUMMARY" in seen
 
@@ -180,8 +203,15 @@ async def test_a_ray_worker_runs_with_the_config_it_was_sent_as_json():
         return "```python\nprint(1)\n```" if conversation.count("model") == 0 else "done"
 
     config = LoopConfig(prompts=CUSTOM, limits=Limits(timeout_s=7.0), max_steps=1)
-    worker = BatchWorker(ScriptedModel(script), OkExecutorDouble, json.loads(json.dumps(config.to_json())),
-                         BackoffPolicy().to_json(), GateActorDouble(), concurrency=1, execution_concurrency=1)
+    worker = BatchWorker(
+        ScriptedModel(script),
+        OkExecutorDouble,
+        json.loads(json.dumps(config.to_json())),
+        BackoffPolicy().to_json(),
+        GateActorDouble(),
+        concurrency=1,
+        execution_concurrency=1,
+    )
     out = await worker.run({"id": "x", "prompt": "q"}, [])
     assert RunResult.from_json(out["result"]).attempts[0].result.stdout == "limit 7.0\n"
     assert seen == ["CUSTOM FEEDBACK stdout:\nlimit 7.0"]
@@ -198,8 +228,14 @@ async def test_prompts_reach_a_benchmark_and_are_recorded(tmp_path: Path, local_
         return "```python\nprint(42)\n```" if conversation.count("model") == 0 else "The answer is 42."
 
     items = [BenchItem(id="q1", prompt="What is 6*7?", answer="42", scoring="numeric")]
-    result = await run_benchmark(items, model=ScriptedModel(script), bench_dir=tmp_path, executor=local_executor,
-                                 config=LoopConfig(prompts=CUSTOM), scoring_executor=local_executor)
+    result = await run_benchmark(
+        items,
+        model=ScriptedModel(script),
+        bench_dir=tmp_path,
+        executor=local_executor,
+        config=LoopConfig(prompts=CUSTOM),
+        scoring_executor=local_executor,
+    )
     assert result.metrics.items == 1
     assert any(text.startswith("CUSTOM FEEDBACK") for text in seen)
     assert LoopConfig.from_json(result.config["loop_config"]).prompts == CUSTOM

@@ -13,8 +13,8 @@ from orchestrator.budget import conversation_tokens, fit
 from orchestrator.prompts import VERIFY_REQUEST, Prompts
 from orchestrator.types import Conversation, ExecutionMessage, ModelMessage, ModelTurn, UserMessage
 
-CALL_AS_TEXT = '```json\n' + json.dumps({"name": "run_python", "arguments": {"code": "print(6 * 7)"}}) + '\n```'
-MISNAMED = '```json\n' + json.dumps({"name": "sum_of_primes", "arguments": {"code": "print(5117)"}}) + '\n```'
+CALL_AS_TEXT = "```json\n" + json.dumps({"name": "run_python", "arguments": {"code": "print(6 * 7)"}}) + "\n```"
+MISNAMED = "```json\n" + json.dumps({"name": "sum_of_primes", "arguments": {"code": "print(5117)"}}) + "\n```"
 
 
 def last_said(conversation: Conversation) -> str:
@@ -110,8 +110,14 @@ async def test_require_code_never_and_always(local_executor):
 async def test_the_system_text_shows_the_first_lines_of_text_files():
     prompts = Prompts()
     from executors import Limits
-    text = prompts.system(Limits(), [InputFile(name="w.csv", data=b"day,temperature_c\n1,14.7\n"),
-                                     InputFile(name="p.png", data=b"\x89PNG\r\n\x1a\n\xff\xfe")])
+
+    text = prompts.system(
+        Limits(),
+        [
+            InputFile(name="w.csv", data=b"day,temperature_c\n1,14.7\n"),
+            InputFile(name="p.png", data=b"\x89PNG\r\n\x1a\n\xff\xfe"),
+        ],
+    )
     assert "day,temperature_c" in text and "p.png" in text and "PNG" not in text.split("p.png")[1][:20]
 
 
@@ -147,8 +153,9 @@ def test_a_five_retry_run_fits_in_4096_tokens():
     for n in range(6):
         code = f"print({n})\n" + "x = 1\n" * 200
         conversation.add(ModelMessage(turn=ModelTurn(text=f"```python\n{code}```")))
-        conversation.add(ExecutionMessage(result=ExecutionResult(outcome=Outcome.FAILED),
-                                          feedback="Traceback\n" + "frame\n" * 600))
+        conversation.add(
+            ExecutionMessage(result=ExecutionResult(outcome=Outcome.FAILED), feedback="Traceback\n" + "frame\n" * 600)
+        )
     assert conversation_tokens(conversation) > 4096 - 1024
     fitted = fit(conversation, 4096 - 1024)
     assert conversation_tokens(fitted) <= 4096 - 1024

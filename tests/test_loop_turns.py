@@ -15,10 +15,15 @@ CODE = "print(6 * 7)"
 
 def script() -> list[ModelTurn]:
     return [
-        ModelTurn(text="Let me compute.", code_blocks=[CodeBlock(code=CODE, source="tool_call", call_id="c1")],
-                  usage=Usage(input_tokens=10, output_tokens=5, requests=0), model="m"),
-        ModelTurn(text="It is 42.", usage=Usage(input_tokens=20, output_tokens=3, requests=1), model="m",
-                  finish_reason="STOP"),
+        ModelTurn(
+            text="Let me compute.",
+            code_blocks=[CodeBlock(code=CODE, source="tool_call", call_id="c1")],
+            usage=Usage(input_tokens=10, output_tokens=5, requests=0),
+            model="m",
+        ),
+        ModelTurn(
+            text="It is 42.", usage=Usage(input_tokens=20, output_tokens=3, requests=1), model="m", finish_reason="STOP"
+        ),
     ]
 
 
@@ -45,8 +50,9 @@ async def test_a_run_changes_none_of_the_providers_turns(local_executor):
     assert first.status is RunStatus.SOLVED and first.usage.requests == 2
     second = await Orchestrator(model, local_executor).run("what is 6*7?")
     assert turns == before
-    assert [a.to_json() | {"result": None} for a in second.attempts] == \
-           [a.to_json() | {"result": None} for a in first.attempts]
+    assert [a.to_json() | {"result": None} for a in second.attempts] == [
+        a.to_json() | {"result": None} for a in first.attempts
+    ]
     assert (second.summary, second.usage.requests) == (first.summary, first.usage.requests)
 
 

@@ -37,7 +37,11 @@ MAX_CONCURRENT = 2
 @pytest.fixture(scope="module")
 def http_server():
     proc, url, stderr_lines = start_http_server(
-        *SERVER_ARGS, "--max-body-kb", str(MAX_BODY_KB), "--max-concurrent", str(MAX_CONCURRENT),
+        *SERVER_ARGS,
+        "--max-body-kb",
+        str(MAX_BODY_KB),
+        "--max-concurrent",
+        str(MAX_CONCURRENT),
         env={"CODELOOP_MCP_TOKEN": TOKEN},
     )
     yield url, stderr_lines
@@ -129,8 +133,11 @@ def test_a_figure_comes_back_as_an_image(mcp):
 def test_written_files_come_back_as_embedded_resources(mcp):
     code = "open('out.csv', 'w').write('a,b\\n1,2\\n')\nopen('raw.bin', 'wb').write(bytes(range(250, 256)))"
     result = run(mcp, code)
-    resources = {block.resource.uri.rsplit("/", 1)[1]: block.resource
-                 for block in result.content if isinstance(block, EmbeddedResource)}
+    resources = {
+        block.resource.uri.rsplit("/", 1)[1]: block.resource
+        for block in result.content
+        if isinstance(block, EmbeddedResource)
+    }
     assert set(resources) == {"out.csv", "raw.bin"}
     assert resources["out.csv"].text == "a,b\n1,2\n" and resources["out.csv"].mime_type == "text/csv"
     assert base64.b64decode(resources["raw.bin"].blob) == bytes(range(250, 256))
@@ -224,11 +231,17 @@ def test_list_and_read_a_sessions_files(mcp, session_names):
         ("run_python", {"code": "1", "timeout_s": 10_000}, "timeout_s"),
         ("run_python", {"code": "1", "session": "../etc"}, "session"),
         ("run_python", {"code": "1", "files": [{"name": "a/b.txt", "content": "x"}]}, "files[0].name"),
-        ("run_python", {"code": "1", "files": [{"name": "a", "content": "%%", "encoding": "base64"}]},
-         "files[0].content"),
+        (
+            "run_python",
+            {"code": "1", "files": [{"name": "a", "content": "%%", "encoding": "base64"}]},
+            "files[0].content",
+        ),
         ("run_python", {"code": "1", "files": [{"name": "a", "content": "x", "encoding": "rot13"}]}, "encoding"),
-        ("run_python", {"code": "1", "files": [{"name": "a", "content": "1"}, {"name": "a", "content": "2"}]},
-         "given twice"),
+        (
+            "run_python",
+            {"code": "1", "files": [{"name": "a", "content": "1"}, {"name": "a", "content": "2"}]},
+            "given twice",
+        ),
         ("list_files", {"session": "never-used"}, "not live"),
         ("read_file", {"session": "never-used"}, "name"),
         ("reset_session", {"session": ""}, "session"),
@@ -274,10 +287,14 @@ def _post(url: str, body: bytes, token: str | None) -> tuple[int, dict, bytes]:
         return exc.code, dict(exc.headers), exc.read()
 
 
-INITIALIZE = json.dumps({
-    "jsonrpc": "2.0", "id": 1, "method": "initialize",
-    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}},
-}).encode()
+INITIALIZE = json.dumps(
+    {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}},
+    }
+).encode()
 
 
 def test_http_requires_the_bearer_token(http_server):
@@ -297,8 +314,14 @@ def test_http_requires_the_bearer_token(http_server):
 
 def test_http_body_over_the_cap_is_413(http_server):
     url, _ = http_server
-    big = json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
-                      "params": {"name": "run_python", "arguments": {"code": "#" * (MAX_BODY_KB * 1024)}}}).encode()
+    big = json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {"name": "run_python", "arguments": {"code": "#" * (MAX_BODY_KB * 1024)}},
+        }
+    ).encode()
     status, _, _ = _post(url, big, TOKEN)
     assert status == 413
 
@@ -307,7 +330,9 @@ def test_http_requests_past_the_concurrency_cap_get_429(http_server):
     url, _ = http_server
     client = ThreadedClient(lambda: http_client(url, TOKEN))
     try:
-        slow = [client.call_async("run_python", {"code": "import time\ntime.sleep(2.5)"}) for _ in range(MAX_CONCURRENT)]
+        slow = [
+            client.call_async("run_python", {"code": "import time\ntime.sleep(2.5)"}) for _ in range(MAX_CONCURRENT)
+        ]
         time.sleep(1.0)  # both calls are in flight now
         status, headers, body = _post(url, INITIALIZE, TOKEN)
         assert status == 429

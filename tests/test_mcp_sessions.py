@@ -20,7 +20,9 @@ IDLE_S = 1.0
 
 @pytest.fixture
 async def kernel_server():
-    settings = ToolSettings(limits=Limits(timeout_s=10), sessions=SessionSettings(max_sessions=2, idle_timeout_s=IDLE_S))
+    settings = ToolSettings(
+        limits=Limits(timeout_s=10), sessions=SessionSettings(max_sessions=2, idle_timeout_s=IDLE_S)
+    )
     # As the CLI builds them for --executor jupyter: one executor for one-off runs, one for sessions.
     one_off = JupyterExecutor(limits=settings.limits)
     sessions = JupyterExecutor(limits=settings.limits, max_kernels=2, idle_timeout_s=IDLE_S)

@@ -168,8 +168,12 @@ async def test_bearer_token_middleware():
     async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://t") as client:
         assert (await client.get("/", headers={"Authorization": "Bearer s3cret"})).text == "hello"
         assert (await client.get("/", headers={"Authorization": "bearer s3cret"})).status_code == 200
-        for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic s3cret"},
-                        {"Authorization": "s3cret"}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer nope"},
+            {"Authorization": "Basic s3cret"},
+            {"Authorization": "s3cret"},
+        ):
             response = await client.get("/", headers=headers)
             assert response.status_code == 401 and response.headers["WWW-Authenticate"] == "Bearer"
             assert "s3cret" not in response.text

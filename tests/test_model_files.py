@@ -67,10 +67,19 @@ def make_chunk_wheel(dest: Path, package: str, part_number: int, data: bytes, me
 
 def test_entry(name: str = "tiny", prefix: str = "fakechunk-part", *, sha256: str | None = None) -> CatalogueEntry:
     return CatalogueEntry(
-        name=name, title="Tiny test model", family="test", parameters="0M", quantization="none",
-        filename=f"{name}.gguf", size=len(CONTENT), sha256=sha256 or hashlib.sha256(CONTENT).hexdigest(),
-        packages=tuple(f"{prefix}{i}" for i in range(1, len(PARTS) + 1)), version=VERSION,
-        context_length=128, published_humaneval=0.5, chat_profile="qwen",
+        name=name,
+        title="Tiny test model",
+        family="test",
+        parameters="0M",
+        quantization="none",
+        filename=f"{name}.gguf",
+        size=len(CONTENT),
+        sha256=sha256 or hashlib.sha256(CONTENT).hexdigest(),
+        packages=tuple(f"{prefix}{i}" for i in range(1, len(PARTS) + 1)),
+        version=VERSION,
+        context_length=128,
+        published_humaneval=0.5,
+        chat_profile="qwen",
     )
 
 
@@ -440,7 +449,9 @@ def test_resolve_accepts_a_path_to_a_gguf_file(tmp_path):
 
 
 def test_resolve_of_an_unknown_bare_name_lists_the_catalogue():
-    with pytest.raises(UnknownModelNameError, match=re.escape("not in the catalogue (qwen2.5-coder-0.5b, qwen2.5-coder-1.5b")):
+    with pytest.raises(
+        UnknownModelNameError, match=re.escape("not in the catalogue (qwen2.5-coder-0.5b, qwen2.5-coder-1.5b")
+    ):
         ModelStore("/nonexistent").resolve("qwen-72b")
 
 
@@ -467,11 +478,12 @@ class FakeHub(FakeServer):
             headers = {"X-Error-Code": "EntryNotFound", "X-Error-Message": "Entry not found", "X-Repo-Commit": COMMIT}
             return self.send(handler, 404, b"Entry not found", headers, head)
         body = self.served[key]
-        headers = {"X-Repo-Commit": COMMIT, "ETag": f'"{hashlib.sha256(self.files[key]).hexdigest()}"',
-                   "Content-Type": "application/octet-stream"}
+        headers = {
+            "X-Repo-Commit": COMMIT,
+            "ETag": f'"{hashlib.sha256(self.files[key]).hexdigest()}"',
+            "Content-Type": "application/octet-stream",
+        }
         return self.send(handler, 200, body, headers, head)
-
-
 
 
 @pytest.fixture
@@ -488,8 +500,9 @@ def hub():
 
 
 def hf_store(root: Path, hub: FakeHub, progress=False) -> ModelStore:
-    return ModelStore.from_env({"HF_ENDPOINT": hub.url, "CODELOOP_MODELS_DIR": str(root)}, catalogue={},
-                               progress=progress)
+    return ModelStore.from_env(
+        {"HF_ENDPOINT": hub.url, "CODELOOP_MODELS_DIR": str(root)}, catalogue={}, progress=progress
+    )
 
 
 def test_hf_spec_parsing():
@@ -507,8 +520,10 @@ def test_hf_source_downloads_once_into_the_store_and_verifies_the_digest(tmp_pat
     assert path.read_bytes() == HF_CONTENT
     assert path.is_relative_to(tmp_path / "models" / "hf")
     assert ("GET", "/owner/repo/resolve/main/model-q4.gguf") in hub.requests
-    assert said[0] == (f"model hf:owner/repo/model-q4.gguf is not downloaded yet: downloading it from {hub.url} "
-                       f"into {tmp_path / 'models' / 'hf'}")
+    assert said[0] == (
+        f"model hf:owner/repo/model-q4.gguf is not downloaded yet: downloading it from {hub.url} "
+        f"into {tmp_path / 'models' / 'hf'}"
+    )
     assert said[1].startswith("checking the sha256")
     seen = len(hub.requests)
     assert store.resolve("hf:owner/repo/model-q4.gguf") == path
@@ -605,7 +620,6 @@ def test_cli_corrupt_file_exits_1_and_force_repairs(cli_env, capsys):
     assert str(path) in err and test_entry().sha256 in err
     assert main([*root, "pull", "tiny", "--force"]) == 0
     assert path.read_bytes() == CONTENT
-
 
 
 # Progress

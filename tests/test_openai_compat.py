@@ -41,8 +41,11 @@ def local(fake: FakeOpenAIServer, **kwargs) -> OpenAIModel:
 
 
 async def test_tool_calls_run_and_results_go_back_as_tool_messages(fake, local_executor):
-    fake.add(tool_call_completion("print(1 / 0)", call_id="t1"), tool_call_completion("print(7)", call_id="t2"),
-             text_completion("Seven."))
+    fake.add(
+        tool_call_completion("print(1 / 0)", call_id="t1"),
+        tool_call_completion("print(7)", call_id="t2"),
+        text_completion("Seven."),
+    )
     result = await Orchestrator(local(fake), local_executor).run("seven?")
 
     assert result.status is RunStatus.SOLVED and result.retries == 1
@@ -57,8 +60,9 @@ async def test_tool_calls_run_and_results_go_back_as_tool_messages(fake, local_e
 
 
 async def test_fenced_code_without_tool_support_falls_back_once(local_executor):
-    with FakeOpenAIServer([text_completion("```python\nprint(3 * 3)\n```"), text_completion("Nine.")],
-                          tools_supported=False) as fake:
+    with FakeOpenAIServer(
+        [text_completion("```python\nprint(3 * 3)\n```"), text_completion("Nine.")], tools_supported=False
+    ) as fake:
         model = local(fake)
         result = await Orchestrator(model, local_executor).run("3*3?")
 
@@ -111,16 +115,20 @@ async def test_retries_then_errors(fake):
     assert len(fake.requests) == 7
 
 
-
 async def test_a_key_the_server_does_not_expect_is_an_auth_error_and_not_retried():
-    with (FakeOpenAIServer([text_completion("never")], expected_key="right-key") as server,
-          pytest.raises(ModelAuthError, match="OPENAI_API_KEY")):
+    with (
+        FakeOpenAIServer([text_completion("never")], expected_key="right-key") as server,
+        pytest.raises(ModelAuthError, match="OPENAI_API_KEY"),
+    ):
         await local(server).generate(ask("x"))
     assert len(server.requests) == 1 and server.pending == 1
 
-@pytest.mark.parametrize("fault", [Malformed(b"not json"), Malformed(b'{"choices": 5}'), Disconnect(),
-                                   Delay(2.0, text_completion("late"))],
-                         ids=["not-json", "wrong-shape", "disconnect", "timeout"])
+
+@pytest.mark.parametrize(
+    "fault",
+    [Malformed(b"not json"), Malformed(b'{"choices": 5}'), Disconnect(), Delay(2.0, text_completion("late"))],
+    ids=["not-json", "wrong-shape", "disconnect", "timeout"],
+)
 async def test_transient_faults_are_retried(fake, fault):
     fake.add(fault, text_completion("fine"))
     model = local(fake, retry=RetryPolicy(attempts=2, initial_delay_s=0.001, timeout_s=0.5))
@@ -129,8 +137,9 @@ async def test_transient_faults_are_retried(fake, fault):
 
 
 async def test_streaming_assembles_text_and_tool_calls(fake, local_executor):
-    fake.add(tool_call_completion("print(2 ** 10)", call_id="s", text="Let me compute."),
-             text_completion("It is 1024."))
+    fake.add(
+        tool_call_completion("print(2 ** 10)", call_id="s", text="Let me compute."), text_completion("It is 1024.")
+    )
     orch = Orchestrator(local(fake), local_executor, stream_text=True)
     seen = [e async for e in orch.stream("2**10?")]
 
@@ -145,11 +154,18 @@ async def test_streaming_assembles_text_and_tool_calls(fake, local_executor):
 def test_messages_merge_user_texts_and_rebuild_foreign_turns():
     turn = tool_call_turn("print(1)", call_id="k")
     ok = ExecutionResult(outcome=Outcome.OK)
-    conversation = Conversation(system="s", messages=[
-        UserMessage(text="a"), ModelMessage(turn=turn), ExecutionMessage(result=ok, feedback="1"),
-        UserMessage(text="b"), ModelMessage(turn=ModelTurn(text="```python\nx\n```")),
-        ExecutionMessage(result=ok, feedback="feedback"), UserMessage(text="summarise"),
-    ])
+    conversation = Conversation(
+        system="s",
+        messages=[
+            UserMessage(text="a"),
+            ModelMessage(turn=turn),
+            ExecutionMessage(result=ok, feedback="1"),
+            UserMessage(text="b"),
+            ModelMessage(turn=ModelTurn(text="```python\nx\n```")),
+            ExecutionMessage(result=ok, feedback="feedback"),
+            UserMessage(text="summarise"),
+        ],
+    )
     messages = to_messages(conversation)
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "tool", "user", "assistant", "user"]
     assert messages[2]["tool_calls"][0]["id"] == "k" and messages[3]["tool_call_id"] == "k"

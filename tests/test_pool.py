@@ -203,9 +203,7 @@ async def test_memory_limit_gives_memory_exceeded(pool):
 
 async def test_escaped_grandchild_is_killed(pool):
     code = (
-        "import subprocess\n"
-        "subprocess.Popen(['sleep', '313'], start_new_session=True)\n"
-        "print('left a daemon behind')\n"
+        "import subprocess\nsubprocess.Popen(['sleep', '313'], start_new_session=True)\nprint('left a daemon behind')\n"
     )
     result = await pool.execute(code)
     assert result.outcome is Outcome.OK, result.stderr
@@ -320,7 +318,9 @@ async def test_large_code_and_leftover_files_do_not_leak(pool):
     big = "x = 0\n" + "x += 1\n" * 20000 + "print(x)\n"
     result = await pool.execute(big)
     assert result.outcome is Outcome.OK and result.stdout == "20000\n"
-    await pool.execute("import os\nos.makedirs('deep/er')\nopen('deep/er/f.txt', 'w').write('1')\nos.chmod('deep', 0o500)")
+    await pool.execute(
+        "import os\nos.makedirs('deep/er')\nopen('deep/er/f.txt', 'w').write('1')\nos.chmod('deep', 0o500)"
+    )
     listing = await asyncio.gather(*(pool.execute("import os\nprint(sorted(os.listdir('.')))") for _ in range(4)))
     assert [r.stdout for r in listing] == ["[]\n"] * 4
 
@@ -388,7 +388,9 @@ def _forced_pool(level: str, **settings) -> PoolExecutor:
 async def test_private_tmp_is_emptied_between_executions(level):
     async with _forced_pool(level, size=1, light_size=0, preload=("json",)) as executor:
         assert "private_tmp" in executor.isolator.guarantees
-        first = await executor.execute("open('/tmp/left-behind', 'w').write('from run 1')\nimport os\nos.makedirs('/tmp/d/e')\nos.chmod('/tmp/d', 0o500)")
+        first = await executor.execute(
+            "open('/tmp/left-behind', 'w').write('from run 1')\nimport os\nos.makedirs('/tmp/d/e')\nos.chmod('/tmp/d', 0o500)"
+        )
         assert first.outcome is Outcome.OK, first.stderr
         second = await executor.execute("import os\nprint(sorted(os.listdir('/tmp')))")
         assert second.outcome is Outcome.OK, second.stderr

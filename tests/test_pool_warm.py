@@ -35,8 +35,7 @@ async def run_ok(pool: PoolExecutor, code: str):
 @on_one_zygote
 async def test_forks_of_one_zygote_get_different_random_states(one_zygote):
     code = (
-        "import random\nimport numpy as np\n"
-        "print(np.random.rand(), np.random.default_rng().random(), random.random())"
+        "import random\nimport numpy as np\nprint(np.random.rand(), np.random.default_rng().random(), random.random())"
     )
     first = (await run_ok(one_zygote, code)).stdout.split()
     second = (await run_ok(one_zygote, code)).stdout.split()
@@ -86,7 +85,9 @@ async def test_frozen_objects_do_not_carry_state_between_runs(one_zygote):
     before = (await run_ok(one_zygote, "import gc\nprint(gc.get_freeze_count())")).stdout
     await run_ok(one_zygote, "import gc, json\njson.LEAK = [object() for _ in range(1000)]\ngc.freeze()\ngc.disable()")
     await run_ok(one_zygote, "import gc\ngc.unfreeze()\ngc.collect()")
-    after = await run_ok(one_zygote, "import gc, json\nprint(gc.get_freeze_count())\nprint(gc.isenabled(), hasattr(json, 'LEAK'))")
+    after = await run_ok(
+        one_zygote, "import gc, json\nprint(gc.get_freeze_count())\nprint(gc.isenabled(), hasattr(json, 'LEAK'))"
+    )
     assert after.stdout == before + "True False\n"
 
 
@@ -133,6 +134,7 @@ def test_light_zygotes_rehearse_only_the_harness():
 
 # -- the answer waits for the child's exit ------------------------------------
 
+
 @on_one_zygote
 async def test_a_thread_left_running_gets_the_ordinary_path(one_zygote):
     """A live thread of the code means the child does not announce its end early;
@@ -150,7 +152,10 @@ async def test_a_process_left_running_is_killed_before_the_answer(one_zygote):
     code = "import subprocess\np = subprocess.Popen(['sleep', '30'], start_new_session=True)\nprint(p.pid)"
     result = await run_ok(one_zygote, code)
     pid = int(result.stdout)
-    check = await run_ok(one_zygote, f"import os\ntry:\n    os.kill({pid}, 0)\n    print('alive')\nexcept ProcessLookupError:\n    print('gone')")
+    check = await run_ok(
+        one_zygote,
+        f"import os\ntry:\n    os.kill({pid}, 0)\n    print('alive')\nexcept ProcessLookupError:\n    print('gone')",
+    )
     assert check.stdout == "gone\n"
 
 

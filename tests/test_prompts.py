@@ -30,16 +30,25 @@ def test_traceback_keeps_user_frames_and_error_line():
 
 
 def test_feedback_is_capped():
-    result = ExecutionResult(outcome=Outcome.FAILED, stdout="z" * 50_000, error_type="E", error_message="m",
-                             traceback="Traceback (most recent call last):\n" + "x" * 10_000 + "\nE: m")
+    result = ExecutionResult(
+        outcome=Outcome.FAILED,
+        stdout="z" * 50_000,
+        error_type="E",
+        error_message="m",
+        traceback="Traceback (most recent call last):\n" + "x" * 10_000 + "\nE: m",
+    )
     text = Prompts(max_output_chars=1000, max_traceback_chars=500).feedback(result, retries_left=3)
     assert len(text) < 2000
     assert "E: m" in text and "3 retries left" in text
 
 
 def test_every_text_is_overridable():
-    p = Prompts().replace(summary_request="SUM", failure_summary_request="FAILED {failures}",
-                          feedback_ok="OK {output}", system_template="SYS {timeout}")
+    p = Prompts().replace(
+        summary_request="SUM",
+        failure_summary_request="FAILED {failures}",
+        feedback_ok="OK {output}",
+        system_template="SYS {timeout}",
+    )
     assert p.summary() == "SUM"
     assert p.failure_summary(6) == "FAILED 6"
     assert p.system(Limits(timeout_s=5)) == "SYS 5"

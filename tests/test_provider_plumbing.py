@@ -27,11 +27,20 @@ def test_keys_follow_the_order_given_and_never_show_in_a_repr():
     assert "secret-value-123" not in repr(KEY) and KEY.redact("x secret-value-123 y") == "x *** y"
 
 
-@pytest.mark.parametrize(("code", "kind", "retryable"), [
-    (401, ModelAuthError, False), (403, ModelAuthError, False), (429, RateLimitError, True),
-    (400, None, False), (404, None, False), (408, None, True), (500, None, True), (503, None, True),
-    (529, None, True),
-])
+@pytest.mark.parametrize(
+    ("code", "kind", "retryable"),
+    [
+        (401, ModelAuthError, False),
+        (403, ModelAuthError, False),
+        (429, RateLimitError, True),
+        (400, None, False),
+        (404, None, False),
+        (408, None, True),
+        (500, None, True),
+        (503, None, True),
+        (529, None, True),
+    ],
+)
 def test_http_statuses_map_to_error_kinds(code, kind, retryable):
     error = status_error("Prov", code, "it said secret-value-123", key=KEY, key_help="check TEST_KEY")
     assert error.status_code == code and error.retryable is retryable
@@ -77,19 +86,22 @@ class RecordingWriter:
 
 
 def test_the_walk_answers_calls_once_and_sends_each_file_once():
-    two_calls = ModelTurn(code_blocks=[CodeBlock("a", source="tool_call", call_id="1"),
-                                       CodeBlock("b", source="tool_call", call_id="2")])
+    two_calls = ModelTurn(
+        code_blocks=[CodeBlock("a", source="tool_call", call_id="1"), CodeBlock("b", source="tool_call", call_id="2")]
+    )
     one_call = ModelTurn(code_blocks=[CodeBlock("c", source="tool_call", call_id="3")])
     data = InputFile("d.csv", b"1")
-    conversation = Conversation(messages=[
-        UserMessage(text="q", files=[data]),
-        ModelMessage(turn=two_calls),
-        ExecutionMessage(result=ExecutionResult(outcome=Outcome.OK), feedback="out"),
-        ModelMessage(turn=one_call),
-        UserMessage(text="again", files=[data, InputFile("e.csv", b"2")]),
-        ModelMessage(turn=ModelTurn(text="fenced")),
-        ExecutionMessage(result=ExecutionResult(outcome=Outcome.OK), feedback="fenced out"),
-    ])
+    conversation = Conversation(
+        messages=[
+            UserMessage(text="q", files=[data]),
+            ModelMessage(turn=two_calls),
+            ExecutionMessage(result=ExecutionResult(outcome=Outcome.OK), feedback="out"),
+            ModelMessage(turn=one_call),
+            UserMessage(text="again", files=[data, InputFile("e.csv", b"2")]),
+            ModelMessage(turn=ModelTurn(text="fenced")),
+            ExecutionMessage(result=ExecutionResult(outcome=Outcome.OK), feedback="fenced out"),
+        ]
+    )
     writer = RecordingWriter()
     walk(conversation, writer)
     assert writer.log == [

@@ -12,8 +12,10 @@ from orchestrator import Orchestrator, RunStatus
 from orchestrator.models import get_model
 from tests.real_models import REAL_MODEL, require_real_model
 
-PRIMES = ("What is the sum of the first 50 prime numbers? Generate and run code for the calculation, "
-          "and make sure you get all 50.")
+PRIMES = (
+    "What is the sum of the first 50 prime numbers? Generate and run code for the calculation, "
+    "and make sure you get all 50."
+)
 
 
 @pytest.mark.real_model
@@ -33,5 +35,7 @@ async def test_primes_prompt_through_local_runs_code_and_answers_what_it_printed
     # Whatever the model concluded, its answer states a number the code really printed.
     assert any(re.search(rf"\b{n}\b", result.summary) for n in printed), (printed, result.summary)
     if "5117" not in result.attempts[-1].result.stdout:
-        pytest.xfail(f"the 0.5B model computed {printed[-1]}, not 5117 (it sums the primes below 50); "
-                     "see benchmarks/reports/real-models.md")
+        pytest.xfail(
+            f"the 0.5B model computed {printed[-1]}, not 5117 (it sums the primes below 50); "
+            "see benchmarks/reports/real-models.md"
+        )

@@ -13,7 +13,9 @@ from tests.conftest import EXAMPLES
 
 async def test_replayed_code_runs_live(tmp_path, local_executor):
     cassette = tmp_path / "c.jsonl"
-    recorder = RecordingModel(ScriptedModel(["```python\nimport random\nprint(random.random())\n```", "A number."]), cassette)
+    recorder = RecordingModel(
+        ScriptedModel(["```python\nimport random\nprint(random.random())\n```", "A number."]), cassette
+    )
     first = await Orchestrator(recorder, local_executor).run("random please")
     second = await Orchestrator(ReplayModel(cassette), local_executor).run("random please")
     assert first.attempts[0].code == second.attempts[0].code
@@ -46,4 +48,3 @@ async def test_scripted_model_reports_exhaustion(local_executor):
     result = await Orchestrator(ScriptedModel(["```python\nprint(1)\n```"]), local_executor).run("q")
     assert result.status is RunStatus.FAILED
     assert "scripted model has no turn 1" in result.error
-

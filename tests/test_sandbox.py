@@ -93,9 +93,23 @@ async def test_environment_is_the_allow_list_only(sandbox, monkeypatch):
     assert "CODELOOP_TEST_SECRET" not in env
     assert env["MPLBACKEND"] == "Agg" and env["OPENBLAS_NUM_THREADS"] == "1"
     assert set(env) <= {
-        "PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "LANG", "PYTHONIOENCODING", "PYTHONDONTWRITEBYTECODE", "PYTHONHASHSEED",
-        "MPLBACKEND", "MPLCONFIGDIR", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-        "PWD", "OLDPWD", "SHLVL",  # set by the shell that prepares the unshare level
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "TMPDIR",
+        "LANG",
+        "PYTHONIOENCODING",
+        "PYTHONDONTWRITEBYTECODE",
+        "PYTHONHASHSEED",
+        "MPLBACKEND",
+        "MPLCONFIGDIR",
+        "OPENBLAS_NUM_THREADS",
+        "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "PWD",
+        "OLDPWD",
+        "SHLVL",  # set by the shell that prepares the unshare level
     }
 
 
@@ -289,7 +303,12 @@ def test_wrap_makes_mounts_visible_at_their_target(tmp_path):
     work.mkdir()
     isolator.prepare(work)
     cmd = isolator.wrap(
-        [isolator.python, "-c", "import sys; print(open(sys.argv[1]).read())", isolator.view(work, [Mount(str(data), "/sandbox/data.txt")]).inside(data)],
+        [
+            isolator.python,
+            "-c",
+            "import sys; print(open(sys.argv[1]).read())",
+            isolator.view(work, [Mount(str(data), "/sandbox/data.txt")]).inside(data),
+        ],
         work_dir=work,
         mounts=[Mount(str(data), "/sandbox/data.txt")],
         env={"PATH": "/usr/bin:/bin"},
@@ -327,7 +346,8 @@ def _named(name: str) -> list:
     import psutil
 
     return [
-        p for p in psutil.process_iter(["name", "status"])
+        p
+        for p in psutil.process_iter(["name", "status"])
         if p.info["name"] == name and p.info["status"] != psutil.STATUS_ZOMBIE
     ]
 

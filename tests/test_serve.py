@@ -19,8 +19,10 @@ from orchestrator.serve import Backend, BackgroundServer, ServeSettings, create_
 from orchestrator.testing.fake_openai import FakeOpenAIServer, text_completion
 from orchestrator.types import Conversation, ExecutionMessage, ModelTurn, Usage
 
-PRIMES = ("What is the sum of the first 50 prime numbers? Generate and run code for the calculation, "
-          "and make sure you get all 50.")
+PRIMES = (
+    "What is the sum of the first 50 prime numbers? Generate and run code for the calculation, "
+    "and make sure you get all 50."
+)
 PRIMES_CODE = """primes = []
 n = 2
 while len(primes) < 50:
@@ -83,6 +85,7 @@ def kinds(parts) -> list[str]:
 
 # -- the seed example -------------------------------------------------------------------
 
+
 def test_primes_seed_example_comes_back_with_code_result_and_text(executor):
     response = generate(primes_script, executor, PRIMES)
 
@@ -100,16 +103,16 @@ def test_primes_seed_example_comes_back_with_code_result_and_text(executor):
     usage = response.usage_metadata
     assert usage.prompt_token_count > 0 and usage.candidates_token_count > 0
     assert usage.tool_use_prompt_token_count > 0  # the second request carried the result back
-    assert usage.total_token_count == (usage.prompt_token_count + usage.candidates_token_count
-                                       + usage.tool_use_prompt_token_count)
+    assert usage.total_token_count == (
+        usage.prompt_token_count + usage.candidates_token_count + usage.tool_use_prompt_token_count
+    )
     assert response.model_version == "scripted"
 
 
 async def test_async_client_gets_the_same_parts(executor):
     with serve(ScriptedModel(primes_script), executor) as server:
         client = sdk(server)
-        response = await client.aio.models.generate_content(model="scripted", contents=PRIMES,
-                                                                 config=CODE_EXECUTION)
+        response = await client.aio.models.generate_content(model="scripted", contents=PRIMES, config=CODE_EXECUTION)
     parts = response.candidates[0].content.parts
     assert kinds(parts) == ["text", "executable_code", "code_execution_result", "text"]
     assert "5117" in parts[2].code_execution_result.output
@@ -118,8 +121,7 @@ async def test_async_client_gets_the_same_parts(executor):
 def test_stream_sends_each_part_as_it_happens(executor):
     with serve(ScriptedModel(primes_script), executor) as server:
         client = sdk(server)
-        chunks = list(client.models.generate_content_stream(model="scripted", contents=PRIMES,
-                                                                 config=CODE_EXECUTION))
+        chunks = list(client.models.generate_content_stream(model="scripted", contents=PRIMES, config=CODE_EXECUTION))
     per_chunk = [kinds(c.candidates[0].content.parts if c.candidates[0].content else []) for c in chunks]
     assert per_chunk[:4] == [["text"], ["executable_code"], ["code_execution_result"], ["text"]]
     assert chunks[-1].candidates[0].finish_reason == types.FinishReason.STOP
@@ -130,11 +132,15 @@ def test_stream_sends_each_part_as_it_happens(executor):
 async def test_async_stream(executor):
     with serve(ScriptedModel(primes_script), executor) as server:
         client = sdk(server)
-        stream = await client.aio.models.generate_content_stream(model="scripted", contents=PRIMES,
-                                                                      config=CODE_EXECUTION)
-        outputs = [p.code_execution_result.output async for c in stream
-                   for p in (c.candidates[0].content.parts if c.candidates[0].content else [])
-                   if p.code_execution_result]
+        stream = await client.aio.models.generate_content_stream(
+            model="scripted", contents=PRIMES, config=CODE_EXECUTION
+        )
+        outputs = [
+            p.code_execution_result.output
+            async for c in stream
+            for p in (c.candidates[0].content.parts if c.candidates[0].content else [])
+            if p.code_execution_result
+        ]
     assert len(outputs) == 1 and "5117" in outputs[0]
 
 
@@ -149,8 +155,15 @@ def test_a_failing_program_is_fixed_and_both_attempts_come_back(executor):
 
     response = generate(fixer, executor, "Add 1, 2 and 3 with code.")
     parts = response.candidates[0].content.parts
-    assert kinds(parts) == ["text", "executable_code", "code_execution_result", "text", "executable_code",
-                            "code_execution_result", "text"]
+    assert kinds(parts) == [
+        "text",
+        "executable_code",
+        "code_execution_result",
+        "text",
+        "executable_code",
+        "code_execution_result",
+        "text",
+    ]
     failed, fixed = parts[2].code_execution_result, parts[5].code_execution_result
     assert failed.outcome == types.Outcome.OUTCOME_FAILED and "NameError" in failed.output
     assert fixed.outcome == types.Outcome.OUTCOME_OK and fixed.output.strip() == "6"
@@ -187,6 +200,7 @@ def test_figures_come_back_as_png_after_their_result(executor):
 
 # -- files ---------------------------------------------------------------------------
 
+
 def test_csv_sent_inline_is_a_file_the_code_reads(executor):
     csv = b"city,rain_mm\nOslo,12\nBergen,40\nTromso,7\n"
 
@@ -198,8 +212,9 @@ def test_csv_sent_inline_is_a_file_the_code_reads(executor):
         assert name.endswith(".csv") and name in conversation.system  # the model is told its name
         return fenced(f"import pandas as pd\nprint(pd.read_csv({name!r})['rain_mm'].sum())\n")
 
-    response = generate(analyst, executor,
-                        [types.Part.from_bytes(data=csv, mime_type="text/csv"), "What is the total rain?"])
+    response = generate(
+        analyst, executor, [types.Part.from_bytes(data=csv, mime_type="text/csv"), "What is the total rain?"]
+    )
     result = response.code_execution_result
     assert result is not None and result.strip() == "59"
     assert response.text.endswith("Total rain: 59 mm.")
@@ -214,12 +229,14 @@ def test_a_png_in_the_request_is_a_file_too(executor):
             return "Read it."
         return fenced(f"print(open({last.files[0].name!r}, 'rb').read()[:4])\n")
 
-    response = generate(reader, executor,
-                        [types.Part.from_bytes(data=png, mime_type="image/png"), "What are its first bytes?"])
+    response = generate(
+        reader, executor, [types.Part.from_bytes(data=png, mime_type="image/png"), "What are its first bytes?"]
+    )
     assert "PNG" in response.code_execution_result
 
 
 # -- multi-turn ---------------------------------------------------------------------------
+
 
 def test_chat_sends_its_history_back_and_the_loop_continues_it(executor):
     seen: list[Conversation] = []
@@ -264,16 +281,21 @@ async def test_async_chat_streams(executor):
 
 def test_history_in_raw_rest_form_with_snake_case_and_a_file_from_an_earlier_turn(executor):
     """A file sent in an earlier turn stays available to the code of later ones."""
+
     def reuse(conversation: Conversation, tools) -> str:
         if isinstance(conversation.messages[-1], ExecutionMessage):
             return "Done."
         return fenced("print(open('notes.txt').read().upper())\n")
 
     contents = [
-        {"role": "user", "parts": [{"text": "File notes.txt:"},
-                                   {"inline_data": {"mime_type": "text/plain",
-                                                    "data": base64.b64encode(b"hello").decode()}},
-                                   {"text": "Keep this."}]},
+        {
+            "role": "user",
+            "parts": [
+                {"text": "File notes.txt:"},
+                {"inline_data": {"mime_type": "text/plain", "data": base64.b64encode(b"hello").decode()}},
+                {"text": "Keep this."},
+            ],
+        },
         {"role": "model", "parts": [{"text": "Kept."}]},
         {"role": "user", "parts": [{"text": "Print it in capitals."}]},
     ]
@@ -283,6 +305,7 @@ def test_history_in_raw_rest_form_with_snake_case_and_a_file_from_an_earlier_tur
 
 # -- plain chat, settings ------------------------------------------------------------------
 
+
 def test_without_code_execution_it_is_a_plain_chat(executor):
     seen = []
 
@@ -290,8 +313,12 @@ def test_without_code_execution_it_is_a_plain_chat(executor):
         seen.append((conversation, tools))
         return "Paris."
 
-    response = generate(plain, executor, "Capital of France?",
-                        config=types.GenerateContentConfig(system_instruction="Answer in one word."))
+    response = generate(
+        plain,
+        executor,
+        "Capital of France?",
+        config=types.GenerateContentConfig(system_instruction="Answer in one word."),
+    )
     assert response.text == "Paris."
     conversation, tools = seen[0]
     assert tools == () and conversation.system == "Answer in one word."
@@ -308,9 +335,13 @@ def test_system_instruction_reaches_the_loop_after_its_own_text(executor):
     with serve(ScriptedModel(model), executor) as server:
         client = sdk(server)
         client.models.generate_content(
-            model="scripted", contents=PRIMES,
-            config=types.GenerateContentConfig(system_instruction="Always answer in French {politely}.",
-                                               tools=[types.Tool(code_execution=types.ToolCodeExecution())]))
+            model="scripted",
+            contents=PRIMES,
+            config=types.GenerateContentConfig(
+                system_instruction="Always answer in French {politely}.",
+                tools=[types.Tool(code_execution=types.ToolCodeExecution())],
+            ),
+        )
     assert seen[0].endswith("Always answer in French {politely}.")
     assert "Python" in seen[0]  # the loop's own instructions come first
 
@@ -320,8 +351,11 @@ def test_generation_config_reaches_an_openai_compatible_backend(executor):
         backend = OpenAIModel("fake", base_url=fake.base_url, api_key="k", temperature=0.0, max_tokens=50)
         with serve(backend, executor, alias="fake") as server:
             client = sdk(server)
-            client.models.generate_content(model="fake", contents="hello", config=types.GenerateContentConfig(
-                temperature=0.7, max_output_tokens=33))
+            client.models.generate_content(
+                model="fake",
+                contents="hello",
+                config=types.GenerateContentConfig(temperature=0.7, max_output_tokens=33),
+            )
             client.models.generate_content(model="fake", contents="hello")
     first, second = fake.requests[0].body, fake.requests[1].body
     assert (first["temperature"], first["max_tokens"]) == (0.7, 33)
@@ -330,8 +364,10 @@ def test_generation_config_reaches_an_openai_compatible_backend(executor):
 
 
 def test_models_list_get_and_count_tokens(executor):
-    backends = [Backend("one", ScriptedModel(["x"], name="scripted-one"), executor),
-                Backend("two", ScriptedModel(["y"], name="scripted-two"), executor)]
+    backends = [
+        Backend("one", ScriptedModel(["x"], name="scripted-one"), executor),
+        Backend("two", ScriptedModel(["y"], name="scripted-two"), executor),
+    ]
     with BackgroundServer(create_app(backends)) as server:
         client = sdk(server)
         names = [m.name for m in client.models.list()]
@@ -347,6 +383,7 @@ def test_models_list_get_and_count_tokens(executor):
 
 # -- codeloop's own Gemini client against the server ------------------------------------------
 
+
 async def test_codeloops_gemini_model_in_server_mode_works_against_serve(executor):
     def analyst(conversation: Conversation, tools) -> str:
         last = conversation.messages[-1]
@@ -360,7 +397,8 @@ async def test_codeloops_gemini_model_in_server_mode_works_against_serve(executo
         gemini = GeminiModel("scripted", api_key="k", mode="server", base_url=server.url)
         try:
             result = await Orchestrator(gemini, client_executor).run(
-                "Sum column x.", files=[InputFile("data.csv", b"x\n1\n2\n39\n")])
+                "Sum column x.", files=[InputFile("data.csv", b"x\n1\n2\n39\n")]
+            )
         finally:
             await gemini.aclose()
     assert result.status is RunStatus.SOLVED, (result.error, result.summary)
@@ -384,10 +422,16 @@ async def test_codeloops_gemini_model_streams_from_serve(executor):
 
 
 def test_a_scripted_turn_with_usage_keeps_its_counts(executor):
-    turns = [ModelTurn(text=fenced("print(1)"), usage=Usage(input_tokens=100, output_tokens=10, requests=1)),
-             ModelTurn(text="One.", usage=Usage(input_tokens=130, output_tokens=2, requests=1))]
+    turns = [
+        ModelTurn(text=fenced("print(1)"), usage=Usage(input_tokens=100, output_tokens=10, requests=1)),
+        ModelTurn(text="One.", usage=Usage(input_tokens=130, output_tokens=2, requests=1)),
+    ]
     response = generate(turns, executor, "Print 1 with code.")
     usage = response.usage_metadata
-    assert (usage.prompt_token_count, usage.tool_use_prompt_token_count, usage.candidates_token_count,
-            usage.total_token_count) == (100, 130, 12, 242)
+    assert (
+        usage.prompt_token_count,
+        usage.tool_use_prompt_token_count,
+        usage.candidates_token_count,
+        usage.total_token_count,
+    ) == (100, 130, 12, 242)
     assert re.fullmatch(r"[0-9a-f]{12}", response.response_id)

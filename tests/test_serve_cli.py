@@ -25,22 +25,27 @@ from orchestrator.cli.serve import (
 )
 from tests.conftest import ROOT
 
-PRIMES_CODE = "primes = []\nn = 2\nwhile len(primes) < 50:\n    if all(n % p for p in primes):\n" \
-              "        primes.append(n)\n    n += 1\nprint(sum(primes))"
+PRIMES_CODE = (
+    "primes = []\nn = 2\nwhile len(primes) < 50:\n    if all(n % p for p in primes):\n"
+    "        primes.append(n)\n    n += 1\nprint(sum(primes))"
+)
 
 
 def args_of(*argv: str) -> argparse.Namespace:
     return build_parser().parse_args(["serve", *argv])
 
 
-@pytest.mark.parametrize(("value", "alias", "spec"), [
-    ("qwen=local:qwen2.5-coder-1.5b", "qwen", "local:qwen2.5-coder-1.5b"),
-    ("local:qwen2.5-coder-1.5b", "qwen2.5-coder-1.5b", "local:qwen2.5-coder-1.5b"),
-    ("local:/models/My Model.Q4.gguf", "My-Model.Q4", "local:/models/My Model.Q4.gguf"),
-    ("openai:llama3@http://127.0.0.1:11434/v1?x=1", "llama3", "openai:llama3@http://127.0.0.1:11434/v1?x=1"),
-    ("fast=openai:m@http://h/v1?a=b", "fast", "openai:m@http://h/v1?a=b"),
-    ("gemini:gemini-2.5-flash", "gemini-2.5-flash", "gemini:gemini-2.5-flash"),
-])
+@pytest.mark.parametrize(
+    ("value", "alias", "spec"),
+    [
+        ("qwen=local:qwen2.5-coder-1.5b", "qwen", "local:qwen2.5-coder-1.5b"),
+        ("local:qwen2.5-coder-1.5b", "qwen2.5-coder-1.5b", "local:qwen2.5-coder-1.5b"),
+        ("local:/models/My Model.Q4.gguf", "My-Model.Q4", "local:/models/My Model.Q4.gguf"),
+        ("openai:llama3@http://127.0.0.1:11434/v1?x=1", "llama3", "openai:llama3@http://127.0.0.1:11434/v1?x=1"),
+        ("fast=openai:m@http://h/v1?a=b", "fast", "openai:m@http://h/v1?a=b"),
+        ("gemini:gemini-2.5-flash", "gemini-2.5-flash", "gemini:gemini-2.5-flash"),
+    ],
+)
 def test_model_options_name_their_alias(value, alias, spec):
     assert parse_model_option(value) == (alias, spec)
 
@@ -56,20 +61,29 @@ def test_default_alias_of_a_scripted_file():
 
 
 def test_settings_come_from_flags_and_the_key_from_the_environment():
-    settings = settings_from(args_of("--port", "0", "--max-concurrent", "2", "--max-body-mb", "1",
-                                     "--run-timeout", "9"), {"CODELOOP_SERVE_API_KEY": "from-env"})
+    settings = settings_from(
+        args_of("--port", "0", "--max-concurrent", "2", "--max-body-mb", "1", "--run-timeout", "9"),
+        {"CODELOOP_SERVE_API_KEY": "from-env"},
+    )
     assert (settings.port, settings.max_concurrent_runs, settings.max_body_bytes, settings.run_timeout_s) == (
-        0, 2, 1024 * 1024, 9.0)
+        0,
+        2,
+        1024 * 1024,
+        9.0,
+    )
     assert settings.api_key == "from-env" and "from-env" not in repr(settings)
     assert settings.host == "127.0.0.1"  # this machine only, unless told
     assert settings_from(args_of("--api-key", "flag"), {"CODELOOP_SERVE_API_KEY": "env"}).api_key == "flag"
 
 
-@pytest.mark.parametrize(("flags", "named"), [
-    (("--max-concurrent", "0"), "--max-concurrent"),
-    (("--run-timeout", "-1"), "--run-timeout"),
-    (("--port", "70000"), "--port"),
-])
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (("--max-concurrent", "0"), "--max-concurrent"),
+        (("--run-timeout", "-1"), "--run-timeout"),
+        (("--port", "70000"), "--port"),
+    ],
+)
 def test_bad_settings_are_usage_errors_naming_the_flag(flags, named):
     with pytest.raises(UsageError, match=named):
         settings_from(args_of(*flags), {})
@@ -100,9 +114,24 @@ def test_codeloop_serve_process_answers_the_sdk_and_stops_on_ctrl_c(tmp_path):
     port = free_port()
     env = {**os.environ, "CODELOOP_SERVE_API_KEY": "cli-key", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "serve", "--model", f"primes=scripted:{script}",
-         "--executor", "local", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "serve",
+            "--model",
+            f"primes=scripted:{script}",
+            "--executor",
+            "local",
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -115,8 +144,10 @@ def test_codeloop_serve_process_answers_the_sdk_and_stops_on_ctrl_c(tmp_path):
                 time.sleep(0.1)
         client = genai.Client(api_key="cli-key", http_options=types.HttpOptions(base_url=f"http://127.0.0.1:{port}"))
         response = client.models.generate_content(
-            model="primes", contents="Sum the first 50 primes with code.",
-            config=types.GenerateContentConfig(tools=[types.Tool(code_execution=types.ToolCodeExecution())]))
+            model="primes",
+            contents="Sum the first 50 primes with code.",
+            config=types.GenerateContentConfig(tools=[types.Tool(code_execution=types.ToolCodeExecution())]),
+        )
     finally:
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=20)

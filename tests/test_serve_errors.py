@@ -38,8 +38,14 @@ def serve(model, executor, **settings) -> BackgroundServer:
     return BackgroundServer(create_app([Backend("m", model, executor)], chosen), chosen)
 
 
-def request(server: BackgroundServer, path: str, body: bytes | dict | None = None, *, method: str = "POST",
-            headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], dict]:
+def request(
+    server: BackgroundServer,
+    path: str,
+    body: bytes | dict | None = None,
+    *,
+    method: str = "POST",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], dict]:
     """One raw HTTP request; the status, headers and JSON body of the answer."""
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     data = json.dumps(body).encode() if isinstance(body, dict) else body
@@ -73,35 +79,55 @@ def sdk(server: BackgroundServer, key: str = "any") -> genai.Client:
 
 # -- 400 -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("body", "field"), [
-    (b"{not json", "not valid JSON"),
-    (b"", "empty"),
-    (b"[1, 2]", "JSON object"),
-    ({}, "contents"),
-    ({"contents": []}, "contents"),
-    ({"contents": [{"role": "robot", "parts": [{"text": "x"}]}]}, "contents[0].role"),
-    ({"contents": [{"parts": "hi"}]}, "contents[0].parts"),
-    ({"contents": [{"parts": [{"text": 5}]}]}, "contents[0].parts[0].text"),
-    ({"contents": [{"parts": [{"text": "a", "inlineData": {}}]}]}, "contents[0].parts[0]"),
-    ({"contents": [{"parts": [{"inlineData": {"mimeType": "text/csv", "data": "@@@"}}]}]},
-     "contents[0].parts[0].inlineData.data"),
-    ({"contents": [{"parts": [{"inlineData": {"data": "aGk="}}]}]}, "contents[0].parts[0].inlineData.mimeType"),
-    ({"contents": [{"parts": [{"fileData": {"fileUri": "gs://x"}}]}]}, "contents[0].parts[0].fileData"),
-    ({"contents": [{"parts": [{"text": "x"}]}, {"role": "model", "parts": [{"text": "y"}]}]}, "contents[1].role"),
-    ({"contents": [{"parts": [{"text": "x"}]},
-                   {"role": "model", "parts": [{"codeExecutionResult": {"outcome": "OUTCOME_OK"}}]},
-                   {"parts": [{"text": "y"}]}]}, "contents[1].parts[0].codeExecutionResult"),
-    ({"contents": [{"parts": [{"text": "x"}]},
-                   {"role": "model", "parts": [{"executableCode": {"language": "JAVA", "code": "x"}}]},
-                   {"parts": [{"text": "y"}]}]}, "contents[1].parts[0].executableCode.language"),
-    ({**HELLO, "tools": [{"functionDeclarations": []}]}, "tools[0].functionDeclarations"),
-    ({**HELLO, "tools": {"codeExecution": {}}}, "tools"),
-    ({**HELLO, "generationConfig": {"temperature": 3}}, "generationConfig.temperature"),
-    ({**HELLO, "generationConfig": {"maxOutputTokens": 0}}, "generationConfig.maxOutputTokens"),
-    ({**HELLO, "generationConfig": {"candidateCount": 2}}, "generationConfig.candidateCount"),
-    ({**HELLO, "systemInstruction": {"parts": [{"inlineData": {}}]}}, "systemInstruction.parts[0].text"),
-    ({**HELLO, "cachedContent": "cachedContents/1"}, "cachedContent"),
-])
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"", "empty"),
+        (b"[1, 2]", "JSON object"),
+        ({}, "contents"),
+        ({"contents": []}, "contents"),
+        ({"contents": [{"role": "robot", "parts": [{"text": "x"}]}]}, "contents[0].role"),
+        ({"contents": [{"parts": "hi"}]}, "contents[0].parts"),
+        ({"contents": [{"parts": [{"text": 5}]}]}, "contents[0].parts[0].text"),
+        ({"contents": [{"parts": [{"text": "a", "inlineData": {}}]}]}, "contents[0].parts[0]"),
+        (
+            {"contents": [{"parts": [{"inlineData": {"mimeType": "text/csv", "data": "@@@"}}]}]},
+            "contents[0].parts[0].inlineData.data",
+        ),
+        ({"contents": [{"parts": [{"inlineData": {"data": "aGk="}}]}]}, "contents[0].parts[0].inlineData.mimeType"),
+        ({"contents": [{"parts": [{"fileData": {"fileUri": "gs://x"}}]}]}, "contents[0].parts[0].fileData"),
+        ({"contents": [{"parts": [{"text": "x"}]}, {"role": "model", "parts": [{"text": "y"}]}]}, "contents[1].role"),
+        (
+            {
+                "contents": [
+                    {"parts": [{"text": "x"}]},
+                    {"role": "model", "parts": [{"codeExecutionResult": {"outcome": "OUTCOME_OK"}}]},
+                    {"parts": [{"text": "y"}]},
+                ]
+            },
+            "contents[1].parts[0].codeExecutionResult",
+        ),
+        (
+            {
+                "contents": [
+                    {"parts": [{"text": "x"}]},
+                    {"role": "model", "parts": [{"executableCode": {"language": "JAVA", "code": "x"}}]},
+                    {"parts": [{"text": "y"}]},
+                ]
+            },
+            "contents[1].parts[0].executableCode.language",
+        ),
+        ({**HELLO, "tools": [{"functionDeclarations": []}]}, "tools[0].functionDeclarations"),
+        ({**HELLO, "tools": {"codeExecution": {}}}, "tools"),
+        ({**HELLO, "generationConfig": {"temperature": 3}}, "generationConfig.temperature"),
+        ({**HELLO, "generationConfig": {"maxOutputTokens": 0}}, "generationConfig.maxOutputTokens"),
+        ({**HELLO, "generationConfig": {"candidateCount": 2}}, "generationConfig.candidateCount"),
+        ({**HELLO, "systemInstruction": {"parts": [{"inlineData": {}}]}}, "systemInstruction.parts[0].text"),
+        ({**HELLO, "cachedContent": "cachedContents/1"}, "cachedContent"),
+    ],
+)
 def test_bad_requests_get_400_naming_the_field(executor, body, field):
     model = ScriptedModel(["never used"])
     with serve(model, executor) as server:
@@ -120,25 +146,38 @@ def test_the_sdk_raises_client_error_400_with_the_field(executor):
     with serve(ScriptedModel(["never"]), executor) as server:
         client = sdk(server)
         with pytest.raises(genai_errors.ClientError) as caught:
-            client.models.generate_content(model="m", contents="x", config=types.GenerateContentConfig(
-                tools=[types.Tool(function_declarations=[types.FunctionDeclaration(name="f")])]))
+            client.models.generate_content(
+                model="m",
+                contents="x",
+                config=types.GenerateContentConfig(
+                    tools=[types.Tool(function_declarations=[types.FunctionDeclaration(name="f")])]
+                ),
+            )
     assert caught.value.code == 400 and "tools[0].functionDeclarations" in caught.value.message
 
 
 def test_count_tokens_checks_its_body_too(executor):
     with serve(ScriptedModel(["x"]), executor) as server:
-        assert_error(request(server, "/v1beta/models/m:countTokens", {"contents": "x", "extra": 1}), 400,
-                     "INVALID_ARGUMENT", "extra")
-        status, _, body = request(server, "/v1beta/models/m:countTokens",
-                                  {"generateContentRequest": {"model": "models/m", **HELLO}})
+        assert_error(
+            request(server, "/v1beta/models/m:countTokens", {"contents": "x", "extra": 1}),
+            400,
+            "INVALID_ARGUMENT",
+            "extra",
+        )
+        status, _, body = request(
+            server, "/v1beta/models/m:countTokens", {"generateContentRequest": {"model": "models/m", **HELLO}}
+        )
     assert status == 200 and body["totalTokens"] > 0
 
 
 # -- 401 / 403 -----------------------------------------------------------------------------
 
+
 def test_a_server_with_a_key_wants_it_and_never_logs_it(executor):
-    with structlog.testing.capture_logs() as logs, serve(ScriptedModel(lambda c, t: "fine"), executor,
-                                                         api_key=KEY) as server:
+    with (
+        structlog.testing.capture_logs() as logs,
+        serve(ScriptedModel(lambda c, t: "fine"), executor, api_key=KEY) as server,
+    ):
         missing = generate(server, HELLO)
         wrong = generate(server, HELLO, headers={"x-goog-api-key": "not-the-key"})
         wrong_query = request(server, "/v1beta/models/m:generateContent?key=not-the-key", HELLO)
@@ -165,10 +204,12 @@ def test_a_server_with_a_key_wants_it_and_never_logs_it(executor):
 
 # -- 404 / 405 -----------------------------------------------------------------------------
 
+
 def test_unknown_models_methods_and_routes_are_404(executor):
     with serve(ScriptedModel(["x"]), executor) as server:
-        assert_error(request(server, "/v1beta/models/other:generateContent", HELLO), 404, "NOT_FOUND",
-                     "models/other", "models/m")
+        assert_error(
+            request(server, "/v1beta/models/other:generateContent", HELLO), 404, "NOT_FOUND", "models/other", "models/m"
+        )
         assert_error(request(server, "/v1beta/models/m:embedContent", HELLO), 404, "NOT_FOUND", "embedContent")
         assert_error(request(server, "/v1beta/models/other", method="GET"), 404, "NOT_FOUND")
         assert_error(request(server, "/v2/models", method="GET"), 404, "NOT_FOUND", "v2")
@@ -182,6 +223,7 @@ def test_unknown_models_methods_and_routes_are_404(executor):
 
 # -- 413 -----------------------------------------------------------------------------------
 
+
 def test_bodies_over_the_cap_get_413_declared_or_not(executor):
     big = {"contents": [{"parts": [{"text": "x" * 5000}]}]}
     model = ScriptedModel(lambda c, t: "fine")
@@ -189,8 +231,13 @@ def test_bodies_over_the_cap_get_413_declared_or_not(executor):
         assert_error(generate(server, big), 413, "INVALID_ARGUMENT", "4096 bytes")
         # Chunked, without Content-Length: counted while read.
         connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-        connection.request("POST", "/v1beta/models/m:generateContent", body=iter([b"{" + b" " * 3000] * 3),
-                           headers={"Content-Type": "application/json"}, encode_chunked=True)
+        connection.request(
+            "POST",
+            "/v1beta/models/m:generateContent",
+            body=iter([b"{" + b" " * 3000] * 3),
+            headers={"Content-Type": "application/json"},
+            encode_chunked=True,
+        )
         response = connection.getresponse()
         assert response.status == 413 and json.loads(response.read())["error"]["code"] == 413
         connection.close()
@@ -199,6 +246,7 @@ def test_bodies_over_the_cap_get_413_declared_or_not(executor):
 
 
 # -- 429 -----------------------------------------------------------------------------------
+
 
 def test_past_the_concurrency_limit_requests_get_429_with_retry_after(executor):
     model = ScriptedModel(lambda c, t: "slow answer", latency_s=1.0)
@@ -212,8 +260,13 @@ def test_past_the_concurrency_limit_requests_get_429_with_retry_after(executor):
         status, headers, body = generate(server, HELLO)
         client = sdk(server)
         with pytest.raises(genai_errors.ClientError) as caught:
-            client.models.generate_content(model="m", contents="x", config=types.GenerateContentConfig(
-                http_options=types.HttpOptions(retry_options=types.HttpRetryOptions(attempts=1))))
+            client.models.generate_content(
+                model="m",
+                contents="x",
+                config=types.GenerateContentConfig(
+                    http_options=types.HttpOptions(retry_options=types.HttpRetryOptions(attempts=1))
+                ),
+            )
         worker.join()
         after = generate(server, HELLO)
     assert_error((status, headers, body), 429, "RESOURCE_EXHAUSTED", "1 requests")
@@ -223,6 +276,7 @@ def test_past_the_concurrency_limit_requests_get_429_with_retry_after(executor):
 
 
 # -- 502 / 504 -----------------------------------------------------------------------------
+
 
 def failing_model(conversation: Conversation, tools):
     raise ModelError("the backend is down (HTTP 503)", status_code=503)
@@ -272,8 +326,13 @@ def test_a_run_past_the_servers_time_is_504_and_the_server_goes_on(executor):
 
 def test_the_server_survives_a_stream_of_bad_input(executor):
     with serve(ScriptedModel(lambda c, t: "still here"), executor) as server:
-        for body in (b"\xff\xfe", b"{", b'{"contents": [{"parts": [{"text": "x"}]}]' + b"}" * 3, b"null",
-                     json.dumps({"contents": [{"parts": [{}]}]}).encode()):
+        for body in (
+            b"\xff\xfe",
+            b"{",
+            b'{"contents": [{"parts": [{"text": "x"}]}]' + b"}" * 3,
+            b"null",
+            json.dumps({"contents": [{"parts": [{}]}]}).encode(),
+        ):
             assert generate(server, body)[0] == 400
         status, _, answer = generate(server, HELLO)
     assert status == 200 and answer["candidates"][0]["content"]["parts"] == [{"text": "still here"}]

@@ -28,10 +28,14 @@ def gemini(fake) -> GeminiModel:
 
 
 async def test_two_turns_carry_the_whole_history(local_executor):
-    with FakeGeminiServer([
-        function_call_response("print(sum(range(10)))", call_id="a"), text_response("The sum is 45."),
-        function_call_response("print(45 * 2)", call_id="b"), text_response("Doubled, 90."),
-    ]) as fake:
+    with FakeGeminiServer(
+        [
+            function_call_response("print(sum(range(10)))", call_id="a"),
+            text_response("The sum is 45."),
+            function_call_response("print(45 * 2)", call_id="b"),
+            text_response("Doubled, 90."),
+        ]
+    ) as fake:
         session = Session(gemini(fake), local_executor)
         first = await session.send("Sum 0..9")
         second = await session.send("Double it")
@@ -41,8 +45,13 @@ async def test_two_turns_carry_the_whole_history(local_executor):
     assert session.results == [first, second]
     third_request = fake.contents(2)
     texts = [(c["role"], next(iter(c["parts"][0]))) for c in third_request]
-    assert texts == [("user", "text"), ("model", "functionCall"), ("user", "functionResponse"),
-                     ("model", "text"), ("user", "text")]
+    assert texts == [
+        ("user", "text"),
+        ("model", "functionCall"),
+        ("user", "functionResponse"),
+        ("model", "text"),
+        ("user", "text"),
+    ]
     assert third_request[-1]["parts"][0]["text"] == "Double it"
     assert third_request[3]["parts"][0]["text"] == "The sum is 45."
     system = {json.dumps(r.body["systemInstruction"]) for r in fake.requests}
@@ -50,10 +59,14 @@ async def test_two_turns_carry_the_whole_history(local_executor):
 
 
 async def test_files_stay_available_and_are_described_once(local_executor):
-    with FakeGeminiServer([
-        function_call_response("print(open('n.txt').read())"), text_response("It says hello."),
-        function_call_response("print(open('n.txt').read().upper())"), text_response("HELLO"),
-    ]) as fake:
+    with FakeGeminiServer(
+        [
+            function_call_response("print(open('n.txt').read())"),
+            text_response("It says hello."),
+            function_call_response("print(open('n.txt').read().upper())"),
+            text_response("HELLO"),
+        ]
+    ) as fake:
         session = Session(gemini(fake), local_executor)
         await session.send("Read n.txt", files=[InputFile("n.txt", b"hello")])
         second = await session.send("Shout it")
@@ -106,8 +119,18 @@ async def test_a_chat_saved_before_messages_were_typed_loads_and_continues(tmp_p
     await session.load(old)
 
     messages = session.conversation.messages
-    assert [m.kind for m in messages] == ["user", "model", "execution", "model", "execution", "model",
-                                          "user", "model", "execution", "model"]
+    assert [m.kind for m in messages] == [
+        "user",
+        "model",
+        "execution",
+        "model",
+        "execution",
+        "model",
+        "user",
+        "model",
+        "execution",
+        "model",
+    ]
     first, calling, failed, _, _, answer, _, fenced, drawn, _ = messages
     assert first.text == "Add one and two, reading a.csv" and [f.name for f in first.files] == ["a.csv"]
     assert calling.turn.code_blocks == [CodeBlock("print(1/0)", source="tool_call", call_id="call_a")]
@@ -157,16 +180,19 @@ async def test_chat_repl_from_stdin(tmp_path, local_executor):
     data = tmp_path / "data.csv"
     data.write_text("x\n1\n2\n")
     saved = tmp_path / "saved.json"
-    with FakeGeminiServer([
-        function_call_response("import pandas as pd\nprint(pd.read_csv('data.csv').x.sum())"),
-        text_response("The total is 3."),
-        text_response("You asked about the total."),
-        text_response("Fresh start."),
-    ]) as fake:
+    with FakeGeminiServer(
+        [
+            function_call_response("import pandas as pd\nprint(pd.read_csv('data.csv').x.sum())"),
+            text_response("The total is 3."),
+            text_response("You asked about the total."),
+            text_response("Fresh start."),
+        ]
+    ) as fake:
         session = Session(gemini(fake), local_executor)
         stdin = io.StringIO(
             f"/file {data}\nWhat is the total of x?\n/save {saved}\nWhat did I ask?\n/bogus\n/reset\nhello\n/quit\n"
-            "never sent\n")
+            "never sent\n"
+        )
         out = io.StringIO()
         assert await chat(session, stdin, out) == 0
 

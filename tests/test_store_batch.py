@@ -15,16 +15,43 @@ from orchestrator.types import Attempt, RunResult, RunStatus, Usage
 
 
 def make_result(item_id: str, *, status: RunStatus = RunStatus.SOLVED, error: str | None = None) -> RunResult:
-    first = Attempt(code="1/0", step=0, result=ExecutionResult(outcome=Outcome.FAILED, stderr="ZeroDivisionError",
-                                                              error_type="ZeroDivisionError", artifacts=[
-                                                                  Artifact.of("plot.png", b"\x89PNG first")]))
-    second = Attempt(code="print(2)", step=1, result=ExecutionResult(outcome=Outcome.OK, stdout="2\n" * 20000,
-                                                                    artifacts=[Artifact.of("plot.png", b"\x89PNG second"),
-                                                                               Artifact.of("out.csv", b"a,b\n"),
-                                                                               Artifact.of("sub/out.csv", b"c\n")]))
-    return RunResult(prompt=f"prompt {item_id}", summary="two", status=status, attempts=[first, second],
-                     usage=Usage(input_tokens=10, output_tokens=5, requests=3, cost_usd=0.01), wall_time_s=1.5,
-                     model_time_s=1.0, execution_time_s=0.4, run_id=item_id, model="m", executor="e", error=error)
+    first = Attempt(
+        code="1/0",
+        step=0,
+        result=ExecutionResult(
+            outcome=Outcome.FAILED,
+            stderr="ZeroDivisionError",
+            error_type="ZeroDivisionError",
+            artifacts=[Artifact.of("plot.png", b"\x89PNG first")],
+        ),
+    )
+    second = Attempt(
+        code="print(2)",
+        step=1,
+        result=ExecutionResult(
+            outcome=Outcome.OK,
+            stdout="2\n" * 20000,
+            artifacts=[
+                Artifact.of("plot.png", b"\x89PNG second"),
+                Artifact.of("out.csv", b"a,b\n"),
+                Artifact.of("sub/out.csv", b"c\n"),
+            ],
+        ),
+    )
+    return RunResult(
+        prompt=f"prompt {item_id}",
+        summary="two",
+        status=status,
+        attempts=[first, second],
+        usage=Usage(input_tokens=10, output_tokens=5, requests=3, cost_usd=0.01),
+        wall_time_s=1.5,
+        model_time_s=1.0,
+        execution_time_s=0.4,
+        run_id=item_id,
+        model="m",
+        executor="e",
+        error=error,
+    )
 
 
 def items(n: int) -> list[BatchItem]:
@@ -45,8 +72,12 @@ def test_finish_round_trips_the_result_with_artifact_bytes_from_files(tmp_path: 
         assert store.result("i1") is None
         # Same-named artifacts from two attempts both survive on disk.
         paths = sorted(row["path"] for row in store.artifact_rows("i0"))
-        assert paths == ["artifacts/i0/attempt1-out.csv",
-                         "artifacts/i0/attempt1-plot.png", "artifacts/i0/out.csv", "artifacts/i0/plot.png"]
+        assert paths == [
+            "artifacts/i0/attempt1-out.csv",
+            "artifacts/i0/attempt1-plot.png",
+            "artifacts/i0/out.csv",
+            "artifacts/i0/plot.png",
+        ]
         assert (tmp_path / "artifacts/i0/attempt1-out.csv").read_bytes() == b"c\n"
         assert (tmp_path / "artifacts/i0/plot.png").read_bytes() == b"\x89PNG first"
         attempts = store.attempt_rows("i0")
@@ -54,7 +85,12 @@ def test_finish_round_trips_the_result_with_artifact_bytes_from_files(tmp_path: 
         assert attempts[1]["stdout_truncated"] == 1 and len(attempts[1]["stdout"]) == 16 * 1024
         record = next(store.records())
         assert (record.status, record.run_status, record.retries, record.executions, record.total_tokens) == (
-            "done", "solved", 1, 2, 15)
+            "done",
+            "solved",
+            1,
+            2,
+            15,
+        )
 
 
 def test_a_model_error_is_stored_as_error_and_runnable_again(tmp_path: Path) -> None:

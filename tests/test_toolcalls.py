@@ -21,7 +21,7 @@ CASES = [
     (
         "real_qwen15_json_fence_run_python",
         '```json\n{\n  "name": "run_python",\n  "arguments": {\n    "code": "primes = [2, 3]\\nprint(sum(primes))"\n'
-        '  }\n}\n```',
+        "  }\n}\n```",
         [PRIMES],
         "text_tool_call",
     ),
@@ -34,7 +34,7 @@ CASES = [
     (
         "real_python_fence_holding_dict",  # ran "OK" as a dict literal and was called solved
         '```python\n{"name": "run_python", "arguments": {"code": "import matplotlib.pyplot as plt\\n'
-        'plt.plot([1, 2])\\nplt.savefig(\'trig.png\')"}}\n```',
+        "plt.plot([1, 2])\\nplt.savefig('trig.png')\"}}\n```",
         ["import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.savefig('trig.png')"],
         "text_tool_call",
     ),

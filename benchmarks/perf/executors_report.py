@@ -155,7 +155,9 @@ def memory_table(runs: list[ExecutorRun]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def issue15_goals(runs: list[ExecutorRun], case_names: list[str], full_humaneval: bool) -> list[tuple[str, str, bool | None]]:
+def issue15_goals(
+    runs: list[ExecutorRun], case_names: list[str], full_humaneval: bool
+) -> list[tuple[str, str, bool | None]]:
     """(goal, measured, met) for the warm pool's goals; met is None when not measured."""
     by_name = {r.name: r for r in runs}
     goals: list[tuple[str, str, bool | None]] = []
@@ -166,22 +168,39 @@ def issue15_goals(runs: list[ExecutorRun], case_names: list[str], full_humaneval
         known = {c: v for c, v in ratios.items() if v is not None}
         if known:
             worst = max(known, key=lambda case: known[case])
-            goals.append((f"{pool} p50 <= {REFERENCE} p50 on every case", f"worst {known[worst]:.2f}x ({worst})",
-                          all(v <= 1.0 for v in known.values()) and len(known) == len(case_names)))
+            goals.append(
+                (
+                    f"{pool} p50 <= {REFERENCE} p50 on every case",
+                    f"worst {known[worst]:.2f}x ({worst})",
+                    all(v <= 1.0 for v in known.values()) and len(known) == len(case_names),
+                )
+            )
         else:
             goals.append((f"{pool} p50 <= {REFERENCE} p50 on every case", "not measured", None))
         plot = by_name[pool].p50(PLOT_CASE)
-        goals.append((f"{pool} plot p50 <= {PLOT_GOAL_MS:g} ms", "not measured" if plot is None else f"{plot:.1f} ms",
-                      None if plot is None else plot <= PLOT_GOAL_MS))
+        goals.append(
+            (
+                f"{pool} plot p50 <= {PLOT_GOAL_MS:g} ms",
+                "not measured" if plot is None else f"{plot:.1f} ms",
+                None if plot is None else plot <= PLOT_GOAL_MS,
+            )
+        )
         h = by_name[pool].humaneval
         if h is None:
             goals.append((f"{pool} HumanEval 164 in <= {HUMANEVAL_GOAL_S:g} s", "not measured", None))
         else:
             met = h.passed == h.problems == 164 and h.wall_s <= HUMANEVAL_GOAL_S
-            goals.append((f"{pool} HumanEval 164 in <= {HUMANEVAL_GOAL_S:g} s",
-                          f"{h.passed}/{h.problems} in {h.wall_s:.2f} s", met if full_humaneval else None))
+            goals.append(
+                (
+                    f"{pool} HumanEval 164 in <= {HUMANEVAL_GOAL_S:g} s",
+                    f"{h.passed}/{h.problems} in {h.wall_s:.2f} s",
+                    met if full_humaneval else None,
+                )
+            )
         measured = bool(by_name[pool].memory)
-        goals.append((f"{pool} zygote memory reported", "see the memory table" if measured else "not measured", measured))
+        goals.append(
+            (f"{pool} zygote memory reported", "see the memory table" if measured else "not measured", measured)
+        )
     return goals
 
 
@@ -204,8 +223,12 @@ def issue4_targets(runs: list[ExecutorRun], full_humaneval: bool) -> list[tuple[
     add("pool p50 print(1) <= 10 ms", p50("pool", "print(1)"), lambda v: v <= 10)
     add("pool p50 numpy matmul <= 15 ms", p50("pool", "numpy 200x200 matmul"), lambda v: v <= 15)
     pool_pd, sandbox_pd = p50("pool", "pandas groupby 10k rows"), p50("sandbox", "pandas groupby 10k rows")
-    add("pool >= 50x faster than cold sandbox on pandas",
-        (sandbox_pd / pool_pd) if pool_pd and sandbox_pd else None, lambda v: v >= 50, unit="")
+    add(
+        "pool >= 50x faster than cold sandbox on pandas",
+        (sandbox_pd / pool_pd) if pool_pd and sandbox_pd else None,
+        lambda v: v >= 50,
+        unit="",
+    )
     add("sandbox p50 print(1) <= 40 ms", p50("sandbox", "print(1)"), lambda v: v <= 40)
     for r in runs:
         if r.humaneval:
@@ -215,8 +238,9 @@ def issue4_targets(runs: list[ExecutorRun], full_humaneval: bool) -> list[tuple[
         pool_h, cold_h = by_name.get("pool"), by_name.get(cold)
         if pool_h and cold_h and pool_h.humaneval and cold_h.humaneval:
             share = pool_h.humaneval.wall_s / cold_h.humaneval.wall_s
-            results.append((f"pool HumanEval time < 1/4 of a cold {cold} process each", f"{share:.3f} of {cold}",
-                            share < 0.25))
+            results.append(
+                (f"pool HumanEval time < 1/4 of a cold {cold} process each", f"{share:.3f} of {cold}", share < 0.25)
+            )
     return results
 
 
@@ -259,13 +283,15 @@ def build_report(runs: list[ExecutorRun], case_names: list[str], settings: dict)
         "",
         f"Machine: {machine_line(s['load_before'], s['load_after'])}.",
         "",
-        (f"Latency is the wall time seen by the caller of `execute()`, {s['repeats']} runs per case after one "
-        f"warm-up execution ({s['cold_repeats']} for {' and '.join(s['cold'])}, which start a cold interpreter "
-        "each time); output and figures are checked on every run. `min` is the fastest run, the "
-        f"closest to the executor's own cost on a machine where other work competes for the two cores. "
-        f"`X / {REFERENCE}` is X's p50 over the {REFERENCE} executor's (one warm kernel) in this run: "
-        "under 1 is faster. `pool+set` is the pool whose zygotes preload Gemini's whole library set "
-        f"({', '.join(s['full_set'])})."),
+        (
+            f"Latency is the wall time seen by the caller of `execute()`, {s['repeats']} runs per case after one "
+            f"warm-up execution ({s['cold_repeats']} for {' and '.join(s['cold'])}, which start a cold interpreter "
+            "each time); output and figures are checked on every run. `min` is the fastest run, the "
+            f"closest to the executor's own cost on a machine where other work competes for the two cores. "
+            f"`X / {REFERENCE}` is X's p50 over the {REFERENCE} executor's (one warm kernel) in this run: "
+            "under 1 is faster. `pool+set` is the pool whose zygotes preload Gemini's whole library set "
+            f"({', '.join(s['full_set'])})."
+        ),
         "",
         "## Latency",
         "",
@@ -273,9 +299,11 @@ def build_report(runs: list[ExecutorRun], case_names: list[str], settings: dict)
         "",
         "## HumanEval canonical solutions",
         "",
-        (f"{s['problems']} problems (prompt + canonical solution + tests + `check(entry_point)`), "
-        f"{s['concurrency']} at a time; wall time is the sum over the chunks each executor ran. "
-        "Start-up is the time to the first result (pools start their zygotes)."),
+        (
+            f"{s['problems']} problems (prompt + canonical solution + tests + `check(entry_point)`), "
+            f"{s['concurrency']} at a time; wall time is the sum over the chunks each executor ran. "
+            "Start-up is the time to the first result (pools start their zygotes)."
+        ),
         "",
         render_markdown(*humaneval_table(runs)),
         "",
@@ -291,15 +319,19 @@ def build_report(runs: list[ExecutorRun], case_names: list[str], settings: dict)
     lines += [
         "## Zygote memory",
         "",
-        ("Each pool's zygotes (the preloaded interpreters) and the spare each one has forked, read with psutil "
-        "after the latency runs. PSS shares each page among the processes mapping it; USS is what the process "
-        "alone holds (for a spare: the cost of one fork)."),
+        (
+            "Each pool's zygotes (the preloaded interpreters) and the spare each one has forked, read with psutil "
+            "after the latency runs. PSS shares each page among the processes mapping it; USS is what the process "
+            "alone holds (for a spare: the cost of one fork)."
+        ),
         "",
         render_markdown(*memory_table(runs)),
         "",
         "## Goals (issue 15: the warm pool at a warm kernel's speed)",
         "",
-        render_markdown(["goal", "measured", "met"], goals_rows(issue15_goals(runs, case_names, s["full_humaneval"]), True)),
+        render_markdown(
+            ["goal", "measured", "met"], goals_rows(issue15_goals(runs, case_names, s["full_humaneval"]), True)
+        ),
         "",
         "## Targets (issue 4)",
         "",

@@ -31,8 +31,11 @@ from executors.pool import PoolExecutor
 
 ROOT = Path(__file__).resolve().parents[2]
 FIGURE = "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()"
-CASES = [("print(1), no session", "print(1)", None), ("print(1), warm session", "print(1)", "bench"),
-         ("figure as image, no session", FIGURE, None)]
+CASES = [
+    ("print(1), no session", "print(1)", None),
+    ("print(1), warm session", "print(1)", "bench"),
+    ("figure as image, no session", FIGURE, None),
+]
 
 
 def ms(samples: list[float]) -> tuple[float, float]:
@@ -64,8 +67,18 @@ async def measure(client_factory, runs: int) -> dict[str, object]:
 
 async def start_http() -> tuple[asyncio.subprocess.Process, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "orchestrator.cli", "mcp", "--transport", "http", "--port", "0",
-        cwd=ROOT, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "orchestrator.cli",
+        "mcp",
+        "--transport",
+        "http",
+        "--port",
+        "0",
+        cwd=ROOT,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
     assert proc.stderr is not None
     while line := (await asyncio.wait_for(proc.stderr.readline(), 120)).decode():

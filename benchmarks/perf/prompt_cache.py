@@ -73,8 +73,12 @@ def timings(response) -> dict:
 def first_attempt(client: OpenAI, system: str, max_tokens: int, cache: bool) -> str:
     """The model's first answer to the prompt: text with a code block."""
     response = client.chat.completions.create(
-        model="bench", temperature=0, max_tokens=max_tokens, extra_body={"cache_prompt": cache, "seed": 0},
-        messages=[{"role": "system", "content": system}, {"role": "user", "content": USER_PROMPT}])
+        model="bench",
+        temperature=0,
+        max_tokens=max_tokens,
+        extra_body={"cache_prompt": cache, "seed": 0},
+        messages=[{"role": "system", "content": system}, {"role": "user", "content": USER_PROMPT}],
+    )
     return response.choices[0].message.content or ""
 
 
@@ -95,30 +99,51 @@ async def feedback_for(reply: str) -> str:
 
 def retry(client: OpenAI, messages: list[dict], max_tokens: int, cache: bool) -> Retry:
     started = time.perf_counter()
-    response = client.chat.completions.create(model="bench", temperature=0, max_tokens=max_tokens,
-                                              messages=cast("list[ChatCompletionMessageParam]", messages), extra_body={"cache_prompt": cache, "seed": 0})
+    response = client.chat.completions.create(
+        model="bench",
+        temperature=0,
+        max_tokens=max_tokens,
+        messages=cast("list[ChatCompletionMessageParam]", messages),
+        extra_body={"cache_prompt": cache, "seed": 0},
+    )
     wall = time.perf_counter() - started
     t = timings(response)
     if response.usage is None:
         raise SystemExit("the server reported no token usage")
-    return Retry(cache=cache, wall_s=wall, prompt_tokens=response.usage.prompt_tokens, evaluated=t["prompt_n"],
-                 cached=t.get("cache_n", 0), prompt_ms=t["prompt_ms"], generated=t["predicted_n"],
-                 generation_ms=t["predicted_ms"])
+    return Retry(
+        cache=cache,
+        wall_s=wall,
+        prompt_tokens=response.usage.prompt_tokens,
+        evaluated=t["prompt_n"],
+        cached=t.get("cache_n", 0),
+        prompt_ms=t["prompt_ms"],
+        generated=t["predicted_n"],
+        generation_ms=t["predicted_ms"],
+    )
 
 
 def prime(client: OpenAI, messages: list[dict]) -> None:
     """Leave the server's slot as the loop does after a first attempt: holding
     the prompt and the model's reply (sent as an assistant prefix, 1 token out)."""
-    client.chat.completions.create(model="bench", temperature=0, max_tokens=1, messages=cast("list[ChatCompletionMessageParam]", messages),
-                                   extra_body={"cache_prompt": True, "seed": 0})
+    client.chat.completions.create(
+        model="bench",
+        temperature=0,
+        max_tokens=1,
+        messages=cast("list[ChatCompletionMessageParam]", messages),
+        extra_body={"cache_prompt": True, "seed": 0},
+    )
 
 
 def run(client: OpenAI, runs: int, first_tokens: int, retry_tokens: int) -> tuple[list[Retry], list[dict]]:
     system = Prompts().system(Limits())
     reply = first_attempt(client, system, first_tokens, cache=True)  # temperature 0: the same every time
     feedback = asyncio.run(feedback_for(reply))
-    messages = [{"role": "system", "content": system}, {"role": "user", "content": USER_PROMPT},
-                {"role": "assistant", "content": reply}, {"role": "user", "content": feedback}]
+    messages = [
+        {"role": "system", "content": system},
+        {"role": "user", "content": USER_PROMPT},
+        {"role": "assistant", "content": reply},
+        {"role": "user", "content": feedback},
+    ]
     results: list[Retry] = []
     for index in range(2 * runs):
         cache = index % 2 == 0
@@ -126,9 +151,11 @@ def run(client: OpenAI, runs: int, first_tokens: int, retry_tokens: int) -> tupl
             prime(client, messages[:3])
         results.append(retry(client, messages, retry_tokens, cache))
         row = results[-1]
-        print(f"run {index // 2 + 1} cache={'on ' if cache else 'off'} wall {row.wall_s:6.2f}s  "
-              f"evaluated {row.evaluated:4d}  cached {row.cached:4d}  prompt {row.prompt_ms / 1000:6.2f}s",
-              flush=True)
+        print(
+            f"run {index // 2 + 1} cache={'on ' if cache else 'off'} wall {row.wall_s:6.2f}s  "
+            f"evaluated {row.evaluated:4d}  cached {row.cached:4d}  prompt {row.prompt_ms / 1000:6.2f}s",
+            flush=True,
+        )
     return results, messages
 
 
@@ -160,9 +187,11 @@ def report(results: list[Retry], messages: list[dict], model: Path, threads: int
         "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for index, row in enumerate(results):
-        lines.append(f"| {index // 2 + 1} | {'true' if row.cache else 'false'} | {row.wall_s:.2f} | "
-                     f"{row.prompt_tokens} | {row.evaluated} | {row.cached} | {row.prompt_ms / 1000:.2f} | "
-                     f"{row.generation_ms / 1000:.2f} |")
+        lines.append(
+            f"| {index // 2 + 1} | {'true' if row.cache else 'false'} | {row.wall_s:.2f} | "
+            f"{row.prompt_tokens} | {row.evaluated} | {row.cached} | {row.prompt_ms / 1000:.2f} | "
+            f"{row.generation_ms / 1000:.2f} |"
+        )
     saved = 1 - median(on, "wall_s") / median(off, "wall_s")
     lines += [
         "",
@@ -172,12 +201,18 @@ def report(results: list[Retry], messages: list[dict], model: Path, threads: int
         "|---|---:|---:|---:|---:|---:|",
     ]
     for label, rows in (("true", on), ("false", off)):
-        lines.append(f"| {label} | {median(rows, 'wall_s'):.2f} | {median(rows, 'evaluated'):.0f} | "
-                     f"{median(rows, 'cached'):.0f} | {median(rows, 'prompt_ms') / 1000:.2f} | "
-                     f"{median(rows, 'generation_ms') / 1000:.2f} |")
-    lines += ["", f"- With the cache a retry evaluates only its new tokens (the feedback and the chat template's "
-              f"markers around it): median wall time **{median(on, 'wall_s'):.2f} s** instead of "
-              f"**{median(off, 'wall_s'):.2f} s** ({100 * saved:.0f}% less); the generation part is the same.", ""]
+        lines.append(
+            f"| {label} | {median(rows, 'wall_s'):.2f} | {median(rows, 'evaluated'):.0f} | "
+            f"{median(rows, 'cached'):.0f} | {median(rows, 'prompt_ms') / 1000:.2f} | "
+            f"{median(rows, 'generation_ms') / 1000:.2f} |"
+        )
+    lines += [
+        "",
+        f"- With the cache a retry evaluates only its new tokens (the feedback and the chat template's "
+        f"markers around it): median wall time **{median(on, 'wall_s'):.2f} s** instead of "
+        f"**{median(off, 'wall_s'):.2f} s** ({100 * saved:.0f}% less); the generation part is the same.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -200,8 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-report", action="store_true", help=f"do not write {REPORT}")
     args = parser.parse_args(argv)
     model = model_file(args.model)
-    settings = LlamaServerSettings(model_path=str(model.absolute()), alias="bench", n_ctx=4096,
-                                   **({"threads": args.threads} if args.threads else {}))
+    settings = LlamaServerSettings(
+        model_path=str(model.absolute()),
+        alias="bench",
+        n_ctx=4096,
+        **({"threads": args.threads} if args.threads else {}),
+    )
     server = LlamaServer(settings)
     started = time.perf_counter()
     asyncio.run(server.start())

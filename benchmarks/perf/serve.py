@@ -37,8 +37,10 @@ from orchestrator import Orchestrator, RunStatus, ScriptedModel
 from orchestrator.serve import Backend, BackgroundServer, ServeSettings, create_app
 from orchestrator.types import Conversation, ExecutionMessage
 
-PRIMES = ("What is the sum of the first 50 prime numbers? Generate and run code for the calculation, "
-          "and make sure you get all 50.")
+PRIMES = (
+    "What is the sum of the first 50 prime numbers? Generate and run code for the calculation, "
+    "and make sure you get all 50."
+)
 PROGRAM = """```python
 primes = []
 n = 2
@@ -103,6 +105,7 @@ def direct_call(orchestrator: Orchestrator):
         result = await orchestrator.run(PRIMES)
         if result.status is not RunStatus.SOLVED or "5117" not in result.attempts[-1].result.stdout:
             raise RuntimeError(f"direct run went wrong: {result.status.value} {result.error}")
+
     return one
 
 
@@ -113,6 +116,7 @@ def served_call(client: genai.Client):
         response = await client.aio.models.generate_content(model="primes", contents=PRIMES, config=config)
         if "5117" not in (response.code_execution_result or ""):
             raise RuntimeError(f"served run went wrong: {response.model_dump_json(exclude_none=True)[-600:]}")
+
     return one
 
 
@@ -123,8 +127,9 @@ async def measure(executor_name: str, levels: list[int], per_level: int) -> tupl
     served_executor = get_executor(executor_name, limits=Limits(timeout_s=30))
     orchestrator = Orchestrator(ScriptedModel(primes_model), direct_executor)
     settings = ServeSettings(port=0, max_concurrent_runs=max(levels))
-    app = create_app([Backend("primes", ScriptedModel(primes_model), served_executor)], settings,
-                     close_on_exit=True)  # the served executor is closed on the server's loop
+    app = create_app(
+        [Backend("primes", ScriptedModel(primes_model), served_executor)], settings, close_on_exit=True
+    )  # the served executor is closed on the server's loop
     results: list[Level] = []
     try:
         await direct_call(orchestrator)()  # warm-up: the executor starts its workers
@@ -143,20 +148,34 @@ async def measure(executor_name: str, levels: list[int], per_level: int) -> tupl
 
 
 def table(results: list[Level]) -> tuple[list[str], list[list[str]]]:
-    header = ["at once", "requests", "direct req/s", "served req/s", "direct p50 / p95 ms", "served p50 / p95 ms",
-              "added p50 ms"]
+    header = [
+        "at once",
+        "requests",
+        "direct req/s",
+        "served req/s",
+        "direct p50 / p95 ms",
+        "served p50 / p95 ms",
+        "added p50 ms",
+    ]
     rows = []
     for direct, served in zip(results[::2], results[1::2], strict=True):
-        rows.append([str(direct.concurrency), str(direct.requests), f"{direct.rps:.1f}", f"{served.rps:.1f}",
-                     f"{direct.p50_ms:.1f} / {direct.p95_ms:.1f}", f"{served.p50_ms:.1f} / {served.p95_ms:.1f}",
-                     f"{served.p50_ms - direct.p50_ms:+.1f}"])
+        rows.append(
+            [
+                str(direct.concurrency),
+                str(direct.requests),
+                f"{direct.rps:.1f}",
+                f"{served.rps:.1f}",
+                f"{direct.p50_ms:.1f} / {direct.p95_ms:.1f}",
+                f"{served.p50_ms:.1f} / {served.p95_ms:.1f}",
+                f"{served.p50_ms - direct.p50_ms:+.1f}",
+            ]
+        )
     return header, rows
 
 
 def render_text(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)),
-             "  ".join("-" * w for w in widths)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
     return "\n".join(lines)
 
@@ -199,8 +218,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.perf.serve", description=__doc__.splitlines()[0])
     parser.add_argument("--executor", default="pool", help="where the code runs (default pool, the fastest)")
     parser.add_argument("--levels", default="1,8,32", help="concurrency levels (default 1,8,32)")
-    parser.add_argument("--requests", type=int, default=24,
-                        help="requests per level and arm (default 24; at least twice the level)")
+    parser.add_argument(
+        "--requests", type=int, default=24, help="requests per level and arm (default 24; at least twice the level)"
+    )
     parser.add_argument("--out", default=str(REPORT), help="where to write the Markdown report")
     args = parser.parse_args(argv)
     try:

@@ -114,11 +114,16 @@ def collect(max_count: int, max_bytes: int, max_total: int) -> None:
     now = scan(_work_dir())
     found = changed(_work_dir(), snap, now, max_count=max_count, max_bytes=max_bytes, max_total=max_total)
     snap = now
-    out = json.dumps({"files": [
-        {"name": name, "truncated": True} if data is None
-        else {"name": name, "data": base64.b64encode(data).decode("ascii")}
-        for name, data in found
-    ]})
+    out = json.dumps(
+        {
+            "files": [
+                {"name": name, "truncated": True}
+                if data is None
+                else {"name": name, "data": base64.b64encode(data).decode("ascii")}
+                for name, data in found
+            ]
+        }
+    )
 
 
 def cleanup() -> None:

@@ -180,7 +180,9 @@ def guarded_open(file, mode="r", *args, **kwargs):
     here = os.path.realpath(os.getcwd())
     target = os.path.realpath(os.fsdecode(file))
     if os.path.commonpath([here, target]) != here:
-        raise PermissionError(f"restricted code may only open files in its working directory, not {os.fsdecode(file)!r}")
+        raise PermissionError(
+            f"restricted code may only open files in its working directory, not {os.fsdecode(file)!r}"
+        )
     return open(target, mode, *args, **kwargs)
 
 
@@ -192,11 +194,44 @@ def build_builtins() -> dict:
     # Plain functions and types ordinary code uses that RestrictedPython's sets
     # leave out; none of them reaches frames, globals or code objects.
     for extra in (
-        "all", "any", "dict", "enumerate", "filter", "frozenset", "iter", "list", "map", "max", "min",
-        "next", "reversed", "set", "sum", "type", "object", "super", "Exception", "sorted", "zip",
-        "bytes", "bytearray", "bin", "ascii", "classmethod", "staticmethod", "property", "NotImplemented",
-        "ExceptionGroup", "BaseExceptionGroup", "FileNotFoundError", "FileExistsError", "PermissionError",
-        "RecursionError", "TimeoutError", "ModuleNotFoundError", "StopAsyncIteration",
+        "all",
+        "any",
+        "dict",
+        "enumerate",
+        "filter",
+        "frozenset",
+        "iter",
+        "list",
+        "map",
+        "max",
+        "min",
+        "next",
+        "reversed",
+        "set",
+        "sum",
+        "type",
+        "object",
+        "super",
+        "Exception",
+        "sorted",
+        "zip",
+        "bytes",
+        "bytearray",
+        "bin",
+        "ascii",
+        "classmethod",
+        "staticmethod",
+        "property",
+        "NotImplemented",
+        "ExceptionGroup",
+        "BaseExceptionGroup",
+        "FileNotFoundError",
+        "FileExistsError",
+        "PermissionError",
+        "RecursionError",
+        "TimeoutError",
+        "ModuleNotFoundError",
+        "StopAsyncIteration",
     ):
         names.setdefault(extra, getattr(builtins, extra))
     # limited_builtins caps range() at 1000 items and refuses list("abc"):

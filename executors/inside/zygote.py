@@ -338,7 +338,9 @@ class Zygote:
             if self.config.get("rehearse"):
                 waiting = select.poll()
                 waiting.register(sock, select.POLLIN)
-                WARM.rehearse(WARM.rehearsal_steps(self.harness, bool(self.config.get("preload"))), lambda: bool(waiting.poll(0)))
+                WARM.rehearse(
+                    WARM.rehearsal_steps(self.harness, bool(self.config.get("preload"))), lambda: bool(waiting.poll(0))
+                )
             frame, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 3)
             sock.close()
             if not frame or len(fds) != 3:

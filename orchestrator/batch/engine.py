@@ -77,17 +77,34 @@ def build_executor(executor: Any, options: Mapping[str, Any] | None = None) -> t
 def failed_result(item: BatchItem, exc: BaseException, *, model: str, executor: str, wall_time_s: float) -> RunResult:
     """A run that broke outside the loop's own error handling (a bug, an
     unreadable input file): recorded as an error so ``--resume`` retries it."""
-    return RunResult(prompt=item.prompt, summary="", status=RunStatus.FAILED, run_id=item.id, model=model,
-                     executor=executor, wall_time_s=wall_time_s, error=f"{type(exc).__name__}: {exc}")
+    return RunResult(
+        prompt=item.prompt,
+        summary="",
+        status=RunStatus.FAILED,
+        run_id=item.id,
+        model=model,
+        executor=executor,
+        wall_time_s=wall_time_s,
+        error=f"{type(exc).__name__}: {exc}",
+    )
 
 
 class ItemRunner:
     """Runs items through the orchestrator loop with shared model-call slots,
     a shared rate-limit backoff and a bounded executor."""
 
-    def __init__(self, model: Model, executor: Executor, *, config: LoopConfig, concurrency: int,
-                 execution_concurrency: int, gate: BackoffGate, max_rate_limit_retries: int = 8,
-                 on_rate_limit: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        model: Model,
+        executor: Executor,
+        *,
+        config: LoopConfig,
+        concurrency: int,
+        execution_concurrency: int,
+        gate: BackoffGate,
+        max_rate_limit_retries: int = 8,
+        on_rate_limit: Callable[[], None] | None = None,
+    ) -> None:
         self.model = model
         self.executor = BoundedExecutor(executor, execution_concurrency)
         self.model_slots = asyncio.Semaphore(concurrency)
@@ -98,8 +115,13 @@ class ItemRunner:
 
     async def run(self, item: BatchItem, files: list[InputFile] | None = None) -> ItemOutcome:
         """Run one item; ``files`` are its input files already read (else read here from ``item.files``)."""
-        gated = GatedModel(self.model, gate=self.gate, slots=self.model_slots,
-                           max_rate_limit_retries=self.max_rate_limit_retries, on_rate_limit=self.on_rate_limit)
+        gated = GatedModel(
+            self.model,
+            gate=self.gate,
+            slots=self.model_slots,
+            max_rate_limit_retries=self.max_rate_limit_retries,
+            on_rate_limit=self.on_rate_limit,
+        )
         started = time.perf_counter()
         try:
             files = as_input_files(item.files) if files is None else files
@@ -108,8 +130,9 @@ class ItemRunner:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # one broken item must not stop the batch
-            result = failed_result(item, exc, model=self.model.name, executor=self.executor.name,
-                                   wall_time_s=time.perf_counter() - started)
+            result = failed_result(
+                item, exc, model=self.model.name, executor=self.executor.name, wall_time_s=time.perf_counter() - started
+            )
         return ItemOutcome(result=result, rate_limited=gated.rate_limited)
 
 
@@ -131,9 +154,18 @@ class LocalEngine:
 
     name = "local"
 
-    def __init__(self, model: Model | str, executor: Any, *, config: LoopConfig, concurrency: int,
-                 execution_concurrency: int, gate: BackoffGate, max_rate_limit_retries: int = 8,
-                 on_rate_limit: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        model: Model | str,
+        executor: Any,
+        *,
+        config: LoopConfig,
+        concurrency: int,
+        execution_concurrency: int,
+        gate: BackoffGate,
+        max_rate_limit_retries: int = 8,
+        on_rate_limit: Callable[[], None] | None = None,
+    ) -> None:
         self._model_spec = model
         self._executor_spec = executor  # a name, an Executor or a factory
         self._config = config
@@ -144,8 +176,14 @@ class LocalEngine:
         # call overlapped the first one's execution.)
         self.slots = concurrency
         self._make_runner = functools.partial(
-            ItemRunner, config=config, concurrency=concurrency, execution_concurrency=execution_concurrency,
-            gate=gate, max_rate_limit_retries=max_rate_limit_retries, on_rate_limit=on_rate_limit)
+            ItemRunner,
+            config=config,
+            concurrency=concurrency,
+            execution_concurrency=execution_concurrency,
+            gate=gate,
+            max_rate_limit_retries=max_rate_limit_retries,
+            on_rate_limit=on_rate_limit,
+        )
         self._runner: ItemRunner | None = None
         self._owned_model: Model | None = None
 

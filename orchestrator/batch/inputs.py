@@ -35,13 +35,23 @@ class BatchItem:
     source: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "prompt": self.prompt, "files": list(self.files),
-                "metadata": dict(self.metadata), "source": self.source}
+        return {
+            "id": self.id,
+            "prompt": self.prompt,
+            "files": list(self.files),
+            "metadata": dict(self.metadata),
+            "source": self.source,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> BatchItem:
-        return cls(id=str(data["id"]), prompt=data["prompt"], files=list(data.get("files", [])),
-                   metadata=dict(data.get("metadata", {})), source=data.get("source", ""))
+        return cls(
+            id=str(data["id"]),
+            prompt=data["prompt"],
+            files=list(data.get("files", [])),
+            metadata=dict(data.get("metadata", {})),
+            source=data.get("source", ""),
+        )
 
 
 @dataclass(frozen=True)
@@ -93,7 +103,9 @@ def load_items(path: str | Path) -> list[BatchItem]:
     return _finish(items, problems, empty_where=str(source))
 
 
-def coerce_items(items: Iterable[str | BatchItem | Mapping[str, Any]], *, base_dir: Path | None = None) -> list[BatchItem]:
+def coerce_items(
+    items: Iterable[str | BatchItem | Mapping[str, Any]], *, base_dir: Path | None = None
+) -> list[BatchItem]:
     """Validate items given in Python: prompt strings (ids ``1``, ``2``...),
     :class:`BatchItem` objects or mappings with the JSONL fields."""
     result: list[BatchItem] = []
@@ -104,8 +116,13 @@ def coerce_items(items: Iterable[str | BatchItem | Mapping[str, Any]], *, base_d
         if isinstance(raw, str):
             result.append(BatchItem(id=str(index + 1), prompt=raw, source=where))
         elif isinstance(raw, BatchItem):
-            item = BatchItem(id=raw.id, prompt=raw.prompt, files=list(raw.files), metadata=dict(raw.metadata),
-                             source=raw.source or where)
+            item = BatchItem(
+                id=raw.id,
+                prompt=raw.prompt,
+                files=list(raw.files),
+                metadata=dict(raw.metadata),
+                source=raw.source or where,
+            )
             item.files, file_problems = _resolve_files(item.files, base, where)
             problems.extend(file_problems)
             result.append(item)
@@ -114,7 +131,9 @@ def coerce_items(items: Iterable[str | BatchItem | Mapping[str, Any]], *, base_d
             if parsed is not None:
                 result.append(parsed)
         else:
-            problems.append(InputProblem(where, f"expected a prompt string, BatchItem or mapping, got {type(raw).__name__}"))
+            problems.append(
+                InputProblem(where, f"expected a prompt string, BatchItem or mapping, got {type(raw).__name__}")
+            )
     return _finish(result, problems, empty_where="items")
 
 
@@ -153,7 +172,9 @@ def _resolve_files(files: Sequence[Any], base: Path, where: str) -> tuple[list[s
     problems: list[InputProblem] = []
     for entry in files:
         if not isinstance(entry, str) or not entry:
-            problems.append(InputProblem(where, f"field 'files': each entry must be a non-empty path string, got {entry!r}"))
+            problems.append(
+                InputProblem(where, f"field 'files': each entry must be a non-empty path string, got {entry!r}")
+            )
             continue
         path = Path(entry).expanduser()
         path = path if path.is_absolute() else base / path
@@ -164,20 +185,30 @@ def _resolve_files(files: Sequence[Any], base: Path, where: str) -> tuple[list[s
     return resolved, problems
 
 
-def _item_from_mapping(raw: Mapping[str, Any], where: str, *, default_id: str, base: Path,
-                       problems: list[InputProblem]) -> BatchItem | None:
+def _item_from_mapping(
+    raw: Mapping[str, Any], where: str, *, default_id: str, base: Path, problems: list[InputProblem]
+) -> BatchItem | None:
     before = len(problems)
     unknown = sorted(set(raw) - JSONL_FIELDS)
     if unknown:
-        problems.append(InputProblem(where, f"unknown field(s) {', '.join(map(repr, unknown))}; "
-                                            f"allowed: {', '.join(sorted(JSONL_FIELDS))}"))
+        problems.append(
+            InputProblem(
+                where, f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(JSONL_FIELDS))}"
+            )
+        )
     raw_id = raw.get("id", default_id)
     if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
         problems.append(InputProblem(where, f"field 'id' must be a string or integer, got {raw_id!r}"))
     prompt = raw.get("prompt")
     if not isinstance(prompt, str):
-        problems.append(InputProblem(where, "field 'prompt' is missing" if prompt is None
-                                     else f"field 'prompt' must be a string, got {type(prompt).__name__}"))
+        problems.append(
+            InputProblem(
+                where,
+                "field 'prompt' is missing"
+                if prompt is None
+                else f"field 'prompt' must be a string, got {type(prompt).__name__}",
+            )
+        )
     files = raw.get("files", [])
     if not isinstance(files, list):
         problems.append(InputProblem(where, f"field 'files' must be a list of paths, got {type(files).__name__}"))
@@ -190,8 +221,13 @@ def _item_from_mapping(raw: Mapping[str, Any], where: str, *, default_id: str, b
     problems.extend(file_problems)
     if len(problems) > before and not isinstance(prompt, str):
         return None
-    return BatchItem(id=str(raw_id), prompt=prompt if isinstance(prompt, str) else "", files=resolved,
-                     metadata=metadata, source=where)
+    return BatchItem(
+        id=str(raw_id),
+        prompt=prompt if isinstance(prompt, str) else "",
+        files=resolved,
+        metadata=metadata,
+        source=where,
+    )
 
 
 def _read_lines(path: Path) -> tuple[list[str], list[InputProblem]]:
@@ -240,8 +276,13 @@ def _read_csv(path: Path) -> tuple[list[BatchItem], list[InputProblem]]:
     header = [h.strip() for h in header]
     missing = [name for name in ("id", "prompt") if name not in header]
     if missing:
-        return [], [InputProblem(f"{path}:1", f"header must name the columns 'id' and 'prompt'; missing "
-                                              f"{', '.join(map(repr, missing))} (got {header})")]
+        return [], [
+            InputProblem(
+                f"{path}:1",
+                f"header must name the columns 'id' and 'prompt'; missing "
+                f"{', '.join(map(repr, missing))} (got {header})",
+            )
+        ]
     id_col, prompt_col = header.index("id"), header.index("prompt")
     start = reader.line_num + 1
     while True:
@@ -266,8 +307,11 @@ def _read_csv(path: Path) -> tuple[list[BatchItem], list[InputProblem]]:
 
 def _read_text(path: Path) -> tuple[list[BatchItem], list[InputProblem]]:
     lines, problems = _read_lines(path)
-    items = [BatchItem(id=str(number), prompt=line.strip(), source=f"{path}:{number}")
-             for number, line in enumerate(lines, start=1) if line.strip()]
+    items = [
+        BatchItem(id=str(number), prompt=line.strip(), source=f"{path}:{number}")
+        for number, line in enumerate(lines, start=1)
+        if line.strip()
+    ]
     return items, problems
 
 

@@ -36,8 +36,9 @@ class BoundedExecutor:
         self.limits = getattr(inner, "limits", None)  # the loop's default limits come from the executor
         self._slots = asyncio.Semaphore(limit)
 
-    async def execute(self, code: str, *, files: Sequence[InputFile] = (), limits: Limits | None = None,
-                      session: str | None = None) -> ExecutionResult:
+    async def execute(
+        self, code: str, *, files: Sequence[InputFile] = (), limits: Limits | None = None, session: str | None = None
+    ) -> ExecutionResult:
         async with self._slots:
             return await self.inner.execute(code, files=files, limits=limits, session=session)
 
@@ -74,8 +75,15 @@ class BackoffGate:
     add a little jitter so they do not all hit the model at the same instant.
     """
 
-    def __init__(self, *, base_delay_s: float = 1.0, max_delay_s: float = 60.0, jitter: float = 0.1,
-                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        base_delay_s: float = 1.0,
+        max_delay_s: float = 60.0,
+        jitter: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
         self.base_delay_s = base_delay_s
         self.max_delay_s = max_delay_s
         self.jitter = jitter
@@ -127,8 +135,15 @@ class GatedModel:
     One is made per item so ``rate_limited`` counts that item's 429s.
     """
 
-    def __init__(self, inner: Model, *, gate: BackoffGate, slots: asyncio.Semaphore,
-                 max_rate_limit_retries: int = 8, on_rate_limit: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        inner: Model,
+        *,
+        gate: BackoffGate,
+        slots: asyncio.Semaphore,
+        max_rate_limit_retries: int = 8,
+        on_rate_limit: Callable[[], None] | None = None,
+    ) -> None:
         self.inner = inner
         self.wrapped = inner  # the loop reads the model's traits through it
         self.name = inner.name
@@ -153,8 +168,10 @@ class GatedModel:
                     if self._on_rate_limit:
                         self._on_rate_limit()
                     if failures > self._max_retries:
-                        raise RateLimitExhausted(f"still rate limited after {self._max_retries} backoffs: {exc}",
-                                                 retry_after_s=exc.retry_after_s) from exc
+                        raise RateLimitExhausted(
+                            f"still rate limited after {self._max_retries} backoffs: {exc}",
+                            retry_after_s=exc.retry_after_s,
+                        ) from exc
                     continue
             self._gate.succeeded()
             return turn

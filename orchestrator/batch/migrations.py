@@ -26,8 +26,14 @@ class MigrationError(RuntimeError):
     """The database was written by a newer codeloop, or a migration failed."""
 
 
-def open_migrated(path: Path, component: str, migrations: Sequence[Migration], *, synchronous: str = "NORMAL",
-                  check_same_thread: bool = True) -> sqlite3.Connection:
+def open_migrated(
+    path: Path,
+    component: str,
+    migrations: Sequence[Migration],
+    *,
+    synchronous: str = "NORMAL",
+    check_same_thread: bool = True,
+) -> sqlite3.Connection:
     """``runs.db`` at ``path`` as every store uses it, brought up to date by ``component``'s ``migrations``:
     autocommit (stores issue BEGIN/COMMIT themselves), rows by name, WAL, foreign keys enforced.
     ``synchronous`` is SQLite's fsync level (NORMAL or FULL). On MigrationError it is closed first."""
@@ -62,13 +68,17 @@ class MigratedStore:
 def migrate(db: sqlite3.Connection, component: str, migrations: Sequence[Migration], *, path: object = "") -> list[str]:
     """Apply ``component``'s migrations that ``db`` lacks; returns their names.
     ``db`` must be in autocommit mode (``isolation_level=None``)."""
-    db.execute("CREATE TABLE IF NOT EXISTS _migrations (component TEXT NOT NULL, name TEXT NOT NULL, "
-               "applied REAL NOT NULL, PRIMARY KEY (component, name))")
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (component TEXT NOT NULL, name TEXT NOT NULL, "
+        "applied REAL NOT NULL, PRIMARY KEY (component, name))"
+    )
     done = {row[0] for row in db.execute("SELECT name FROM _migrations WHERE component = ?", (component,))}
     unknown = sorted(done - {name for name, _ in migrations})
     if unknown:
-        raise MigrationError(f"{path or 'the database'} was written by a newer codeloop ({component} migration "
-                             f"{', '.join(unknown)} is unknown here); upgrade codeloop to read it")
+        raise MigrationError(
+            f"{path or 'the database'} was written by a newer codeloop ({component} migration "
+            f"{', '.join(unknown)} is unknown here); upgrade codeloop to read it"
+        )
     applied = []
     for name, apply in migrations:
         if name in done:
@@ -76,8 +86,9 @@ def migrate(db: sqlite3.Connection, component: str, migrations: Sequence[Migrati
         db.execute("BEGIN IMMEDIATE")
         try:
             apply(db)
-            db.execute("INSERT INTO _migrations (component, name, applied) VALUES (?, ?, ?)",
-                       (component, name, time.time()))
+            db.execute(
+                "INSERT INTO _migrations (component, name, applied) VALUES (?, ?, ?)", (component, name, time.time())
+            )
         except BaseException as exc:
             db.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):

@@ -47,12 +47,14 @@ class BatchProgress:
             transient=False,
         )
         self._progress.start()
-        self._task = self._progress.add_task("batch", total=total, completed=already_done,
-                                             stats=self._stats(), rate="")
+        self._task = self._progress.add_task("batch", total=total, completed=already_done, stats=self._stats(), rate="")
 
     def _stats(self) -> str:
-        parts = [f"[green]solved {self.solved}", f"[red]failed {self.failed + self.errors}",
-                 f"[yellow]retries {self.retries}"]
+        parts = [
+            f"[green]solved {self.solved}",
+            f"[red]failed {self.failed + self.errors}",
+            f"[yellow]retries {self.retries}",
+        ]
         if self.answered:
             parts.insert(1, f"answered {self.answered}")
         if self.rate_limited:
@@ -79,8 +81,7 @@ class BatchProgress:
         if self._progress is not None:
             task = self._progress.tasks[0]
             speed = task.speed
-            self._progress.update(self._task, advance=1, stats=self._stats(),
-                                  rate=f"{speed:.1f}/s" if speed else "")
+            self._progress.update(self._task, advance=1, stats=self._stats(), rate=f"{speed:.1f}/s" if speed else "")
 
     def rate_limited_call(self) -> None:
         self._rate_limited_live += 1
@@ -93,6 +94,8 @@ class BatchProgress:
             self._progress = None
 
     def summary(self) -> str:
-        return (f"{self.done} run: {self.solved} solved, {self.answered} answered without code, "
-                f"{self.failed} failed, {self.errors} errors (re-run on --resume), {self.retries} retries, "
-                f"{self.rate_limited} rate-limited calls")
+        return (
+            f"{self.done} run: {self.solved} solved, {self.answered} answered without code, "
+            f"{self.failed} failed, {self.errors} errors (re-run on --resume), {self.retries} retries, "
+            f"{self.rate_limited} rate-limited calls"
+        )

@@ -82,15 +82,30 @@ class BatchWorker:
     config and the backoff policy arrive as their JSON (plain data crosses
     machines whatever Ray's pickling does with classes)."""
 
-    def __init__(self, model: Any, executor: Any, config: dict[str, Any], backoff: dict[str, Any], gate: Any, *,
-                 concurrency: int, execution_concurrency: int) -> None:
+    def __init__(
+        self,
+        model: Any,
+        executor: Any,
+        config: dict[str, Any],
+        backoff: dict[str, Any],
+        gate: Any,
+        *,
+        concurrency: int,
+        execution_concurrency: int,
+    ) -> None:
         loop_config = LoopConfig.from_json(config)
         policy = BackoffPolicy.from_json(backoff)
         self._executor, self._owns_executor = build_executor(executor, loop_config.executor_options)
         gate_view = ClusterGate(gate, base_delay_s=policy.base_delay_s, max_delay_s=policy.max_delay_s)
-        self._runner = ItemRunner(build_model(model, loop_config.generation), self._executor, config=loop_config,
-                                  concurrency=concurrency, execution_concurrency=execution_concurrency,
-                                  gate=gate_view, max_rate_limit_retries=policy.max_rate_limit_retries)
+        self._runner = ItemRunner(
+            build_model(model, loop_config.generation),
+            self._executor,
+            config=loop_config,
+            concurrency=concurrency,
+            execution_concurrency=execution_concurrency,
+            gate=gate_view,
+            max_rate_limit_retries=policy.max_rate_limit_retries,
+        )
 
     async def run(self, item: dict[str, Any], files: list[dict[str, Any]]) -> dict[str, Any]:
         outcome = await self._runner.run(BatchItem.from_json(item), [InputFile.from_json(f) for f in files])
@@ -104,13 +119,24 @@ class BatchWorker:
 class RayEngine:
     name = "ray"
 
-    def __init__(self, model: Any, executor: Any, *, config: LoopConfig, concurrency: int,
-                 execution_concurrency: int, backoff: BackoffPolicy, address: str | None = None,
-                 workers: int | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        executor: Any,
+        *,
+        config: LoopConfig,
+        concurrency: int,
+        execution_concurrency: int,
+        backoff: BackoffPolicy,
+        address: str | None = None,
+        workers: int | None = None,
+    ) -> None:
         _ray()  # fail now, before the store is touched, if Ray is not installed
         if is_executor(executor):
-            raise TypeError("the ray engine builds an executor in each worker: pass the executor by name "
-                            "(with executor_options) or as a picklable factory, not an instance")
+            raise TypeError(
+                "the ray engine builds an executor in each worker: pass the executor by name "
+                "(with executor_options) or as a picklable factory, not an instance"
+            )
         self._model = model
         self._executor = executor
         self._config = config
@@ -132,16 +158,19 @@ class RayEngine:
             self._started_ray = True
         count = self._workers_wanted or max(1, int(ray.cluster_resources().get("CPU", 1)))
         count = min(count, self.slots)
-        per_actor = {"concurrency": math.ceil(self._concurrency / count),
-                     "execution_concurrency": math.ceil(self._execution_concurrency / count)}
+        per_actor = {
+            "concurrency": math.ceil(self._concurrency / count),
+            "execution_concurrency": math.ceil(self._execution_concurrency / count),
+        }
         self._gate = ray.remote(num_cpus=0)(GateState).remote(self._backoff.base_delay_s, self._backoff.max_delay_s)
         # num_cpus=0: workers mostly wait on the model, so they need no CPU reservation;
         # SPREAD places them across the cluster's nodes instead of packing one.
         actor_class = ray.remote(num_cpus=0, scheduling_strategy="SPREAD")(BatchWorker)
         model = ray.put(self._model) if not isinstance(self._model, str) else self._model
         self._actors = [
-            actor_class.options(max_concurrency=per_actor["concurrency"])
-            .remote(model, self._executor, self._config.to_json(), self._backoff.to_json(), self._gate, **per_actor)
+            actor_class.options(max_concurrency=per_actor["concurrency"]).remote(
+                model, self._executor, self._config.to_json(), self._backoff.to_json(), self._gate, **per_actor
+            )
             for _ in range(count)
         ]
         self._load = [0] * count
@@ -158,8 +187,11 @@ class RayEngine:
             raise
         except Exception as exc:  # an unreadable file or a dead actor: the item is an error, re-run on resume
             model_name, executor_name = spec_names(self._model, self._executor)
-            return ItemOutcome(failed_result(item, exc, model=model_name, executor=executor_name,
-                                             wall_time_s=time.perf_counter() - started))
+            return ItemOutcome(
+                failed_result(
+                    item, exc, model=model_name, executor=executor_name, wall_time_s=time.perf_counter() - started
+                )
+            )
         finally:
             self._load[index] -= 1
         return ItemOutcome(RunResult.from_json(data["result"]), rate_limited=data["rate_limited"])

@@ -16,9 +16,28 @@ from ..types import RunResult
 from .store import DONE, ERROR, BatchStore
 
 EXPORT_FORMATS = ("jsonl", "csv")
-CSV_COLUMNS = ("id", "status", "run_status", "prompt", "summary", "error", "executions", "retries", "rate_limited",
-               "interruptions", "input_tokens", "output_tokens", "total_tokens", "requests", "cost_usd",
-               "wall_time_s", "model_time_s", "execution_time_s", "code", "metadata")
+CSV_COLUMNS = (
+    "id",
+    "status",
+    "run_status",
+    "prompt",
+    "summary",
+    "error",
+    "executions",
+    "retries",
+    "rate_limited",
+    "interruptions",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "requests",
+    "cost_usd",
+    "wall_time_s",
+    "model_time_s",
+    "execution_time_s",
+    "code",
+    "metadata",
+)
 RETRIES_PLOT = "report-retries.png"
 LATENCY_PLOT = "report-latency.png"
 REPORT_JSON = "report.json"
@@ -44,13 +63,22 @@ def export(store: BatchStore, out: TextIO, fmt: str) -> int:
             data = store.result_json(record.id) if finished else None
             result = RunResult.from_json(data) if data else None
             row = record.to_json()
-            row.update(summary=result.summary if result else "", code=result.code if result else "",
-                       metadata=json.dumps(record.metadata, sort_keys=True))
+            row.update(
+                summary=result.summary if result else "",
+                code=result.code if result else "",
+                metadata=json.dumps(record.metadata, sort_keys=True),
+            )
             writer.writerow(row)
         else:
             result = store.result(record.id) if finished else None
-            line = {"id": record.id, "status": record.status, "prompt": record.prompt, "files": record.files,
-                    "metadata": record.metadata, "result": result.to_json() if result else None}
+            line = {
+                "id": record.id,
+                "status": record.status,
+                "prompt": record.prompt,
+                "files": record.files,
+                "metadata": record.metadata,
+                "result": result.to_json() if result else None,
+            }
             out.write(json.dumps(line, ensure_ascii=False) + "\n")
         count += 1
     return count
@@ -182,6 +210,7 @@ def _fmt_seconds(value: float | None) -> str:
 
 def report_rows(report: BatchReport) -> list[tuple[str, str]]:
     """The summary table, as (label, value) rows."""
+
     def share(n: int) -> str:
         return f"{n} ({100.0 * n / report.finished:.1f}%)" if report.finished else str(n)
 

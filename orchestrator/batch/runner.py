@@ -62,8 +62,9 @@ class _RunDirLock:
         os.close(self._fd)
 
 
-def open_batch(store: BatchStore, settings: BatchSettings, items: list[BatchItem] | None, *,
-               resume: bool, force: bool) -> list[str]:
+def open_batch(
+    store: BatchStore, settings: BatchSettings, items: list[BatchItem] | None, *, resume: bool, force: bool
+) -> list[str]:
     """Create the batch or check a resume against it. Returns the ids of items
     a dead process left running (now pending again)."""
     stored_json = store.settings()
@@ -76,7 +77,8 @@ def open_batch(store: BatchStore, settings: BatchSettings, items: list[BatchItem
     if not resume:
         raise StoreError(
             f"{store.run_dir} already holds a batch ({counts['total']} items, {counts['done']} finished); "
-            "pass --resume (resume=True) to continue it, or choose another run directory")
+            "pass --resume (resume=True) to continue it, or choose another run directory"
+        )
     problems = settings.differences(BatchSettings.from_json(stored_json))
     changed: list[BatchItem] = []
     if items is not None:
@@ -85,14 +87,18 @@ def open_batch(store: BatchStore, settings: BatchSettings, items: list[BatchItem
             old = known.get(item.id)
             if old is not None and (old.prompt, old.files, old.metadata) != (item.prompt, item.files, item.metadata):
                 changed.append(item)
-        problems += [f"item {item.id!r}: prompt, files or metadata differ from the stored item" for item in changed[:10]]
+        problems += [
+            f"item {item.id!r}: prompt, files or metadata differ from the stored item" for item in changed[:10]
+        ]
         if len(changed) > 10:
             problems.append(f"... and {len(changed) - 10} more changed items")
     if problems and not force:
         listing = "\n".join(f"  {p}" for p in problems)
-        raise StoreError(f"{store.run_dir} was started with different settings:\n{listing}\n"
-                         "Resume with the same settings, or pass --force (force=True) to continue with the new "
-                         "ones (finished items are kept; changed items run again).")
+        raise StoreError(
+            f"{store.run_dir} was started with different settings:\n{listing}\n"
+            "Resume with the same settings, or pass --force (force=True) to continue with the new "
+            "ones (finished items are kept; changed items run again)."
+        )
     if problems:
         store.replace_settings(settings.to_json())
         store.reset_items(changed)
@@ -135,15 +141,29 @@ async def run_batch(
     loaded, run_path = _load(items), Path(run_dir)  # validation first: nothing runs on bad input
     base = config or (stored_config(run_path) if resume else None) or LoopConfig()
     loop, executor_spec = resolve_executor(base.with_settings(loop_settings), executor)
-    settings = BatchSettings(model=model_name(model), config=loop, concurrency=concurrency,
-                             execution_concurrency=execution_concurrency,
-                             engine=engine if isinstance(engine, str) else engine.name)
+    settings = BatchSettings(
+        model=model_name(model),
+        config=loop,
+        concurrency=concurrency,
+        execution_concurrency=execution_concurrency,
+        engine=engine if isinstance(engine, str) else engine.name,
+    )
     progress = progress or BatchProgress(enabled=False)
     # Built (not started) before the store is touched, so a bad engine setup changes nothing on disk.
-    runner_engine = engine if not isinstance(engine, str) else _make_engine(
-        engine, model=model, executor=executor_spec, settings=settings, backoff=backoff or BackoffPolicy(),
-        progress=progress,
-        ray_address=ray_address, ray_workers=ray_workers)
+    runner_engine = (
+        engine
+        if not isinstance(engine, str)
+        else _make_engine(
+            engine,
+            model=model,
+            executor=executor_spec,
+            settings=settings,
+            backoff=backoff or BackoffPolicy(),
+            progress=progress,
+            ray_address=ray_address,
+            ray_workers=ray_workers,
+        )
+    )
     lock = _RunDirLock(run_path)
     store: BatchStore | None = None
     try:
@@ -153,8 +173,9 @@ async def run_batch(
         counts = store.counts()
         # aclosing: if our consumer stops early, the driver's cleanup runs now, before the store closes.
         driver = _Driver(store, runner_engine, todo, progress)
-        async with contextlib.aclosing(driver.results(settings, already_done=counts["total"] - len(todo),
-                                                      total=counts["total"])) as pairs:
+        async with contextlib.aclosing(
+            driver.results(settings, already_done=counts["total"] - len(todo), total=counts["total"])
+        ) as pairs:
             async for pair in pairs:
                 yield pair
     finally:
@@ -181,19 +202,35 @@ def stored_config(run_dir: Path) -> LoopConfig | None:
     return BatchSettings.from_json(stored).config if stored else None
 
 
-def _make_engine(name: str, *, model: Any, executor: Any, settings: BatchSettings, backoff: BackoffPolicy,
-                 progress: BatchProgress, ray_address: str | None, ray_workers: int | None) -> Engine:
+def _make_engine(
+    name: str,
+    *,
+    model: Any,
+    executor: Any,
+    settings: BatchSettings,
+    backoff: BackoffPolicy,
+    progress: BatchProgress,
+    ray_address: str | None,
+    ray_workers: int | None,
+) -> Engine:
     sizes = {"concurrency": settings.concurrency, "execution_concurrency": settings.execution_concurrency}
     if name == "local":
         gate = BackoffGate(base_delay_s=backoff.base_delay_s, max_delay_s=backoff.max_delay_s)
-        return LocalEngine(model, executor, config=settings.config, gate=gate,
-                           max_rate_limit_retries=backoff.max_rate_limit_retries,
-                           on_rate_limit=progress.rate_limited_call, **sizes)
+        return LocalEngine(
+            model,
+            executor,
+            config=settings.config,
+            gate=gate,
+            max_rate_limit_retries=backoff.max_rate_limit_retries,
+            on_rate_limit=progress.rate_limited_call,
+            **sizes,
+        )
     if name == "ray":
         from .ray_engine import RayEngine
 
-        return RayEngine(model, executor, config=settings.config, backoff=backoff, address=ray_address,
-                         workers=ray_workers, **sizes)
+        return RayEngine(
+            model, executor, config=settings.config, backoff=backoff, address=ray_address, workers=ray_workers, **sizes
+        )
     raise ValueError(f"unknown engine {name!r}; choose 'local' or 'ray'")
 
 
@@ -235,15 +272,17 @@ class _Driver:
                 self.in_flight.add(item.id)
                 writer.submit(store.mark_running, item.id, self.session).add_done_callback(self.report_failure)
                 outcome = await self.engine.run(item)
-                writer.submit(store.finish, item.id, outcome.result, rate_limited=outcome.rate_limited
-                              ).add_done_callback(functools.partial(self.committed, item.id, outcome))
+                writer.submit(
+                    store.finish, item.id, outcome.result, rate_limited=outcome.rate_limited
+                ).add_done_callback(functools.partial(self.committed, item.id, outcome))
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # an engine failure stops the batch, loudly
             self.finished.put_nowait(exc)
 
-    async def results(self, settings: BatchSettings, *, already_done: int,
-                      total: int) -> AsyncGenerator[tuple[str, RunResult], None]:
+    async def results(
+        self, settings: BatchSettings, *, already_done: int, total: int
+    ) -> AsyncGenerator[tuple[str, RunResult], None]:
         to_run = len(self.todo)
         reason = "interrupted"
         workers: list[asyncio.Task[None]] = []

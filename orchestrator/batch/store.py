@@ -39,7 +39,6 @@ ATTEMPT_OUTPUT_CAP = 16 * 1024
 PENDING, RUNNING, DONE, ERROR = "pending", "running", "done", "error"
 
 
-
 class StoreError(RuntimeError):
     """The run directory cannot be used as asked (missing, foreign, or settings differ)."""
 
@@ -89,8 +88,13 @@ _ITEM_COLUMNS = "id, prompt, files, metadata, source"
 
 
 def _batch_item(row: sqlite3.Row) -> BatchItem:
-    return BatchItem(id=row["id"], prompt=row["prompt"], files=json.loads(row["files"]),
-                     metadata=json.loads(row["metadata"]), source=row["source"])
+    return BatchItem(
+        id=row["id"],
+        prompt=row["prompt"],
+        files=json.loads(row["files"]),
+        metadata=json.loads(row["metadata"]),
+        source=row["source"],
+    )
 
 
 def _cap(text: str) -> str:
@@ -123,8 +127,9 @@ class BatchStore(MigratedStore):
         # One BEGIN/COMMIT per state change. check_same_thread=False: the batch driver hands the store
         # to one writer thread (so a slow fsync never stalls the event loop); one thread uses it at a time.
         try:
-            self._db = open_migrated(self.path, "batch", BATCH_MIGRATIONS, synchronous=durability.upper(),
-                                     check_same_thread=False)
+            self._db = open_migrated(
+                self.path, "batch", BATCH_MIGRATIONS, synchronous=durability.upper(), check_same_thread=False
+            )
         except MigrationError as exc:
             raise StoreError(str(exc)) from exc
 
@@ -186,14 +191,18 @@ class BatchStore(MigratedStore):
         with self._transaction() as db:
             if db.execute("SELECT 1 FROM batch WHERE id = 1").fetchone():
                 raise StoreError(f"{self.run_dir} already holds a batch")
-            db.execute("INSERT INTO batch (id, schema_version, settings, created, updated) VALUES (1, ?, ?, ?, ?)",
-                       (SCHEMA_VERSION, json.dumps(settings, sort_keys=True), now, now))
+            db.execute(
+                "INSERT INTO batch (id, schema_version, settings, created, updated) VALUES (1, ?, ?, ?, ?)",
+                (SCHEMA_VERSION, json.dumps(settings, sort_keys=True), now, now),
+            )
             self._insert_items(db, items, start_seq=0)
 
     def replace_settings(self, settings: dict[str, Any]) -> None:
         with self._transaction() as db:
-            db.execute("UPDATE batch SET settings = ?, updated = ? WHERE id = 1",
-                       (json.dumps(settings, sort_keys=True), time.time()))
+            db.execute(
+                "UPDATE batch SET settings = ?, updated = ? WHERE id = 1",
+                (json.dumps(settings, sort_keys=True), time.time()),
+            )
 
     def add_items(self, items: Sequence[BatchItem]) -> int:
         """Add items whose ids are new; returns how many were added."""
@@ -209,24 +218,30 @@ class BatchStore(MigratedStore):
         with self._transaction() as db:
             for item in items:
                 self._clear_outputs(db, item.id)
-                db.execute("UPDATE items SET prompt = ?, files = ?, metadata = ?, source = ?, status = 'pending', "
-                           "run_status = NULL, error = NULL, result = NULL WHERE id = ?",
-                           (item.prompt, json.dumps(item.files), json.dumps(item.metadata), item.source, item.id))
+                db.execute(
+                    "UPDATE items SET prompt = ?, files = ?, metadata = ?, source = ?, status = 'pending', "
+                    "run_status = NULL, error = NULL, result = NULL WHERE id = ?",
+                    (item.prompt, json.dumps(item.files), json.dumps(item.metadata), item.source, item.id),
+                )
 
     @staticmethod
     def _insert_items(db: sqlite3.Connection, items: Sequence[BatchItem], *, start_seq: int) -> None:
         db.executemany(
             "INSERT INTO items (seq, id, prompt, files, metadata, source, status) VALUES (?, ?, ?, ?, ?, ?, 'pending')",
-            [(start_seq + i, item.id, item.prompt, json.dumps(item.files), json.dumps(item.metadata), item.source)
-             for i, item in enumerate(items)],
+            [
+                (start_seq + i, item.id, item.prompt, json.dumps(item.files), json.dumps(item.metadata), item.source)
+                for i, item in enumerate(items)
+            ],
         )
 
     # -- sessions -------------------------------------------------------------
 
     def begin_session(self, settings: dict[str, Any]) -> int:
         with self._transaction() as db:
-            cursor = db.execute("INSERT INTO sessions (settings, started) VALUES (?, ?)",
-                                (json.dumps(settings, sort_keys=True), time.time()))
+            cursor = db.execute(
+                "INSERT INTO sessions (settings, started) VALUES (?, ?)",
+                (json.dumps(settings, sort_keys=True), time.time()),
+            )
             assert cursor.lastrowid is not None  # set by the INSERT
             return cursor.lastrowid
 
@@ -243,7 +258,9 @@ class BatchStore(MigratedStore):
         """Items left ``running`` by a process that died: pending again. Returns their ids."""
         with self._transaction() as db:
             ids = [r[0] for r in db.execute("SELECT id FROM items WHERE status = 'running' ORDER BY seq")]
-            db.execute("UPDATE items SET status = 'pending', interruptions = interruptions + 1 WHERE status = 'running'")
+            db.execute(
+                "UPDATE items SET status = 'pending', interruptions = interruptions + 1 WHERE status = 'running'"
+            )
         return ids
 
     def runnable_ids(self, *, rerun_errors: bool = True) -> list[str]:
@@ -254,8 +271,12 @@ class BatchStore(MigratedStore):
         """Like :meth:`runnable_ids`, with the items themselves (one query, not one per item)."""
         statuses = ("pending", "error") if rerun_errors else ("pending",)
         marks = ", ".join("?" * len(statuses))
-        return [_batch_item(r) for r in self._db.execute(
-            f"SELECT {_ITEM_COLUMNS} FROM items WHERE status IN ({marks}) ORDER BY seq", statuses)]
+        return [
+            _batch_item(r)
+            for r in self._db.execute(
+                f"SELECT {_ITEM_COLUMNS} FROM items WHERE status IN ({marks}) ORDER BY seq", statuses
+            )
+        ]
 
     def item(self, item_id: str) -> BatchItem:
         row = self._db.execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE id = ?", (item_id,)).fetchone()
@@ -268,15 +289,20 @@ class BatchStore(MigratedStore):
 
     def mark_running(self, item_id: str, session: int) -> None:
         with self._transaction() as db:
-            db.execute("UPDATE items SET status = 'running', starts = starts + 1, session = ?, started = ? WHERE id = ?",
-                       (session, time.time(), item_id))
+            db.execute(
+                "UPDATE items SET status = 'running', starts = starts + 1, session = ?, started = ? WHERE id = ?",
+                (session, time.time(), item_id),
+            )
 
     def mark_interrupted(self, item_ids: Iterable[str]) -> None:
         """Ctrl-C: in-flight items become pending again, counted as interrupted."""
         ids = list(item_ids)
         with self._transaction() as db:
-            db.executemany("UPDATE items SET status = 'pending', interruptions = interruptions + 1 "
-                           "WHERE id = ? AND status = 'running'", [(i,) for i in ids])
+            db.executemany(
+                "UPDATE items SET status = 'pending', interruptions = interruptions + 1 "
+                "WHERE id = ? AND status = 'running'",
+                [(i,) for i in ids],
+            )
 
     def finish(self, item_id: str, result: RunResult, *, rate_limited: int = 0) -> str:
         """Write an item's result, attempts and artifacts; returns its new status.
@@ -297,25 +323,57 @@ class BatchStore(MigratedStore):
                 "UPDATE items SET status = ?, run_status = ?, error = ?, result = ?, finished = ?, rate_limited = ?, "
                 "wall_time_s = ?, model_time_s = ?, execution_time_s = ?, executions = ?, retries = ?, "
                 "input_tokens = ?, output_tokens = ?, total_tokens = ?, requests = ?, cost_usd = ? WHERE id = ?",
-                (status, result.status.value, result.error, json.dumps(stored), time.time(), rate_limited,
-                 result.wall_time_s, result.model_time_s, result.execution_time_s, len(result.attempts),
-                 result.retries, usage.input_tokens, usage.output_tokens, usage.total_tokens, usage.requests,
-                 usage.cost_usd, item_id),
+                (
+                    status,
+                    result.status.value,
+                    result.error,
+                    json.dumps(stored),
+                    time.time(),
+                    rate_limited,
+                    result.wall_time_s,
+                    result.model_time_s,
+                    result.execution_time_s,
+                    len(result.attempts),
+                    result.retries,
+                    usage.input_tokens,
+                    usage.output_tokens,
+                    usage.total_tokens,
+                    usage.requests,
+                    usage.cost_usd,
+                    item_id,
+                ),
             )
             db.executemany(
                 "INSERT INTO attempts (item_id, idx, step, remote, code, outcome, stdout, stderr, stdout_truncated, "
                 "stderr_truncated, error_type, error_message, exit_code, duration_s, cpu_time_s, peak_memory_bytes) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(item_id, i, a.step, int(a.remote), a.code, a.result.outcome.value, _cap(a.result.stdout),
-                  _cap(a.result.stderr), int(a.result.stdout_truncated or len(a.result.stdout) > ATTEMPT_OUTPUT_CAP),
-                  int(a.result.stderr_truncated or len(a.result.stderr) > ATTEMPT_OUTPUT_CAP),
-                  a.result.error_type, a.result.error_message, a.result.exit_code, a.result.duration_s,
-                  a.result.cpu_time_s, a.result.peak_memory_bytes)
-                 for i, a in enumerate(result.attempts)],
+                [
+                    (
+                        item_id,
+                        i,
+                        a.step,
+                        int(a.remote),
+                        a.code,
+                        a.result.outcome.value,
+                        _cap(a.result.stdout),
+                        _cap(a.result.stderr),
+                        int(a.result.stdout_truncated or len(a.result.stdout) > ATTEMPT_OUTPUT_CAP),
+                        int(a.result.stderr_truncated or len(a.result.stderr) > ATTEMPT_OUTPUT_CAP),
+                        a.result.error_type,
+                        a.result.error_message,
+                        a.result.exit_code,
+                        a.result.duration_s,
+                        a.result.cpu_time_s,
+                        a.result.peak_memory_bytes,
+                    )
+                    for i, a in enumerate(result.attempts)
+                ],
             )
             db.executemany(
                 "INSERT INTO artifacts (item_id, attempt_idx, idx, name, mime_type, size, truncated, path) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", artifact_rows)
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                artifact_rows,
+            )
         return status
 
     @staticmethod
@@ -341,8 +399,18 @@ class BatchStore(MigratedStore):
                 if not artifact.truncated:
                     directory.mkdir(parents=True, exist_ok=True)
                     (self.run_dir / relative).write_bytes(artifact.data)
-                rows.append((item_id, attempt_idx, idx, artifact.name, artifact.mime_type, artifact.size,
-                             int(artifact.truncated), relative))
+                rows.append(
+                    (
+                        item_id,
+                        attempt_idx,
+                        idx,
+                        artifact.name,
+                        artifact.mime_type,
+                        artifact.size,
+                        int(artifact.truncated),
+                        relative,
+                    )
+                )
         return rows
 
     # -- reading ------------------------------------------------------------------
@@ -359,17 +427,25 @@ class BatchStore(MigratedStore):
         data = self.result_json(item_id)
         if data is None:
             return None
-        paths = {(r["attempt_idx"], r["idx"]): r["path"] for r in
-                 self._db.execute("SELECT attempt_idx, idx, path, truncated FROM artifacts WHERE item_id = ?",
-                                  (item_id,)) if not r["truncated"]}
+        paths = {
+            (r["attempt_idx"], r["idx"]): r["path"]
+            for r in self._db.execute(
+                "SELECT attempt_idx, idx, path, truncated FROM artifacts WHERE item_id = ?", (item_id,)
+            )
+            if not r["truncated"]
+        }
         result = RunResult.from_json(data)
         for attempt_idx, attempt in enumerate(result.attempts):
             artifacts: list[Artifact] = []
             for idx, artifact in enumerate(attempt.result.artifacts):
                 path = paths.get((attempt_idx, idx))
                 if path is not None:
-                    artifact = Artifact(name=artifact.name, data=(self.run_dir / path).read_bytes(),
-                                        mime_type=artifact.mime_type, truncated=artifact.truncated)
+                    artifact = Artifact(
+                        name=artifact.name,
+                        data=(self.run_dir / path).read_bytes(),
+                        mime_type=artifact.mime_type,
+                        truncated=artifact.truncated,
+                    )
                 artifacts.append(artifact)
             attempt.result.artifacts = artifacts
         return result
@@ -386,7 +462,11 @@ class BatchStore(MigratedStore):
         return [dict(r) for r in self._db.execute(query, (item_id,) if item_id else ())]
 
     def artifact_rows(self, item_id: str | None = None) -> list[dict[str, Any]]:
-        query = "SELECT * FROM artifacts" + (" WHERE item_id = ?" if item_id else "") + " ORDER BY item_id, attempt_idx, idx"
+        query = (
+            "SELECT * FROM artifacts"
+            + (" WHERE item_id = ?" if item_id else "")
+            + " ORDER BY item_id, attempt_idx, idx"
+        )
         return [dict(r) for r in self._db.execute(query, (item_id,) if item_id else ())]
 
     def counts(self) -> dict[str, int]:

@@ -28,12 +28,20 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--gateway-token", help="jupyter-remote: gateway token (prefer $CODELOOP_GATEWAY_TOKEN: flags show in ps)"
     )
-    parser.add_argument("--tools", choices=("auto", "on", "off"), default="auto",
-                        help="offer the run_python tool (on), ask for fenced code (off), or follow what the model "
-                             "does (auto, the default)")
-    parser.add_argument("--require-code", choices=("auto", "always", "never"), default="auto",
-                        help="ask once for code when the model answers a task that needs computing without "
-                             "running any (auto: the prompt has files or asks to compute; default)")
+    parser.add_argument(
+        "--tools",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="offer the run_python tool (on), ask for fenced code (off), or follow what the model "
+        "does (auto, the default)",
+    )
+    parser.add_argument(
+        "--require-code",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="ask once for code when the model answers a task that needs computing without "
+        "running any (auto: the prompt has files or asks to compute; default)",
+    )
     parser.add_argument("--temperature", type=float, help="sampling temperature (local models: 0 by default)")
     parser.add_argument("--max-tokens", type=int, help="most tokens a model reply may have")
     add_local_options(parser)
@@ -50,8 +58,9 @@ def resolve_model(args: argparse.Namespace) -> Model:
     spec = args.model or announce_default_model()
     prefix, _, arg = spec.partition(":")
     try:
-        options = GenerationOptions(temperature=getattr(args, "temperature", None),
-                                    max_tokens=getattr(args, "max_tokens", None))
+        options = GenerationOptions(
+            temperature=getattr(args, "temperature", None), max_tokens=getattr(args, "max_tokens", None)
+        )
         model = build_local_model(arg, args) if prefix == "local" and arg else get_model(spec, options)
     except (UnknownModelError, ValueError, FileNotFoundError, ModelError) as exc:
         raise UsageError(str(exc)) from exc
@@ -74,12 +83,20 @@ def resolve_executor(args: argparse.Namespace) -> Executor:
 
 
 def add_image_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--see-figures", choices=("auto", "on", "off"), default="auto",
-                        help="show the figures the code drew to the model with its feedback (auto: when the "
-                             "model takes images; default)")
-    parser.add_argument("--max-image-bytes", type=int, default=ImageSettings.max_input_image_bytes,
-                        help="largest input image shown to a model, in bytes; a larger one is an error "
-                             f"(default {ImageSettings.max_input_image_bytes})")
+    parser.add_argument(
+        "--see-figures",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="show the figures the code drew to the model with its feedback (auto: when the "
+        "model takes images; default)",
+    )
+    parser.add_argument(
+        "--max-image-bytes",
+        type=int,
+        default=ImageSettings.max_input_image_bytes,
+        help="largest input image shown to a model, in bytes; a larger one is an error "
+        f"(default {ImageSettings.max_input_image_bytes})",
+    )
 
 
 def image_settings(args: argparse.Namespace) -> ImageSettings:
@@ -106,11 +123,18 @@ def loop_config(args: argparse.Namespace) -> LoopConfig:
     if args.max_steps < 1:
         raise UsageError(f"--max-steps must be >= 1, got {args.max_steps}")
     try:
-        generation = GenerationOptions(temperature=getattr(args, "temperature", None),
-                                       max_tokens=getattr(args, "max_tokens", None))
-        return LoopConfig(max_retries=args.max_retries, max_steps=args.max_steps, limits=limits_from(args),
-                          tools=getattr(args, "tools", "auto"), require_code=getattr(args, "require_code", "auto"),
-                          executor=args.executor or DEFAULT_EXECUTOR, generation=generation)
+        generation = GenerationOptions(
+            temperature=getattr(args, "temperature", None), max_tokens=getattr(args, "max_tokens", None)
+        )
+        return LoopConfig(
+            max_retries=args.max_retries,
+            max_steps=args.max_steps,
+            limits=limits_from(args),
+            tools=getattr(args, "tools", "auto"),
+            require_code=getattr(args, "require_code", "auto"),
+            executor=args.executor or DEFAULT_EXECUTOR,
+            generation=generation,
+        )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
 

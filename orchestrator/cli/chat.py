@@ -38,9 +38,12 @@ Type a message and press Enter. Commands:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("chat", help="chat with a model; each message runs the loop with the whole history",
-                       description="Chat with a model in the terminal.\n\n" + HELP,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "chat",
+        help="chat with a model; each message runs the loop with the whole history",
+        description="Chat with a model in the terminal.\n\n" + HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--stream", action="store_true", help="stream the model's text as it arrives")
     p.add_argument("--file", action="append", default=[], metavar="PATH", help="input file (repeatable)")
     p.add_argument("--load", metavar="PATH", help="continue a saved conversation")
@@ -57,8 +60,15 @@ def handle(args: argparse.Namespace) -> int:
     return asyncio.run(chat(session, sys.stdin, sys.stdout, files=args.file, load=args.load, stream=args.stream))
 
 
-async def chat(session: Session, stdin: TextIO, out: TextIO, *, files: Sequence[str] = (), load: str | None = None,
-               stream: bool = False) -> int:
+async def chat(
+    session: Session,
+    stdin: TextIO,
+    out: TextIO,
+    *,
+    files: Sequence[str] = (),
+    load: str | None = None,
+    stream: bool = False,
+) -> int:
     """The REPL over a session. Returns the exit code; the executor is closed here."""
     pending = list(files)
     interactive = stdin.isatty()

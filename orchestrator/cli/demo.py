@@ -34,10 +34,18 @@ RULE = "═" * 72
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the example prompts with a local model (or --replay a cassette)")
     p.add_argument("--prompts", default="examples/prompts.jsonl", help="JSONL of {id, prompt, files}")
-    p.add_argument("--model", default=f"local:{DEFAULT_LOCAL_MODEL}",
-                   help=f"the model that answers (default local:{DEFAULT_LOCAL_MODEL}, downloaded on first use)")
-    p.add_argument("--replay", nargs="?", const="examples/cassette.jsonl", metavar="CASSETTE",
-                   help="replay recorded model turns instead (default cassette: examples/cassette.jsonl)")
+    p.add_argument(
+        "--model",
+        default=f"local:{DEFAULT_LOCAL_MODEL}",
+        help=f"the model that answers (default local:{DEFAULT_LOCAL_MODEL}, downloaded on first use)",
+    )
+    p.add_argument(
+        "--replay",
+        nargs="?",
+        const="examples/cassette.jsonl",
+        metavar="CASSETTE",
+        help="replay recorded model turns instead (default cassette: examples/cassette.jsonl)",
+    )
     p.add_argument("--record", metavar="PATH", help="append the model's turns to this cassette (JSONL)")
     p.add_argument("--executor", help="where the code runs (default: the default executor)")
     p.add_argument("--temperature", type=float, help="sampling temperature (local models: 0 by default)")
@@ -100,8 +108,9 @@ async def _demo(items: list[dict], model, executor, *, tools: str = "auto") -> i
     finally:
         await close_model(model)
         await executor.aclose()
-    print(closing_line(results, model_name=model.name, executor_name=executor.name,
-                       wall_s=time.perf_counter() - started))
+    print(
+        closing_line(results, model_name=model.name, executor_name=executor.name, wall_s=time.perf_counter() - started)
+    )
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
 
 
@@ -112,5 +121,7 @@ def closing_line(results: list[RunResult], *, model_name: str, executor_name: st
     model_s = sum(r.model_time_s for r in results)
     speed = f"{usage.output_tokens / model_s:.1f} generated tokens/s" if model_s > 0 else "no model time"
     ended = ", ".join(f"{n} {status.value}" for status, n in counts.items() if n)
-    return (f"{len(results)} prompts: {ended}. Model {model_name}: {usage.input_tokens} prompt + "
-            f"{usage.output_tokens} generated tokens, {speed}; executor {executor_name}; {wall_s:.1f} s in all.")
+    return (
+        f"{len(results)} prompts: {ended}. Model {model_name}: {usage.input_tokens} prompt + "
+        f"{usage.output_tokens} generated tokens, {speed}; executor {executor_name}; {wall_s:.1f} s in all."
+    )

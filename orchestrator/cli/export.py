@@ -11,9 +11,12 @@ from . import EXIT_OK
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("export", help="export a batch's results as JSONL or CSV",
-                                   description="Write one record per item of RUN_DIR's batch, in input order. "
-                                               "JSONL carries each full RunResult; CSV one flat row per item.")
+    parser = subparsers.add_parser(
+        "export",
+        help="export a batch's results as JSONL or CSV",
+        description="Write one record per item of RUN_DIR's batch, in input order. "
+        "JSONL carries each full RunResult; CSV one flat row per item.",
+    )
     parser.add_argument("run_dir", metavar="RUN_DIR")
     parser.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     parser.add_argument("-o", "--output", default="-", help="output file (default: stdout)")

@@ -21,25 +21,37 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="serve the sandbox as an MCP server (run_python, sessions, files)",
         description="Serve run_python, reset_session, list_files and read_file to MCP clients.",
     )
-    p.add_argument("--transport", choices=("stdio", "http"), default="stdio",
-                   help="stdio (default: launched by the client) or streamable HTTP")
+    p.add_argument(
+        "--transport",
+        choices=("stdio", "http"),
+        default="stdio",
+        help="stdio (default: launched by the client) or streamable HTTP",
+    )
     p.add_argument("--host", default="127.0.0.1", help="HTTP: address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8765, help="HTTP: port (default 8765; 0 picks a free one)")
     p.add_argument("--path", default="/mcp", help="HTTP: endpoint path (default /mcp)")
     p.add_argument("--token", help=f"HTTP: require this bearer token (prefer ${TOKEN_ENV}: flags show in ps)")
     p.add_argument("--max-body-kb", type=int, default=4096, help="HTTP: largest request body, else 413 (default 4096)")
-    p.add_argument("--max-concurrent", type=int, default=8,
-                   help="HTTP: requests in flight at once, else 429 (default 8)")
-    p.add_argument("--executor", default="pool",
-                   help=f"where calls without a session run: {', '.join(available_executors())} (default pool)")
-    p.add_argument("--session-executor", default="jupyter",
-                   help="kernel-backed executor for sessions: jupyter (default) or none to turn sessions off")
+    p.add_argument(
+        "--max-concurrent", type=int, default=8, help="HTTP: requests in flight at once, else 429 (default 8)"
+    )
+    p.add_argument(
+        "--executor",
+        default="pool",
+        help=f"where calls without a session run: {', '.join(available_executors())} (default pool)",
+    )
+    p.add_argument(
+        "--session-executor",
+        default="jupyter",
+        help="kernel-backed executor for sessions: jupyter (default) or none to turn sessions off",
+    )
     p.add_argument("--timeout", type=float, default=30.0, help="default deadline of a call, seconds (default 30)")
     p.add_argument("--max-timeout", type=float, default=120.0, help="largest timeout_s a call may ask (default 120)")
     p.add_argument("--memory-mb", type=int, default=2048, help="memory limit per run or kernel (default 2048)")
     p.add_argument("--max-sessions", type=int, default=4, help="live sessions at once (default 4)")
-    p.add_argument("--session-idle", type=float, default=600.0,
-                   help="seconds before an unused session is ended (default 600)")
+    p.add_argument(
+        "--session-idle", type=float, default=600.0, help="seconds before an unused session is ended (default 600)"
+    )
     p.set_defaults(handler=handle)
 
 
@@ -57,8 +69,13 @@ def handle(args: argparse.Namespace) -> int:
             max_timeout_s=args.max_timeout,
             sessions=SessionSettings(max_sessions=args.max_sessions, idle_timeout_s=args.session_idle),
         )
-        http = HttpSettings(host=args.host, port=args.port, path=args.path, max_body_bytes=args.max_body_kb * 1024,
-                            max_concurrent_requests=args.max_concurrent)
+        http = HttpSettings(
+            host=args.host,
+            port=args.port,
+            path=args.path,
+            max_body_bytes=args.max_body_kb * 1024,
+            max_concurrent_requests=args.max_concurrent,
+        )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     if args.timeout <= 0 or args.memory_mb <= 0:
@@ -112,8 +129,13 @@ async def _serve(transport: str, tools, http, token: str | None) -> None:
     else:
         app = build_http_app(server, http, token=token)
         auth = "bearer token required" if token else "no token"
-        serving = asyncio.create_task(serve_http(app, http, on_ready=lambda url: print(
-            f"codeloop mcp: serving on {url} ({auth})", file=sys.stderr, flush=True)))
+        serving = asyncio.create_task(
+            serve_http(
+                app,
+                http,
+                on_ready=lambda url: print(f"codeloop mcp: serving on {url} ({auth})", file=sys.stderr, flush=True),
+            )
+        )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, serving.cancel)

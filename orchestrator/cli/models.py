@@ -13,13 +13,18 @@ from ..models.files import ModelStore
 from ..models.hf_source import PREFIX as HF_PREFIX
 from . import EXIT_FAILED, EXIT_OK, UsageError
 
-DIR_HELP = ("where model files live (default: $CODELOOP_MODELS_DIR, else $XDG_CACHE_HOME/codeloop/models, "
-            "else ~/.cache/codeloop/models)")
+DIR_HELP = (
+    "where model files live (default: $CODELOOP_MODELS_DIR, else $XDG_CACHE_HOME/codeloop/models, "
+    "else ~/.cache/codeloop/models)"
+)
 
 
 def register(sub: Any) -> None:
-    parser = sub.add_parser("models", help="list, download and remove local model files",
-                            description="The catalogue of local models and their files.")
+    parser = sub.add_parser(
+        "models",
+        help="list, download and remove local model files",
+        description="The catalogue of local models and their files.",
+    )
     parser.add_argument("--models-dir", metavar="DIR", help=DIR_HELP)
     parser.set_defaults(handler=_no_action)
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
@@ -28,8 +33,11 @@ def register(sub: Any) -> None:
     listing.add_argument("--json", action="store_true", help="one JSON object per model instead of a table")
     listing.set_defaults(handler=handle_list)
 
-    pull = actions.add_parser("pull", help="download, assemble and verify a model",
-                              description="NAME is a catalogue name or hf:OWNER/REPO/FILE.gguf[@REVISION].")
+    pull = actions.add_parser(
+        "pull",
+        help="download, assemble and verify a model",
+        description="NAME is a catalogue name or hf:OWNER/REPO/FILE.gguf[@REVISION].",
+    )
     pull.add_argument("name", metavar="NAME")
     pull.add_argument("--force", action="store_true", help="download again even if the file is there")
     pull.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -70,11 +78,17 @@ def handle_list(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     for name, entry in store.catalogue.items():
         found = store.status(name)
-        rows.append({
-            "name": name, "title": entry.title, "size": entry.size, "installed": found is not None,
-            "verified": found.verified if found else None, "path": str(store.path_for(name)),
-            "published_humaneval": entry.published_humaneval,
-        })
+        rows.append(
+            {
+                "name": name,
+                "title": entry.title,
+                "size": entry.size,
+                "installed": found is not None,
+                "verified": found.verified if found else None,
+                "path": str(store.path_for(name)),
+                "published_humaneval": entry.published_humaneval,
+            }
+        )
     if args.json:
         for row in rows:
             print(json.dumps(row))
@@ -82,8 +96,9 @@ def handle_list(args: argparse.Namespace) -> int:
     table = [("NAME", "SIZE", "INSTALLED", "HUMANEVAL", "PATH")]
     for row in rows:
         state = _state(row["verified"]) if row["installed"] else "no"
-        table.append((row["name"], f"{row['size'] / 1e6:,.0f} MB", state,
-                      _percent(row["published_humaneval"]), row["path"]))
+        table.append(
+            (row["name"], f"{row['size'] / 1e6:,.0f} MB", state, _percent(row["published_humaneval"]), row["path"])
+        )
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]) - 1)]
     for line in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False)) + "  " + line[-1])
@@ -132,8 +147,10 @@ def handle_path(args: argparse.Namespace) -> int:
     except FileNotFoundError:
         return _fail(f"{args.name} is not downloaded into {store.hf_cache()}: run `codeloop models pull {args.name}`")
     if found is None:
-        return _fail(f"model {args.name} is not downloaded (it would be {store.path_for(args.name)}): "
-                     f"run `codeloop models pull {args.name}`")
+        return _fail(
+            f"model {args.name} is not downloaded (it would be {store.path_for(args.name)}): "
+            f"run `codeloop models pull {args.name}`"
+        )
     if found.verified is False:
         return _fail(f"model file {found.path} has the wrong size: run `codeloop models pull {args.name} --force`")
     print(found.path)

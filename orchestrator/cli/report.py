@@ -10,9 +10,12 @@ from . import EXIT_OK
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("report", help="summarise a batch: outcomes, retries, tokens, latency, plots",
-                                   description="Print a summary of RUN_DIR's batch and write report.json, "
-                                               "report-retries.png and report-latency.png into RUN_DIR.")
+    parser = subparsers.add_parser(
+        "report",
+        help="summarise a batch: outcomes, retries, tokens, latency, plots",
+        description="Print a summary of RUN_DIR's batch and write report.json, "
+        "report-retries.png and report-latency.png into RUN_DIR.",
+    )
     parser.add_argument("run_dir", metavar="RUN_DIR")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.set_defaults(handler=run)
@@ -33,8 +36,9 @@ def run(args: argparse.Namespace) -> int:
     (run_dir / REPORT_JSON).write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
     written = [] if args.no_plots else write_plots(report, latencies, run_dir)
     settings = report.settings
-    table = Table(title=f"batch {run_dir}",
-                  caption=f"model {settings.get('model')}, executor {settings.get('executor')}")
+    table = Table(
+        title=f"batch {run_dir}", caption=f"model {settings.get('model')}, executor {settings.get('executor')}"
+    )
     table.add_column("metric")
     table.add_column("value", justify="right")
     for label, value in report_rows(report):

@@ -18,23 +18,35 @@ KEY_VARIABLE = "CODELOOP_SERVE_API_KEY"
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "serve", conflict_handler="resolve",  # --model is redefined below: one per backend
+        "serve",
+        conflict_handler="resolve",  # --model is redefined below: one per backend
         help="serve a Gemini-compatible API whose code execution runs here, for any model",
         description="Serve POST /v1beta/models/{model}:generateContent (and :streamGenerateContent, "
-                    ":countTokens) and GET /v1beta/models. A request whose tools include codeExecution runs "
-                    "codeloop's loop with the backend model; other requests are a plain chat with it.")
+        ":countTokens) and GET /v1beta/models. A request whose tools include codeExecution runs "
+        "codeloop's loop with the backend model; other requests are a plain chat with it.",
+    )
     add_run_options(p)
-    p.add_argument("--model", action="append", default=[], metavar="[ALIAS=]SPEC",
-                   help="a backend model, reached as models/ALIAS (repeatable; default ALIAS: the model's "
-                        "name, e.g. qwen2.5-coder-1.5b for local:qwen2.5-coder-1.5b)")
+    p.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="[ALIAS=]SPEC",
+        help="a backend model, reached as models/ALIAS (repeatable; default ALIAS: the model's "
+        "name, e.g. qwen2.5-coder-1.5b for local:qwen2.5-coder-1.5b)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
     p.add_argument("--api-key", help=f"require this key from clients (prefer ${KEY_VARIABLE}: flags show in ps)")
-    p.add_argument("--max-concurrent", type=int, default=4,
-                   help="generate requests running at once; more get 429 (default 4)")
+    p.add_argument(
+        "--max-concurrent", type=int, default=4, help="generate requests running at once; more get 429 (default 4)"
+    )
     p.add_argument("--max-body-mb", type=float, default=20.0, help="largest request body (default 20 MB)")
-    p.add_argument("--run-timeout", type=float, default=300.0,
-                   help="seconds one request may take, all model calls and executions (default 300)")
+    p.add_argument(
+        "--run-timeout",
+        type=float,
+        default=300.0,
+        help="seconds one request may take, all model calls and executions (default 300)",
+    )
     p.set_defaults(handler=handle)
 
 
@@ -62,14 +74,25 @@ def settings_from(args: argparse.Namespace, env: dict[str, str]):
 
     key = args.api_key or env.get(KEY_VARIABLE) or None
     try:
-        return ServeSettings(host=args.host, port=args.port, api_key=key, max_concurrent_runs=args.max_concurrent,
-                             max_body_bytes=int(args.max_body_mb * 1024 * 1024), run_timeout_s=args.run_timeout)
+        return ServeSettings(
+            host=args.host,
+            port=args.port,
+            api_key=key,
+            max_concurrent_runs=args.max_concurrent,
+            max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+            run_timeout_s=args.run_timeout,
+        )
     except ValueError as exc:
         raise UsageError(re.sub(r"ServeSettings\.(\w+)", lambda m: FLAGS.get(m[1], m[1]), str(exc))) from None
 
 
-FLAGS = {"port": "--port", "max_concurrent_runs": "--max-concurrent", "max_body_bytes": "--max-body-mb",
-         "run_timeout_s": "--run-timeout", "api_key": f"--api-key / ${KEY_VARIABLE}"}
+FLAGS = {
+    "port": "--port",
+    "max_concurrent_runs": "--max-concurrent",
+    "max_body_bytes": "--max-body-mb",
+    "run_timeout_s": "--run-timeout",
+    "api_key": f"--api-key / ${KEY_VARIABLE}",
+}
 
 
 def build_backends(args: argparse.Namespace, loop_settings: LoopConfig):
@@ -98,9 +121,14 @@ def handle(args: argparse.Namespace) -> int:
         app = create_app(backends, settings, close_on_exit=True)
     except ValueError as exc:  # e.g. two backends with one alias
         raise UsageError(str(exc)) from None
+
     def announce(where: str) -> None:
-        print(f"codeloop serve: {where}/v1beta  (executor {backends[0].executor.name}; "
-              f"{'API key required' if settings.api_key else 'no API key'})", file=sys.stderr, flush=True)
+        print(
+            f"codeloop serve: {where}/v1beta  (executor {backends[0].executor.name}; "
+            f"{'API key required' if settings.api_key else 'no API key'})",
+            file=sys.stderr,
+            flush=True,
+        )
         for backend in backends:
             print(f"  models/{backend.alias}  ->  {backend.spec}", file=sys.stderr, flush=True)
 

@@ -72,7 +72,9 @@ class ConcurrencyLimitMiddleware:
             return
         if self.in_flight >= self.limit:
             response = _error(
-                429, OVERLOADED, f"too many requests in flight (limit {self.limit}); retry shortly",
+                429,
+                OVERLOADED,
+                f"too many requests in flight (limit {self.limit}); retry shortly",
                 {"Retry-After": str(self.retry_after_s)},
             )
             await response(scope, receive, send)

@@ -125,4 +125,3 @@ class SandboxTools:
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             raise errors[0]
-

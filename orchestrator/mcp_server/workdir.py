@@ -34,7 +34,9 @@ def list_workdir(root: Path) -> list[FileEntry]:
 def read_workdir_file(root: Path, name: str, max_bytes: int) -> bytes:
     parts = name.split("/")
     if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\0" in name:
-        raise WorkdirError(f"name {name[:80]!r} must be a relative path inside the working directory, e.g. out/data.csv")
+        raise WorkdirError(
+            f"name {name[:80]!r} must be a relative path inside the working directory, e.g. out/data.csv"
+        )
     flags_dir = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         fd = os.open(root, flags_dir)

@@ -65,6 +65,7 @@ def walk(conversation: Conversation, writer: Writer[Any]) -> None:
 
 # -- pieces every writer needs ------------------------------------------------
 
+
 def own_raw(message: ModelMessage, provider: str) -> dict[str, Any] | None:
     """The turn's raw message when this provider wrote it (sent back exactly)."""
     raw = message.turn.raw

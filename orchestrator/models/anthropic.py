@@ -39,8 +39,10 @@ from .pricing import ANTHROPIC_PRICES, PriceTable
 from .retry import CallStats, RetryPolicy, call_with_retries, first_chunk, next_chunk
 
 KEY_VARIABLES = ("ANTHROPIC_API_KEY",)
-MISSING_KEY = ("no Anthropic API key: set ANTHROPIC_API_KEY or pass api_key=...; "
-               "get one at https://console.anthropic.com/settings/keys")
+MISSING_KEY = (
+    "no Anthropic API key: set ANTHROPIC_API_KEY or pass api_key=...; "
+    "get one at https://console.anthropic.com/settings/keys"
+)
 KEY_HELP = "check ANTHROPIC_API_KEY"
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 BASE_URL_VARIABLE = "ANTHROPIC_BASE_URL"  # the SDK's variable for another endpoint
@@ -55,8 +57,9 @@ def load_sdk() -> Any:
     try:
         import anthropic
     except ImportError:
-        raise ModelError("the anthropic: models need the anthropic package: "
-                         "pip install 'codeloop[anthropic]'") from None
+        raise ModelError(
+            "the anthropic: models need the anthropic package: pip install 'codeloop[anthropic]'"
+        ) from None
     return anthropic
 
 
@@ -104,8 +107,9 @@ class AnthropicModel:
         self.prompt_cache = prompt_cache
         self.stats = CallStats()
         self._rng = random.Random(seed)
-        self._client = sdk.AsyncAnthropic(api_key=self._key.value, base_url=self.base_url, max_retries=0,
-                                          timeout=self.retry.timeout_s)
+        self._client = sdk.AsyncAnthropic(
+            api_key=self._key.value, base_url=self.base_url, max_retries=0, timeout=self.retry.timeout_s
+        )
 
     def __repr__(self) -> str:
         return f"AnthropicModel(model={self.model!r}, base_url={self.base_url!r}, key from {self.key_source})"
@@ -120,8 +124,9 @@ class AnthropicModel:
             blocks = [block.model_dump(mode="json", exclude_none=True) for block in message.content]
             return self._turn(blocks, message.stop_reason, message.usage.model_dump(), message.model)
 
-        turn, requests = await call_with_retries(once, policy=self.retry, classify=self._classify,
-                                                 stats=self.stats, model=self.name, rng=self._rng)
+        turn, requests = await call_with_retries(
+            once, policy=self.retry, classify=self._classify, stats=self.stats, model=self.name, rng=self._rng
+        )
         turn.usage.requests = requests
         return turn
 
@@ -136,15 +141,16 @@ class AnthropicModel:
             return await first_chunk(await self._client.messages.create(**kwargs, stream=True))
 
         (iterator, event), requests = await call_with_retries(
-            open_stream, policy=self.retry, classify=self._classify, stats=self.stats, model=self.name,
-            rng=self._rng)
+            open_stream, policy=self.retry, classify=self._classify, stats=self.stats, model=self.name, rng=self._rng
+        )
         message = _StreamedMessage()
         while event is not None:
             delta = message.add(event.model_dump(mode="json", exclude_none=True))
             if delta:
                 yield delta
-            event = await next_chunk(iterator, classify=self._classify, stats=self.stats,
-                                     what=f"the stream from {self.name}")
+            event = await next_chunk(
+                iterator, classify=self._classify, stats=self.stats, what=f"the stream from {self.name}"
+            )
         if not message.started:
             raise ModelError(f"the stream from {self.name} ended without a message")
         turn = self._turn(message.blocks(), message.stop_reason, message.usage, message.model)
@@ -166,8 +172,9 @@ class AnthropicModel:
             kwargs["temperature"] = min(self.temperature, 1.0)  # Claude's range is [0, 1]
         if self.prompt_cache:
             kwargs["cache_control"] = {"type": "ephemeral"}  # the API marks the last cacheable block
-        history_has_calls = any(block.get("type") == "tool_use" for m in messages if m["role"] == "assistant"
-                                for block in m["content"])
+        history_has_calls = any(
+            block.get("type") == "tool_use" for m in messages if m["role"] == "assistant" for block in m["content"]
+        )
         if tools:
             kwargs["tools"] = [tool_json(t) for t in tools]
         elif history_has_calls:
@@ -179,8 +186,9 @@ class AnthropicModel:
 
     # -- responses -----------------------------------------------------------
 
-    def _turn(self, blocks: list[dict[str, Any]], stop_reason: str | None, usage: Mapping[str, Any] | None,
-              model: str | None) -> ModelTurn:
+    def _turn(
+        self, blocks: list[dict[str, Any]], stop_reason: str | None, usage: Mapping[str, Any] | None, model: str | None
+    ) -> ModelTurn:
         text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
         code_blocks = []
         for block in blocks:
@@ -190,15 +198,21 @@ class AnthropicModel:
         turn_usage = usage_from(usage)
         if self.prices is not None:
             turn_usage.cost_usd = self.prices.cost(self.model, turn_usage)
-        return ModelTurn(text=text, code_blocks=code_blocks, usage=turn_usage,
-                         finish_reason=STOP_REASONS.get(stop_reason or "", stop_reason), model=model or self.model,
-                         raw={"provider": PROVIDER, "content": [_sendable(b) for b in blocks]})
+        return ModelTurn(
+            text=text,
+            code_blocks=code_blocks,
+            usage=turn_usage,
+            finish_reason=STOP_REASONS.get(stop_reason or "", stop_reason),
+            model=model or self.model,
+            raw={"provider": PROVIDER, "content": [_sendable(b) for b in blocks]},
+        )
 
     def _classify(self, exc: BaseException) -> ModelError | None:
         return classify_error(exc, self._sdk, key=self._key, timeout_s=self.retry.timeout_s)
 
 
 # -- conversation -> messages ----------------------------------------------------
+
 
 def tool_json(tool: ToolSpec) -> dict[str, Any]:
     return {"name": tool.name, "description": tool.description, "input_schema": tool.parameters}
@@ -236,8 +250,14 @@ class _MessagesWriter:
             content = [text_block(answer_text(i, execution))]
             if i == 0 and execution is not None:
                 content += [image_block(image) for image in execution.images]
-            results.append({"type": "tool_result", "tool_use_id": call_id, "content": content,
-                            "is_error": execution is None or (failed and i == 0)})
+            results.append(
+                {
+                    "type": "tool_result",
+                    "tool_use_id": call_id,
+                    "content": content,
+                    "is_error": execution is None or (failed and i == 0),
+                }
+            )
         self.add("user", results)
 
     def execution_text(self, execution: ExecutionMessage) -> None:
@@ -256,8 +276,10 @@ def assistant_blocks(message: ModelMessage) -> list[dict[str, Any]]:
         return [dict(b) for b in raw["content"]]
     text = message.turn.text
     blocks = [text_block(text)] if text or not tool_calls_of(message) else []
-    blocks += [{"type": "tool_use", "id": b.call_id or f"call_{i}", "name": RUN_PYTHON.name,
-                "input": {"code": b.code}} for i, b in enumerate(tool_calls_of(message))]
+    blocks += [
+        {"type": "tool_use", "id": b.call_id or f"call_{i}", "name": RUN_PYTHON.name, "input": {"code": b.code}}
+        for i, b in enumerate(tool_calls_of(message))
+    ]
     return blocks
 
 
@@ -273,8 +295,12 @@ def image_block(image: Artifact) -> dict[str, Any]:
 
 # -- response -> turn ----------------------------------------------------------
 
-_SENDABLE = {"text": ("type", "text"), "tool_use": ("type", "id", "name", "input"),
-             "thinking": ("type", "thinking", "signature"), "redacted_thinking": ("type", "data")}
+_SENDABLE = {
+    "text": ("type", "text"),
+    "tool_use": ("type", "id", "name", "input"),
+    "thinking": ("type", "thinking", "signature"),
+    "redacted_thinking": ("type", "data"),
+}
 
 
 def _sendable(block: dict[str, Any]) -> dict[str, Any]:
@@ -291,8 +317,12 @@ def usage_from(usage: Mapping[str, Any] | None) -> Usage:
         return Usage()
     read = usage.get("cache_read_input_tokens") or 0
     write = usage.get("cache_creation_input_tokens") or 0
-    return Usage(input_tokens=(usage.get("input_tokens") or 0) + read + write,
-                 output_tokens=usage.get("output_tokens") or 0, cache_read_tokens=read, cache_write_tokens=write)
+    return Usage(
+        input_tokens=(usage.get("input_tokens") or 0) + read + write,
+        output_tokens=usage.get("output_tokens") or 0,
+        cache_read_tokens=read,
+        cache_write_tokens=write,
+    )
 
 
 class _StreamedMessage:
@@ -351,12 +381,13 @@ class _StreamedMessage:
 
 # -- errors ------------------------------------------------------------------------
 
-def classify_error(exc: BaseException, sdk: Any, *, key: ApiKey | None, timeout_s: float | None
-                   ) -> ModelError | None:
+
+def classify_error(exc: BaseException, sdk: Any, *, key: ApiKey | None, timeout_s: float | None) -> ModelError | None:
     """An ``anthropic`` exception as a ModelError (None: not an SDK error).
     429 and 529 (overloaded) are retryable; messages never contain the key."""
-    error = _errors.classify_stainless(exc, sdk, who="Anthropic", key=key, key_help=KEY_HELP, timeout_s=timeout_s,
-                                       message_of=_error_message)
+    error = _errors.classify_stainless(
+        exc, sdk, who="Anthropic", key=key, key_help=KEY_HELP, timeout_s=timeout_s, message_of=_error_message
+    )
     if error is None and isinstance(exc, sdk.APIError):  # an error event inside a stream
         return ModelError(f"Anthropic reported an error: {_errors.redact(str(exc), key)}", retryable=True)
     return error

@@ -69,6 +69,7 @@ def anthropic(arg: str, options: GenerationOptions) -> Model:
 def local(arg: str, options: GenerationOptions) -> Model:
     from .local import LocalModel, LocalSettings
 
-    changes: dict[str, Any] = {k: v for k, v in (("temperature", options.temperature), ("max_tokens", options.max_tokens))
-               if v is not None}
+    changes: dict[str, Any] = {
+        k: v for k, v in (("temperature", options.temperature), ("max_tokens", options.max_tokens)) if v is not None
+    }
     return LocalModel(arg, LocalSettings(**changes))

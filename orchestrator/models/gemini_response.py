@@ -78,8 +78,12 @@ _ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Wa
 
 def _remote_attempt(code: str, result: types.CodeExecutionResult | None) -> Attempt:
     if result is None:
-        execution = ExecutionResult(outcome=Outcome.FAILED, error_message="Gemini returned no result for this code",
-                                    executor=EXECUTOR_NAME, isolation=Isolation.REMOTE)
+        execution = ExecutionResult(
+            outcome=Outcome.FAILED,
+            error_message="Gemini returned no result for this code",
+            executor=EXECUTOR_NAME,
+            isolation=Isolation.REMOTE,
+        )
         return Attempt(code=code, result=execution, remote=True)
     outcome = SERVER_OUTCOMES.get(enum_name(result.outcome) or "", Outcome.FAILED)
     output = result.output or ""

@@ -93,8 +93,15 @@ def download(
     where = endpoint or "the Hugging Face Hub"
     try:
         path = hf_hub_download(
-            source.repo_id, source.filename, revision=source.revision, cache_dir=cache_dir, endpoint=endpoint,
-            token=token, local_files_only=cached_only, force_download=force, tqdm_class=_tqdm_class(progress, show_bars),
+            source.repo_id,
+            source.filename,
+            revision=source.revision,
+            cache_dir=cache_dir,
+            endpoint=endpoint,
+            token=token,
+            local_files_only=cached_only,
+            force_download=force,
+            tqdm_class=_tqdm_class(progress, show_bars),
         )
     except LocalEntryNotFoundError as exc:
         if cached_only:

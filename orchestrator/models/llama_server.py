@@ -35,8 +35,19 @@ CHILD_SCRIPT = str(Path(__file__).with_name("_llama_child.py"))
 
 # What the child may see of our environment: enough to run Python and load
 # libraries, and never an API key (it gets nothing else).
-CHILD_ENV_KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME",
-                  "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES")
+CHILD_ENV_KEEP = (
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "USER",
+    "LOGNAME",
+    "LD_LIBRARY_PATH",
+    "CUDA_VISIBLE_DEVICES",
+)
 PORT_ATTEMPTS = 3
 STOP_GRACE_S = 5.0
 LOG_TAIL_LINES = 15
@@ -89,8 +100,10 @@ class LlamaServerSettings:
             if getattr(self, name) < 1:
                 raise ValueError(f"LlamaServerSettings.{name} must be at least 1, got {getattr(self, name)}")
         if self.n_ctx // self.parallel < 256:
-            raise ValueError(f"LlamaServerSettings: n_ctx {self.n_ctx} over {self.parallel} parallel slots "
-                             "leaves fewer than 256 tokens per request")
+            raise ValueError(
+                f"LlamaServerSettings: n_ctx {self.n_ctx} over {self.parallel} parallel slots "
+                "leaves fewer than 256 tokens per request"
+            )
         if self.startup_timeout_s <= 0:
             raise ValueError(f"LlamaServerSettings.startup_timeout_s must be positive, got {self.startup_timeout_s}")
 
@@ -99,9 +112,24 @@ class LlamaServerSettings:
         return self.n_ctx // self.parallel
 
     def child_args(self, port: int, parent_pid: int) -> list[str]:
-        args = ["--parent-pid", str(parent_pid), "--model", self.model_path, "--alias", self.alias,
-                "--host", self.host, "--port", str(port), "--ctx-size", str(self.n_ctx),
-                "--threads", str(self.threads), "--parallel", str(self.parallel)]
+        args = [
+            "--parent-pid",
+            str(parent_pid),
+            "--model",
+            self.model_path,
+            "--alias",
+            self.alias,
+            "--host",
+            self.host,
+            "--port",
+            str(port),
+            "--ctx-size",
+            str(self.n_ctx),
+            "--threads",
+            str(self.threads),
+            "--parallel",
+            str(self.parallel),
+        ]
         return args if self.cache_prompt else [*args, "--no-cache-prompt"]
 
     def to_json(self) -> dict[str, Any]:
@@ -150,8 +178,14 @@ class LlamaServer:
     """One llama.cpp server child. ``async with LlamaServer(settings) as server:``
     or :meth:`start` then :meth:`aclose`; :attr:`base_url` is its OpenAI API."""
 
-    def __init__(self, settings: LlamaServerSettings, *, env: Mapping[str, str] | None = None,
-                 python: str = sys.executable, child_script: str = CHILD_SCRIPT) -> None:
+    def __init__(
+        self,
+        settings: LlamaServerSettings,
+        *,
+        env: Mapping[str, str] | None = None,
+        python: str = sys.executable,
+        child_script: str = CHILD_SCRIPT,
+    ) -> None:
         self.settings = settings
         self.python = python
         self.child_script = child_script
@@ -219,7 +253,13 @@ class LlamaServer:
             # Popen in this thread: the parent-death signal follows the spawning thread.
             self.process = subprocess.Popen(
                 [self.python, "-P", self.child_script, *self.settings.child_args(port, os.getpid())],
-                stdin=subprocess.PIPE, stdout=log, stderr=log, env=self._env, cwd=log_dir, close_fds=True)
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=log,
+                env=self._env,
+                cwd=log_dir,
+                close_fds=True,
+            )
         atexit.register(self.close)
 
     @property
@@ -251,13 +291,15 @@ class LlamaServer:
         _status, props = await asyncio.to_thread(_get_json, f"{self.url}/props")
         served = props.get("model_path") if isinstance(props, dict) else None
         if self._child.poll() is not None or served != self.settings.model_path:
-            raise PortTakenError(self._error(f"found port {self.port} answered by another server "
-                                             f"(serving {served!r})").args[0])
+            raise PortTakenError(
+                self._error(f"found port {self.port} answered by another server (serving {served!r})").args[0]
+            )
 
     def _error(self, what: str) -> LlamaServerError:
         return LlamaServerError(
             f"the llama.cpp server for {self.settings.model_path} {what}. Its log is {self.log_path}; "
-            f"last lines:\n{log_tail(self.log_path)}")
+            f"last lines:\n{log_tail(self.log_path)}"
+        )
 
     def check_alive(self) -> None:
         """Raise LlamaServerError if the child has exited (crashed, killed)."""

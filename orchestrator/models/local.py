@@ -72,9 +72,15 @@ class LocalSettings:
         self.server_settings("validate.gguf", "validate")  # the server's own checks, now
 
     def server_settings(self, model_path: str, alias: str) -> LlamaServerSettings:
-        return LlamaServerSettings(model_path=model_path, alias=alias, n_ctx=self.n_ctx, threads=self.threads,
-                                   parallel=self.parallel, cache_prompt=self.cache_prompt,
-                                   startup_timeout_s=self.startup_timeout_s)
+        return LlamaServerSettings(
+            model_path=model_path,
+            alias=alias,
+            n_ctx=self.n_ctx,
+            threads=self.threads,
+            parallel=self.parallel,
+            cache_prompt=self.cache_prompt,
+            startup_timeout_s=self.startup_timeout_s,
+        )
 
     def request_body(self) -> dict[str, Any]:
         """llama.cpp's own request fields, sent with every request."""
@@ -116,8 +122,15 @@ class LocalModel:
 
     takes_images = False  # the catalogue's coder models read text only
 
-    def __init__(self, spec: str, settings: LocalSettings | None = None, *, servers: LocalServers | None = None,
-                 env: Mapping[str, str] | None = None, notify: Notify | None = None) -> None:
+    def __init__(
+        self,
+        spec: str,
+        settings: LocalSettings | None = None,
+        *,
+        servers: LocalServers | None = None,
+        env: Mapping[str, str] | None = None,
+        notify: Notify | None = None,
+    ) -> None:
         if not spec:
             raise ValueError("local model string needs a model: local:NAME or local:/path/to/model.gguf")
         check_spec(spec)
@@ -151,17 +164,25 @@ class LocalModel:
                 return
             path = await self._model_path()
             settings = self.settings.server_settings(str(path), alias_for(self.spec))
-            self._notify(f"{self.name}: llama.cpp server for {path.name} (context {settings.n_ctx}, "
-                         f"{settings.threads} threads, {settings.parallel} slots)")
+            self._notify(
+                f"{self.name}: llama.cpp server for {path.name} (context {settings.n_ctx}, "
+                f"{settings.threads} threads, {settings.parallel} slots)"
+            )
             try:
                 self.server = await self._servers.acquire(settings)
             except LlamaServerError as exc:
                 raise ModelError(str(exc)) from exc
             self._client = OpenAIModel(
-                settings.alias, base_url=self.server.base_url, env={}, tools=self.settings.tools,
-                temperature=self.settings.temperature, max_tokens=self.settings.max_tokens,
-                extra_body=self.settings.request_body(), stop=profile_for(self.name).stop,
-                retry=RetryPolicy(timeout_s=self.settings.request_timeout_s))
+                settings.alias,
+                base_url=self.server.base_url,
+                env={},
+                tools=self.settings.tools,
+                temperature=self.settings.temperature,
+                max_tokens=self.settings.max_tokens,
+                extra_body=self.settings.request_body(),
+                stop=profile_for(self.name).stop,
+                retry=RetryPolicy(timeout_s=self.settings.request_timeout_s),
+            )
 
     async def _model_path(self) -> Path:
         if is_path_spec(self.spec):

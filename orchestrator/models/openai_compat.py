@@ -120,8 +120,12 @@ class OpenAIModel:
         self.native_tool_calls: bool | None = None
         self.stats = CallStats()
         self._rng = random.Random(seed)
-        self._client = AsyncOpenAI(base_url=self.base_url, api_key=self._key.value if self._key else NO_KEY,
-                                   max_retries=0, timeout=self.retry.timeout_s)
+        self._client = AsyncOpenAI(
+            base_url=self.base_url,
+            api_key=self._key.value if self._key else NO_KEY,
+            max_retries=0,
+            timeout=self.retry.timeout_s,
+        )
 
     @property
     def tools_supported(self) -> bool:
@@ -151,9 +155,11 @@ class OpenAIModel:
             raise ValueError("the response has no choices")
         choice = response.choices[0]
         message = choice.message
-        calls = [{"id": c.id, "type": "function", "function": {"name": c.function.name,
-                                                              "arguments": c.function.arguments}}
-                 for c in (message.tool_calls or []) if getattr(c, "function", None)]
+        calls = [
+            {"id": c.id, "type": "function", "function": {"name": c.function.name, "arguments": c.function.arguments}}
+            for c in (message.tool_calls or [])
+            if getattr(c, "function", None)
+        ]
         return self._turn(message.content or "", calls, choice.finish_reason, response.usage, 1, response.model)
 
     async def generate_stream(
@@ -175,14 +181,16 @@ class OpenAIModel:
                     text.append(delta.content)
                     yield delta.content
                 for piece in (delta.tool_calls or []) if delta else []:
-                    call = calls.setdefault(piece.index, {"id": None, "type": "function",
-                                                          "function": {"name": "", "arguments": ""}})
+                    call = calls.setdefault(
+                        piece.index, {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
+                    )
                     call["id"] = piece.id or call["id"]
                     if piece.function:
                         call["function"]["name"] += piece.function.name or ""
                         call["function"]["arguments"] += piece.function.arguments or ""
-            chunk = await next_chunk(iterator, classify=self._classify, stats=self.stats,
-                                     what=f"the stream from {self.name}")
+            chunk = await next_chunk(
+                iterator, classify=self._classify, stats=self.stats, what=f"the stream from {self.name}"
+            )
         ordered = [calls[i] for i in sorted(calls)]
         for i, call in enumerate(ordered):
             call["id"] = call["id"] or f"call_{i}"
@@ -223,15 +231,24 @@ class OpenAIModel:
         async def once():
             if not stream:
                 return self._parse(await self._client.chat.completions.create(**kwargs))
-            return await first_chunk(await self._client.chat.completions.create(
-                **kwargs, stream=True, stream_options={"include_usage": True}))
+            return await first_chunk(
+                await self._client.chat.completions.create(
+                    **kwargs, stream=True, stream_options={"include_usage": True}
+                )
+            )
 
         sent_before = self.stats.requests
         probing = self.tool_mode == "auto" and "tools" in kwargs
         try:
-            return await call_with_retries(once, policy=self.retry, classify=self._classify, stats=self.stats,
-                                           model=self.name, rng=self._rng,
-                                           declined=_refuses_tools if probing else None)
+            return await call_with_retries(
+                once,
+                policy=self.retry,
+                classify=self._classify,
+                stats=self.stats,
+                model=self.name,
+                rng=self._rng,
+                declined=_refuses_tools if probing else None,
+            )
         except ModelError as exc:
             if not (probing and _refuses_tools(exc)):
                 raise
@@ -239,12 +256,14 @@ class OpenAIModel:
         # code from now on. The refusal is counted as declined, not failed.
         self.tool_support = ToolSupport.REFUSED
         kwargs = self.request(conversation, tools)
-        result, _ = await call_with_retries(once, policy=self.retry, classify=self._classify,
-                                            stats=self.stats, model=self.name, rng=self._rng)
+        result, _ = await call_with_retries(
+            once, policy=self.retry, classify=self._classify, stats=self.stats, model=self.name, rng=self._rng
+        )
         return result, self.stats.requests - sent_before
 
-    def _turn(self, text: str, calls: list[dict[str, Any]], finish_reason: Any, usage: Any, requests: int,
-              model: str | None) -> ModelTurn:
+    def _turn(
+        self, text: str, calls: list[dict[str, Any]], finish_reason: Any, usage: Any, requests: int, model: str | None
+    ) -> ModelTurn:
         blocks = []
         for call in calls:
             if not is_run_python(call["function"]["name"]):
@@ -258,14 +277,21 @@ class OpenAIModel:
         turn_usage = usage_from(usage, requests)
         if self.prices is not None:
             turn_usage.cost_usd = self.prices.cost(self.model, turn_usage)
-        return ModelTurn(text=text, code_blocks=blocks, usage=turn_usage, finish_reason=finish_reason,
-                         model=model or self.model, raw={"provider": "openai", "message": raw_message})
+        return ModelTurn(
+            text=text,
+            code_blocks=blocks,
+            usage=turn_usage,
+            finish_reason=finish_reason,
+            model=model or self.model,
+            raw={"provider": "openai", "message": raw_message},
+        )
 
     def _classify(self, exc: BaseException) -> ModelError | None:
         return classify_error(exc, name=self.name, key=self._key, timeout_s=self.retry.timeout_s)
 
 
 # -- conversation -> messages ----------------------------------------------------
+
 
 def to_messages(conversation: Conversation) -> list[dict[str, Any]]:
     """Chat messages for a conversation. Tool calls are answered by ``tool``
@@ -329,9 +355,15 @@ def assistant_message(message: ModelMessage) -> dict[str, Any]:
         return dict(raw["message"])
     text = message.turn.text
     out: dict[str, Any] = {"role": "assistant", "content": text or None}
-    calls = [{"id": b.call_id, "type": "function",
-              "function": {"name": RUN_PYTHON.name, "arguments": json.dumps({"code": b.code})}}
-             for b in tool_calls_of(message) if b.call_id]
+    calls = [
+        {
+            "id": b.call_id,
+            "type": "function",
+            "function": {"name": RUN_PYTHON.name, "arguments": json.dumps({"code": b.code})},
+        }
+        for b in tool_calls_of(message)
+        if b.call_id
+    ]
     if calls:
         out["tool_calls"] = calls
     if out["content"] is None and not calls:
@@ -340,8 +372,10 @@ def assistant_message(message: ModelMessage) -> dict[str, Any]:
 
 
 def _tool_json(tool: ToolSpec) -> dict[str, Any]:
-    return {"type": "function",
-            "function": {"name": tool.name, "description": tool.description, "parameters": tool.parameters}}
+    return {
+        "type": "function",
+        "function": {"name": tool.name, "description": tool.description, "parameters": tool.parameters},
+    }
 
 
 def _code_argument(arguments: str) -> str | None:
@@ -361,18 +395,24 @@ def usage_from(usage: Any, requests: int = 1) -> Usage:
     completion = usage.completion_tokens or 0
     prompt_details = getattr(usage, "prompt_tokens_details", None)
     cached = (getattr(prompt_details, "cached_tokens", None) or 0) if prompt_details else 0
-    return Usage(input_tokens=usage.prompt_tokens or 0, output_tokens=max(completion - reasoning, 0),
-                 thoughts_tokens=reasoning, requests=requests, cache_read_tokens=cached)
+    return Usage(
+        input_tokens=usage.prompt_tokens or 0,
+        output_tokens=max(completion - reasoning, 0),
+        thoughts_tokens=reasoning,
+        requests=requests,
+        cache_read_tokens=cached,
+    )
 
 
 # -- errors ------------------------------------------------------------------------
 
-def classify_error(exc: BaseException, *, name: str, key: ApiKey | None, timeout_s: float | None
-                   ) -> ModelError | None:
+
+def classify_error(exc: BaseException, *, name: str, key: ApiKey | None, timeout_s: float | None) -> ModelError | None:
     """An ``openai`` exception as a ModelError (None: not an SDK error).
     Messages never contain the key."""
-    return _errors.classify_stainless(exc, openai, who=name, key=key, key_help=KEY_HELP, timeout_s=timeout_s,
-                                      message_of=_error_message)
+    return _errors.classify_stainless(
+        exc, openai, who=name, key=key, key_help=KEY_HELP, timeout_s=timeout_s, message_of=_error_message
+    )
 
 
 def _error_message(exc: openai.APIStatusError) -> str:

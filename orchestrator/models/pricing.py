@@ -87,20 +87,24 @@ class PriceTable:
             raise ValueError(f"price table {str(path)!r}: {exc}") from None
 
 
-GEMINI_PRICES = PriceTable({
-    "gemini-2.5-pro": ModelPrice(1.25, 10.00),
-    "gemini-2.5-flash": ModelPrice(0.30, 2.50),
-    "gemini-2.5-flash-lite": ModelPrice(0.10, 0.40),
-    "gemini-2.0-flash": ModelPrice(0.10, 0.40),
-    "gemini-2.0-flash-lite": ModelPrice(0.075, 0.30),
-})
+GEMINI_PRICES = PriceTable(
+    {
+        "gemini-2.5-pro": ModelPrice(1.25, 10.00),
+        "gemini-2.5-flash": ModelPrice(0.30, 2.50),
+        "gemini-2.5-flash-lite": ModelPrice(0.10, 0.40),
+        "gemini-2.0-flash": ModelPrice(0.10, 0.40),
+        "gemini-2.0-flash-lite": ModelPrice(0.075, 0.30),
+    }
+)
 
 # Cache reads cost 0.1x the input price, 5-minute cache writes 1.25x.
-ANTHROPIC_PRICES = PriceTable({
-    "claude-opus-4-5": ModelPrice(5.00, 25.00, 0.50, 6.25),
-    "claude-opus-4": ModelPrice(15.00, 75.00, 1.50, 18.75),
-    "claude-sonnet-4": ModelPrice(3.00, 15.00, 0.30, 3.75),
-    "claude-3-7-sonnet": ModelPrice(3.00, 15.00, 0.30, 3.75),
-    "claude-haiku-4-5": ModelPrice(1.00, 5.00, 0.10, 1.25),
-    "claude-3-5-haiku": ModelPrice(0.80, 4.00, 0.08, 1.00),
-})
+ANTHROPIC_PRICES = PriceTable(
+    {
+        "claude-opus-4-5": ModelPrice(5.00, 25.00, 0.50, 6.25),
+        "claude-opus-4": ModelPrice(15.00, 75.00, 1.50, 18.75),
+        "claude-sonnet-4": ModelPrice(3.00, 15.00, 0.30, 3.75),
+        "claude-3-7-sonnet": ModelPrice(3.00, 15.00, 0.30, 3.75),
+        "claude-haiku-4-5": ModelPrice(1.00, 5.00, 0.10, 1.25),
+        "claude-3-5-haiku": ModelPrice(0.80, 4.00, 0.08, 1.00),
+    }
+)

@@ -36,8 +36,12 @@ def reporter(setting: bool | Progress, title: str, stream: TextIO | None = None)
     from rich.progress import BarColumn, TaskID, TextColumn, TimeRemainingColumn
     from rich.progress import Progress as RichProgress
 
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
-               TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeRemainingColumn(),
+    )
     with RichProgress(*columns, console=Console(file=stream)) as bar:
         tasks: dict[str, TaskID] = {}
 

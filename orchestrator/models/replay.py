@@ -71,9 +71,7 @@ class ReplayModel:
         try:
             turn = self.turns[(prompt, index)]
         except KeyError:
-            raise ModelError(
-                f"cassette {self.path} has no turn {index} for the prompt {prompt[:80]!r}"
-            ) from None
+            raise ModelError(f"cassette {self.path} has no turn {index} for the prompt {prompt[:80]!r}") from None
         return ModelTurn.from_json(turn.to_json())
 
 

@@ -102,8 +102,14 @@ async def call_with_retries(
         if isinstance(error, RateLimitError) and error.retry_after_s is not None:
             delay = max(delay, min(error.retry_after_s, policy.max_delay_s))
         stats.retries += 1
-        get_logger().warning("model_retry", model=model, attempt=attempt, status=error.status_code,
-                    delay_s=round(delay, 3), error=str(error))
+        get_logger().warning(
+            "model_retry",
+            model=model,
+            attempt=attempt,
+            status=error.status_code,
+            delay_s=round(delay, 3),
+            error=str(error),
+        )
         await sleep(delay)
     raise AssertionError("unreachable: the loop returns or raises")
 

@@ -82,8 +82,9 @@ class ScriptedModel:
                 raise ModelError(f"scripted model has no turn {index} (the script has {len(self.script)})")
             item = self.script[index]
         if not isinstance(item, ModelTurn):
-            return ModelTurn(text=str(item), usage=estimate_usage(conversation, str(item)), finish_reason="STOP",
-                             model=self.name)
+            return ModelTurn(
+                text=str(item), usage=estimate_usage(conversation, str(item)), finish_reason="STOP", model=self.name
+            )
         # The loop never changes a turn, so the script's own turn is returned as it is; what the
         # script left out (usage, the model's name) is filled in on a new turn, not on the script's.
         if item.usage.requests == 0 or not item.model:

@@ -61,8 +61,7 @@ class GeminiApi:
         check_key(request, self.settings)
         name, _, method = request.path_params["name"].rpartition(":")
         if method not in METHODS:
-            raise ApiError(404, f"no method {method!r} on models/{name}; this server has "
-                                f"{', '.join(METHODS)}")
+            raise ApiError(404, f"no method {method!r} on models/{name}; this server has {', '.join(METHODS)}")
         backend = self._backend(name)
         body = await read_json(request, self.settings.max_body_bytes)
         if method == "countTokens":
@@ -76,18 +75,23 @@ class GeminiApi:
 
     # -- running -----------------------------------------------------------------
 
-    def _chunks(self, backend: Backend, request: GenerateRequest, run_id: str, stream: bool
-                ) -> AsyncGenerator[Chunk, None]:
-        source = (run_loop(backend, request, run_id=run_id) if request.code_execution
-                  else run_chat(backend, request, stream=stream))
+    def _chunks(
+        self, backend: Backend, request: GenerateRequest, run_id: str, stream: bool
+    ) -> AsyncGenerator[Chunk, None]:
+        source = (
+            run_loop(backend, request, run_id=run_id)
+            if request.code_execution
+            else run_chat(backend, request, stream=stream)
+        )
         return bounded(source, timeout_s=self.settings.run_timeout_s, what=f"the run on {backend.alias!r}")
 
     async def _answer(self, backend: Backend, request: GenerateRequest) -> Response:
         self.slots.take()
         run_id = uuid.uuid4().hex[:12]
         try:
-            body = await collect(self._chunks(backend, request, run_id, stream=False), model=backend.alias,
-                                 response_id=run_id)
+            body = await collect(
+                self._chunks(backend, request, run_id, stream=False), model=backend.alias, response_id=run_id
+            )
         finally:
             self.slots.give_back()
         return JSONResponse(body)
@@ -113,8 +117,10 @@ class GeminiApi:
         alias = name.removeprefix("models/")
         backend = self.backends.get(alias)
         if backend is None:
-            raise ApiError(404, f"models/{alias} is not served here; this server has "
-                                f"{', '.join('models/' + a for a in self.backends)}")
+            raise ApiError(
+                404,
+                f"models/{alias} is not served here; this server has {', '.join('models/' + a for a in self.backends)}",
+            )
         return backend
 
     @staticmethod
@@ -138,8 +144,7 @@ def model_json(backend: Backend) -> dict[str, Any]:
 def count_tokens(request: GenerateRequest) -> int:
     """An estimate (codeloop's context budget, about 3 characters a token):
     backends do not share one tokenizer."""
-    conversation = Conversation(system=request.system,
-                                messages=[*request.history, UserMessage(text=request.prompt)])
+    conversation = Conversation(system=request.system, messages=[*request.history, UserMessage(text=request.prompt)])
     return conversation_tokens(conversation)
 
 
@@ -149,6 +154,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 def guarded(handler: Handler) -> Handler:
     """Every error as Gemini's JSON error; one log line per request, with the
     path but never the query (which may hold the key)."""
+
     async def endpoint(request: Request) -> Response:
         started = time.perf_counter()
         try:
@@ -158,9 +164,15 @@ def guarded(handler: Handler) -> Handler:
         except Exception as exc:  # a bug answers 500; the server stays up
             get_logger().exception("serve.error", path=request.url.path, error=f"{type(exc).__name__}: {exc}")
             response = ApiError(500, f"internal error: {type(exc).__name__}").response()
-        get_logger().info("serve.request", method=request.method, path=request.url.path,
-                          status=response.status_code, duration_ms=round((time.perf_counter() - started) * 1000, 1))
+        get_logger().info(
+            "serve.request",
+            method=request.method,
+            path=request.url.path,
+            status=response.status_code,
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
         return response
+
     return endpoint
 
 
@@ -172,8 +184,9 @@ async def not_allowed(request: Request, exc: Exception) -> Response:
     return ApiError(405, f"{request.method} is not allowed on {request.url.path}").response()
 
 
-def create_app(backends: list[Backend], settings: ServeSettings | None = None, *, close_on_exit: bool = False
-               ) -> Starlette:
+def create_app(
+    backends: list[Backend], settings: ServeSettings | None = None, *, close_on_exit: bool = False
+) -> Starlette:
     """The ASGI app. ``close_on_exit``: close the backends' models and
     executors when the server stops (the CLI built them; tests keep theirs)."""
     api = GeminiApi(backends, settings or ServeSettings())

@@ -24,8 +24,9 @@ def check_key(request: Request, settings: ServeSettings) -> None:
         return
     given = request.headers.get("x-goog-api-key") or request.query_params.get("key")
     if not given:
-        raise ApiError(401, "this server needs an API key: send it in the x-goog-api-key header or the key= "
-                            "query parameter")
+        raise ApiError(
+            401, "this server needs an API key: send it in the x-goog-api-key header or the key= query parameter"
+        )
     if not hmac.compare_digest(given.encode("utf-8"), settings.api_key.encode("utf-8")):
         raise ApiError(403, "the API key is not valid for this server")
 
@@ -47,13 +48,13 @@ async def read_json(request: Request, max_bytes: int) -> Any:
     except UnicodeDecodeError:
         raise ApiError(400, "the request body is not UTF-8 JSON") from None
     except json.JSONDecodeError as exc:
-        raise ApiError(400, f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column "
-                            f"{exc.colno}") from None
+        raise ApiError(
+            400, f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
 
 
 def too_large(size: int, max_bytes: int) -> ApiError:
-    return ApiError(413, f"the request body is over this server's limit of {max_bytes} bytes "
-                         f"({size} bytes or more)")
+    return ApiError(413, f"the request body is over this server's limit of {max_bytes} bytes ({size} bytes or more)")
 
 
 class RunSlots:
@@ -67,8 +68,11 @@ class RunSlots:
 
     def take(self) -> None:
         if self.busy >= self.limit:
-            raise ApiError(429, f"the server is running its maximum of {self.limit} requests; retry in "
-                                f"{self.retry_after_s} s", headers={"Retry-After": str(self.retry_after_s)})
+            raise ApiError(
+                429,
+                f"the server is running its maximum of {self.limit} requests; retry in {self.retry_after_s} s",
+                headers={"Retry-After": str(self.retry_after_s)},
+            )
         self.busy += 1
 
     def give_back(self) -> None:

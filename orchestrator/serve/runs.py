@@ -62,8 +62,9 @@ async def run_loop(backend: Backend, request: GenerateRequest, *, run_id: str) -
     conversation = Conversation(messages=list(request.history))
     builder = ResponseBuilder()
     try:
-        async for event in orchestrator.stream(request.prompt, files=request.files, conversation=conversation,
-                                               run_id=run_id):
+        async for event in orchestrator.stream(
+            request.prompt, files=request.files, conversation=conversation, run_id=run_id
+        ):
             parts = builder.feed(event)
             if parts:
                 yield Chunk(parts)
@@ -89,8 +90,11 @@ def chat_prompt(request: GenerateRequest) -> str:
         try:
             text = f.data.decode("utf-8")
         except UnicodeDecodeError:
-            raise bad_field("contents", f"file {f.name!r} is not text: binary files (PNG, JPEG...) need "
-                                        "the codeExecution tool, where the code reads them") from None
+            raise bad_field(
+                "contents",
+                f"file {f.name!r} is not text: binary files (PNG, JPEG...) need "
+                "the codeExecution tool, where the code reads them",
+            ) from None
         pieces.append(f"File {f.name}:\n```\n{text}\n```")
     return "\n\n".join(pieces)
 
@@ -98,8 +102,7 @@ def chat_prompt(request: GenerateRequest) -> str:
 async def run_chat(backend: Backend, request: GenerateRequest, *, stream: bool) -> AsyncGenerator[Chunk, None]:
     """The request as a plain chat with the backend model: no tools, no code run."""
     prompt = chat_prompt(request)
-    conversation = Conversation(system=request.system,
-                                messages=[*request.history, UserMessage(text=prompt)])
+    conversation = Conversation(system=request.system, messages=[*request.history, UserMessage(text=prompt)])
     variant = await sampled(backend, request)
     model = variant.model
     turn = None
@@ -122,8 +125,9 @@ async def run_chat(backend: Backend, request: GenerateRequest, *, stream: bool) 
     if turn is None:
         raise ApiError(502, f"the backend model {backend.alias!r} ended its stream without an answer")
     parts = [] if streamed or not turn.text else [text_part(turn.text)]
-    usage = usage_metadata(turn.usage.input_tokens, turn.usage.tool_tokens, turn.usage.output_tokens,
-                           turn.usage.thoughts_tokens)
+    usage = usage_metadata(
+        turn.usage.input_tokens, turn.usage.tool_tokens, turn.usage.output_tokens, turn.usage.thoughts_tokens
+    )
     yield Chunk(parts, finish=finish_reason(turn.finish_reason), usage=usage)
 
 

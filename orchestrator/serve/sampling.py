@@ -36,8 +36,11 @@ async def with_sampling(model: Model, temperature: float | None, max_tokens: int
     if isinstance(model, LocalModel):
         # The backend holds the server, so the variant's leaving never stops it.
         await model.start()
-        settings = dataclasses.replace(model.settings, temperature=changes.get("temperature", model.settings.temperature),
-                                       max_tokens=int(changes.get("max_tokens", model.settings.max_tokens)))
+        settings = dataclasses.replace(
+            model.settings,
+            temperature=changes.get("temperature", model.settings.temperature),
+            max_tokens=int(changes.get("max_tokens", model.settings.max_tokens)),
+        )
         local = LocalModel(model.spec, settings)
         return Variant(local, close=local.aclose, applied=True)
     fields = vars(model) if hasattr(model, "__dict__") else {}

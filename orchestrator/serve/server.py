@@ -19,12 +19,24 @@ from .settings import ServeSettings
 
 
 def uvicorn_config(app: Starlette, settings: ServeSettings, *, log_level: str = "warning") -> uvicorn.Config:
-    return uvicorn.Config(app, host=settings.host, port=settings.port, access_log=False, log_level=log_level,
-                          lifespan="on", timeout_graceful_shutdown=5)
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        access_log=False,
+        log_level=log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
 
 
-def run_server(app: Starlette, settings: ServeSettings, *, log_level: str = "warning",
-               announce: Callable[[str], None] | None = None) -> None:
+def run_server(
+    app: Starlette,
+    settings: ServeSettings,
+    *,
+    log_level: str = "warning",
+    announce: Callable[[str], None] | None = None,
+) -> None:
     """Serve until interrupted (Ctrl-C stops it cleanly). ``announce`` gets the
     URL once the socket is bound, so ``port=0`` reports the port it got."""
     _AnnouncingServer(uvicorn_config(app, settings, log_level=log_level), announce).run()
@@ -54,8 +66,9 @@ class BackgroundServer:
     ``create_app(..., close_on_exit=True)`` to close them there.
     """
 
-    def __init__(self, app: Starlette, settings: ServeSettings | None = None, *, startup_timeout_s: float = 10.0
-                 ) -> None:
+    def __init__(
+        self, app: Starlette, settings: ServeSettings | None = None, *, startup_timeout_s: float = 10.0
+    ) -> None:
         self.settings = settings or ServeSettings(port=0)
         self._server = uvicorn.Server(uvicorn_config(app, self.settings))
         self._thread = threading.Thread(target=self._run, name="codeloop-serve", daemon=True)

@@ -58,8 +58,10 @@ class Backend:
 
     def __post_init__(self) -> None:
         if not ALIAS_PATTERN.match(self.alias):
-            raise ValueError(f"backend alias {self.alias!r} must be letters, digits, '.', '_' or '-' "
-                             "(it is the {model} of the URL)")
+            raise ValueError(
+                f"backend alias {self.alias!r} must be letters, digits, '.', '_' or '-' "
+                "(it is the {model} of the URL)"
+            )
 
     @property
     def spec(self) -> str:

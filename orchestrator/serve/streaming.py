@@ -36,9 +36,11 @@ async def collect(chunks: AsyncGenerator[Chunk, None], *, model: str, response_i
     return response_body(parts, model=model, response_id=response_id, finish=finish, usage=usage)
 
 
-async def encoded(first: Chunk, rest: AsyncGenerator[Chunk, None], *, model: str, response_id: str, sse: bool
-                  ) -> AsyncGenerator[str, None]:
+async def encoded(
+    first: Chunk, rest: AsyncGenerator[Chunk, None], *, model: str, response_id: str, sse: bool
+) -> AsyncGenerator[str, None]:
     """Each chunk as a response body, framed for SSE or as JSON array items."""
+
     def frame(body: dict[str, Any], index: int) -> str:
         if sse:
             return f"data: {dumps(body)}\r\n\r\n"
@@ -46,12 +48,18 @@ async def encoded(first: Chunk, rest: AsyncGenerator[Chunk, None], *, model: str
 
     index = 0
     try:
-        yield frame(response_body(first.parts, model=model, response_id=response_id, finish=first.finish,
-                                  usage=first.usage), index)
+        yield frame(
+            response_body(first.parts, model=model, response_id=response_id, finish=first.finish, usage=first.usage),
+            index,
+        )
         async for chunk in rest:
             index += 1
-            yield frame(response_body(chunk.parts, model=model, response_id=response_id, finish=chunk.finish,
-                                      usage=chunk.usage), index)
+            yield frame(
+                response_body(
+                    chunk.parts, model=model, response_id=response_id, finish=chunk.finish, usage=chunk.usage
+                ),
+                index,
+            )
     except ApiError as exc:
         index += 1
         yield frame(exc.body(), index)

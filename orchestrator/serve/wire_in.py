@@ -22,15 +22,26 @@ from executors.base import Artifact, ExecutionResult, InputFile, Outcome
 from ..types import CodeBlock, ExecutionMessage, Message, ModelMessage, ModelTurn, UserMessage
 from .errors import bad_field
 
-KNOWN_FIELDS = frozenset({"contents", "systemInstruction", "tools", "toolConfig", "generationConfig",
-                          "safetySettings", "model"})
-OUTCOMES = {"OUTCOME_OK": Outcome.OK, "OUTCOME_FAILED": Outcome.FAILED,
-            "OUTCOME_DEADLINE_EXCEEDED": Outcome.DEADLINE_EXCEEDED, "OUTCOME_UNSPECIFIED": Outcome.FAILED}
+KNOWN_FIELDS = frozenset(
+    {"contents", "systemInstruction", "tools", "toolConfig", "generationConfig", "safetySettings", "model"}
+)
+OUTCOMES = {
+    "OUTCOME_OK": Outcome.OK,
+    "OUTCOME_FAILED": Outcome.FAILED,
+    "OUTCOME_DEADLINE_EXCEEDED": Outcome.DEADLINE_EXCEEDED,
+    "OUTCOME_UNSPECIFIED": Outcome.FAILED,
+}
 # codeloop's GeminiModel (server mode) captions each inline file with its name.
 _CAPTION = re.compile(r"^File (?P<name>[^\s/\\]+):$")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,127}$")
-_EXTENSIONS = {"text/csv": ".csv", "text/plain": ".txt", "image/png": ".png", "image/jpeg": ".jpg",
-               "application/json": ".json", "text/markdown": ".md"}
+_EXTENSIONS = {
+    "text/csv": ".csv",
+    "text/plain": ".txt",
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "application/json": ".json",
+    "text/markdown": ".md",
+}
 
 
 @dataclass
@@ -53,8 +64,10 @@ def camel_keys(value: Any) -> Any:
     parsing accepts both (``inline_data``, ``mime_type``), and the SDK sends
     nested fields in either."""
     if isinstance(value, dict):
-        return {re.sub(r"_([a-z])", lambda m: m[1].upper(), k) if isinstance(k, str) else k: camel_keys(v)
-                for k, v in value.items()}
+        return {
+            re.sub(r"_([a-z])", lambda m: m[1].upper(), k) if isinstance(k, str) else k: camel_keys(v)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [camel_keys(v) for v in value]
     return value
@@ -66,15 +79,21 @@ def parse_generate(body: Any) -> GenerateRequest:
     body = camel_keys(body)
     unknown = sorted(set(body) - KNOWN_FIELDS)
     if unknown:
-        raise bad_field(unknown[0], "unknown field (codeloop serve reads contents, systemInstruction, tools, "
-                                    "toolConfig, generationConfig, safetySettings)")
+        raise bad_field(
+            unknown[0],
+            "unknown field (codeloop serve reads contents, systemInstruction, tools, "
+            "toolConfig, generationConfig, safetySettings)",
+        )
     history, prompt, files = parse_contents(body.get("contents"))
     temperature, max_tokens = parse_generation_config(body.get("generationConfig"))
     return GenerateRequest(
-        prompt=prompt, history=history, files=files,
+        prompt=prompt,
+        history=history,
+        files=files,
         system=parse_system(body.get("systemInstruction")),
         code_execution=parse_tools(body.get("tools")),
-        temperature=temperature, max_tokens=max_tokens,
+        temperature=temperature,
+        max_tokens=max_tokens,
     )
 
 
@@ -95,6 +114,7 @@ def parse_count_tokens(body: Any) -> GenerateRequest:
 
 
 # -- contents -------------------------------------------------------------------
+
 
 def parse_contents(contents: Any) -> tuple[list[Message], str, list[InputFile]]:
     if not isinstance(contents, list) or not contents:
@@ -203,7 +223,8 @@ def execution_text(result: ExecutionResult) -> str:
     """What a text-only model reads about an earlier execution."""
     output = result.stdout if result.ok else (result.stderr or result.error_message or "")
     label = {Outcome.OK: "OUTCOME_OK", Outcome.DEADLINE_EXCEEDED: "OUTCOME_DEADLINE_EXCEEDED"}.get(
-        result.outcome, "OUTCOME_FAILED")
+        result.outcome, "OUTCOME_FAILED"
+    )
     return f"Execution result ({label}):\n{output.rstrip() or '(no output)'}"
 
 
@@ -222,8 +243,9 @@ def part_kind(part: Any, at: str) -> str:
         return "thought"
     data = sorted(k for k in part if k not in ("thought", "thoughtSignature", "partMetadata", "videoMetadata"))
     if len(data) != 1:
-        raise bad_field(at, f"must hold exactly one of text, inlineData, executableCode, codeExecutionResult; "
-                            f"got {data or 'none'}")
+        raise bad_field(
+            at, f"must hold exactly one of text, inlineData, executableCode, codeExecutionResult; got {data or 'none'}"
+        )
     kind = data[0]
     if kind == "text" and not isinstance(part["text"], str):
         raise bad_field(f"{at}.text", "must be a string")
@@ -252,11 +274,15 @@ def result_of(value: dict[str, Any], at: str) -> ExecutionResult:
     outcome = OUTCOMES[outcome_name]
     if outcome is Outcome.OK:
         return ExecutionResult(outcome=outcome, stdout=output)
-    return ExecutionResult(outcome=outcome, stderr=output, error_message=output.strip().splitlines()[-1]
-                           if output.strip() else "the code failed")
+    return ExecutionResult(
+        outcome=outcome,
+        stderr=output,
+        error_message=output.strip().splitlines()[-1] if output.strip() else "the code failed",
+    )
 
 
 # -- files ------------------------------------------------------------------------
+
 
 def blob_bytes(blob: dict[str, Any], at: str) -> bytes:
     data = blob.get("data")
@@ -305,6 +331,7 @@ def figure_of(blob: dict[str, Any], at: str, index: int) -> Artifact:
 
 # -- the rest of the request ------------------------------------------------------
 
+
 def parse_system(value: Any) -> str:
     if value is None:
         return ""
@@ -345,8 +372,9 @@ def parse_generation_config(value: Any) -> tuple[float | None, int | None]:
     if not isinstance(value, dict):
         raise bad_field("generationConfig", "must be an object")
     temperature = value.get("temperature")
-    if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
-                                    or not 0 <= temperature <= 2):
+    if temperature is not None and (
+        isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2
+    ):
         raise bad_field("generationConfig.temperature", f"must be a number within [0, 2], got {temperature!r}")
     max_tokens = value.get("maxOutputTokens")
     if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):

@@ -36,8 +36,12 @@ def code_part(code: str) -> dict[str, Any]:
 
 
 def result_part(result: ExecutionResult) -> dict[str, Any]:
-    return {"codeExecutionResult": {"outcome": OUTCOME_NAMES.get(result.outcome, "OUTCOME_FAILED"),
-                                    "output": result_output(result)}}
+    return {
+        "codeExecutionResult": {
+            "outcome": OUTCOME_NAMES.get(result.outcome, "OUTCOME_FAILED"),
+            "output": result_output(result),
+        }
+    }
 
 
 def result_output(result: ExecutionResult) -> str:
@@ -54,8 +58,11 @@ def result_output(result: ExecutionResult) -> str:
 
 def image_parts(result: ExecutionResult) -> list[dict[str, Any]]:
     """One inlineData part per image the code produced (its figures)."""
-    return [{"inlineData": {"mimeType": a.mime_type, "data": base64.b64encode(a.data).decode("ascii")}}
-            for a in result.artifacts if a.mime_type.startswith("image/") and not a.truncated and a.data]
+    return [
+        {"inlineData": {"mimeType": a.mime_type, "data": base64.b64encode(a.data).decode("ascii")}}
+        for a in result.artifacts
+        if a.mime_type.startswith("image/") and not a.truncated and a.data
+    ]
 
 
 def prose(turn: ModelTurn) -> str:
@@ -75,8 +82,11 @@ def prose(turn: ModelTurn) -> str:
 
 
 def usage_metadata(first_input: int, later_input: int, output: int, thoughts: int = 0) -> dict[str, Any]:
-    meta: dict[str, Any] = {"promptTokenCount": first_input, "candidatesTokenCount": output,
-                            "totalTokenCount": first_input + later_input + output + thoughts}
+    meta: dict[str, Any] = {
+        "promptTokenCount": first_input,
+        "candidatesTokenCount": output,
+        "totalTokenCount": first_input + later_input + output + thoughts,
+    }
     if later_input:
         meta["toolUsePromptTokenCount"] = later_input
     if thoughts:
@@ -88,8 +98,14 @@ def finish_reason(turn_reason: str | None) -> str:
     return "MAX_TOKENS" if turn_reason in CUT_OFF else "STOP"
 
 
-def response_body(parts: list[dict[str, Any]], *, model: str, response_id: str,
-                  finish: str | None = None, usage: dict[str, Any] | None = None) -> dict[str, Any]:
+def response_body(
+    parts: list[dict[str, Any]],
+    *,
+    model: str,
+    response_id: str,
+    finish: str | None = None,
+    usage: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """A ``GenerateContentResponse``: the whole answer, or one stream chunk
     (``finish`` and ``usage`` on the last chunk only)."""
     candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}

@@ -40,12 +40,21 @@ __all__ = [
     "usage",
 ]
 
-_ROUTE = re.compile(r"^/(?P<version>v1beta|v1|v1alpha)/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent)$")
+_ROUTE = re.compile(
+    r"^/(?P<version>v1beta|v1|v1alpha)/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent)$"
+)
 
 _STATUS_NAMES = {
-    400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-    408: "DEADLINE_EXCEEDED", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 502: "UNAVAILABLE",
-    503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED",
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    408: "DEADLINE_EXCEEDED",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
 }
 
 
@@ -71,11 +80,19 @@ class FakeGeminiServer(FakeModelServer):
 
     def error_body(self, fault: Fault) -> dict[str, Any]:
         status = _STATUS_NAMES.get(fault.status, "UNKNOWN")
-        error: dict[str, Any] = {"code": fault.status, "message": fault.message or status.replace("_", " ").lower(),
-                                 "status": status}
+        error: dict[str, Any] = {
+            "code": fault.status,
+            "message": fault.message or status.replace("_", " ").lower(),
+            "status": status,
+        }
         if fault.status == 400 and "API key not valid" in fault.message:
-            error["details"] = [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
-                                 "domain": "googleapis.com"}]
+            error["details"] = [
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "API_KEY_INVALID",
+                    "domain": "googleapis.com",
+                }
+            ]
         return {"error": error}
 
     def stream_chunks(self, reply: dict[str, Any]) -> list[dict[str, Any]]:
@@ -95,8 +112,10 @@ class FakeGeminiServer(FakeModelServer):
 
 # -- building replies -------------------------------------------------------
 
-def usage(prompt: int = 10, candidates: int = 5, tool_use: int | None = None, thoughts: int | None = None
-          ) -> dict[str, Any]:
+
+def usage(
+    prompt: int = 10, candidates: int = 5, tool_use: int | None = None, thoughts: int | None = None
+) -> dict[str, Any]:
     meta = {"promptTokenCount": prompt, "candidatesTokenCount": candidates}
     if tool_use is not None:
         meta["toolUsePromptTokenCount"] = tool_use
@@ -106,8 +125,13 @@ def usage(prompt: int = 10, candidates: int = 5, tool_use: int | None = None, th
     return meta
 
 
-def response(parts: list[dict[str, Any]], *, usage_metadata: dict[str, Any] | None = None,
-             finish_reason: str = "STOP", model_version: str = "gemini-fake") -> dict[str, Any]:
+def response(
+    parts: list[dict[str, Any]],
+    *,
+    usage_metadata: dict[str, Any] | None = None,
+    finish_reason: str = "STOP",
+    model_version: str = "gemini-fake",
+) -> dict[str, Any]:
     """A ``GenerateContentResponse`` body with one candidate."""
     body: dict[str, Any] = {
         "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": finish_reason, "index": 0}],
@@ -126,8 +150,9 @@ def text_part(text: str, *, thought: bool = False, signature: bytes | None = Non
     return part
 
 
-def function_call_part(code: str, *, call_id: str | None = "call-1", name: str = "run_python",
-                       signature: bytes | None = None) -> dict[str, Any]:
+def function_call_part(
+    code: str, *, call_id: str | None = "call-1", name: str = "run_python", signature: bytes | None = None
+) -> dict[str, Any]:
     call: dict[str, Any] = {"name": name, "args": {"code": code}}
     if call_id is not None:
         call["id"] = call_id
@@ -153,15 +178,17 @@ def text_response(text: str, **kwargs: Any) -> dict[str, Any]:
     return response([text_part(text)], **kwargs)
 
 
-def function_call_response(code: str, *, text: str = "", call_id: str | None = "call-1",
-                           signature: bytes | None = None, **kwargs: Any) -> dict[str, Any]:
+def function_call_response(
+    code: str, *, text: str = "", call_id: str | None = "call-1", signature: bytes | None = None, **kwargs: Any
+) -> dict[str, Any]:
     parts = [text_part(text)] if text else []
     parts.append(function_call_part(code, call_id=call_id, signature=signature))
     return response(parts, **kwargs)
 
 
-def server_execution_response(code: str, output: str, *, outcome: str = "OUTCOME_OK", text: str = "",
-                              images: Sequence[bytes] = (), **kwargs: Any) -> dict[str, Any]:
+def server_execution_response(
+    code: str, output: str, *, outcome: str = "OUTCOME_OK", text: str = "", images: Sequence[bytes] = (), **kwargs: Any
+) -> dict[str, Any]:
     """What Gemini's built-in code execution returns: code, its result, any
     figures, then the model's text."""
     parts = [executable_code_part(code), code_result_part(output, outcome)]
@@ -185,7 +212,7 @@ def split_for_stream(body: dict[str, Any], pieces: int = 3) -> list[dict[str, An
         if set(part) == {"text"} and len(part["text"]) >= pieces:
             size = -(-len(part["text"]) // pieces)
             for i in range(0, len(part["text"]), size):
-                chunks.append({"text": part["text"][i:i + size]})
+                chunks.append({"text": part["text"][i : i + size]})
         else:
             chunks.append(part)
     if not chunks:

@@ -99,8 +99,9 @@ class FakeModelServer(abc.ABC):
     api = "model"
     replies = "reply bodies"
 
-    def __init__(self, script: Script = (), *, expected_key: str | None = None, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+    def __init__(
+        self, script: Script = (), *, expected_key: str | None = None, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self._expected_key = key_fingerprint(expected_key) if expected_key else None
         self._script_fn: ScriptFunction | None = script if callable(script) else None
         self._queue: list[Reply] = [] if callable(script) else list(script)
@@ -116,7 +117,9 @@ class FakeModelServer(abc.ABC):
         handler = type("Handler", (_Handler,), {"fake": self})
         self._httpd = ThreadingHTTPServer((self._host, self._port), handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name=f"{self.provider}-fake", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, args=(0.05,), name=f"{self.provider}-fake", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -239,7 +242,11 @@ class _Handler(BaseHTTPRequestHandler):
         safe_headers = {k: ("<redacted>" if k in _SECRET_HEADERS else v) for k, v in headers.items()}
         query.pop("key", None)
         request = RecordedRequest(
-            method="POST", path=split.path, query=query, body=body, headers=safe_headers,
+            method="POST",
+            path=split.path,
+            query=query,
+            body=body,
+            headers=safe_headers,
             key_fingerprint=key_fingerprint(key) if key else None,
         )
         with self.fake._lock:

@@ -29,8 +29,13 @@ __all__ = [
     "tool_call_completion",
 ]
 
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "not_found_error", 429: "rate_limit_error"}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+}
 
 
 class FakeOpenAIServer(FakeModelServer):
@@ -38,8 +43,15 @@ class FakeOpenAIServer(FakeModelServer):
     api = "OpenAI-compatible"
     replies = "completion bodies"
 
-    def __init__(self, script: Script = (), *, tools_supported: bool = True, expected_key: str | None = None,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        script: Script = (),
+        *,
+        tools_supported: bool = True,
+        expected_key: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
         super().__init__(script, expected_key=expected_key, host=host, port=port)
         self.tools_supported = tools_supported
 
@@ -88,15 +100,27 @@ class FakeOpenAIServer(FakeModelServer):
         return self.requests[index].body["messages"]
 
 
-def completion(message: dict[str, Any], *, finish_reason: str = "stop", prompt_tokens: int = 10,
-               completion_tokens: int = 5, reasoning_tokens: int | None = None, model: str = "fake-model"
-               ) -> dict[str, Any]:
-    usage: dict[str, Any] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                             "total_tokens": prompt_tokens + completion_tokens}
+def completion(
+    message: dict[str, Any],
+    *,
+    finish_reason: str = "stop",
+    prompt_tokens: int = 10,
+    completion_tokens: int = 5,
+    reasoning_tokens: int | None = None,
+    model: str = "fake-model",
+) -> dict[str, Any]:
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
     if reasoning_tokens is not None:
         usage["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
     return {
-        "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": model,
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", **message}, "finish_reason": finish_reason}],
         "usage": usage,
     }
@@ -106,8 +130,9 @@ def text_completion(text: str, **kwargs: Any) -> dict[str, Any]:
     return completion({"content": text}, **kwargs)
 
 
-def tool_call_completion(code: str, *, call_id: str = "call_1", text: str | None = None, name: str = "run_python",
-                         **kwargs: Any) -> dict[str, Any]:
+def tool_call_completion(
+    code: str, *, call_id: str = "call_1", text: str | None = None, name: str = "run_python", **kwargs: Any
+) -> dict[str, Any]:
     call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": json.dumps({"code": code})}}
     return completion({"content": text, "tool_calls": [call]}, finish_reason="tool_calls", **kwargs)
 
@@ -117,8 +142,12 @@ def chunks_of(body: dict[str, Any], pieces: int = 3) -> list[dict[str, Any]]:
     arguments in two halves, usage in a last chunk with no choices."""
     choice = body["choices"][0]
     message = choice["message"]
-    base = {"id": body.get("id", "chatcmpl-fake"), "object": "chat.completion.chunk", "created": 0,
-            "model": body.get("model", "fake-model")}
+    base = {
+        "id": body.get("id", "chatcmpl-fake"),
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": body.get("model", "fake-model"),
+    }
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
@@ -127,12 +156,24 @@ def chunks_of(body: dict[str, Any], pieces: int = 3) -> list[dict[str, Any]]:
     text = message.get("content") or ""
     if text:
         size = max(1, -(-len(text) // pieces))
-        out += [chunk({"content": text[i:i + size]}) for i in range(0, len(text), size)]
+        out += [chunk({"content": text[i : i + size]}) for i in range(0, len(text), size)]
     for index, call in enumerate(message.get("tool_calls") or []):
         args = call["function"]["arguments"]
         half = len(args) // 2
-        out.append(chunk({"tool_calls": [{"index": index, "id": call["id"], "type": "function",
-                                          "function": {"name": call["function"]["name"], "arguments": args[:half]}}]}))
+        out.append(
+            chunk(
+                {
+                    "tool_calls": [
+                        {
+                            "index": index,
+                            "id": call["id"],
+                            "type": "function",
+                            "function": {"name": call["function"]["name"], "arguments": args[:half]},
+                        }
+                    ]
+                }
+            )
+        )
         out.append(chunk({"tool_calls": [{"index": index, "function": {"arguments": args[half:]}}]}))
     out.append(chunk({}, choice.get("finish_reason", "stop")))
     if body.get("usage"):

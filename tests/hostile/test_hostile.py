@@ -233,7 +233,12 @@ print("parent done")
         {OK, KILLED, FAILED},
         requires=[HOST_PROCESSES],
     ),
-    case("kill_everything", "import os\nos.kill(-1, 9)\nprint('still here')", {OK, KILLED, FAILED}, requires=[HOST_PROCESSES]),
+    case(
+        "kill_everything",
+        "import os\nos.kill(-1, 9)\nprint('still here')",
+        {OK, KILLED, FAILED},
+        requires=[HOST_PROCESSES],
+    ),
     case(
         "kill_decoy_on_host",
         "import os\nos.kill(DECOY_PID, 9)",
