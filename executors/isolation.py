@@ -30,7 +30,6 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import stat
 import subprocess
 import sys
 import threading
@@ -38,6 +37,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ._paths import closed_ancestors, mkdirs_args, outermost, under_any
 from .base import Isolation
 
 SANDBOX_ROOT = "/sandbox"
@@ -390,7 +390,7 @@ class Isolator:
             }
             if real != os.path.realpath(sys.executable):
                 candidates.add(str(Path(self.python).absolute().parent.parent))
-            self._interpreter_dirs = _outermost(p for p in candidates if not _under_any(p, SYSTEM_PATHS))
+            self._interpreter_dirs = outermost(p for p in candidates if not under_any(p, SYSTEM_PATHS))
         return list(self._interpreter_dirs)
 
     def _bwrap(
@@ -422,11 +422,11 @@ class Isolator:
         # under /tmp (a CI checkout, say) is laid over it rather than hidden.
         made: set[str] = {"/tmp"}
         for path in self._interpreter_paths():
-            args += [*_mkdirs(path, made), "--ro-bind", path, path]
+            args += [*mkdirs_args(path, made), "--ro-bind", path, path]
         args += ["--perms", "0755", "--dir", SANDBOX_ROOT]
         made.add(SANDBOX_ROOT)
         for m in view.mounts:
-            args += [*_mkdirs(m.target, made), "--bind" if m.writable else "--ro-bind", m.source, m.target]
+            args += [*mkdirs_args(m.target, made), "--bind" if m.writable else "--ro-bind", m.source, m.target]
         args += ["--chdir", view.work_dir]
         if drop:
             args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
@@ -462,13 +462,13 @@ class Isolator:
         private = [d for d in PRIVATE_TMP_DIRS if os.path.isdir(d)]
         hidden = list(private)
         if drop:  # the sandbox user could not pass through e.g. /root: cover it, re-expose what we need
-            hidden += _closed_ancestors(self._interpreter_paths())
+            hidden += closed_ancestors(self._interpreter_paths())
         keep = (
             [(work_dir, True)]
             + [(m.source, m.writable) for m in mounts]
             + [(p, False) for p in self._interpreter_paths()]
         )
-        keep = [(p, w) for p, w in keep if _under_any(p, hidden)]
+        keep = [(p, w) for p, w in keep if under_any(p, hidden)]
         lines = ["set -e"]
         for i, (path, _) in enumerate(keep):
             lines.append(f"exec {10 + i}<{q(path)}")
@@ -489,46 +489,3 @@ class Isolator:
         lines.append(f"cd {q(work_dir)}")
         lines.append('exec "$@"')
         return "\n".join(lines)
-
-
-def _closed_ancestors(paths: Sequence[str]) -> list[str]:
-    """The outermost directories on the way to ``paths`` that others cannot search."""
-    found: list[str] = []
-    for path in paths:
-        parts = Path(path).parts
-        for i in range(2, len(parts) + 1):
-            d = "/" + "/".join(parts[1:i])
-            try:
-                mode = os.stat(d).st_mode
-            except OSError:
-                break
-            if not mode & stat.S_IXOTH:
-                found.append(d)
-                break
-    return _outermost(found)
-
-
-def _under_any(path: str, roots: Sequence[str]) -> bool:
-    real = os.path.realpath(path)
-    return any(real == r or real.startswith(r.rstrip("/") + "/") for r in (os.path.realpath(x) for x in roots))
-
-
-def _outermost(paths) -> list[str]:
-    """Drop paths that sit inside another one of the set."""
-    result: list[str] = []
-    for p in sorted({os.path.abspath(p) for p in paths}, key=len):
-        if not any(p == r or p.startswith(r.rstrip("/") + "/") for r in result):
-            result.append(p)
-    return result
-
-
-def _mkdirs(target: str, made: set[str]) -> list[str]:
-    """bwrap creates missing parents with mode 0700; make them 0755 so the sandbox user can pass."""
-    args: list[str] = []
-    parts = Path(target).parent.parts
-    for i in range(2, len(parts) + 1):
-        d = "/" + "/".join(parts[1:i])
-        if d not in made:
-            made.add(d)
-            args += ["--perms", "0755", "--dir", d]
-    return args

@@ -21,7 +21,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from .logs import get_logger
 from .models.base import Model, ModelError, StreamingModel, model_trait
 from .policy import Action, Decision, Progress, Reply, Rules, code_required, decide_execution, decide_reply
 from .profiles import profile_for
+from .run_state import RunState
 from .toolcalls import find_misnamed_calls
 from .types import (
     RUN_PYTHON,
@@ -48,9 +49,7 @@ from .types import (
     ModelMessage,
     ModelTurn,
     RunResult,
-    RunStatus,
     ToolSpec,
-    Usage,
     UserMessage,
 )
 
@@ -58,38 +57,6 @@ from .types import (
 CUT_OFF = frozenset({"length", "MAX_TOKENS", "FinishReason.MAX_TOKENS"})
 # Room kept for the reply when the model does not say its output limit.
 DEFAULT_OUTPUT_TOKENS = 1024
-
-
-@dataclass
-class _Run:
-    """One run in flight: its conversation, the policy's view of its progress,
-    and what it has spent. The orchestrator itself holds none of it."""
-
-    run_id: str
-    prompt: str
-    conv: Conversation
-    inputs: list[InputFile]
-    session: str
-    logger: Any
-    progress: Progress
-    fenced: bool  # code comes as fenced blocks (or calls written as text), not tool calls
-    started: float = field(default_factory=time.perf_counter)
-    usage: Usage = field(default_factory=Usage)
-    model_time: float = 0.0
-    execution_time: float = 0.0
-    peak_request_tokens: int = 0
-    last_elapsed: float = 0.0  # of the latest model request
-    summary: str = ""
-    error: str | None = None
-    done: bool = False
-
-    def status(self) -> RunStatus:
-        attempts = self.progress.attempts
-        if self.error is not None:
-            return RunStatus.FAILED
-        if not attempts:
-            return RunStatus.UNVERIFIED if self.progress.needs_code else RunStatus.ANSWERED_WITHOUT_CODE
-        return RunStatus.SOLVED if attempts[-1].ok else RunStatus.FAILED
 
 
 class Orchestrator:
@@ -204,7 +171,7 @@ class Orchestrator:
         conversation: Conversation | None,
         session: str | None,
         run_id: str | None,
-    ) -> _Run:
+    ) -> RunState:
         run_id = run_id or uuid.uuid4().hex[:12]
         inputs = as_input_files(files)
         conv = conversation if conversation is not None else Conversation()
@@ -213,7 +180,7 @@ class Orchestrator:
         new_inputs = [f for f in inputs if (f.name, f.data) not in seen]
         progress = Progress(needs_code=code_required(self.config.require_code, prompt, new_inputs))
         shown = input_images(new_inputs, self.config.images, self.takes_images)  # an image over the cap stops here
-        run = _Run(
+        run = RunState(
             run_id=run_id,
             prompt=prompt,
             conv=conv,
@@ -229,7 +196,7 @@ class Orchestrator:
         run.logger.info("run.start", model=self._model_name, executor=self._executor_name, files=len(inputs))
         return run
 
-    async def _step(self, run: _Run) -> AsyncIterator[ev.Event]:
+    async def _step(self, run: RunState) -> AsyncIterator[ev.Event]:
         """One model request and what follows from the reply."""
         accepting = run.progress.accepting_code
         yield ev.ModelRequest(run.run_id, step=run.progress.steps, tools=accepting)
@@ -259,7 +226,7 @@ class Orchestrator:
         if retry is not None:
             yield retry
 
-    async def _ask(self, run: _Run, tools: tuple[ToolSpec, ...]) -> AsyncIterator[ev.Event | ModelTurn]:
+    async def _ask(self, run: RunState, tools: tuple[ToolSpec, ...]) -> AsyncIterator[ev.Event | ModelTurn]:
         """One model request: text deltas as events, then the turn (nothing
         when the model failed, with ``run.error`` set)."""
         request = run.conv
@@ -287,7 +254,7 @@ class Orchestrator:
             return
         yield self._account(run, turn, time.perf_counter() - t0)
 
-    def _account(self, run: _Run, turn: ModelTurn, elapsed: float) -> ModelTurn:
+    def _account(self, run: RunState, turn: ModelTurn, elapsed: float) -> ModelTurn:
         """Count a reply's time and tokens. A provider that did not count the
         request gets it counted on a copy: the provider's turn is left as it made it."""
         run.last_elapsed = elapsed
@@ -304,7 +271,7 @@ class Orchestrator:
         )
         return turn
 
-    def _take_remote_attempts(self, run: _Run, turn: ModelTurn) -> Iterator[ev.Event]:
+    def _take_remote_attempts(self, run: RunState, turn: ModelTurn) -> Iterator[ev.Event]:
         """The provider ran the code itself (Gemini's server-side tool),
         retrying on its own; its attempts are recorded and its text is the answer."""
         run.conv.add(ModelMessage(turn=turn))
@@ -318,7 +285,7 @@ class Orchestrator:
         run.summary = turn.text
         run.done = True
 
-    def _read_reply(self, run: _Run, turn: ModelTurn) -> list[CodeBlock]:
+    def _read_reply(self, run: RunState, turn: ModelTurn) -> list[CodeBlock]:
         """The reply's code blocks (none once code is no longer accepted: nothing
         the model writes then runs), with the reply added to the conversation."""
         blocks: list[CodeBlock] = []
@@ -332,7 +299,7 @@ class Orchestrator:
             run.logger.info("run.tools_off", reason="the model wrote its tool call as text")
         return blocks
 
-    def _reply_facts(self, run: _Run, turn: ModelTurn, blocks: list[CodeBlock]) -> Reply:
+    def _reply_facts(self, run: RunState, turn: ModelTurn, blocks: list[CodeBlock]) -> Reply:
         if not blocks:
             misnamed = find_misnamed_calls(turn.text, (RUN_PYTHON.name,)) if run.progress.accepting_code else []
             return Reply(misnamed=tuple(misnamed))
@@ -340,7 +307,7 @@ class Orchestrator:
             code=join_blocks(blocks), prose=bool(_prose(turn.text, blocks)), cut_off=turn.finish_reason in CUT_OFF
         )
 
-    async def _run_code(self, run: _Run, blocks: list[CodeBlock]) -> AsyncIterator[ev.Event]:
+    async def _run_code(self, run: RunState, blocks: list[CodeBlock]) -> AsyncIterator[ev.Event]:
         step, code = run.progress.steps, join_blocks(blocks)
         yield ev.CodeExtracted(run.run_id, step=step, code=code, blocks=blocks)
         yield ev.ExecutionStarted(run.run_id, step=step, code=code)
@@ -368,7 +335,7 @@ class Orchestrator:
             yield retry
 
     def _carry_out(
-        self, run: _Run, decision: Decision, *, turn: ModelTurn | None = None, result: ExecutionResult | None = None
+        self, run: RunState, decision: Decision, *, turn: ModelTurn | None = None, result: ExecutionResult | None = None
     ) -> ev.Retry | None:
         """Do what the policy decided (other than running code); a Retry event when one is due."""
         action, conv = decision.action, run.conv
@@ -389,7 +356,7 @@ class Orchestrator:
             return self._feed_back_fault(run, decision, result)
         return None
 
-    def _feed_back_fault(self, run: _Run, decision: Decision, result: ExecutionResult | None) -> ev.Retry | None:
+    def _feed_back_fault(self, run: RunState, decision: Decision, result: ExecutionResult | None) -> ev.Retry | None:
         """A failed or rejected program costs a retry: the model is told why and
         how many it has left; with none left, it is asked for the failure summary."""
         run.conv.add(self._fault_message(run, decision, result))
@@ -411,7 +378,7 @@ class Orchestrator:
             return None
         return ev.Retry(run.run_id, failures=failures, retries_left=left, reason=decision.reason)
 
-    def _fault_message(self, run: _Run, decision: Decision, result: ExecutionResult | None) -> Message:
+    def _fault_message(self, run: RunState, decision: Decision, result: ExecutionResult | None) -> Message:
         left = decision.retries_left
         if decision.fault == "failed" and result is not None:
             return self._with_figures(ExecutionMessage(result=result, feedback=self.prompts.feedback(result, left)))
@@ -427,7 +394,7 @@ class Orchestrator:
             return UserMessage(text=self.prompts.truncated(left))
         return UserMessage(text=self.prompts.unknown_tools(list(decision.misnamed), left, tools=not run.fenced))
 
-    def _finish(self, run: _Run) -> RunResult:
+    def _finish(self, run: RunState) -> RunResult:
         status, progress = run.status(), run.progress
         result = RunResult(
             prompt=run.prompt,
@@ -465,7 +432,7 @@ class Orchestrator:
             known = self.profile.native_tool_calls
         return known is False
 
-    def _system(self, run: _Run) -> str:
+    def _system(self, run: RunState) -> str:
         stateful = getattr(self.executor, "stateful", False)
         return self.prompts.system(self.limits, run.inputs, stateful=stateful, tools=not run.fenced)
 
