@@ -18,10 +18,14 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from executors import UnknownExecutorError, available_executors
 from orchestrator.cli import EXIT_FAILED, EXIT_OK, UsageError
 from orchestrator.cli._common import add_run_options, close_model, loop_config, resolve_model
+
+if TYPE_CHECKING:
+    from .runner import BenchResult
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -75,17 +79,9 @@ def run(args: argparse.Namespace) -> int:
     from orchestrator.batch import BatchProgress, StoreError
 
     from . import BenchStoreError, DatasetError, Prices, ScoringError, run_benchmark
-    from .report import summary_rows
     from .runner import REFERENCE_PREFIX
 
-    if not args.output:
-        raise UsageError("-o BENCH_DIR is required: the store, report and plots go there")
-    if args.limit is not None and args.limit < 1:
-        raise UsageError(f"--limit must be at least 1, got {args.limit}")
-    if args.concurrency < 1:
-        raise UsageError(f"--concurrency must be at least 1, got {args.concurrency}")
-    if (args.price_input is None) != (args.price_output is None):
-        raise UsageError("give both --price-input and --price-output, or neither")
+    _check_run_options(args)
     config = loop_config(args)
     for name in filter(None, (config.executor, args.scoring_executor)):
         if name not in available_executors():
@@ -126,10 +122,29 @@ def run(args: argparse.Namespace) -> int:
     except ScoringError as exc:
         print(f"codeloop: {exc}\nThe finished runs are stored; `--resume` scores them.", file=sys.stderr)
         return EXIT_FAILED
+    _print_summary(result)
+    return EXIT_OK if result.metrics.items else EXIT_FAILED
+
+
+def _check_run_options(args: argparse.Namespace) -> None:
+    """Refuse option values ``run`` cannot use, before anything is built."""
+    if not args.output:
+        raise UsageError("-o BENCH_DIR is required: the store, report and plots go there")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit must be at least 1, got {args.limit}")
+    if args.concurrency < 1:
+        raise UsageError(f"--concurrency must be at least 1, got {args.concurrency}")
+    if (args.price_input is None) != (args.price_output is None):
+        raise UsageError("give both --price-input and --price-output, or neither")
+
+
+def _print_summary(result: BenchResult) -> None:
+    """The metrics table and refinement curve on stdout; where the report is, on stderr."""
+    from .report import summary_rows
+
     width = max(len(label) for label, _ in summary_rows(result.metrics))
     for label, value in summary_rows(result.metrics):
         print(f"{label:<{width}}  {value}")
     curve = "  ".join(f"k={k}: {100 * r:.1f}%" for k, r in enumerate(result.metrics.curve_rates))
     print(f"{'refinement curve':<{width}}  {curve}")
     print(f"report: {Path(result.report_path)}", file=sys.stderr)
-    return EXIT_OK if result.metrics.items else EXIT_FAILED

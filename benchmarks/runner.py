@@ -24,7 +24,8 @@ Scoring (see docs/benchmarks.md):
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -218,46 +219,52 @@ async def run_benchmark(
     if isinstance(executor, str):
         loop = loop.replace(executor=executor)
     executor_spec = loop.executor if executor is None or isinstance(executor, str) else executor
-    given_scorer = None if scoring_executor is None or isinstance(scoring_executor, str) else scoring_executor
-    if given_scorer is not None:
-        scoring_name = given_scorer.name
-    else:
-        scoring_name = (
-            scoring_executor if isinstance(scoring_executor, str) and scoring_executor else default_scoring_executor()
-        )
-    bench_config = _bench_config(
-        name,
-        items,
-        loop,
-        data=data,
-        limit=limit,
-        prices=prices,
-        names=(*spec_names(resolved, executor_spec), scoring_name),
+    given_scorer, scoring_name = _scoring_choice(scoring_executor)
+    names = (*spec_names(resolved, executor_spec), scoring_name)
+    bench_config = _bench_config(name, items, loop, data=data, limit=limit, prices=prices, names=names)
+    batch = dict(
+        model=resolved,
+        run_dir=bench_path,
+        config=loop,
+        executor=executor_spec,
+        concurrency=concurrency,
+        resume=resume,
+        force=force,
+        progress=progress,
     )
+    store = _bench_store(bench_path, bench_config, given_scorer, scoring_name, resume=resume, force=force)
+    async with store as (scores, scorer):
+        await _run_and_score(items, name, scores, scorer, scoring_limits, on_scored, batch=batch)
+    return build_report(bench_path)
+
+
+def _scoring_choice(scoring_executor: str | Executor | None) -> tuple[Executor | None, str]:
+    """The scoring executor the caller gave (None when given a name or nothing) and its name:
+    the given name, else the default scoring executor."""
+    if scoring_executor is not None and not isinstance(scoring_executor, str):
+        return scoring_executor, scoring_executor.name
+    return None, scoring_executor or default_scoring_executor()
+
+
+@contextlib.asynccontextmanager
+async def _bench_store(
+    bench_path: Path,
+    bench_config: dict[str, Any],
+    given_scorer: Executor | None,
+    scoring_name: str,
+    *,
+    resume: bool,
+    force: bool,
+) -> AsyncIterator[tuple[ScoreStore, Executor]]:
+    """BENCH_DIR's score store, checked against and set to ``bench_config``, with the scoring executor
+    (``given_scorer``, else one started by name and closed on leaving)."""
     with ScoreStore(bench_path) as scores:
         stored = scores.config()
         _check_resume(stored, bench_config, bench_path, resume, force)
         scores.set_config(bench_config)
         scorer = given_scorer or get_executor(scoring_name)
         try:
-            await _run_and_score(
-                items,
-                name,
-                scores,
-                scorer,
-                scoring_limits,
-                on_scored,
-                batch=dict(
-                    model=resolved,
-                    run_dir=bench_path,
-                    config=loop,
-                    executor=executor_spec,
-                    concurrency=concurrency,
-                    resume=resume,
-                    force=force,
-                    progress=progress,
-                ),
-            )
+            yield scores, scorer
         except StoreError:
             # The batch refused the run (other settings without --force, or another process on it):
             # nothing ran with the new config, so the stored one still describes the runs.
@@ -266,7 +273,6 @@ async def run_benchmark(
         finally:
             if given_scorer is None:  # ours: we started it
                 await scorer.aclose()
-    return build_report(bench_path)
 
 
 def _load_items(

@@ -325,16 +325,7 @@ class JupyterExecutor(KernelExecutorBase):
                 Mount(str(INSIDE), f"{SANDBOX_ROOT}/inside"),
             ]
             view = self.isolator.view(work, mounts)
-            inside_home = view.inside(home)
-            env = {
-                **sandbox_env(home=inside_home),
-                "USER": "codeloop",
-                "MPLBACKEND": INLINE_BACKEND,
-                "MPLCONFIGDIR": f"{inside_home}/.matplotlib",
-                "IPYTHONDIR": f"{inside_home}/.ipython",
-                "PYDEVD_DISABLE_FILE_VALIDATION": "1",
-                **self.extra_env,
-            }
+            env = self._kernel_env(view.inside(home))
             # Under a minimal init: a kernel that is a PID namespace's first process would drop
             # the signals the code sends itself (os.kill(os.getpid(), signal.SIGSEGV)).
             python = self.isolator.python
@@ -364,6 +355,19 @@ class JupyterExecutor(KernelExecutorBase):
             )
             raise KernelStartError(message + (f"; the kernel's log ends with: {tail}" if tail else "")) from exc
         return handle
+
+    def _kernel_env(self, inside_home: str) -> dict[str, str]:
+        """The kernel's environment: the sandbox's, matplotlib drawing inline, its caches
+        under the kernel's home (as seen from inside), then the executor's extra variables."""
+        return {
+            **sandbox_env(home=inside_home),
+            "USER": "codeloop",
+            "MPLBACKEND": INLINE_BACKEND,
+            "MPLCONFIGDIR": f"{inside_home}/.matplotlib",
+            "IPYTHONDIR": f"{inside_home}/.ipython",
+            "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+            **self.extra_env,
+        }
 
     async def _copy_font_cache(self, target: Path) -> None:
         """Give a new kernel matplotlib's font cache, built once per executor.

@@ -312,6 +312,46 @@ def print_tables(runs: list, case_names: list[str], full_humaneval: bool) -> Non
     print(render_text(["goal", "measured", "met"], goals_rows(goals, markdown=False)))
 
 
+async def start_executors(
+    labels: list[str], limits: Limits, stack: contextlib.ExitStack
+) -> tuple[list[tuple[Executor, ExecutorRun]], list[ExecutorRun]]:
+    """Start each labelled executor; returns the live ones with their runs, and every run
+    (one that failed to start carries its error). A local gateway, if needed, lives on ``stack``."""
+    live: list[tuple[Executor, ExecutorRun]] = []
+    runs: list[ExecutorRun] = []
+    gateway_options = None
+    if "jupyter-remote" in labels and not os.environ.get("CODELOOP_GATEWAY_URL"):
+        # No gateway given: measure against a local one (the latency then excludes the network).
+        gateway = stack.enter_context(LocalGateway())
+        gateway_options = {"gateway_url": gateway.url, "token": gateway.token}
+    for label in labels:
+        print(f"-- starting {label} ...", file=sys.stderr, flush=True)
+        name, options = executor_spec(label, gateway_options)
+        executor, run = await open_executor(label, limits, name, options)
+        runs.append(run)
+        if executor is None:
+            print(f"   {label}: {run.error}", file=sys.stderr)
+        else:
+            live.append((executor, run))
+    return live, runs
+
+
+async def measure_all(
+    live: list[tuple[Executor, ExecutorRun]], problems: list[dict], args: argparse.Namespace, limits: Limits
+) -> None:
+    """Latency cases, zygote memory (for executors that have one), then HumanEval when problems were asked for."""
+    print("-- latency cases ...", file=sys.stderr, flush=True)
+    await measure_latency(live, args.repeats, limits, args.cold_repeats)
+    for executor, run in live:
+        if hasattr(executor, "zygote_pids"):
+            run.memory = zygote_memory(run.name, executor)
+            if not run.memory:
+                run.memory_error = "no zygote process found"
+    if problems:
+        print("-- HumanEval ...", file=sys.stderr, flush=True)
+        await measure_humaneval(live, problems, args.concurrency, limits)
+
+
 async def main_async(args: argparse.Namespace) -> int:
     labels = chosen_executors(args)
     unknown = sorted(set(labels) - set(available_executors()) - {FULL_SET})
@@ -326,34 +366,10 @@ async def main_async(args: argparse.Namespace) -> int:
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     limits = Limits(timeout_s=60)
-    live: list[tuple[Executor, ExecutorRun]] = []
-    runs: list[ExecutorRun] = []
     with contextlib.ExitStack() as stack:
-        gateway_options = None
-        if "jupyter-remote" in labels and not os.environ.get("CODELOOP_GATEWAY_URL"):
-            # No gateway given: measure against a local one (the latency then excludes the network).
-            gateway = stack.enter_context(LocalGateway())
-            gateway_options = {"gateway_url": gateway.url, "token": gateway.token}
-        for label in labels:
-            print(f"-- starting {label} ...", file=sys.stderr, flush=True)
-            name, options = executor_spec(label, gateway_options)
-            executor, run = await open_executor(label, limits, name, options)
-            runs.append(run)
-            if executor is None:
-                print(f"   {label}: {run.error}", file=sys.stderr)
-            else:
-                live.append((executor, run))
+        live, runs = await start_executors(labels, limits, stack)
         try:
-            print("-- latency cases ...", file=sys.stderr, flush=True)
-            await measure_latency(live, args.repeats, limits, args.cold_repeats)
-            for executor, run in live:
-                if hasattr(executor, "zygote_pids"):
-                    run.memory = zygote_memory(run.name, executor)
-                    if not run.memory:
-                        run.memory_error = "no zygote process found"
-            if problems:
-                print("-- HumanEval ...", file=sys.stderr, flush=True)
-                await measure_humaneval(live, problems, args.concurrency, limits)
+            await measure_all(live, problems, args, limits)
         finally:
             for executor, _ in live:
                 await executor.aclose()

@@ -186,53 +186,56 @@ def guarded_open(file, mode="r", *args, **kwargs):
     return open(target, mode, *args, **kwargs)
 
 
+# Plain functions and types ordinary code uses that RestrictedPython's sets
+# leave out; none of them reaches frames, globals or code objects.
+EXTRA_BUILTINS = (
+    "all",
+    "any",
+    "dict",
+    "enumerate",
+    "filter",
+    "frozenset",
+    "iter",
+    "list",
+    "map",
+    "max",
+    "min",
+    "next",
+    "reversed",
+    "set",
+    "sum",
+    "type",
+    "object",
+    "super",
+    "Exception",
+    "sorted",
+    "zip",
+    "bytes",
+    "bytearray",
+    "bin",
+    "ascii",
+    "classmethod",
+    "staticmethod",
+    "property",
+    "NotImplemented",
+    "ExceptionGroup",
+    "BaseExceptionGroup",
+    "FileNotFoundError",
+    "FileExistsError",
+    "PermissionError",
+    "RecursionError",
+    "TimeoutError",
+    "ModuleNotFoundError",
+    "StopAsyncIteration",
+)
+
+
 def build_builtins() -> dict:
     names = {}
     names.update(safe_builtins)
     names.update(limited_builtins)
     names.update(utility_builtins)
-    # Plain functions and types ordinary code uses that RestrictedPython's sets
-    # leave out; none of them reaches frames, globals or code objects.
-    for extra in (
-        "all",
-        "any",
-        "dict",
-        "enumerate",
-        "filter",
-        "frozenset",
-        "iter",
-        "list",
-        "map",
-        "max",
-        "min",
-        "next",
-        "reversed",
-        "set",
-        "sum",
-        "type",
-        "object",
-        "super",
-        "Exception",
-        "sorted",
-        "zip",
-        "bytes",
-        "bytearray",
-        "bin",
-        "ascii",
-        "classmethod",
-        "staticmethod",
-        "property",
-        "NotImplemented",
-        "ExceptionGroup",
-        "BaseExceptionGroup",
-        "FileNotFoundError",
-        "FileExistsError",
-        "PermissionError",
-        "RecursionError",
-        "TimeoutError",
-        "ModuleNotFoundError",
-        "StopAsyncIteration",
-    ):
+    for extra in EXTRA_BUILTINS:
         names.setdefault(extra, getattr(builtins, extra))
     # limited_builtins caps range() at 1000 items and refuses list("abc"):
     # ordinary analysis code needs both, and memory/CPU are bounded by the

@@ -15,7 +15,7 @@ import fcntl
 import functools
 import os
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -137,37 +137,23 @@ async def run_batch(
     (default: the same): executions. Finished items are not run again."""
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
-    execution_concurrency = execution_concurrency or concurrency
     loaded, run_path = _load(items), Path(run_dir)  # validation first: nothing runs on bad input
     base = config or (stored_config(run_path) if resume else None) or LoopConfig()
     loop, executor_spec = resolve_executor(base.with_settings(loop_settings), executor)
-    settings = BatchSettings(
-        model=model_name(model),
-        config=loop,
-        concurrency=concurrency,
-        execution_concurrency=execution_concurrency,
-        engine=engine if isinstance(engine, str) else engine.name,
-    )
+    settings = _batch_settings(model, loop, engine, concurrency, execution_concurrency)
     progress = progress or BatchProgress(enabled=False)
     # Built (not started) before the store is touched, so a bad engine setup changes nothing on disk.
-    runner_engine = (
-        engine
-        if not isinstance(engine, str)
-        else _make_engine(
-            engine,
-            model=model,
-            executor=executor_spec,
-            settings=settings,
-            backoff=backoff or BackoffPolicy(),
-            progress=progress,
-            ray_address=ray_address,
-            ray_workers=ray_workers,
-        )
+    runner_engine = _make_engine(
+        engine,
+        model=model,
+        executor=executor_spec,
+        settings=settings,
+        backoff=backoff or BackoffPolicy(),
+        progress=progress,
+        ray_address=ray_address,
+        ray_workers=ray_workers,
     )
-    lock = _RunDirLock(run_path)
-    store: BatchStore | None = None
-    try:
-        store = BatchStore(run_path, durability=durability)
+    with _locked_store(run_path, durability) as store:
         open_batch(store, settings, loaded, resume=resume, force=force)
         todo = deque(store.runnable_items(rerun_errors=rerun_errors))
         counts = store.counts()
@@ -178,9 +164,29 @@ async def run_batch(
         ) as pairs:
             async for pair in pairs:
                 yield pair
+
+
+def _batch_settings(
+    model: Model | str, loop: LoopConfig, engine: str | Engine, concurrency: int, execution_concurrency: int | None
+) -> BatchSettings:
+    """The settings stored with the batch (and checked on resume); executions default to ``concurrency``."""
+    return BatchSettings(
+        model=model_name(model),
+        config=loop,
+        concurrency=concurrency,
+        execution_concurrency=execution_concurrency or concurrency,
+        engine=engine if isinstance(engine, str) else engine.name,
+    )
+
+
+@contextlib.contextmanager
+def _locked_store(run_path: Path, durability: str) -> Iterator[BatchStore]:
+    """RUN_DIR's store, open under the run-dir lock; both are let go on leaving, however that happens."""
+    lock = _RunDirLock(run_path)
+    try:
+        with BatchStore(run_path, durability=durability) as store:
+            yield store
     finally:
-        if store is not None:
-            store.close()
         lock.release()
 
 
@@ -203,7 +209,7 @@ def stored_config(run_dir: Path) -> LoopConfig | None:
 
 
 def _make_engine(
-    name: str,
+    engine: str | Engine,
     *,
     model: Any,
     executor: Any,
@@ -213,6 +219,10 @@ def _make_engine(
     ray_address: str | None,
     ray_workers: int | None,
 ) -> Engine:
+    """``engine`` itself when given one, else a new (not started) engine of that name."""
+    if not isinstance(engine, str):
+        return engine
+    name = engine
     sizes = {"concurrency": settings.concurrency, "execution_concurrency": settings.execution_concurrency}
     if name == "local":
         gate = BackoffGate(base_delay_s=backoff.base_delay_s, max_delay_s=backoff.max_delay_s)

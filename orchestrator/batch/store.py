@@ -101,6 +101,63 @@ def _cap(text: str) -> str:
     return text if len(text) <= ATTEMPT_OUTPUT_CAP else text[:ATTEMPT_OUTPUT_CAP]
 
 
+def _stored_result_json(result: RunResult) -> str:
+    """The result as stored in the items row: artifact bytes blanked, since they live in the artifact files."""
+    stored = result.to_json()
+    for attempt in stored["attempts"]:
+        for artifact in attempt["result"]["artifacts"]:
+            artifact["data_b64"] = ""  # the bytes live in the artifact files
+    return json.dumps(stored)
+
+
+def _item_result_values(status: str, result: RunResult, rate_limited: int) -> tuple[Any, ...]:
+    """The items row's result columns, in the order ``BatchStore.finish`` updates them."""
+    usage = result.usage
+    return (
+        status,
+        result.status.value,
+        result.error,
+        _stored_result_json(result),
+        time.time(),
+        rate_limited,
+        result.wall_time_s,
+        result.model_time_s,
+        result.execution_time_s,
+        len(result.attempts),
+        result.retries,
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.total_tokens,
+        usage.requests,
+        usage.cost_usd,
+    )
+
+
+def _attempt_rows(item_id: str, result: RunResult) -> list[tuple[Any, ...]]:
+    """One attempts row per attempt, outputs capped at ATTEMPT_OUTPUT_CAP (a cap counts as truncation)."""
+    return [
+        (
+            item_id,
+            i,
+            a.step,
+            int(a.remote),
+            a.code,
+            a.result.outcome.value,
+            _cap(a.result.stdout),
+            _cap(a.result.stderr),
+            int(a.result.stdout_truncated or len(a.result.stdout) > ATTEMPT_OUTPUT_CAP),
+            int(a.result.stderr_truncated or len(a.result.stderr) > ATTEMPT_OUTPUT_CAP),
+            a.result.error_type,
+            a.result.error_message,
+            a.result.exit_code,
+            a.result.duration_s,
+            a.result.cpu_time_s,
+            a.result.peak_memory_bytes,
+        )
+        for i, a in enumerate(result.attempts)
+    ]
+
+
 def item_status_for(result: RunResult) -> str:
     """``error`` when the run could not complete (the model failed: re-run on
     resume); ``done`` when it reached an answer, solved or not."""
@@ -312,62 +369,19 @@ class BatchStore(MigratedStore):
         """
         status = item_status_for(result)
         artifact_rows = self._write_artifacts(item_id, result)
-        stored = result.to_json()
-        for attempt in stored["attempts"]:
-            for artifact in attempt["result"]["artifacts"]:
-                artifact["data_b64"] = ""  # the bytes live in the artifact files
-        usage = result.usage
         with self._transaction() as db:
             self._clear_outputs(db, item_id)
             db.execute(
                 "UPDATE items SET status = ?, run_status = ?, error = ?, result = ?, finished = ?, rate_limited = ?, "
                 "wall_time_s = ?, model_time_s = ?, execution_time_s = ?, executions = ?, retries = ?, "
                 "input_tokens = ?, output_tokens = ?, total_tokens = ?, requests = ?, cost_usd = ? WHERE id = ?",
-                (
-                    status,
-                    result.status.value,
-                    result.error,
-                    json.dumps(stored),
-                    time.time(),
-                    rate_limited,
-                    result.wall_time_s,
-                    result.model_time_s,
-                    result.execution_time_s,
-                    len(result.attempts),
-                    result.retries,
-                    usage.input_tokens,
-                    usage.output_tokens,
-                    usage.total_tokens,
-                    usage.requests,
-                    usage.cost_usd,
-                    item_id,
-                ),
+                (*_item_result_values(status, result, rate_limited), item_id),
             )
             db.executemany(
                 "INSERT INTO attempts (item_id, idx, step, remote, code, outcome, stdout, stderr, stdout_truncated, "
                 "stderr_truncated, error_type, error_message, exit_code, duration_s, cpu_time_s, peak_memory_bytes) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        item_id,
-                        i,
-                        a.step,
-                        int(a.remote),
-                        a.code,
-                        a.result.outcome.value,
-                        _cap(a.result.stdout),
-                        _cap(a.result.stderr),
-                        int(a.result.stdout_truncated or len(a.result.stdout) > ATTEMPT_OUTPUT_CAP),
-                        int(a.result.stderr_truncated or len(a.result.stderr) > ATTEMPT_OUTPUT_CAP),
-                        a.result.error_type,
-                        a.result.error_message,
-                        a.result.exit_code,
-                        a.result.duration_s,
-                        a.result.cpu_time_s,
-                        a.result.peak_memory_bytes,
-                    )
-                    for i, a in enumerate(result.attempts)
-                ],
+                _attempt_rows(item_id, result),
             )
             db.executemany(
                 "INSERT INTO artifacts (item_id, attempt_idx, idx, name, mime_type, size, truncated, path) "
