@@ -41,26 +41,26 @@ def batch_files(tmp_path: Path) -> tuple[Path, Path]:
     return script, prompts
 
 
+def local_batch(script: Path, prompts: Path, run_dir: Path, *options: str) -> list[str]:
+    """``codeloop batch`` of the fixture's prompts with its scripted model on the local executor, quietly."""
+    return [
+        "batch",
+        str(prompts),
+        "-o",
+        str(run_dir),
+        "--model",
+        f"scripted:{script}",
+        "--executor",
+        "local",
+        "--no-progress",
+        *options,
+    ]
+
+
 def test_batch_then_report_then_export_agree_with_the_store(tmp_path: Path, batch_files, capsys) -> None:
     script, prompts = batch_files
     run_dir = tmp_path / "run"
-    code = main(
-        [
-            "batch",
-            str(prompts),
-            "-o",
-            str(run_dir),
-            "--model",
-            f"scripted:{script}",
-            "--executor",
-            "local",
-            "--concurrency",
-            "3",
-            "--max-retries",
-            "1",
-            "--no-progress",
-        ]
-    )
+    code = main(local_batch(script, prompts, run_dir, "--concurrency", "3", "--max-retries", "1"))
     assert code == 0
     assert "3 run:" in capsys.readouterr().err
     with BatchStore(run_dir) as store:
@@ -118,17 +118,7 @@ def test_bad_input_is_reported_with_lines_and_nothing_runs(tmp_path: Path, capsy
 def test_resume_with_other_settings_is_refused_unless_forced(tmp_path: Path, batch_files, capsys) -> None:
     script, prompts = batch_files
     run_dir = tmp_path / "run"
-    base = [
-        "batch",
-        str(prompts),
-        "-o",
-        str(run_dir),
-        "--model",
-        f"scripted:{script}",
-        "--executor",
-        "local",
-        "--no-progress",
-    ]
+    base = local_batch(script, prompts, run_dir)
     assert main([*base, "--max-retries", "1"]) == 0
     assert main([*base, "--max-retries", "1"]) == 2
     assert "pass --resume" in capsys.readouterr().err

@@ -58,6 +58,15 @@ def items_file(tmp_path):
     return path
 
 
+async def local_run(items_file: Path, bench_dir: Path, *, limit: int) -> ScriptedModel:
+    """The first ``limit`` items run with the doubling script and scored, locally; its model, to count calls."""
+    model = ScriptedModel(double_script, name="double")
+    await run_benchmark(
+        str(items_file), model=model, bench_dir=bench_dir, limit=limit, executor="local", scoring_executor="local"
+    )
+    return model
+
+
 async def test_report_numbers_match_the_store(items_file, tmp_path):
     bench_dir = tmp_path / "bench"
     result = await run_benchmark(
@@ -119,10 +128,7 @@ async def test_report_numbers_match_the_store(items_file, tmp_path):
 
 async def test_resume_runs_only_new_items_and_scores_leftovers(items_file, tmp_path):
     bench_dir = tmp_path / "bench"
-    first = ScriptedModel(double_script, name="double")
-    await run_benchmark(
-        str(items_file), model=first, bench_dir=bench_dir, limit=3, executor="local", scoring_executor="local"
-    )
+    first = await local_run(items_file, bench_dir, limit=3)
     assert first.calls == 6  # three items, code then summary each
 
     with pytest.raises(BenchStoreError, match="--resume"):
@@ -154,10 +160,7 @@ async def test_resume_runs_only_new_items_and_scores_leftovers(items_file, tmp_p
 
 async def test_resume_refuses_another_benchmark(items_file, tmp_path):
     bench_dir = tmp_path / "bench"
-    model = ScriptedModel(double_script, name="double")
-    await run_benchmark(
-        str(items_file), model=model, bench_dir=bench_dir, limit=1, executor="local", scoring_executor="local"
-    )
+    await local_run(items_file, bench_dir, limit=1)
     with pytest.raises(BenchStoreError, match="different benchmark"):
         await run_benchmark(
             "gsm8k",
@@ -226,10 +229,7 @@ def test_cli_bad_usage_exits_2_with_a_clear_message(tmp_path, capsys, argv, mess
 
 async def test_a_resume_the_batch_refuses_keeps_the_stored_config(items_file, tmp_path):
     bench_dir = tmp_path / "bench"
-    model = ScriptedModel(double_script, name="double")
-    await run_benchmark(
-        str(items_file), model=model, bench_dir=bench_dir, limit=1, executor="local", scoring_executor="local"
-    )
+    model = await local_run(items_file, bench_dir, limit=1)
     with pytest.raises(StoreError, match="different settings"):
         await run_benchmark(
             str(items_file),

@@ -77,6 +77,16 @@ def sdk(server: BackgroundServer, key: str = "any") -> genai.Client:
     return genai.Client(api_key=key, http_options=types.HttpOptions(base_url=server.url))
 
 
+def sdk_client_error(
+    server: BackgroundServer, model: str = "m", config: types.GenerateContentConfig | None = None
+) -> genai_errors.ClientError:
+    """The error the real SDK raises for a generateContent call of "x" that the server refuses."""
+    client = sdk(server)
+    with pytest.raises(genai_errors.ClientError) as caught:
+        client.models.generate_content(model=model, contents="x", config=config)
+    return caught.value
+
+
 # -- 400 -----------------------------------------------------------------------------------
 
 
@@ -144,16 +154,13 @@ def test_a_plain_chat_cannot_take_a_binary_file(executor):
 
 def test_the_sdk_raises_client_error_400_with_the_field(executor):
     with serve(ScriptedModel(["never"]), executor) as server:
-        client = sdk(server)
-        with pytest.raises(genai_errors.ClientError) as caught:
-            client.models.generate_content(
-                model="m",
-                contents="x",
-                config=types.GenerateContentConfig(
-                    tools=[types.Tool(function_declarations=[types.FunctionDeclaration(name="f")])]
-                ),
-            )
-    assert caught.value.code == 400 and "tools[0].functionDeclarations" in caught.value.message
+        error = sdk_client_error(
+            server,
+            config=types.GenerateContentConfig(
+                tools=[types.Tool(function_declarations=[types.FunctionDeclaration(name="f")])]
+            ),
+        )
+    assert error.code == 400 and "tools[0].functionDeclarations" in error.message
 
 
 def test_count_tokens_checks_its_body_too(executor):
@@ -215,10 +222,8 @@ def test_unknown_models_methods_and_routes_are_404(executor):
         assert_error(request(server, "/v2/models", method="GET"), 404, "NOT_FOUND", "v2")
         assert_error(request(server, "/v1beta/files", method="GET"), 404, "NOT_FOUND")
         assert_error(request(server, "/v1beta/models", method="DELETE"), 405, "METHOD_NOT_ALLOWED")
-        client = sdk(server)
-        with pytest.raises(genai_errors.ClientError) as caught:
-            client.models.generate_content(model="gemini-2.5-flash", contents="x")
-    assert caught.value.code == 404
+        error = sdk_client_error(server, model="gemini-2.5-flash")
+    assert error.code == 404
 
 
 # -- 413 -----------------------------------------------------------------------------------
@@ -258,20 +263,17 @@ def test_past_the_concurrency_limit_requests_get_429_with_retry_after(executor):
         while model.calls == 0 and time.monotonic() < deadline:
             time.sleep(0.01)
         status, headers, body = generate(server, HELLO)
-        client = sdk(server)
-        with pytest.raises(genai_errors.ClientError) as caught:
-            client.models.generate_content(
-                model="m",
-                contents="x",
-                config=types.GenerateContentConfig(
-                    http_options=types.HttpOptions(retry_options=types.HttpRetryOptions(attempts=1))
-                ),
-            )
+        error = sdk_client_error(
+            server,
+            config=types.GenerateContentConfig(
+                http_options=types.HttpOptions(retry_options=types.HttpRetryOptions(attempts=1))
+            ),
+        )
         worker.join()
         after = generate(server, HELLO)
     assert_error((status, headers, body), 429, "RESOURCE_EXHAUSTED", "1 requests")
     assert headers["retry-after"] == "7"
-    assert caught.value.code == 429
+    assert error.code == 429
     assert first[0][0] == 200 and after[0] == 200  # the slot came back
 
 

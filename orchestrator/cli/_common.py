@@ -139,6 +139,20 @@ def loop_config(args: argparse.Namespace) -> LoopConfig:
         raise UsageError(str(exc)) from exc
 
 
+def add_prompt_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the subcommands that run prompts here and now (run, chat): the run's options
+    and the images'. A batch stores its images in its LoopConfig, so it takes only the run's."""
+    add_run_options(parser)
+    add_image_options(parser)
+
+
+def resolve_run(args: argparse.Namespace) -> tuple[LoopConfig, Model, Executor]:
+    """The config, model and executor of :func:`add_prompt_options`' options, checked in that
+    order (a bad flag is reported before a model is built)."""
+    config = loop_config(args).replace(images=image_settings(args))
+    return config, resolve_model(args), resolve_executor(args)
+
+
 async def close_model(model: Model) -> None:
     """Close a model that holds resources (a client, a local server)."""
     aclose = getattr(model, "aclose", None)

@@ -17,15 +17,7 @@ from ..images import InputFileTooLarge
 from ..render import EventPrinter
 from ..session import Session, SessionFileError
 from . import EXIT_OK, UsageError
-from ._common import (  # run and chat: a batch sets images in its LoopConfig
-    add_image_options,
-    add_run_options,
-    close_model,
-    image_settings,
-    loop_config,
-    resolve_executor,
-    resolve_model,
-)
+from ._common import add_prompt_options, close_model, resolve_run
 
 HELP = """\
 Type a message and press Enter. Commands:
@@ -47,15 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stream", action="store_true", help="stream the model's text as it arrives")
     p.add_argument("--file", action="append", default=[], metavar="PATH", help="input file (repeatable)")
     p.add_argument("--load", metavar="PATH", help="continue a saved conversation")
-    add_run_options(p)
-    add_image_options(p)
+    add_prompt_options(p)
     p.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
-    config = loop_config(args).replace(images=image_settings(args))
-    model = resolve_model(args)
-    executor = resolve_executor(args)
+    config, model, executor = resolve_run(args)
     session = Session(model, executor, config=config, stream_text=args.stream)
     return asyncio.run(chat(session, sys.stdin, sys.stdout, files=args.file, load=args.load, stream=args.stream))
 

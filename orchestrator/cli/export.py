@@ -8,19 +8,20 @@ import sys
 from typing import Any
 
 from . import EXIT_OK
+from ._store import add_store_command
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
+    parser = add_store_command(
+        subparsers,
         "export",
         help="export a batch's results as JSONL or CSV",
         description="Write one record per item of RUN_DIR's batch, in input order. "
         "JSONL carries each full RunResult; CSV one flat row per item.",
+        handler=run,
     )
-    parser.add_argument("run_dir", metavar="RUN_DIR")
     parser.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     parser.add_argument("-o", "--output", default="-", help="output file (default: stdout)")
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,18 +7,19 @@ import json
 from typing import Any
 
 from . import EXIT_OK
+from ._store import add_store_command
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
+    parser = add_store_command(
+        subparsers,
         "report",
         help="summarise a batch: outcomes, retries, tokens, latency, plots",
         description="Print a summary of RUN_DIR's batch and write report.json, "
         "report-retries.png and report-latency.png into RUN_DIR.",
+        handler=run,
     )
-    parser.add_argument("run_dir", metavar="RUN_DIR")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,15 +16,7 @@ from ..loop import Orchestrator
 from ..render import EventPrinter
 from ..types import RunStatus
 from . import EXIT_FAILED, EXIT_OK, EXIT_UNVERIFIED, UsageError
-from ._common import (  # run and chat: a batch sets images in its LoopConfig
-    add_image_options,
-    add_run_options,
-    close_model,
-    image_settings,
-    loop_config,
-    resolve_executor,
-    resolve_model,
-)
+from ._common import add_prompt_options, close_model, resolve_run
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,8 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the RunResult as JSON instead of the transcript")
     p.add_argument("--stream", action="store_true", help="stream the model's text as it arrives")
     p.add_argument("--save-artifacts", metavar="DIR", help="write files the code produced into DIR")
-    add_run_options(p)
-    add_image_options(p)
+    add_prompt_options(p)
     p.set_defaults(handler=handle)
 
 
@@ -67,9 +58,7 @@ def read_files(paths: list[str]) -> list[InputFile]:
 def handle(args: argparse.Namespace) -> int:
     prompt = read_prompt(args)
     files = read_files(args.file)
-    config = loop_config(args).replace(images=image_settings(args))
-    model = resolve_model(args)
-    executor = resolve_executor(args)
+    config, model, executor = resolve_run(args)
     return asyncio.run(_run(args, prompt, files, model, executor, config))
 
 

@@ -36,7 +36,7 @@ from ._conversation import answer_text, files_note, is_run_python, own_raw, tool
 from ._keys import ApiKey, require_key
 from .base import ModelError
 from .pricing import ANTHROPIC_PRICES, PriceTable
-from .retry import CallStats, RetryPolicy, call_with_retries, first_chunk, next_chunk
+from .retry import CallStats, RetryingProvider, RetryPolicy, first_chunk
 
 KEY_VARIABLES = ("ANTHROPIC_API_KEY",)
 MISSING_KEY = (
@@ -63,7 +63,7 @@ def load_sdk() -> Any:
     return anthropic
 
 
-class AnthropicModel:
+class AnthropicModel(RetryingProvider):
     """A :class:`~orchestrator.models.base.StreamingModel` for Claude.
 
     ``env`` is where ``ANTHROPIC_API_KEY`` (and ``ANTHROPIC_BASE_URL``) are
@@ -124,9 +124,7 @@ class AnthropicModel:
             blocks = [block.model_dump(mode="json", exclude_none=True) for block in message.content]
             return self._turn(blocks, message.stop_reason, message.usage.model_dump(), message.model)
 
-        turn, requests = await call_with_retries(
-            once, policy=self.retry, classify=self._classify, stats=self.stats, model=self.name, rng=self._rng
-        )
+        turn, requests = await self._with_retries(once)
         turn.usage.requests = requests
         return turn
 
@@ -140,17 +138,13 @@ class AnthropicModel:
         async def open_stream():
             return await first_chunk(await self._client.messages.create(**kwargs, stream=True))
 
-        (iterator, event), requests = await call_with_retries(
-            open_stream, policy=self.retry, classify=self._classify, stats=self.stats, model=self.name, rng=self._rng
-        )
+        (iterator, event), requests = await self._with_retries(open_stream)
         message = _StreamedMessage()
         while event is not None:
             delta = message.add(event.model_dump(mode="json", exclude_none=True))
             if delta:
                 yield delta
-            event = await next_chunk(
-                iterator, classify=self._classify, stats=self.stats, what=f"the stream from {self.name}"
-            )
+            event = await self._next_chunk(iterator, f"the stream from {self.name}")
         if not message.started:
             raise ModelError(f"the stream from {self.name} ended without a message")
         turn = self._turn(message.blocks(), message.stop_reason, message.usage, message.model)

@@ -36,7 +36,7 @@ from ._keys import ApiKey, require_key
 from .base import ModelError
 from .gemini_response import block_reason, enum_name, merge_text_parts, parse_content, usage_from
 from .pricing import GEMINI_PRICES, PriceTable
-from .retry import CallStats, RetryPolicy, call_with_retries, first_chunk, next_chunk
+from .retry import CallStats, RetryingProvider, RetryPolicy, first_chunk
 
 Mode = Literal["client", "server"]
 
@@ -73,7 +73,7 @@ MISSING_KEY = (
 KEY_HELP = "check GEMINI_API_KEY / GOOGLE_API_KEY"
 
 
-class GeminiModel:
+class GeminiModel(RetryingProvider):
     """A :class:`~orchestrator.models.base.StreamingModel` for Gemini.
 
     ``retry`` sets attempts, backoff and the per-request timeout;
@@ -146,14 +146,7 @@ class GeminiModel:
                 raise MalformedFunctionCall(candidate.finish_message or "")
             return response
 
-        response, requests = await call_with_retries(
-            once,
-            policy=self.retry,
-            classify=self._classify,
-            stats=self.stats,
-            model=self.name,
-            rng=self._rng,
-        )
+        response, requests = await self._with_retries(once)
         if not response.candidates:
             raise ModelError(f"Gemini returned no answer ({block_reason(response)})")
         candidate = response.candidates[0]
@@ -175,14 +168,7 @@ class GeminiModel:
                 )
             )
 
-        (iterator, chunk), requests = await call_with_retries(
-            open_stream,
-            policy=self.retry,
-            classify=self._classify,
-            stats=self.stats,
-            model=self.name,
-            rng=self._rng,
-        )
+        (iterator, chunk), requests = await self._with_retries(open_stream)
         parts: list[types.Part] = []
         finish_reason = usage_metadata = model_version = None
         while chunk is not None:
@@ -195,7 +181,7 @@ class GeminiModel:
                         yield part.text
             usage_metadata = chunk.usage_metadata or usage_metadata
             model_version = chunk.model_version or model_version
-            chunk = await next_chunk(iterator, classify=self._classify, stats=self.stats, what="the Gemini stream")
+            chunk = await self._next_chunk(iterator, "the Gemini stream")
         if not parts and finish_reason is None:
             raise ModelError("Gemini's stream ended without an answer")
         content = types.Content(role="model", parts=merge_text_parts(parts))

@@ -41,7 +41,7 @@ from ._conversation import answer_text, files_note, is_run_python, own_raw, tool
 from ._keys import ApiKey, find_key
 from .base import ModelError
 from .pricing import PriceTable
-from .retry import CallStats, RetryPolicy, call_with_retries, first_chunk, next_chunk
+from .retry import CallStats, RetryingProvider, RetryPolicy, first_chunk
 
 ToolMode = Literal["auto", "on", "off"]
 
@@ -74,7 +74,7 @@ def parse_spec(arg: str) -> tuple[str, str | None]:
     return arg, None
 
 
-class OpenAIModel:
+class OpenAIModel(RetryingProvider):
     """``tools="auto"`` offers function calling and falls back to fenced code
     when the server refuses tools; ``"on"`` never falls back; ``"off"`` never
     offers tools. ``images``: whether the model takes images (default: yes
@@ -188,9 +188,7 @@ class OpenAIModel:
                     if piece.function:
                         call["function"]["name"] += piece.function.name or ""
                         call["function"]["arguments"] += piece.function.arguments or ""
-            chunk = await next_chunk(
-                iterator, classify=self._classify, stats=self.stats, what=f"the stream from {self.name}"
-            )
+            chunk = await self._next_chunk(iterator, f"the stream from {self.name}")
         ordered = [calls[i] for i in sorted(calls)]
         for i, call in enumerate(ordered):
             call["id"] = call["id"] or f"call_{i}"
@@ -240,15 +238,7 @@ class OpenAIModel:
         sent_before = self.stats.requests
         probing = self.tool_mode == "auto" and "tools" in kwargs
         try:
-            return await call_with_retries(
-                once,
-                policy=self.retry,
-                classify=self._classify,
-                stats=self.stats,
-                model=self.name,
-                rng=self._rng,
-                declined=_refuses_tools if probing else None,
-            )
+            return await self._with_retries(once, declined=_refuses_tools if probing else None)
         except ModelError as exc:
             if not (probing and _refuses_tools(exc)):
                 raise
@@ -256,9 +246,7 @@ class OpenAIModel:
         # code from now on. The refusal is counted as declined, not failed.
         self.tool_support = ToolSupport.REFUSED
         kwargs = self.request(conversation, tools)
-        result, _ = await call_with_retries(
-            once, policy=self.retry, classify=self._classify, stats=self.stats, model=self.name, rng=self._rng
-        )
+        result, _ = await self._with_retries(once)
         return result, self.stats.requests - sent_before
 
     def _turn(

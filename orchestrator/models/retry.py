@@ -143,3 +143,31 @@ async def next_chunk(
             raise
         stats.failures += 1
         raise ModelError(f"{what} broke off: {error}", status_code=error.status_code) from None
+
+
+class RetryingProvider:
+    """The retry plumbing a hosted provider's model shares: its calls go through
+    :func:`call_with_retries` with its own policy, stats, name and seeded rng,
+    and its stream's errors, like its calls', are sorted by its ``_classify``."""
+
+    name: str
+    retry: RetryPolicy
+    stats: CallStats
+    _rng: random.Random
+    _classify: Callable[[BaseException], ModelError | None]
+
+    async def _with_retries(
+        self, call: Callable[[], Awaitable[T]], *, declined: Callable[[ModelError], bool] | None = None
+    ) -> tuple[T, int]:
+        return await call_with_retries(
+            call,
+            policy=self.retry,
+            classify=self._classify,
+            stats=self.stats,
+            model=self.name,
+            rng=self._rng,
+            declined=declined,
+        )
+
+    async def _next_chunk(self, iterator: AsyncIterator[T], what: str) -> T | None:
+        return await next_chunk(iterator, classify=self._classify, stats=self.stats, what=what)
